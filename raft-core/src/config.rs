@@ -1,0 +1,205 @@
+//! Protocol configuration: sizes and timeouts in ticks, with `validate()`.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::NodeId;
+
+/// A configuration that makes no sense, with the field that is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid config field `{field}`: {reason}")]
+pub struct ConfigError {
+    /// The offending field.
+    pub field: &'static str,
+    /// Why it is wrong.
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(field: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// How linearizable reads are confirmed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReadMode {
+    /// The leader confirms it still leads with a heartbeat round (Raft thesis §6.4).
+    #[default]
+    ReadIndex,
+    /// The leader serves reads while its lease lasts, without a round trip. Needs
+    /// check-quorum; relies on clocks drifting less than `lease_drift_ticks`.
+    Lease,
+}
+
+/// Configuration of one node's protocol. Times are in ticks; the runtime maps ticks to
+/// milliseconds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// This node's id (non-zero).
+    pub id: NodeId,
+    /// Every voter of the cluster, this node included.
+    pub voters: BTreeSet<NodeId>,
+    /// Base election timeout T: a follower campaigns after a random timeout in [T, 2T).
+    pub election_timeout_ticks: u32,
+    /// The leader sends heartbeats this often. Must be shorter than the election timeout.
+    pub heartbeat_interval_ticks: u32,
+    /// Pre-vote (thesis §9.6): a node first asks whether it could win before raising terms.
+    pub pre_vote: bool,
+    /// Check-quorum: a leader that hears from no majority within an election timeout
+    /// steps down, and followers that heard from a leader recently ignore vote requests.
+    pub check_quorum: bool,
+    /// How reads are confirmed.
+    pub read_mode: ReadMode,
+    /// How much shorter than the election timeout the read lease is, to absorb clock drift.
+    pub lease_drift_ticks: u32,
+    /// Most bytes of entries (by [`crate::Entry::size_bytes`]) in one append message.
+    pub append_bytes_max: u64,
+    /// Most append messages in flight to one follower.
+    pub inflight_messages_max: u32,
+    /// Most entry bytes in flight to one follower; keep well under the receiver's socket buffer.
+    pub inflight_bytes_max: u64,
+    /// Most proposals waiting in the leader's unpersisted tail before new ones are refused.
+    pub uncommitted_entries_max: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            id: 1,
+            voters: [1].into_iter().collect(),
+            election_timeout_ticks: 10,
+            heartbeat_interval_ticks: 2,
+            pre_vote: true,
+            check_quorum: true,
+            read_mode: ReadMode::ReadIndex,
+            lease_drift_ticks: 2,
+            append_bytes_max: 60 * 1024,
+            inflight_messages_max: 64,
+            inflight_bytes_max: 2 * 1024 * 1024,
+            uncommitted_entries_max: 100_000,
+        }
+    }
+}
+
+impl Config {
+    /// A default config for node `id` in a cluster of `voters`.
+    ///
+    /// ```
+    /// let c = raft_core::Config::new(1, [1, 2, 3]);
+    /// assert!(c.validate().is_ok());
+    /// ```
+    pub fn new(id: NodeId, voters: impl IntoIterator<Item = NodeId>) -> Self {
+        Self {
+            id,
+            voters: voters.into_iter().collect(),
+            ..Self::default()
+        }
+    }
+
+    /// Checks the config for nonsense.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first wrong field.
+    ///
+    /// ```
+    /// let mut c = raft_core::Config::new(1, [1, 2, 3]);
+    /// c.heartbeat_interval_ticks = c.election_timeout_ticks;
+    /// assert_eq!(c.validate().unwrap_err().field, "heartbeat_interval_ticks");
+    /// ```
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.id == 0 {
+            return Err(ConfigError::new(
+                "id",
+                "node id 0 is reserved for \"nobody\"",
+            ));
+        }
+        if self.voters.contains(&0) {
+            return Err(ConfigError::new("voters", "node id 0 is reserved"));
+        }
+        if !self.voters.contains(&self.id) {
+            return Err(ConfigError::new(
+                "voters",
+                format!("this node ({}) is missing from the voters", self.id),
+            ));
+        }
+        if self.election_timeout_ticks < 2 {
+            return Err(ConfigError::new(
+                "election_timeout_ticks",
+                "must be at least 2",
+            ));
+        }
+        if self.heartbeat_interval_ticks == 0 {
+            return Err(ConfigError::new(
+                "heartbeat_interval_ticks",
+                "must be positive",
+            ));
+        }
+        if self.heartbeat_interval_ticks >= self.election_timeout_ticks {
+            return Err(ConfigError::new(
+                "heartbeat_interval_ticks",
+                format!(
+                    "heartbeat interval ({}) must be shorter than the election timeout ({})",
+                    self.heartbeat_interval_ticks, self.election_timeout_ticks
+                ),
+            ));
+        }
+        if self.read_mode == ReadMode::Lease && !self.check_quorum {
+            return Err(ConfigError::new(
+                "read_mode",
+                "lease reads need check_quorum, or a deposed leader could serve stale reads",
+            ));
+        }
+        if self.lease_drift_ticks >= self.election_timeout_ticks {
+            return Err(ConfigError::new(
+                "lease_drift_ticks",
+                "the drift bound must be shorter than the election timeout",
+            ));
+        }
+        if self.append_bytes_max == 0 {
+            return Err(ConfigError::new("append_bytes_max", "must be positive"));
+        }
+        if self.inflight_messages_max == 0 {
+            return Err(ConfigError::new(
+                "inflight_messages_max",
+                "must be positive",
+            ));
+        }
+        if self.inflight_bytes_max < self.append_bytes_max {
+            return Err(ConfigError::new(
+                "inflight_bytes_max",
+                "must hold at least one full append (append_bytes_max)",
+            ));
+        }
+        if self.uncommitted_entries_max == 0 {
+            return Err(ConfigError::new(
+                "uncommitted_entries_max",
+                "must be positive",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks a list of node ids for duplicates, for callers that build `voters` from a
+    /// list (a config file).
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the duplicate.
+    pub fn check_unique_ids(ids: &[NodeId]) -> Result<(), ConfigError> {
+        let mut seen = BTreeSet::new();
+        for id in ids {
+            if !seen.insert(*id) {
+                return Err(ConfigError::new(
+                    "voters",
+                    format!("node id {id} appears twice"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,91 @@
+//! `Ready`: what the protocol asks its driver to do, in order.
+
+use crate::message::Message;
+use crate::types::{Entry, HardState, LogIndex, NodeId, Term};
+
+/// A node's role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum Role {
+    /// Follows a leader (or waits for one).
+    Follower,
+    /// Asking whether it could win an election, without raising its term (pre-vote).
+    PreCandidate,
+    /// Campaigning in an election.
+    Candidate,
+    /// Leads the cluster.
+    Leader,
+}
+
+/// The volatile state the driver may want to show or react to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SoftState {
+    /// This node's role.
+    pub role: Role,
+    /// This node's term.
+    pub term: Term,
+    /// The leader this node knows of in `term`.
+    pub leader: Option<NodeId>,
+}
+
+/// The answer to a read request: once the state machine has applied `index`, a read
+/// reflects every write acknowledged before the request was made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadState {
+    /// The id the caller gave the request.
+    pub request_id: u64,
+    /// The index to wait for, or `None` if the request failed (leadership lost).
+    pub index: Option<LogIndex>,
+}
+
+/// The outcome of a proposal forwarded to the leader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ForwardedProposal {
+    /// The id the caller gave the proposal.
+    pub request_id: u64,
+    /// Where the leader appended it as (index, term), or `None` if it refused.
+    pub placed: Option<(LogIndex, Term)>,
+}
+
+/// A batch of work for the driver. Handle it in this order:
+///
+/// 1. append [`Ready::entries`] and store [`Ready::hard_state`], then sync the log;
+/// 2. send [`Ready::messages`] (only now: they may promise what step 1 made durable);
+/// 3. apply [`Ready::committed`] in order; answer [`Ready::read_states`] and
+///    [`Ready::forwarded`];
+/// 4. call [`crate::Raft::advance`] with this ready.
+#[derive(Debug, Default)]
+#[must_use = "a Ready must be handled and passed to Raft::advance"]
+pub struct Ready {
+    /// New role, term or leader, if any changed since the last ready.
+    pub soft_state: Option<SoftState>,
+    /// Hard state to store, if it changed.
+    pub hard_state: Option<HardState>,
+    /// Entries to append to the log (replacing any suffix from the first one's index).
+    pub entries: Vec<Entry>,
+    /// Messages to send once the above is durable.
+    pub messages: Vec<Message>,
+    /// Committed entries to apply, in order.
+    pub committed: Vec<Entry>,
+    /// Answers to read requests.
+    pub read_states: Vec<ReadState>,
+    /// Answers to proposals this node forwarded to the leader.
+    pub forwarded: Vec<ForwardedProposal>,
+}
+
+impl Ready {
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.soft_state.is_none()
+            && self.hard_state.is_none()
+            && self.entries.is_empty()
+            && self.messages.is_empty()
+            && self.committed.is_empty()
+            && self.read_states.is_empty()
+            && self.forwarded.is_empty()
+    }
+
+    /// Whether the log must be synced before the messages may be sent.
+    pub fn must_sync(&self) -> bool {
+        self.hard_state.is_some() || !self.entries.is_empty()
+    }
+}

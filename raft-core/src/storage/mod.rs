@@ -1,0 +1,168 @@
+//! The `Log` trait: durable storage of entries, hard state and snapshot metadata.
+//!
+//! # The I/O contract
+//!
+//! The protocol reads a `Log`; the runtime writes it. For each [`crate::Ready`] the runtime
+//! (1) appends the ready's entries and stores its hard state, (2) calls [`Log::sync`],
+//! and only then (3) sends the ready's messages. A vote or an append acknowledgement is
+//! therefore never on the wire before the state it promises is durable.
+
+mod mem;
+
+pub use mem::{check_contiguous, MemLog};
+
+use crate::types::{Entry, HardState, LogIndex, SnapshotMeta, Term};
+
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// The entry at `index` was compacted into a snapshot.
+    #[error("entry {index} is compacted (first available is {first_index})")]
+    Compacted {
+        /// The requested index.
+        index: LogIndex,
+        /// The first index still in the log.
+        first_index: LogIndex,
+    },
+    /// The entry at `index` is beyond the end of the log.
+    #[error("entry {index} is beyond the last index {last_index}")]
+    Unavailable {
+        /// The requested index.
+        index: LogIndex,
+        /// The log's last index.
+        last_index: LogIndex,
+    },
+    /// A stored record failed its checksum or could not be decoded.
+    #[error("corrupt record at index {index}: {detail}")]
+    Corrupt {
+        /// The index of the bad record (0 for metadata).
+        index: LogIndex,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The directory belongs to another cluster or node.
+    #[error("storage belongs to {found}, not {expected}")]
+    WrongOwner {
+        /// Who this node is.
+        expected: String,
+        /// Who wrote the directory.
+        found: String,
+    },
+    /// An append that would leave a gap or rewrite committed history.
+    #[error("invalid append: {0}")]
+    InvalidAppend(String),
+    /// The underlying I/O failed.
+    #[error("storage i/o: {0}")]
+    Io(String),
+}
+
+/// Durable storage for one node's Raft log.
+///
+/// Model: entries `first_index()..=last_index()` are present; everything at or below
+/// `snapshot_meta().last_index` is covered by a snapshot, so
+/// `first_index() == snapshot_meta().last_index + 1` always holds. An empty log has
+/// `first_index() == 1` and `last_index() == 0`.
+///
+/// Writes (`append`, `set_hard_state`, `compact`) may be buffered; only [`Log::sync`]
+/// is a durability point. After a crash, a log holds everything synced and possibly a
+/// prefix of what was written after the last sync, never a torn or reordered record.
+pub trait Log: Send + 'static {
+    /// The stored hard state (default when none was ever stored).
+    fn hard_state(&self) -> HardState;
+
+    /// Stores the hard state (durable at the next [`Log::sync`]).
+    ///
+    /// # Errors
+    /// Storage failure.
+    fn set_hard_state(&mut self, hard_state: HardState) -> Result<(), StorageError>;
+
+    /// Metadata of the snapshot the log starts after.
+    fn snapshot_meta(&self) -> SnapshotMeta;
+
+    /// The first index present in the log: `snapshot_meta().last_index + 1`.
+    fn first_index(&self) -> LogIndex;
+
+    /// The last index present, or `snapshot_meta().last_index` if no entry follows it.
+    fn last_index(&self) -> LogIndex;
+
+    /// The term at `index`: 0 for index 0, the snapshot's term at its last index.
+    ///
+    /// # Errors
+    /// [`StorageError::Compacted`] below the snapshot, [`StorageError::Unavailable`]
+    /// past the end.
+    fn term(&self, index: LogIndex) -> Result<Term, StorageError>;
+
+    /// Entries in `[low, high)`, stopping once their [`Entry::size_bytes`] would pass
+    /// `max_bytes`, but always at least one entry when `low < high`.
+    ///
+    /// # Errors
+    /// Compacted or unavailable indexes; corruption.
+    fn entries(
+        &self,
+        low: LogIndex,
+        high: LogIndex,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, StorageError>;
+
+    /// Appends contiguous `entries`. If the first one's index is at or below
+    /// `last_index()`, the existing suffix from there on is replaced.
+    ///
+    /// # Errors
+    /// [`StorageError::InvalidAppend`] for a gap, non-contiguous entries or an index at or
+    /// below the snapshot; storage failure.
+    fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError>;
+
+    /// Makes every earlier write durable. The group-commit point: one call per batch.
+    ///
+    /// # Errors
+    /// Storage failure; the caller must not send anything that depends on the writes.
+    fn sync(&mut self) -> Result<(), StorageError>;
+
+    /// Discards entries at and below `meta.last_index`, which a snapshot now covers.
+    /// Entries after it are kept when the log agrees with `meta.last_term` at
+    /// `meta.last_index`; otherwise the whole log is discarded.
+    ///
+    /// # Errors
+    /// Storage failure.
+    fn compact(&mut self, meta: SnapshotMeta) -> Result<(), StorageError>;
+}
+
+/// A [`Log`] shared with a test harness through a box.
+impl<L: Log + ?Sized> Log for Box<L> {
+    fn hard_state(&self) -> HardState {
+        (**self).hard_state()
+    }
+    fn set_hard_state(&mut self, hard_state: HardState) -> Result<(), StorageError> {
+        (**self).set_hard_state(hard_state)
+    }
+    fn snapshot_meta(&self) -> SnapshotMeta {
+        (**self).snapshot_meta()
+    }
+    fn first_index(&self) -> LogIndex {
+        (**self).first_index()
+    }
+    fn last_index(&self) -> LogIndex {
+        (**self).last_index()
+    }
+    fn term(&self, index: LogIndex) -> Result<Term, StorageError> {
+        (**self).term(index)
+    }
+    fn entries(
+        &self,
+        low: LogIndex,
+        high: LogIndex,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
+        (**self).entries(low, high, max_bytes)
+    }
+    fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+        (**self).append(entries)
+    }
+    fn sync(&mut self) -> Result<(), StorageError> {
+        (**self).sync()
+    }
+    fn compact(&mut self, meta: SnapshotMeta) -> Result<(), StorageError> {
+        (**self).compact(meta)
+    }
+}

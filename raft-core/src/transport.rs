@@ -1,0 +1,51 @@
+//! The `Transport` trait: how messages travel between nodes.
+
+use crossbeam_channel::Sender;
+
+use crate::message::Message;
+
+/// Why a transport could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// Binding or configuring the socket failed.
+    #[error("transport i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// The transport's configuration is unusable.
+    #[error("transport config: {0}")]
+    Config(String),
+}
+
+/// Counters a transport keeps; shown in the node's status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TransportCounters {
+    /// Messages handed to the network.
+    pub sent: u64,
+    /// Messages delivered to the inbox.
+    pub received: u64,
+    /// Messages dropped for any reason (full queue, bad input, unknown peer, ...).
+    pub dropped: u64,
+}
+
+/// Carries messages between nodes. Fire and forget: Raft tolerates loss, duplication
+/// and reordering, so a transport may drop a message it cannot deliver (and count it).
+pub trait Transport: Send + 'static {
+    /// Starts delivering received messages into `inbox`. Called once by the runtime.
+    ///
+    /// # Errors
+    /// The transport could not start (socket, threads).
+    fn start(&mut self, inbox: Sender<Message>) -> Result<(), TransportError>;
+
+    /// Sends messages to their `to` nodes. Must not block for long.
+    fn send(&mut self, messages: Vec<Message>);
+
+    /// The largest total of [`crate::Entry::size_bytes`] one append may carry; the
+    /// runtime caps appends and refuses larger proposals with it.
+    fn max_append_bytes(&self) -> u64;
+
+    /// Counters so far.
+    fn counters(&self) -> TransportCounters;
+
+    /// Stops and joins every thread of the transport. Idempotent.
+    fn stop(&mut self);
+}

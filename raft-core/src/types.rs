@@ -1,0 +1,77 @@
+//! Plain data types shared by every layer: ids, terms, indexes, entries, hard state.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// A node's id in the cluster. Never 0: 0 means "nobody" on the wire and in hard state.
+pub type NodeId = u64;
+/// A Raft term. Starts at 0 and only ever grows on a node (persisted in [`HardState`]).
+pub type Term = u64;
+/// A log position. The first real entry has index 1; index 0 is the empty log's sentinel.
+pub type LogIndex = u64;
+
+/// What an [`Entry`] carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EntryKind {
+    /// A user command for the state machine.
+    Command,
+    /// The empty entry a new leader appends to commit everything before it (Raft §8).
+    Noop,
+}
+
+/// One log entry.
+///
+/// Invariant: within a log, indexes are contiguous and terms never decrease.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Entry {
+    /// The term of the leader that created the entry.
+    pub term: Term,
+    /// The entry's position in the log, from 1.
+    pub index: LogIndex,
+    /// Command or no-op.
+    pub kind: EntryKind,
+    /// The command's bytes; empty for a no-op.
+    pub data: Bytes,
+}
+
+impl Entry {
+    /// Bytes this entry costs on the wire and in byte-limited reads, an upper bound:
+    /// the payload plus a fixed allowance for term, index, kind and length prefixes.
+    ///
+    /// ```
+    /// use raft_core::{Entry, EntryKind};
+    /// let e = Entry { term: 1, index: 1, kind: EntryKind::Command, data: vec![0; 100].into() };
+    /// assert_eq!(e.size_bytes(), 100 + Entry::OVERHEAD_BYTES);
+    /// ```
+    pub fn size_bytes(&self) -> u64 {
+        self.data.len() as u64 + Self::OVERHEAD_BYTES
+    }
+
+    /// The fixed per-entry allowance used by [`Entry::size_bytes`]: three varint
+    /// `u64`s (at most 10 bytes each) and a kind tag, plus the length prefix of the data.
+    pub const OVERHEAD_BYTES: u64 = 40;
+}
+
+/// State that must be durable before a node answers anything that depends on it.
+///
+/// Invariant on one node across restarts: `term` never decreases, and `vote` changes
+/// only together with a larger `term`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct HardState {
+    /// The latest term this node has seen.
+    pub term: Term,
+    /// Who this node voted for in `term`, if anyone.
+    pub vote: Option<NodeId>,
+    /// The highest index known committed. Persisted so a restarted node can replay its
+    /// committed entries at once (the original's OnNewCommitedEntry on load).
+    pub commit: LogIndex,
+}
+
+/// Where a snapshot ends: the log below and at `last_index` is covered by it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SnapshotMeta {
+    /// The last index the snapshot covers (0: no snapshot).
+    pub last_index: LogIndex,
+    /// The term of the entry at `last_index`.
+    pub last_term: Term,
+}
