@@ -35,6 +35,7 @@
 
 pub mod config;
 pub mod message;
+pub mod node;
 pub mod protocol;
 pub mod storage;
 pub mod transport;

@@ -31,6 +31,9 @@ pub(crate) struct Progress {
     pub(crate) recent_active: bool,
     /// The newest read round this follower acknowledged.
     pub(crate) read_round_acked: u64,
+    /// The leader's read round when `match_index` last advanced: a heartbeat answer of a
+    /// later round reflects a log that must hold everything up to `match_index`.
+    pub(crate) match_round: u64,
 }
 
 impl Progress {
@@ -44,6 +47,7 @@ impl Progress {
             inflight_bytes: 0,
             recent_active: false,
             read_round_acked: 0,
+            match_round: 0,
         }
     }
 
@@ -63,11 +67,13 @@ impl Progress {
         self.inflight_bytes = 0;
     }
 
-    /// Records an acknowledged match; returns whether it moved forward.
-    pub(crate) fn maybe_update(&mut self, index: LogIndex) -> bool {
+    /// Records an acknowledged match at the leader's current `round`; returns whether it
+    /// moved forward.
+    pub(crate) fn maybe_update(&mut self, index: LogIndex, round: u64) -> bool {
         let updated = index > self.match_index;
         if updated {
             self.match_index = index;
+            self.match_round = round;
             self.probe_sent = false;
         }
         self.next_index = self.next_index.max(index + 1);
@@ -97,6 +103,23 @@ impl Progress {
                 }
             }
         }
+    }
+
+    /// Frees the oldest in-flight append. Called when a heartbeat answer shows the
+    /// follower alive while the window is full: appends were lost (UDP, or the follower
+    /// restarted), and one more append will either succeed or be rejected, which moves
+    /// the follower to probe.
+    pub(crate) fn free_first_one(&mut self) {
+        if let Some((_, bytes)) = self.inflight.pop_front() {
+            self.inflight_bytes -= bytes;
+        }
+    }
+
+    /// The follower lost entries it had acknowledged (ephemeral storage restarted empty):
+    /// forget what it matched and probe from its real end.
+    pub(crate) fn reset_after_data_loss(&mut self, last_index: LogIndex) {
+        self.match_index = last_index;
+        self.become_probe();
     }
 
     fn free_to(&mut self, index: LogIndex) {

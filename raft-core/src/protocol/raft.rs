@@ -58,6 +58,13 @@ pub enum BrokenVariant {
     CommitOlderTerms,
 }
 
+/// What one ready handed out: its last entry (index, term) and last committed index.
+#[derive(Clone, Copy, Debug)]
+struct HandedOut {
+    last_entry: Option<(LogIndex, Term)>,
+    last_committed: Option<LogIndex>,
+}
+
 #[derive(Clone, Copy, Debug)]
 struct PendingRead {
     from: NodeId,
@@ -166,6 +173,10 @@ pub struct Raft<L: Log> {
     lead_transferee: Option<NodeId>,
     prev_soft: SoftState,
     prev_hard: HardState,
+    /// What the outstanding ready handed out: its last entry (index, term) and its last
+    /// committed index. Recorded here so `advance` does not depend on what the driver
+    /// did with the ready's vectors (it may move them out).
+    handed_out: Option<HandedOut>,
     counters: ProtocolCounters,
     #[cfg(feature = "fault-injection")]
     broken: Option<BrokenVariant>,
@@ -229,6 +240,7 @@ impl<L: Log> Raft<L> {
                 commit: log.committed,
                 ..hard
             },
+            handed_out: None,
             counters: ProtocolCounters::default(),
             config,
             log,
@@ -299,6 +311,10 @@ impl<L: Log> Raft<L> {
     /// The storage, for the driver to write what a [`Ready`] asks.
     pub fn log_mut(&mut self) -> &mut L {
         &mut self.log.log
+    }
+    /// Gives the storage back, ending this protocol instance (a stopped node).
+    pub fn into_log(self) -> L {
+        self.log.log
     }
     /// Term of the entry at `index`, if the log has it.
     pub fn term_at(&self, index: LogIndex) -> Option<Term> {
@@ -1040,8 +1056,9 @@ impl<L: Log> Raft<L> {
                 index,
                 reject: None,
             } => {
+                let round = self.read_round;
                 let pr = self.progress.get_mut(&from).expect("checked above");
-                if pr.maybe_update(index) {
+                if pr.maybe_update(index, round) {
                     if pr.state == ProgressState::Probe {
                         pr.become_replicate();
                     }
@@ -1066,15 +1083,36 @@ impl<L: Log> Raft<L> {
                 read_round,
                 last_index,
             } => {
+                let (messages_max, bytes_max) = (
+                    self.config.inflight_messages_max,
+                    self.config.inflight_bytes_max,
+                );
                 let pr = self.progress.get_mut(&from).expect("checked above");
                 pr.read_round_acked = pr.read_round_acked.max(read_round);
-                if pr.state == ProgressState::Probe {
-                    pr.probe_sent = false;
+                if read_round > pr.match_round && last_index < pr.match_index {
+                    log::warn!(
+                        "n{} n{from} lost entries it had acknowledged (last index {last_index} < \
+                         match {}): ephemeral storage restarted? rebuilding its log",
+                        self.id,
+                        pr.match_index
+                    );
+                    pr.reset_after_data_loss(last_index);
+                }
+                match pr.state {
+                    ProgressState::Probe => pr.probe_sent = false,
+                    ProgressState::Replicate => {
+                        if pr.is_paused(messages_max, bytes_max) {
+                            pr.free_first_one();
+                        }
+                    }
                 }
                 let behind = pr.match_index < self.log.last_index() || last_index > pr.match_index;
                 self.release_confirmed_reads();
                 if behind {
-                    self.send_append(from, false);
+                    // Forced: if every entry was already sent (optimistically) and lost,
+                    // an empty append at `next_index - 1` makes the follower reject and
+                    // the leader fall back to probing from the follower's real end.
+                    self.send_append(from, true);
                 }
             }
             MessageBody::Append { .. } | MessageBody::Heartbeat { .. } => {
@@ -1378,33 +1416,53 @@ impl<L: Log> Raft<L> {
         };
         self.prev_soft = soft;
         self.prev_hard = hard;
+        assert!(
+            self.handed_out.is_none(),
+            "ready() called twice without advance(): the driver must advance every ready"
+        );
+        self.handed_out = Some(HandedOut {
+            last_entry: ready.entries.last().map(|e| (e.index, e.term)),
+            last_committed: ready.committed.last().map(|e| e.index),
+        });
         ready
     }
 
     /// Acknowledges that `ready` was handled: its entries and hard state are durable,
     /// its messages sent and its committed entries handed to the state machine.
+    ///
+    /// The ready's vectors may have been moved out by the driver: what was handed out is
+    /// remembered by the protocol itself.
+    ///
+    /// # Panics
+    /// If no ready is outstanding.
     pub fn advance(&mut self, ready: Ready) {
-        if let Some(last) = ready.entries.last() {
-            self.log.stable_to(last.index, last.term);
+        drop(ready);
+        let HandedOut {
+            last_entry: stable,
+            last_committed: applied,
+        } = self
+            .handed_out
+            .take()
+            .expect("advance() without an outstanding ready()");
+        if let Some((index, term)) = stable {
+            self.log.stable_to(index, term);
             if self.role == Role::Leader && self.maybe_commit() {
                 self.broadcast_needed = true;
             }
         }
-        if let Some(last) = ready.committed.last() {
-            self.log.applied_to(last.index);
+        if let Some(index) = applied {
+            self.log.applied_to(index);
         }
     }
 }
 
 /// Whether an append's entries follow `prev_index` contiguously with non-decreasing terms.
 fn entries_are_well_formed(prev_index: LogIndex, prev_term: Term, entries: &[Entry]) -> bool {
-    let mut expected = prev_index + 1;
     let mut term = prev_term;
-    for e in entries {
+    for (expected, e) in (prev_index + 1..).zip(entries) {
         if e.index != expected || e.term < term {
             return false;
         }
-        expected += 1;
         term = e.term;
     }
     true
