@@ -179,3 +179,29 @@ pub fn wait_for(what: &str, timeout: std::time::Duration, mut cond: impl FnMut()
         std::thread::yield_now();
     }
 }
+
+/// The first difference between two views, readable (entries are not dumped).
+pub fn difference(a: &View, b: &View) -> Option<String> {
+    if a == b {
+        return None;
+    }
+    let head = |v: &View| {
+        format!(
+            "{:?} {:?} entries {}..={}",
+            v.hard_state, v.snapshot, v.first_index, v.last_index
+        )
+    };
+    let first_diff = a
+        .entries
+        .iter()
+        .zip(&b.entries)
+        .find(|(x, y)| x != y)
+        .map(|(x, y)| {
+            format!(
+                "; first differing entry: index {} term {} vs index {} term {}",
+                x.index, x.term, y.index, y.term
+            )
+        })
+        .unwrap_or_default();
+    Some(format!("{} vs {}{}", head(a), head(b), first_diff))
+}
