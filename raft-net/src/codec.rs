@@ -22,9 +22,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use raft_core::{Message, NodeId};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
-use raft_core::{Message, NodeId};
 
 use crate::config::NetConfig;
 use crate::crypto::ClusterKeys;
@@ -282,7 +282,11 @@ impl Sealer {
                 max: self.shared.datagram_bytes_max,
             });
         }
-        if self.shared.compress_bytes_min.is_some_and(|min| body_len >= min) {
+        if self
+            .shared
+            .compress_bytes_min
+            .is_some_and(|min| body_len >= min)
+        {
             self.compress(body_start);
         }
         let body_len = self.out.len() - body_start;
@@ -329,7 +333,12 @@ impl Sealer {
         self.header.flags |= wire::FLAG_COMPRESSED;
     }
 
-    fn encrypt_and_tag(&mut self, keys: &ClusterKeys, body_start: usize, iv: &[u8; wire::IV_BYTES]) {
+    fn encrypt_and_tag(
+        &mut self,
+        keys: &ClusterKeys,
+        body_start: usize,
+        iv: &[u8; wire::IV_BYTES],
+    ) {
         self.out[5] = self.header.flags | wire::FLAG_ENCRYPTED;
         let body_len = self.out.len() - body_start;
         self.out.resize(body_start + padded_len(body_len), 0);
@@ -410,15 +419,21 @@ impl Opener {
         let body: &[u8] = match &self.shared.keys {
             None => &datagram[wire::HEADER_BYTES..],
             Some(keys) => {
-                let cipher_len = datagram.len().saturating_sub(wire::HEADER_BYTES + wire::IV_BYTES + wire::MAC_BYTES);
-                if datagram.len() < wire::MIN_ENCRYPTED_BYTES || cipher_len % wire::BLOCK_BYTES != 0 {
+                let cipher_len = datagram
+                    .len()
+                    .saturating_sub(wire::HEADER_BYTES + wire::IV_BYTES + wire::MAC_BYTES);
+                if datagram.len() < wire::MIN_ENCRYPTED_BYTES || cipher_len % wire::BLOCK_BYTES != 0
+                {
                     return reject(DropKind::Truncated);
                 }
                 let (signed, tag) = datagram.split_at(datagram.len() - wire::MAC_BYTES);
                 if !keys.verify(signed, tag) {
                     return reject(DropKind::BadMac);
                 }
-                match self.replay.check(header.sender, header.epoch, header.seq, now) {
+                match self
+                    .replay
+                    .check(header.sender, header.epoch, header.seq, now)
+                {
                     Ok(verdict) => new_epoch = verdict == Verdict::NewEpoch,
                     Err(replay) => {
                         return Err(Rejected {
@@ -431,7 +446,8 @@ impl Opener {
                     .try_into()
                     .expect("length checked");
                 self.plain.clear();
-                self.plain.extend_from_slice(&signed[wire::HEADER_BYTES + wire::IV_BYTES..]);
+                self.plain
+                    .extend_from_slice(&signed[wire::HEADER_BYTES + wire::IV_BYTES..]);
                 match keys.decrypt_in_place(iv, &mut self.plain) {
                     Some(n) => &self.plain[..n],
                     // Only a sender with our keys and a bug gets here: the MAC passed.
@@ -514,7 +530,11 @@ mod tests {
                 let datagram = sealer.seal(&msg).unwrap().to_vec();
                 let flags = datagram[5];
                 assert_eq!(flags & wire::FLAG_ENCRYPTED != 0, password.is_some());
-                assert_eq!(flags & wire::FLAG_COMPRESSED != 0, compress.is_some(), "{compress:?}");
+                assert_eq!(
+                    flags & wire::FLAG_COMPRESSED != 0,
+                    compress.is_some(),
+                    "{compress:?}"
+                );
                 let opened = c.opener().open(&datagram, Instant::now()).unwrap();
                 assert_eq!(opened.message, msg);
                 assert_eq!(opened.header.seq, 1);
@@ -534,7 +554,10 @@ mod tests {
         }
         let datagram = c.sealer(1).seal(&msg).unwrap().to_vec();
         assert_eq!(datagram[5] & wire::FLAG_COMPRESSED, 0);
-        assert_eq!(c.opener().open(&datagram, Instant::now()).unwrap().message, msg);
+        assert_eq!(
+            c.opener().open(&datagram, Instant::now()).unwrap().message,
+            msg
+        );
     }
 
     #[test]
@@ -558,7 +581,10 @@ mod tests {
         let keys = Some(ClusterKeys::derive("pw", "test", 10));
         let c = Codec::with_keys("test", keys, 1_400, None);
         let err = c.sealer(1).seal(&append(20, 100)).unwrap_err();
-        assert!(matches!(err, SealError::TooLarge { max: 1_400, .. }), "{err}");
+        assert!(
+            matches!(err, SealError::TooLarge { max: 1_400, .. }),
+            "{err}"
+        );
     }
 
     #[test]
@@ -571,12 +597,18 @@ mod tests {
             bad[at] ^= 0x01;
             let kind = c.opener().open(&bad, Instant::now()).unwrap_err().kind;
             assert!(
-                matches!(kind, DropKind::BadMac | DropKind::SecurityMismatch | DropKind::DecodeError),
+                matches!(
+                    kind,
+                    DropKind::BadMac | DropKind::SecurityMismatch | DropKind::DecodeError
+                ),
                 "byte {at}: {kind}"
             );
         }
         let mut bad = datagram.clone();
         bad[16] ^= 0x01; // sender id
-        assert_eq!(c.opener().open(&bad, Instant::now()).unwrap_err().kind, DropKind::BadMac);
+        assert_eq!(
+            c.opener().open(&bad, Instant::now()).unwrap_err().kind,
+            DropKind::BadMac
+        );
     }
 }

@@ -91,7 +91,11 @@ impl NetConfig {
 
     /// A config with defaults for everything but the node id, cluster name and bind
     /// address.
-    pub fn new(node_id: NodeId, cluster_name: impl Into<String>, bind_addr: impl Into<String>) -> Self {
+    pub fn new(
+        node_id: NodeId,
+        cluster_name: impl Into<String>,
+        bind_addr: impl Into<String>,
+    ) -> Self {
         NetConfig {
             node_id,
             cluster_name: cluster_name.into(),
@@ -113,17 +117,25 @@ impl NetConfig {
             return bad("cluster_name", "must not be empty".into());
         }
         if self.bind_addr.is_empty() {
-            return bad("bind_addr", "must not be empty (use 0.0.0.0:PORT for all interfaces)".into());
+            return bad(
+                "bind_addr",
+                "must not be empty (use 0.0.0.0:PORT for all interfaces)".into(),
+            );
         }
         if let Some(password) = &self.password {
             if password.is_empty() {
-                return bad("password", "must not be empty: use None for no encryption".into());
+                return bad(
+                    "password",
+                    "must not be empty: use None for no encryption".into(),
+                );
             }
         }
         if self.password.is_some() && self.kdf_iterations == 0 {
             return bad("kdf_iterations", "must be positive".into());
         }
-        if !(Self::MIN_DATAGRAM_BYTES..=wire::MAX_UDP_PAYLOAD_BYTES).contains(&self.datagram_bytes_max) {
+        if !(Self::MIN_DATAGRAM_BYTES..=wire::MAX_UDP_PAYLOAD_BYTES)
+            .contains(&self.datagram_bytes_max)
+        {
             return bad(
                 "datagram_bytes_max",
                 format!(
@@ -209,7 +221,8 @@ mod tests {
     #[test]
     fn validate_names_the_bad_field() {
         // One row per rule: a mutation and the field the error must name.
-        let cases: Vec<(fn(&mut NetConfig), &str)> = vec![
+        type Mutation = fn(&mut NetConfig);
+        let cases: Vec<(Mutation, &str)> = vec![
             (|c| c.node_id = 0, "node_id"),
             (|c| c.cluster_name.clear(), "cluster_name"),
             (|c| c.bind_addr.clear(), "bind_addr"),

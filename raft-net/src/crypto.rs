@@ -37,7 +37,8 @@ impl ClusterKeys {
         let mut master = [0u8; 32];
         pbkdf2::pbkdf2_hmac::<Sha256>(password.as_bytes(), &salt, iterations, &mut master);
         let subkey = |label: &[u8]| -> [u8; 32] {
-            let mut mac = <HmacSha256 as Mac>::new_from_slice(&master).expect("hmac takes any key length");
+            let mut mac =
+                <HmacSha256 as Mac>::new_from_slice(&master).expect("hmac takes any key length");
             mac.update(label);
             mac.finalize().into_bytes().into()
         };
@@ -52,7 +53,12 @@ impl ClusterKeys {
     /// Encrypts `buf[..plain_len]` in place with PKCS#7 padding; `buf` must be at least
     /// `plain_len` rounded up to the next whole block (a full block if already whole).
     /// Returns the ciphertext length.
-    pub(crate) fn encrypt_in_place(&self, iv: &[u8; IV_BYTES], buf: &mut [u8], plain_len: usize) -> usize {
+    pub(crate) fn encrypt_in_place(
+        &self,
+        iv: &[u8; IV_BYTES],
+        buf: &mut [u8],
+        plain_len: usize,
+    ) -> usize {
         CbcEncryptor::inner_iv_init(self.cipher.clone(), iv.into())
             .encrypt_padded_mut::<Pkcs7>(buf, plain_len)
             .expect("caller sized the buffer for the padding")

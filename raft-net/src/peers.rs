@@ -59,7 +59,12 @@ impl PeerDirectory {
     ///
     /// # Errors
     /// The name did not resolve, or resolved to no address.
-    pub fn resolve_and_insert(&self, id: NodeId, name: impl Into<String>, host_port: &str) -> io::Result<SocketAddr> {
+    pub fn resolve_and_insert(
+        &self,
+        id: NodeId,
+        name: impl Into<String>,
+        host_port: &str,
+    ) -> io::Result<SocketAddr> {
         let addr = resolve(host_port)?;
         self.insert(id, name, addr);
         Ok(addr)
@@ -82,7 +87,11 @@ impl PeerDirectory {
 
     /// The id of the peer called `name`.
     pub fn id_of(&self, name: &str) -> Option<NodeId> {
-        self.inner.read().values().find(|p| p.name == name).map(|p| p.id)
+        self.inner
+            .read()
+            .values()
+            .find(|p| p.name == name)
+            .map(|p| p.id)
     }
 
     /// The name of peer `id`.

@@ -36,7 +36,12 @@ pub struct Processor {
 
 impl Processor {
     /// A processor for node `node_id`.
-    pub fn new(node_id: NodeId, codec: &Codec, directory: PeerDirectory, stats: Arc<NetStats>) -> Processor {
+    pub fn new(
+        node_id: NodeId,
+        codec: &Codec,
+        directory: PeerDirectory,
+        stats: Arc<NetStats>,
+    ) -> Processor {
         Processor {
             node_id,
             opener: codec.opener(),
@@ -82,14 +87,22 @@ impl Processor {
                 opened.header.epoch
             );
         }
-        log::trace!("n{}: received {} from n{} at term {}", self.node_id, msg.body.kind(), msg.from, msg.term);
+        log::trace!(
+            "n{}: received {} from n{} at term {}",
+            self.node_id,
+            msg.body.kind(),
+            msg.from,
+            msg.term
+        );
         Some(msg)
     }
 
     fn drop_datagram(&mut self, r: Rejected, from: SocketAddr, now: Instant) {
         self.stats.record_drop(r.kind);
         let me = self.node_id;
-        let claims = r.sender.map_or(String::new(), |id| format!(" claiming n{id}"));
+        let claims = r
+            .sender
+            .map_or(String::new(), |id| format!(" claiming n{id}"));
         if r.kind == DropKind::WrongVersion {
             // Once per address, naming both versions: the operator's cue to upgrade.
             if self.version_warned.len() < VERSION_WARNED_MAX && self.version_warned.insert(from) {

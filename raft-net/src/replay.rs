@@ -92,7 +92,13 @@ impl ReplayGuard {
     ///
     /// # Errors
     /// [`Replay`] says why the datagram must be dropped; nothing is recorded then.
-    pub fn check(&mut self, sender: NodeId, epoch: u64, seq: u64, now: Instant) -> Result<Verdict, Replay> {
+    pub fn check(
+        &mut self,
+        sender: NodeId,
+        epoch: u64,
+        seq: u64,
+        now: Instant,
+    ) -> Result<Verdict, Replay> {
         if !self.windows.contains_key(&sender) && self.windows.len() >= SENDERS_MAX {
             // Forget the quietest sender; it restarts with a fresh window.
             if let Some((&quiet, _)) = self.windows.iter().min_by_key(|(_, w)| w.last_accepted) {
@@ -116,7 +122,11 @@ impl ReplayGuard {
         }
         if seq > w.highest {
             let shift = seq - w.highest;
-            w.seen = if shift >= WINDOW_LEN { 0 } else { w.seen << shift };
+            w.seen = if shift >= WINDOW_LEN {
+                0
+            } else {
+                w.seen << shift
+            };
             w.seen |= 1;
             w.highest = seq;
         } else {
@@ -155,7 +165,11 @@ mod tests {
         // A jump past the window forgets everything behind it.
         assert_eq!(g.check(1, 100, 5 + WINDOW_LEN, t), Ok(Verdict::Fresh));
         assert_eq!(g.check(1, 100, 5, t), Err(Replay::TooOld));
-        assert_eq!(g.check(1, 100, 6, t), Ok(Verdict::Fresh), "127 behind is still inside");
+        assert_eq!(
+            g.check(1, 100, 6, t),
+            Ok(Verdict::Fresh),
+            "127 behind is still inside"
+        );
         // Senders are independent.
         assert_eq!(g.check(2, 100, 2, t), Ok(Verdict::Fresh));
     }
@@ -168,7 +182,10 @@ mod tests {
         // Restart: new epoch, sequence back to 1.
         assert_eq!(g.check(1, 200, 1, t), Ok(Verdict::NewEpoch));
         // Replays of the old incarnation are refused while the new one is alive...
-        assert_eq!(g.check(1, 100, 51, t + Duration::from_secs(1)), Err(Replay::OlderEpoch));
+        assert_eq!(
+            g.check(1, 100, 51, t + Duration::from_secs(1)),
+            Err(Replay::OlderEpoch)
+        );
         // ...and a duplicate of the new one too.
         assert_eq!(g.check(1, 200, 1, t), Err(Replay::Duplicate));
     }
@@ -181,10 +198,17 @@ mod tests {
         let mut g = ReplayGuard::new();
         assert_eq!(g.check(1, 200, 9, t), Ok(Verdict::Fresh));
         let later = t + EPOCH_TAKEOVER;
-        assert_eq!(g.check(1, 150, 1, later - Duration::from_millis(1)), Err(Replay::OlderEpoch));
+        assert_eq!(
+            g.check(1, 150, 1, later - Duration::from_millis(1)),
+            Err(Replay::OlderEpoch)
+        );
         assert_eq!(g.check(1, 150, 1, later), Ok(Verdict::NewEpoch));
         assert_eq!(g.check(1, 150, 2, later), Ok(Verdict::Fresh));
-        assert_eq!(g.check(1, 200, 10, later), Ok(Verdict::NewEpoch), "the newer epoch wins again");
+        assert_eq!(
+            g.check(1, 200, 10, later),
+            Ok(Verdict::NewEpoch),
+            "the newer epoch wins again"
+        );
     }
 
     #[test]

@@ -140,7 +140,8 @@ impl NetStats {
     /// Counts one datagram of `bytes` read from the socket.
     pub fn record_received(&self, bytes: usize) {
         self.received_datagrams.fetch_add(1, Ordering::Relaxed);
-        self.received_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.received_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
     /// Counts one message delivered into the node's inbox.

@@ -75,13 +75,19 @@ impl UdpTransport {
     pub fn bind(config: NetConfig) -> Result<UdpTransport, TransportError> {
         config.validate()?;
         let me = config.node_id;
-        let bind_addr = peers::resolve(&config.bind_addr)
-            .map_err(|e| TransportError::Config(format!("bind_addr {:?}: {e}", config.bind_addr)))?;
+        let bind_addr = peers::resolve(&config.bind_addr).map_err(|e| {
+            TransportError::Config(format!("bind_addr {:?}: {e}", config.bind_addr))
+        })?;
         let directory = PeerDirectory::new();
         for peer in &config.peers {
             directory
                 .resolve_and_insert(peer.id, peer.name.clone(), &peer.addr)
-                .map_err(|e| TransportError::Config(format!("peer n{} ({:?}) at {:?}: {e}", peer.id, peer.name, peer.addr)))?;
+                .map_err(|e| {
+                    TransportError::Config(format!(
+                        "peer n{} ({:?}) at {:?}: {e}",
+                        peer.id, peer.name, peer.addr
+                    ))
+                })?;
         }
         let socket = open_socket(me, bind_addr, config.socket_buffer_bytes)?;
         let local_addr = socket.local_addr()?;
@@ -152,7 +158,11 @@ impl UdpTransport {
         &self.config
     }
 
-    fn spawn(&self, role: &str, body: impl FnOnce() + Send + 'static) -> io::Result<JoinHandle<()>> {
+    fn spawn(
+        &self,
+        role: &str,
+        body: impl FnOnce() + Send + 'static,
+    ) -> io::Result<JoinHandle<()>> {
         thread::Builder::new()
             .name(format!("raft-{role}-n{}", self.node_id))
             .spawn(body)
@@ -162,7 +172,9 @@ impl UdpTransport {
 impl Transport for UdpTransport {
     fn start(&mut self, inbox: Sender<Message>) -> Result<(), TransportError> {
         if !matches!(self.state, State::Bound) {
-            return Err(TransportError::Config("transport already started (start is called once)".into()));
+            return Err(TransportError::Config(
+                "transport already started (start is called once)".into(),
+            ));
         }
         let me = self.node_id;
         let (datagram_tx, datagram_rx) = bounded::<Datagram>(self.config.receive_queue_len_max);
@@ -181,7 +193,12 @@ impl Transport for UdpTransport {
             stopping: Arc::clone(&stopping),
             stats: Arc::clone(&self.stats),
         };
-        let processor = Processor::new(me, &self.codec, self.directory.clone(), Arc::clone(&self.stats));
+        let processor = Processor::new(
+            me,
+            &self.codec,
+            self.directory.clone(),
+            Arc::clone(&self.stats),
+        );
         let stats = Arc::clone(&self.stats);
         let sender = SenderLoop {
             me,
@@ -193,7 +210,9 @@ impl Transport for UdpTransport {
         };
         let spawned = (|| -> io::Result<()> {
             threads.push(self.spawn("listener", move || listener.run())?);
-            threads.push(self.spawn("processor", move || process_loop(processor, datagram_rx, pool_tx, inbox, stats))?);
+            threads.push(self.spawn("processor", move || {
+                process_loop(processor, datagram_rx, pool_tx, inbox, stats)
+            })?);
             threads.push(self.spawn("sender", move || sender.run())?);
             Ok(())
         })();
@@ -321,7 +340,10 @@ impl Every {
     /// `Some(suppressed since the last line)` if a line may be logged now.
     fn ready(&mut self) -> Option<u64> {
         let now = Instant::now();
-        if self.last.is_some_and(|last| now.duration_since(last) < LOG_INTERVAL) {
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) < LOG_INTERVAL)
+        {
             self.suppressed += 1;
             return None;
         }
@@ -359,15 +381,26 @@ impl Listener {
                     datagram.extend_from_slice(&buf[..n]);
                     match self.queue.try_send((datagram, from)) {
                         Ok(()) => {}
-                        Err(TrySendError::Full(_)) => self.stats.record_drop(DropKind::ReceiveQueueFull),
+                        Err(TrySendError::Full(_)) => {
+                            self.stats.record_drop(DropKind::ReceiveQueueFull)
+                        }
                         Err(TrySendError::Disconnected(_)) => break,
                     }
                 }
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) => {}
                 Err(e) => {
                     // E.g. an ICMP error surfacing on some platforms; keep listening.
                     if let Some(more) = errors.ready() {
-                        log::warn!("n{}: recv_from failed: {e} ({more} more since the last such line)", self.me);
+                        log::warn!(
+                            "n{}: recv_from failed: {e} ({more} more since the last such line)",
+                            self.me
+                        );
                     }
                 }
             }

@@ -67,7 +67,11 @@ pub const APPEND_OVERHEAD_BYTES: usize = 80;
 /// assert_eq!(raft_net::wire::max_append_bytes(1_400, true), 1_400 - 40 - 64 - 80);
 /// ```
 pub const fn max_append_bytes(datagram_bytes_max: usize, encrypted: bool) -> u64 {
-    let crypto = if encrypted { ENCRYPTION_OVERHEAD_BYTES } else { 0 };
+    let crypto = if encrypted {
+        ENCRYPTION_OVERHEAD_BYTES
+    } else {
+        0
+    };
     datagram_bytes_max.saturating_sub(HEADER_BYTES + crypto + APPEND_OVERHEAD_BYTES) as u64
 }
 

@@ -54,7 +54,9 @@ fn three_nodes_exchange_every_message_kind_in_plaintext() {
 
 #[test]
 fn three_nodes_exchange_every_message_kind_encrypted() {
-    let configs = (1..=3).map(|id| config(id, "kinds", Some("s3cret"))).collect();
+    let configs = (1..=3)
+        .map(|id| config(id, "kinds", Some("s3cret")))
+        .collect();
     exchange_every_kind(configs);
 }
 
@@ -71,7 +73,10 @@ fn three_nodes_exchange_every_message_kind_compressed_and_encrypted() {
 }
 
 #[test]
-#[cfg_attr(debug_assertions, ignore = "the default KDF cost is slow without optimisation")]
+#[cfg_attr(
+    debug_assertions,
+    ignore = "the default KDF cost is slow without optimisation"
+)]
 fn the_default_kdf_cost_works_end_to_end() {
     let configs = (1..=2)
         .map(|id| {
@@ -104,13 +109,21 @@ fn full_append(from: u64, to: u64, max_append_bytes: u64, entry_data_max: u64) -
         from,
         to,
         term: u64::MAX,
-        body: MessageBody::Append { prev_index: u64::MAX, prev_term: u64::MAX, entries, commit: u64::MAX },
+        body: MessageBody::Append {
+            prev_index: u64::MAX,
+            prev_term: u64::MAX,
+            entries,
+            commit: u64::MAX,
+        },
     }
 }
 
 #[test]
 fn a_full_append_fits_one_datagram_at_both_ceilings() {
-    for datagram_bytes_max in [NetConfig::INTERNET_SAFE_DATAGRAM_BYTES, NetConfig::LAN_DATAGRAM_BYTES] {
+    for datagram_bytes_max in [
+        NetConfig::INTERNET_SAFE_DATAGRAM_BYTES,
+        NetConfig::LAN_DATAGRAM_BYTES,
+    ] {
         for password in [None, Some("pw")] {
             let configs = (1..=2)
                 .map(|id| {
@@ -131,9 +144,17 @@ fn a_full_append_fits_one_datagram_at_both_ceilings() {
 
             // size_bytes is an upper bound, so slightly more may still fit; an entry as
             // large as the datagram cannot: dropped and counted, no panic.
-            let over = full_append(1, 2, datagram_bytes_max as u64 + Entry::OVERHEAD_BYTES, u64::MAX);
+            let over = full_append(
+                1,
+                2,
+                datagram_bytes_max as u64 + Entry::OVERHEAD_BYTES,
+                u64::MAX,
+            );
             cluster.nodes[0].send(vec![over]);
-            assert!(wait_until(DEADLINE, || cluster.nodes[0].stats().dropped(DropKind::TooLarge) == 1));
+            assert!(wait_until(DEADLINE, || cluster.nodes[0]
+                .stats()
+                .dropped(DropKind::TooLarge)
+                == 1));
         }
     }
 }
@@ -147,7 +168,10 @@ fn a_wrong_or_missing_password_can_neither_read_nor_inject() {
         config(4, "sec", None),
     ];
     let mut cluster = Cluster::start(configs);
-    let secret = MessageBody::Propose { request_id: 1, data: b"launch codes 0000".to_vec().into() };
+    let secret = MessageBody::Propose {
+        request_id: 1,
+        data: b"launch codes 0000".to_vec().into(),
+    };
 
     // Inject: 3 (wrong password) and 4 (none) send to 1.
     cluster.nodes[2].send(vec![msg(3, 1, secret.clone())]);
@@ -155,12 +179,22 @@ fn a_wrong_or_missing_password_can_neither_read_nor_inject() {
     // Read: 1 sends to 3 and 4.
     cluster.nodes[0].send(vec![msg(1, 3, secret.clone()), msg(1, 4, secret.clone())]);
     let n1 = &cluster.nodes[0];
-    assert!(wait_until(DEADLINE, || {
-        let s = n1.stats();
-        s.dropped(DropKind::BadMac) == 1 && s.dropped(DropKind::SecurityMismatch) == 1
-    }), "{}", n1.stats());
-    assert!(wait_until(DEADLINE, || cluster.nodes[2].stats().dropped(DropKind::BadMac) == 1));
-    assert!(wait_until(DEADLINE, || cluster.nodes[3].stats().dropped(DropKind::SecurityMismatch) == 1));
+    assert!(
+        wait_until(DEADLINE, || {
+            let s = n1.stats();
+            s.dropped(DropKind::BadMac) == 1 && s.dropped(DropKind::SecurityMismatch) == 1
+        }),
+        "{}",
+        n1.stats()
+    );
+    assert!(wait_until(DEADLINE, || cluster.nodes[2]
+        .stats()
+        .dropped(DropKind::BadMac)
+        == 1));
+    assert!(wait_until(DEADLINE, || cluster.nodes[3]
+        .stats()
+        .dropped(DropKind::SecurityMismatch)
+        == 1));
     // The legitimate pair still talks, and nothing leaked into any inbox.
     cluster.nodes[1].send(vec![msg(2, 1, secret.clone())]);
     assert_eq!(recv_n(&cluster.inboxes[0], 1)[0].from, 2);
@@ -171,7 +205,9 @@ fn a_wrong_or_missing_password_can_neither_read_nor_inject() {
     // And the bytes on the wire do not contain the plaintext: capture what 1 sends.
     let eavesdropper = UdpSocket::bind("127.0.0.1:0").unwrap();
     eavesdropper.set_read_timeout(Some(DEADLINE)).unwrap();
-    cluster.nodes[0].directory().insert(5, "eve", eavesdropper.local_addr().unwrap());
+    cluster.nodes[0]
+        .directory()
+        .insert(5, "eve", eavesdropper.local_addr().unwrap());
     cluster.nodes[0].send(vec![msg(1, 5, secret)]);
     let mut buf = [0u8; 2048];
     let (n, _) = eavesdropper.recv_from(&mut buf).unwrap();
@@ -181,12 +217,17 @@ fn a_wrong_or_missing_password_can_neither_read_nor_inject() {
 
 #[test]
 fn replayed_datagrams_are_harmless() {
-    let mut cluster = Cluster::start(vec![config(1, "replay", Some("pw")), config(2, "replay", Some("pw"))]);
+    let mut cluster = Cluster::start(vec![
+        config(1, "replay", Some("pw")),
+        config(2, "replay", Some("pw")),
+    ]);
     // The attacker sits on the path: node 1 believes node 2 lives at the relay.
     let relay = UdpSocket::bind("127.0.0.1:0").unwrap();
     relay.set_read_timeout(Some(DEADLINE)).unwrap();
     let n2_addr = cluster.nodes[1].local_addr();
-    cluster.nodes[0].directory().insert(2, "n2", relay.local_addr().unwrap());
+    cluster.nodes[0]
+        .directory()
+        .insert(2, "n2", relay.local_addr().unwrap());
 
     let relay_all = |count: usize| -> Vec<Vec<u8>> {
         let mut captured = Vec::new();
@@ -212,16 +253,30 @@ fn replayed_datagrams_are_harmless() {
     }
     let n2 = cluster.nodes[1].stats_handle();
     let replays = 3 * captured.len() as u64;
-    assert!(wait_until(DEADLINE, || n2.snapshot().dropped(DropKind::Replayed) == replays), "{}", n2.snapshot());
+    assert!(
+        wait_until(DEADLINE, || n2.snapshot().dropped(DropKind::Replayed)
+            == replays),
+        "{}",
+        n2.snapshot()
+    );
     assert!(cluster.inboxes[1].try_recv().is_err());
 
     // Node 1 restarts (new epoch). Its new datagrams pass; the old ones still do not.
     cluster.nodes[0].stop();
     let mut restarted = UdpTransport::bind(config(1, "replay", Some("pw"))).unwrap();
-    restarted.directory().insert(2, "n2", relay.local_addr().unwrap());
+    restarted
+        .directory()
+        .insert(2, "n2", relay.local_addr().unwrap());
     let (tx, _rx) = crossbeam_channel::bounded(16);
     restarted.start(tx).unwrap();
-    let hello = msg(1, 2, MessageBody::Heartbeat { commit: 1, read_round: 0 });
+    let hello = msg(
+        1,
+        2,
+        MessageBody::Heartbeat {
+            commit: 1,
+            read_round: 0,
+        },
+    );
     restarted.send(vec![hello.clone()]);
     relay_all(1);
     assert_eq!(recv_n(&cluster.inboxes[1], 1)[0], hello);
@@ -229,7 +284,12 @@ fn replayed_datagrams_are_harmless() {
         relay.send_to(d, n2_addr).unwrap();
     }
     let replays = replays + captured.len() as u64;
-    assert!(wait_until(DEADLINE, || n2.snapshot().dropped(DropKind::Replayed) == replays), "{}", n2.snapshot());
+    assert!(
+        wait_until(DEADLINE, || n2.snapshot().dropped(DropKind::Replayed)
+            == replays),
+        "{}",
+        n2.snapshot()
+    );
     assert!(cluster.inboxes[1].try_recv().is_err());
     restarted.stop();
 }
@@ -237,11 +297,21 @@ fn replayed_datagrams_are_harmless() {
 #[test]
 fn the_peer_directory_is_updated_at_run_time() {
     let mut cluster = Cluster::start(vec![config(1, "dir", None), config(2, "dir", None)]);
-    let hb = msg(1, 2, MessageBody::Heartbeat { commit: 0, read_round: 0 });
+    let hb = msg(
+        1,
+        2,
+        MessageBody::Heartbeat {
+            commit: 0,
+            read_round: 0,
+        },
+    );
     let dir = cluster.nodes[0].directory();
     let n2 = dir.remove(2).unwrap();
     cluster.nodes[0].send(vec![hb.clone()]);
-    assert!(wait_until(DEADLINE, || cluster.nodes[0].stats().dropped(DropKind::NoAddress) == 1));
+    assert!(wait_until(DEADLINE, || cluster.nodes[0]
+        .stats()
+        .dropped(DropKind::NoAddress)
+        == 1));
     dir.insert(2, n2.name, n2.addr);
     cluster.nodes[0].send(vec![hb.clone()]);
     assert_eq!(recv_n(&cluster.inboxes[1], 1)[0], hb);
@@ -249,19 +319,32 @@ fn the_peer_directory_is_updated_at_run_time() {
     // The receiving side: a sender it does not know is dropped.
     cluster.nodes[1].directory().remove(1);
     cluster.nodes[0].send(vec![hb]);
-    assert!(wait_until(DEADLINE, || cluster.nodes[1].stats().dropped(DropKind::UnknownPeer) == 1));
+    assert!(wait_until(DEADLINE, || cluster.nodes[1]
+        .stats()
+        .dropped(DropKind::UnknownPeer)
+        == 1));
 }
 
 #[test]
 fn another_cluster_and_a_misaddressed_message_are_dropped() {
-    let mut cluster = Cluster::start(vec![config(1, "blue", None), config(2, "blue", None), config(3, "green", None)]);
+    let mut cluster = Cluster::start(vec![
+        config(1, "blue", None),
+        config(2, "blue", None),
+        config(3, "green", None),
+    ]);
     cluster.nodes[2].send(vec![msg(3, 1, MessageBody::TimeoutNow)]);
-    assert!(wait_until(DEADLINE, || cluster.nodes[0].stats().dropped(DropKind::WrongCluster) == 1));
+    assert!(wait_until(DEADLINE, || cluster.nodes[0]
+        .stats()
+        .dropped(DropKind::WrongCluster)
+        == 1));
     // Node 1 sends a message for node 3 to node 2's address.
     let n2_addr = cluster.nodes[1].local_addr();
     cluster.nodes[0].directory().insert(3, "n3", n2_addr);
     cluster.nodes[0].send(vec![msg(1, 3, MessageBody::TimeoutNow)]);
-    assert!(wait_until(DEADLINE, || cluster.nodes[1].stats().dropped(DropKind::WrongRecipient) == 1));
+    assert!(wait_until(DEADLINE, || cluster.nodes[1]
+        .stats()
+        .dropped(DropKind::WrongRecipient)
+        == 1));
     assert!(cluster.inboxes[0].try_recv().is_err());
     assert!(cluster.inboxes[1].try_recv().is_err());
 }
@@ -286,10 +369,14 @@ fn garbage_from_the_network_is_counted_not_delivered() {
     }
     let n1 = &cluster.nodes[0];
     // Loopback may still lose datagrams under load, so wait for what arrived.
-    assert!(wait_until(DEADLINE, || {
-        let s = n1.stats();
-        s.received_datagrams > 0 && s.dropped_total() == s.received_datagrams
-    }), "{}", n1.stats());
+    assert!(
+        wait_until(DEADLINE, || {
+            let s = n1.stats();
+            s.received_datagrams > 0 && s.dropped_total() == s.received_datagrams
+        }),
+        "{}",
+        n1.stats()
+    );
     assert!(cluster.inboxes[0].try_recv().is_err());
 }
 
@@ -298,7 +385,10 @@ fn stop_joins_every_thread_promptly_and_is_idempotent() {
     let mut t = UdpTransport::bind(config(1, "stop", None)).unwrap();
     let (tx, rx) = crossbeam_channel::bounded(1);
     t.start(tx).unwrap();
-    assert!(t.start(crossbeam_channel::bounded(1).0).is_err(), "start twice is refused");
+    assert!(
+        t.start(crossbeam_channel::bounded(1).0).is_err(),
+        "start twice is refused"
+    );
     #[cfg(target_os = "linux")]
     {
         let names: Vec<String> = std::fs::read_dir("/proc/self/task")
@@ -307,13 +397,20 @@ fn stop_joins_every_thread_promptly_and_is_idempotent() {
             .collect();
         // Linux keeps 15 characters of a thread's name.
         for role in ["raft-listener-n", "raft-processor-", "raft-sender-n1"] {
-            assert!(names.iter().any(|n| n.starts_with(role)), "{role} not in {names:?}");
+            assert!(
+                names.iter().any(|n| n.starts_with(role)),
+                "{role} not in {names:?}"
+            );
         }
     }
     let started = Instant::now();
     t.stop();
     // The wake-up datagram makes this immediate; the bound is for a loaded machine.
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     // The inbox's sender (held by the processor) is gone: every thread ended.
     assert!(rx.recv_timeout(DEADLINE).is_err());
     t.stop();
@@ -331,7 +428,14 @@ fn a_full_inbox_drops_and_counts() {
     let (tx_b, rx_b) = crossbeam_channel::bounded(1);
     a.start(tx_a).unwrap();
     b.start(tx_b).unwrap();
-    let hb = msg(1, 2, MessageBody::Heartbeat { commit: 0, read_round: 0 });
+    let hb = msg(
+        1,
+        2,
+        MessageBody::Heartbeat {
+            commit: 0,
+            read_round: 0,
+        },
+    );
     a.send(vec![hb.clone(), hb.clone(), hb]);
     assert!(wait_until(DEADLINE, || {
         let s = b.stats();

@@ -21,27 +21,69 @@ pub fn every_body() -> Vec<MessageBody> {
         .map(|i| Entry {
             term: 7,
             index: 10 + i,
-            kind: if i == 1 { EntryKind::Noop } else { EntryKind::Command },
-            data: if i == 1 { Vec::new().into() } else { vec![i as u8; 100].into() },
+            kind: if i == 1 {
+                EntryKind::Noop
+            } else {
+                EntryKind::Command
+            },
+            data: if i == 1 {
+                Vec::new().into()
+            } else {
+                vec![i as u8; 100].into()
+            },
         })
         .collect();
     let bodies = vec![
-        MessageBody::PreVote { last_log_index: 10, last_log_term: 6 },
+        MessageBody::PreVote {
+            last_log_index: 10,
+            last_log_term: 6,
+        },
         MessageBody::PreVoteResponse { granted: true },
-        MessageBody::Vote { last_log_index: 10, last_log_term: 6, transfer: true },
+        MessageBody::Vote {
+            last_log_index: 10,
+            last_log_term: 6,
+            transfer: true,
+        },
         MessageBody::VoteResponse { granted: false },
-        MessageBody::Append { prev_index: 10, prev_term: 6, entries, commit: 9 },
+        MessageBody::Append {
+            prev_index: 10,
+            prev_term: 6,
+            entries,
+            commit: 9,
+        },
         MessageBody::AppendResponse {
             index: 10,
-            reject: Some(RejectHint { last_index: 8, conflict_index: 5, conflict_term: Some(4) }),
+            reject: Some(RejectHint {
+                last_index: 8,
+                conflict_index: 5,
+                conflict_term: Some(4),
+            }),
         },
-        MessageBody::AppendResponse { index: 13, reject: None },
-        MessageBody::Heartbeat { commit: 9, read_round: 3 },
-        MessageBody::HeartbeatResponse { read_round: 3, last_index: 13 },
+        MessageBody::AppendResponse {
+            index: 13,
+            reject: None,
+        },
+        MessageBody::Heartbeat {
+            commit: 9,
+            read_round: 3,
+        },
+        MessageBody::HeartbeatResponse {
+            read_round: 3,
+            last_index: 13,
+        },
         MessageBody::ReadIndex { request_id: 42 },
-        MessageBody::ReadIndexResponse { request_id: 42, index: Some(13) },
-        MessageBody::Propose { request_id: 43, data: b"set x=1".to_vec().into() },
-        MessageBody::ProposeResponse { request_id: 43, placed: Some((14, 7)) },
+        MessageBody::ReadIndexResponse {
+            request_id: 42,
+            index: Some(13),
+        },
+        MessageBody::Propose {
+            request_id: 43,
+            data: b"set x=1".to_vec().into(),
+        },
+        MessageBody::ProposeResponse {
+            request_id: 43,
+            placed: Some((14, 7)),
+        },
         MessageBody::TimeoutNow,
     ];
     for b in &bodies {
@@ -70,7 +112,12 @@ fn kind_name(body: &MessageBody) -> &'static str {
 }
 
 pub fn msg(from: u64, to: u64, body: MessageBody) -> Message {
-    Message { from, to, term: 7, body }
+    Message {
+        from,
+        to,
+        term: 7,
+        body,
+    }
 }
 
 /// A test config: loopback, ephemeral port, optional password with a cheap KDF.
@@ -90,10 +137,14 @@ pub struct Cluster {
 impl Cluster {
     /// Binds every config, tells every node every other node's address, starts all.
     pub fn start(configs: Vec<NetConfig>) -> Cluster {
-        let mut nodes: Vec<UdpTransport> =
-            configs.into_iter().map(|c| UdpTransport::bind(c).expect("bind")).collect();
-        let addrs: Vec<(u64, std::net::SocketAddr)> =
-            nodes.iter().map(|n| (n.config().node_id, n.local_addr())).collect();
+        let mut nodes: Vec<UdpTransport> = configs
+            .into_iter()
+            .map(|c| UdpTransport::bind(c).expect("bind"))
+            .collect();
+        let addrs: Vec<(u64, std::net::SocketAddr)> = nodes
+            .iter()
+            .map(|n| (n.config().node_id, n.local_addr()))
+            .collect();
         for node in &nodes {
             for &(id, addr) in &addrs {
                 node.directory().insert(id, format!("n{id}"), addr);
@@ -137,7 +188,10 @@ pub fn recv_n(inbox: &Receiver<Message>, n: usize) -> Vec<Message> {
         let left = end.saturating_duration_since(Instant::now());
         match inbox.recv_timeout(left) {
             Ok(m) => got.push(m),
-            Err(_) => panic!("received {} of {n} messages before the deadline: {got:?}", got.len()),
+            Err(_) => panic!(
+                "received {} of {n} messages before the deadline: {got:?}",
+                got.len()
+            ),
         }
     }
     got
