@@ -366,8 +366,11 @@ fn plaintext_with_body(flags: u8, body: &[u8]) -> Vec<u8> {
     d
 }
 
+/// Fewer cases without optimisation, so a debug `cargo test` stays quick.
+const CASES: u32 = if cfg!(debug_assertions) { 300 } else { 2_000 };
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: CASES, ..ProptestConfig::default() })]
 
     /// Random bytes: never delivered, never a panic, always counted once.
     #[test]
