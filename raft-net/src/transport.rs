@@ -182,7 +182,8 @@ impl Transport for UdpTransport {
         let me = self.node_id;
         let (datagram_tx, datagram_rx) = bounded::<Datagram>(self.config.receive_queue_len_max);
         // Buffers go back to the listener so steady-state receiving does not allocate.
-        let (pool_tx, pool_rx) = bounded::<Vec<u8>>(RECEIVE_POOL_LEN_MAX.min(self.config.receive_queue_len_max));
+        let (pool_tx, pool_rx) =
+            bounded::<Vec<u8>>(RECEIVE_POOL_LEN_MAX.min(self.config.receive_queue_len_max));
         let (send_tx, send_rx) = bounded::<Message>(self.config.send_queue_len_max);
         let stopping = Arc::new(AtomicBool::new(false));
         self.socket.set_read_timeout(Some(LISTENER_POLL))?;
