@@ -33,6 +33,9 @@ pub(crate) const FORMAT_VERSION: u32 = 1;
 
 pub(crate) const OWNER_KEY: &[u8] = b"m/owner";
 pub(crate) const STATE_KEY: &[u8] = b"m/state";
+/// The stored snapshot: one checksummed record, replaced whole in one sled batch, so a
+/// crash leaves either the old or the new snapshot.
+pub(crate) const SNAPSHOT_KEY: &[u8] = b"m/snapshot";
 pub(crate) const RECORD_PREFIX: u8 = b'e';
 
 const HEADER_BYTES: usize = 1 + 4 + 8;

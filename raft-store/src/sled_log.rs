@@ -13,7 +13,8 @@ use raft_core::{Entry, HardState, Log, LogIndex, NodeId, SnapshotMeta, StorageEr
 use crate::durable::SledFiles;
 use crate::record::{
     decode_meta, encode_meta, encode_record, parse_record_key, record_bytes, record_key,
-    ByteBudget, Owner, Record, State, FORMAT_VERSION, OWNER_KEY, RECORD_PREFIX, STATE_KEY,
+    ByteBudget, Owner, Record, State, FORMAT_VERSION, OWNER_KEY, RECORD_PREFIX, SNAPSHOT_KEY,
+    STATE_KEY,
 };
 
 /// What [`Log::sync`] of a [`SledLog`] guarantees.
@@ -141,6 +142,8 @@ pub struct SledLog {
     pending: BTreeMap<LogIndex, Option<sled::IVec>>,
     /// The newest entries, decoded: a contiguous run ending at `last_index()`, or empty.
     tail: VecDeque<Entry>,
+    /// A saved snapshot (encoded record) not yet written, written at the next sync.
+    pending_snapshot: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for SledLog {
@@ -262,6 +265,7 @@ impl SledLog {
             records: BTreeMap::new(),
             pending: BTreeMap::new(),
             tail: VecDeque::new(),
+            pending_snapshot: None,
         };
         log.check_owner()?;
         log.restore()?;
@@ -686,7 +690,7 @@ impl Log for SledLog {
     }
 
     fn sync(&mut self) -> Result<(), StorageError> {
-        if self.pending.is_empty() && !self.state_dirty {
+        if self.pending.is_empty() && !self.state_dirty && self.pending_snapshot.is_none() {
             return Ok(());
         }
         let mut batch = sled::Batch::default();
@@ -698,10 +702,29 @@ impl Log for SledLog {
             }
         }
         batch.insert(STATE_KEY, encode_meta(STATE_KEY, &self.state())?);
+        if let Some(snapshot) = &self.pending_snapshot {
+            batch.insert(SNAPSHOT_KEY, snapshot.clone());
+        }
         // On failure the pending writes stay, so a retried sync writes them again.
         self.write(batch)?;
         self.pending.clear();
+        self.pending_snapshot = None;
         self.state_dirty = false;
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Result<Option<raft_core::Snapshot>, StorageError> {
+        if let Some(bytes) = &self.pending_snapshot {
+            return decode_meta(SNAPSHOT_KEY, bytes).map(Some);
+        }
+        match self.db.get(SNAPSHOT_KEY).map_err(sled_err)? {
+            Some(bytes) => decode_meta(SNAPSHOT_KEY, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn save_snapshot(&mut self, snapshot: &raft_core::Snapshot) -> Result<(), StorageError> {
+        self.pending_snapshot = Some(encode_meta(SNAPSHOT_KEY, snapshot)?);
         Ok(())
     }
 
