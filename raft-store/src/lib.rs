@@ -43,6 +43,7 @@
 #![warn(missing_docs)]
 
 mod durable;
+mod marker;
 mod record;
 mod sled_log;
 

@@ -11,6 +11,7 @@ use raft_core::storage::check_contiguous;
 use raft_core::{Entry, HardState, Log, LogIndex, NodeId, SnapshotMeta, StorageError, Term};
 
 use crate::durable::SledFiles;
+use crate::marker::{Mark, SyncMarker};
 use crate::record::{
     decode_meta, encode_meta, encode_record, parse_record_key, record_bytes, record_key,
     ByteBudget, Owner, Record, State, FORMAT_VERSION, OWNER_KEY, RECORD_PREFIX, STATE_KEY,
@@ -125,6 +126,11 @@ pub struct SledLog {
     dir: PathBuf,
     db: sled::Db,
     files: SledFiles,
+    marker: SyncMarker,
+    /// The latest intact mark found in the marker file when opening.
+    mark_on_open: Option<Mark>,
+    /// The sequence number of the last sync that wrote a state record.
+    seq: u64,
     options: SledLogOptions,
     hard_state: HardState,
     snapshot: SnapshotMeta,
@@ -163,7 +169,7 @@ fn sled_err(e: sled::Error) -> StorageError {
     match e {
         sled::Error::Corruption { at, .. } => StorageError::Corrupt {
             index: 0,
-            detail: format!("sled reports corruption at {at:?}"),
+            detail: format!("sled finds its own file damaged (at {at:?})"),
         },
         other => StorageError::Io(format!("sled: {other}")),
     }
@@ -250,10 +256,15 @@ impl SledLog {
             .flush_every_ms(None);
         let db = open_db(&config, &dir, options.lock_wait_ms)?;
         let files = SledFiles::open(&dir).map_err(|e| io_err("cannot sync", &dir, e))?;
+        let (marker, mark_on_open) = SyncMarker::open(&dir)
+            .map_err(|e| io_err("cannot open the sync marker in", &dir, e))?;
         let mut log = Self {
             dir,
             db,
             files,
+            marker,
+            mark_on_open,
+            seq: 0,
             options,
             hard_state: HardState::default(),
             snapshot: SnapshotMeta::default(),
@@ -334,9 +345,18 @@ impl SledLog {
                         format!("no owner record but {keys} other keys: not a SledLog directory, or damaged"),
                     ));
                 }
+                if let Some(mark) = self.mark_on_open {
+                    return Err(corrupt(
+                        0,
+                        format!(
+                            "sled holds nothing, but sync {} (entries up to {}) had completed: \
+                             were sled's files removed or damaged?",
+                            mark.seq, mark.last_index
+                        ),
+                    ));
+                }
                 let mut batch = sled::Batch::default();
                 batch.insert(OWNER_KEY, encode_meta(OWNER_KEY, &me)?);
-                batch.insert(STATE_KEY, encode_meta(STATE_KEY, &State::default())?);
                 self.write(batch)
             }
         }
@@ -357,6 +377,23 @@ impl SledLog {
                 ),
             ));
         }
+        if let Some(mark) = self.mark_on_open.filter(|m| m.seq > state.seq) {
+            // sled stops recovering at the first damaged message of its own log, so a
+            // damaged byte in the middle of its file looks like an older, consistent state.
+            return Err(corrupt(
+                state.last_index + 1,
+                format!(
+                    "sled recovered up to sync {} (entries up to {}), but sync {} (entries up \
+                     to {}) had completed: the file is damaged at or after the write of entry {}",
+                    state.seq,
+                    state.last_index,
+                    mark.seq,
+                    mark.last_index,
+                    state.last_index + 1
+                ),
+            ));
+        }
+        self.seq = state.seq;
         self.hard_state = state.hard_state;
         self.snapshot = state.snapshot;
         let first_index = self.first_index();
@@ -445,12 +482,19 @@ impl SledLog {
                 batch.remove(&record_key(first)[..]);
             }
             self.write(batch)?;
+        } else if self.mark_on_open.map(|m| m.seq) != Some(self.seq) {
+            // The marker lags (it is not synced, so a power loss can leave it behind).
+            self.write_mark();
         }
         Ok(())
     }
 
-    /// Applies `batch` atomically and makes it durable per the sync mode.
-    fn write(&mut self, batch: sled::Batch) -> Result<(), StorageError> {
+    /// Applies `batch` and a new state record atomically, and makes them durable per the
+    /// sync mode; then records the completed sync in the marker.
+    fn write(&mut self, mut batch: sled::Batch) -> Result<(), StorageError> {
+        let mut state = self.state();
+        state.seq = self.seq + 1;
+        batch.insert(STATE_KEY, encode_meta(STATE_KEY, &state)?);
         self.db.apply_batch(batch).map_err(sled_err)?;
         self.db.flush().map_err(sled_err)?;
         if self.options.sync_mode == SyncMode::Fdatasync {
@@ -458,7 +502,27 @@ impl SledLog {
                 .sync()
                 .map_err(|e| io_err("cannot sync", &self.dir, e))?;
         }
+        self.seq = state.seq;
+        self.write_mark();
         Ok(())
+    }
+
+    /// Records the last completed sync in the marker. Failing to is not an error of the
+    /// sync, which is durable: only the detection of a later rollback is weakened.
+    fn write_mark(&mut self) {
+        let state = self.state();
+        let mark = Mark {
+            seq: self.seq,
+            last_index: state.last_index,
+            last_term: state.last_term,
+        };
+        if let Err(e) = self.marker.write(mark) {
+            log::warn!(
+                "n{} cannot write the sync marker in {}: {e}",
+                self.options.node_id,
+                self.dir.display()
+            );
+        }
     }
 
     fn push_tail(&mut self, e: Entry) {
@@ -560,6 +624,7 @@ impl SledLog {
                 .back()
                 .copied()
                 .unwrap_or(self.snapshot.last_term),
+            seq: self.seq,
         }
     }
 }
@@ -697,7 +762,6 @@ impl Log for SledLog {
                 None => batch.remove(key),
             }
         }
-        batch.insert(STATE_KEY, encode_meta(STATE_KEY, &self.state())?);
         // On failure the pending writes stay, so a retried sync writes them again.
         self.write(batch)?;
         self.pending.clear();
