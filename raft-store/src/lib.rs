@@ -49,4 +49,4 @@ mod sled_log;
 
 #[doc(no_inline)]
 pub use raft_core::{Log, MemLog, StorageError};
-pub use sled_log::{SledLog, SledLogOptions, SyncMode};
+pub use sled_log::{SledLog, SledLogOptions, SyncMode, SyncStats};
