@@ -12,6 +12,9 @@
 //! The sled logs are compacted outside the timed region now and then, as a node does after
 //! a snapshot, so the files stay bounded.
 
+// criterion's macros generate undocumented public functions.
+#![allow(missing_docs)]
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
