@@ -1,13 +1,13 @@
 //! Measures what a durability point costs on this machine's disk, and where it goes.
 //!
 //! ```text
-//! cargo run -p raft-store --release --example sync_cost [-- DIR [ROUNDS]]
+//! cargo run -p raft-store --release --example sync_cost [-- DIR [ROUNDS [BATCH]]]
 //! ```
 //!
 //! Round-robin, so that a change in the machine's load hits every variant alike:
 //! (1) the disk's floor: a 100-byte `pwrite` appended to a plain file and `fdatasync`;
 //! (2) SledLog with `SyncMode::FlushOnly`; (3) SledLog with real durability. Each
-//! SledLog round appends one 100-byte entry and syncs. Prints percentiles and, for the
+//! SledLog round appends BATCH (default 1) 100-byte entries and syncs. Prints percentiles and, for the
 //! SledLogs, the split between sled's apply, sled's flush and the fdatasync.
 
 use std::fs::OpenOptions;
@@ -35,6 +35,7 @@ fn main() {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| std::env::current_dir().unwrap().join("target/bench-data"));
     let rounds: usize = args.next().and_then(|r| r.parse().ok()).unwrap_or(2000);
+    let batch: u64 = args.next().and_then(|r| r.parse().ok()).unwrap_or(1);
     std::fs::create_dir_all(&base).unwrap();
     let dir = tempfile::tempdir_in(&base).unwrap();
 
@@ -46,13 +47,19 @@ fn main() {
     let open = |name: &str, mode| {
         let mut o = SledLogOptions::new("sync-cost", 1);
         o.sync_mode = mode;
+        if let Some(max) = std::env::var("RECORD_BYTES_MAX")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            o.record_bytes_max = max;
+        }
         SledLog::open_with(dir.path().join(name), o).unwrap()
     };
     let mut flush_only = open("flush-only", SyncMode::FlushOnly);
     let mut durable = open("durable", SyncMode::Fdatasync);
     let data: bytes::Bytes = vec![7u8; 100].into();
     let (mut t_file, mut t_flush, mut t_durable) = (vec![], vec![], vec![]);
-    for i in 1..=rounds as u64 {
+    for round in 0..rounds as u64 {
         let start = Instant::now();
         file.write_all(&data).unwrap();
         file.sync_data().unwrap();
@@ -61,21 +68,23 @@ fn main() {
             (&mut flush_only, &mut t_flush),
             (&mut durable, &mut t_durable),
         ] {
-            let e = Entry {
-                term: 1,
-                index: i,
-                kind: EntryKind::Command,
-                data: data.clone(),
-            };
+            let entries: Vec<Entry> = (round * batch + 1..=(round + 1) * batch)
+                .map(|index| Entry {
+                    term: 1,
+                    index,
+                    kind: EntryKind::Command,
+                    data: data.clone(),
+                })
+                .collect();
             let start = Instant::now();
-            log.append(&[e]).unwrap();
+            log.append(&entries).unwrap();
             log.sync().unwrap();
             times.push(start.elapsed());
         }
     }
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "{rounds} rounds in {}; load average {}",
+        "{rounds} rounds of {batch} entries in {}; load average {}",
         dir.path().display(),
         load.trim()
     );
@@ -83,6 +92,9 @@ fn main() {
     percentiles("SledLog FlushOnly", t_flush);
     percentiles("SledLog Fdatasync", t_durable);
     for (name, log) in [("FlushOnly", &flush_only), ("Fdatasync", &durable)] {
+        let blobs = std::fs::read_dir(log.dir().join("blobs")).map_or(0, |d| d.count());
+        let disk = log.size_on_disk_bytes().unwrap_or(0);
+        println!("{name:<10} {blobs} blob files, {} KiB on disk", disk / 1024);
         let s = log.sync_stats();
         let per = |d: Duration| d / s.syncs as u32;
         println!(
