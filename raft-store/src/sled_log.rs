@@ -17,6 +17,11 @@ use crate::record::{
     ByteBudget, Owner, Record, State, FORMAT_VERSION, OWNER_KEY, RECORD_PREFIX, STATE_KEY,
 };
 
+/// The largest entry payload a record can hold (its length is stored in 32 bits).
+const ENTRY_DATA_BYTES_MAX: usize = u32::MAX as usize;
+/// The most entries one record holds (the count is stored in 32 bits).
+const RECORD_ENTRIES_MAX: usize = u32::MAX as usize;
+
 /// What [`Log::sync`] of a [`SledLog`] guarantees.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -632,7 +637,7 @@ impl SledLog {
         while start < entries.len() {
             let mut end = start + 1;
             let mut bytes = record_bytes(&entries[start..end]);
-            while end < entries.len() {
+            while end < entries.len() && end - start < RECORD_ENTRIES_MAX {
                 let more = record_bytes(&entries[end..end + 1]) - record_bytes(&[]);
                 if bytes + more > self.options.record_bytes_max {
                     break;
@@ -761,6 +766,13 @@ impl Log for SledLog {
             return Ok(());
         };
         check_contiguous(entries)?;
+        if let Some(big) = entries.iter().find(|e| e.data.len() > ENTRY_DATA_BYTES_MAX) {
+            return Err(StorageError::InvalidAppend(format!(
+                "entry {} carries {} bytes, more than the {ENTRY_DATA_BYTES_MAX} a record holds",
+                big.index,
+                big.data.len()
+            )));
+        }
         if first.index < self.first_index() {
             return Err(StorageError::InvalidAppend(format!(
                 "entry {} is at or below the snapshot at {}",
