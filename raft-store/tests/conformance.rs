@@ -178,6 +178,22 @@ mod cases {
         assert_eq!(log.entries(11, 11, u64::MAX).unwrap(), vec![]);
     }
 
+    /// Entries far larger than a record's usual size (sled stores them in blob files).
+    pub fn large_entries<F: Fixture>() {
+        let mut f = F::create();
+        let entries: Vec<_> = (1..=4).map(|i| sized(i, 1, 300_000 + i as usize)).collect();
+        f.log().append(&entries[..2]).unwrap();
+        f.log().sync().unwrap();
+        f.log().append(&entries[2..]).unwrap();
+        f.log().append(&entries[3..]).unwrap();
+        f.log().sync().unwrap();
+        assert_eq!(f.log().entries(1, 5, u64::MAX).unwrap(), entries);
+        assert_eq!(f.log().entries(1, 5, 1).unwrap(), entries[..1]);
+        if let Some(log) = f.reopen() {
+            assert_eq!(log.entries(1, 5, u64::MAX).unwrap(), entries);
+        }
+    }
+
     /// A reversed range past the end is a caller's mistake; it must not panic. (raft-core's
     /// MemLog panics here: `VecDeque::range` out of bounds in `MemLog::entries`.)
     pub fn reversed_range_past_the_end_does_not_panic<F: Fixture>() {
@@ -430,6 +446,10 @@ macro_rules! conformance {
             #[test]
             fn read_errors() {
                 cases::read_errors::<$fixture>()
+            }
+            #[test]
+            fn large_entries() {
+                cases::large_entries::<$fixture>()
             }
             #[test]
             fn term_lookup() {
