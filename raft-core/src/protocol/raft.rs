@@ -1398,13 +1398,11 @@ impl<L: Log> Raft<L> {
 
 /// Whether an append's entries follow `prev_index` contiguously with non-decreasing terms.
 fn entries_are_well_formed(prev_index: LogIndex, prev_term: Term, entries: &[Entry]) -> bool {
-    let mut expected = prev_index + 1;
     let mut term = prev_term;
-    for e in entries {
+    for (expected, e) in (prev_index + 1..).zip(entries) {
         if e.index != expected || e.term < term {
             return false;
         }
-        expected += 1;
         term = e.term;
     }
     true
