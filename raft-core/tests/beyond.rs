@@ -132,7 +132,6 @@ fn node_with_a_smaller_term_can_complete_an_election() {
 /// A node partitioned away keeps failing pre-votes without raising its term, so when it
 /// rejoins it does not depose the healthy leader (pre-vote + check-quorum, thesis §9.6).
 #[test]
-#[ignore = "BUG: lost appends in replicate state are never resent"]
 fn partitioned_node_rejoining_does_not_depose_a_healthy_leader() {
     let mut net = Network::new(3);
     net.elect(1);
@@ -566,7 +565,6 @@ fn stale_appends_truncate_nothing() {
 /// A lost append (or a whole window of them) is sent again: the leader must not wait for
 /// a new proposal to notice that a follower in replicate state fell behind.
 #[test]
-#[ignore = "BUG: lost appends in replicate state are never resent"]
 fn lost_appends_are_resent_without_new_proposals() {
     for window in [1, 2, 64] {
         let mut net = Network::builder(3)
@@ -656,7 +654,6 @@ fn inflight_window_is_respected_in_messages_and_bytes() {
 /// A follower that is behind gets entries in batches as large as `append_bytes_max`
 /// allows, never larger; a proposal larger than one append is refused.
 #[test]
-#[ignore = "BUG: lost appends in replicate state are never resent"]
 fn appends_are_batched_up_to_append_bytes_max() {
     let payload = 100usize;
     let entry_bytes = payload as u64 + Entry::OVERHEAD_BYTES;

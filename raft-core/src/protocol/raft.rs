@@ -1072,8 +1072,17 @@ impl<L: Log> Raft<L> {
                     pr.probe_sent = false;
                 }
                 let behind = pr.match_index < self.log.last_index() || last_index > pr.match_index;
+                // In replicate state everything up to `next_index - 1` counts as sent, so a
+                // lost append would never be sent again (and a window full of lost ones
+                // blocks the follower for good). Probe there with an empty append outside
+                // the window: a success frees the window, a rejection falls back to probe
+                // state, and either way the missing entries are sent.
+                let probe_replicate =
+                    pr.state == ProgressState::Replicate && pr.match_index < self.log.last_index();
                 self.release_confirmed_reads();
-                if behind {
+                if probe_replicate {
+                    self.send_empty_append(from);
+                } else if behind {
                     self.send_append(from, false);
                 }
             }
@@ -1176,6 +1185,28 @@ impl<L: Log> Raft<L> {
                 prev_index,
                 prev_term,
                 entries,
+                commit: self.log.committed,
+            },
+        );
+    }
+
+    /// Sends `to` an empty append after the last index sent to it, without counting it
+    /// in the in-flight window: it only asks whether the follower has everything sent.
+    fn send_empty_append(&mut self, to: NodeId) {
+        let prev_index = self.progress[&to].next_index - 1;
+        let Some(prev_term) = self.log.term(prev_index) else {
+            log::warn!(
+                "n{} cannot probe n{to}: entry {prev_index} was compacted; the follower needs a snapshot",
+                self.id
+            );
+            return;
+        };
+        self.send(
+            to,
+            MessageBody::Append {
+                prev_index,
+                prev_term,
+                entries: Vec::new(),
                 commit: self.log.committed,
             },
         );
