@@ -599,7 +599,6 @@ fn append_bytes(m: &raft_core::Message) -> Option<u64> {
 /// entry bytes in flight to a follower in replicate state; acknowledgements open the
 /// window again.
 #[test]
-#[ignore = "BUG: in-flight bytes overshoot inflight_bytes_max"]
 fn inflight_window_is_respected_in_messages_and_bytes() {
     // (messages max, bytes max, payload bytes per proposal)
     let cases: &[(u32, u64, usize)] = &[

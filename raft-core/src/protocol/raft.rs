@@ -1158,11 +1158,18 @@ impl<L: Log> Raft<L> {
             );
             return;
         };
+        // In replicate state the batch must also fit what is left of the byte window, so
+        // the bytes in flight never pass `inflight_bytes_max`.
+        let budget = match pr.state {
+            ProgressState::Replicate => self
+                .config
+                .append_bytes_max
+                .min(bytes_max.saturating_sub(pr.inflight_bytes())),
+            ProgressState::Probe => self.config.append_bytes_max,
+        };
+        let window_in_use = pr.inflight_messages() > 0;
         let entries = if next <= last {
-            match self
-                .log
-                .entries(next, last + 1, self.config.append_bytes_max)
-            {
+            match self.log.entries(next, last + 1, budget) {
                 Ok(entries) => entries,
                 Err(e) => {
                     log::error!(
@@ -1179,6 +1186,9 @@ impl<L: Log> Raft<L> {
             return;
         }
         let bytes: u64 = entries.iter().map(Entry::size_bytes).sum();
+        if bytes > budget && window_in_use {
+            return; // the next entry does not fit the window: wait for acknowledgements
+        }
         let last_sent = prev_index + entries.len() as u64;
         self.progress
             .get_mut(&to)
