@@ -437,6 +437,18 @@ impl Network {
         placed
     }
 
+    /// Crashes node `id` and starts it again from what its log made durable. Messages it
+    /// had not sent yet are lost; its state machine starts over from the log.
+    pub fn restart(&mut self, id: NodeId, seed: u64) {
+        let old = self.nodes.remove(&id).expect("known node");
+        let config = old.config().clone();
+        let log = old.log().clone();
+        let node = Raft::new(config, log, seed).expect("the config was valid before");
+        self.nodes.insert(id, node);
+        self.applied.insert(id, Vec::new());
+        self.flush();
+    }
+
     // ----- partitions ------------------------------------------------------------------
 
     /// Cuts both directions between `a` and `b`.
