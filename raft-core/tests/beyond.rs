@@ -817,3 +817,94 @@ fn forwarded_reads_are_confirmed_by_the_leader() {
         }]
     );
 }
+
+/// Check-quorum: a follower that heard from its leader less than an election timeout ago
+/// ignores (pre-)vote requests for a higher term, unless a leadership transfer asked for
+/// the election.
+#[test]
+fn followers_in_lease_ignore_vote_requests_unless_transferring() {
+    let vote = |transfer| MessageBody::Vote {
+        last_log_index: 9,
+        last_log_term: 9,
+        transfer,
+    };
+    let pre_vote = MessageBody::PreVote {
+        last_log_index: 9,
+        last_log_term: 9,
+    };
+    // (request from n3 at term 2, granted)
+    let cases = [
+        (vote(false), None),
+        (pre_vote, None),
+        (vote(true), Some(true)),
+    ];
+    for (body, want) in cases {
+        let mut net = Network::new(3);
+        net.elect(1);
+        let kind = body.kind();
+        net.step(msg(3, 2, 2, body));
+        let answer = net.take_in_flight().into_iter().find_map(|m| match m.body {
+            MessageBody::VoteResponse { granted } | MessageBody::PreVoteResponse { granted } => {
+                Some(granted)
+            }
+            _ => None,
+        });
+        assert_eq!(answer, want, "{kind}");
+        let expected_term = if want.is_some() { 2 } else { 1 };
+        assert_eq!(net.term(2), expected_term, "{kind}");
+    }
+
+    // Once an election timeout passed without hearing from the leader, it may vote.
+    let mut net = Network::new(3);
+    net.elect(1);
+    net.isolate(1);
+    for _ in 0..net.node(2).config().election_timeout_ticks {
+        net.node_mut(2).tick();
+        net.drop_in_flight();
+        if net.role(2) != Role::Follower {
+            break;
+        }
+    }
+    net.step(msg(3, 2, 2, vote(false)));
+    assert!(
+        net.take_in_flight()
+            .iter()
+            .any(|m| m.body == MessageBody::VoteResponse { granted: true }),
+        "\n{}",
+        net.describe()
+    );
+}
+
+/// With check-quorum but without pre-vote, a node that was cut off keeps raising its
+/// term; when it comes back the leader learns the higher term from its answer to a
+/// heartbeat and steps down, so the cluster is not stuck (etcd's
+/// TestFreeStuckCandidateWithCheckQuorum). The loner cannot win with its short log.
+#[test]
+fn stuck_candidate_is_freed_with_check_quorum_alone() {
+    let mut net = Network::builder(3).config(|c| c.pre_vote = false).build();
+    net.elect(1);
+    net.isolate(3);
+    net.propose(1, "x");
+    for _ in 0..60 {
+        net.tick_all();
+        net.deliver_all();
+    }
+    assert!(
+        net.term(3) > net.term(1),
+        "the loner campaigned:\n{}",
+        net.describe()
+    );
+    net.heal();
+    run_until(&mut net, 200, |net| {
+        let leaders = net.leaders();
+        leaders.len() == 1
+            && net
+                .ids()
+                .iter()
+                .all(|id| net.term(*id) == net.term(leaders[0]))
+    });
+    assert_ne!(net.leaders(), vec![3], "n3 lacks the committed entry");
+    net.propose(net.leaders()[0], "y");
+    net.deliver_all();
+    assert_converged(&net);
+}
