@@ -536,3 +536,120 @@ pub fn lone_node(id: NodeId, voters: &[NodeId], log: MemLog, tweak: impl Fn(&mut
     tweak(&mut config);
     Raft::new(config, log, SEED).expect("valid test config")
 }
+
+// ----- transcripts -----------------------------------------------------------------------
+
+/// A compact, readable line for a message: `n1->n2 t3 append after 4@2 [5@3 6@3] commit 4`.
+pub fn describe_message(m: &Message) -> String {
+    let body = match &m.body {
+        MessageBody::PreVote {
+            last_log_index,
+            last_log_term,
+        } => format!("pre_vote last {last_log_index}@{last_log_term}"),
+        MessageBody::Vote {
+            last_log_index,
+            last_log_term,
+            transfer,
+        } => format!(
+            "vote last {last_log_index}@{last_log_term}{}",
+            if *transfer { " (transfer)" } else { "" }
+        ),
+        MessageBody::PreVoteResponse { granted } | MessageBody::VoteResponse { granted } => {
+            format!(
+                "{} {}",
+                m.body.kind(),
+                if *granted { "granted" } else { "refused" }
+            )
+        }
+        MessageBody::Append {
+            prev_index,
+            prev_term,
+            entries,
+            commit,
+        } => {
+            let entries: Vec<String> = entries
+                .iter()
+                .map(|e| format!("{}@{}", e.index, e.term))
+                .collect();
+            format!(
+                "append after {prev_index}@{prev_term} [{}] commit {commit}",
+                entries.join(" ")
+            )
+        }
+        MessageBody::AppendResponse {
+            index,
+            reject: None,
+        } => format!("append_response ok {index}"),
+        MessageBody::AppendResponse {
+            index,
+            reject: Some(h),
+        } => format!(
+            "append_response reject {index} (last {}, conflict {} term {:?})",
+            h.last_index, h.conflict_index, h.conflict_term
+        ),
+        MessageBody::Heartbeat { commit, read_round } => {
+            format!("heartbeat commit {commit} round {read_round}")
+        }
+        MessageBody::HeartbeatResponse {
+            read_round,
+            last_index,
+        } => format!("heartbeat_response round {read_round} last {last_index}"),
+        other => format!("{other:?}"),
+    };
+    format!("n{}->n{} t{} {body}", m.from, m.to, m.term)
+}
+
+/// Compares `actual` with the transcript stored in `tests/transcripts/<name>.txt`. Run
+/// with `RAFT_TRANSCRIPTS=rewrite` to write the file from the actual output instead (then
+/// review the diff).
+pub fn assert_transcript(name: &str, actual: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/transcripts")
+        .join(format!("{name}.txt"));
+    if std::env::var("RAFT_TRANSCRIPTS").as_deref() == Ok("rewrite") {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "cannot read {}: {e}; run with RAFT_TRANSCRIPTS=rewrite to create it",
+            path.display()
+        )
+    });
+    if expected != actual {
+        let first_diff = expected
+            .lines()
+            .zip(actual.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or(expected.lines().count().min(actual.lines().count()));
+        panic!(
+            "transcript {name} differs from {} at line {}; rerun with \
+             RAFT_TRANSCRIPTS=rewrite and review the diff.\n--- actual ---\n{actual}",
+            path.display(),
+            first_diff + 1
+        );
+    }
+}
+
+impl Network {
+    /// Delivers everything until quiet, writing each delivered message (or `dropped` for
+    /// a cut link) to `out`, one round per block.
+    pub fn deliver_all_logged(&mut self, out: &mut String) {
+        for _ in 0..1000 {
+            let msgs = self.take_in_flight();
+            if msgs.is_empty() {
+                return;
+            }
+            for m in msgs {
+                let line = describe_message(&m);
+                let delivered = self.step(m);
+                out.push_str(&format!(
+                    "  {line}{}\n",
+                    if delivered { "" } else { "  (dropped)" }
+                ));
+            }
+        }
+        panic!("messages kept flowing");
+    }
+}
