@@ -975,3 +975,44 @@ fn leader_commits_only_by_counting_entries_of_its_own_term() {
         );
     }
 }
+
+/// The vote is persistent state (Figure 2): a voter that crashes and restarts after
+/// voting still refuses a second candidate of the same term. §5.2
+#[test]
+fn vote_survives_a_restart() {
+    let mut net = Network::builder(3).config(paper_config).build();
+    net.node_mut(1).campaign();
+    net.deliver_round_with(|m| if m.to == 2 { Fate::Deliver } else { Fate::Drop });
+    assert_eq!(net.node(2).vote(), Some(1));
+    net.restart(2, 99);
+    assert_eq!((net.term(2), net.node(2).vote()), (1, Some(1)));
+    net.drop_in_flight();
+    net.step(vote_request(3, 2, 1, (0, 0)));
+    let answers = vote_answers(&net.take_in_flight());
+    assert_eq!(answers, vec![(3, false)]);
+}
+
+/// A follower acknowledges entries only in the ready that also asks the driver to
+/// persist them, so an acknowledged entry survives a crash (Figure 2: "updated on stable
+/// storage before responding to RPCs"). §5.3
+#[test]
+fn appended_entries_are_persisted_in_the_same_ready_that_acknowledges_them() {
+    let mut follower = lone_node(2, &[1, 2, 3], MemLog::new(), paper_config);
+    follower.step(append(1, 2, 1, (0, 0), vec![entry(1, 1), entry(2, 1)], 0));
+    let ready = follower.ready();
+    assert_eq!(
+        ready.messages,
+        vec![msg(
+            2,
+            1,
+            1,
+            MessageBody::AppendResponse {
+                index: 2,
+                reject: None
+            }
+        )]
+    );
+    assert_eq!(ready.entries, vec![entry(1, 1), entry(2, 1)]);
+    assert!(ready.must_sync());
+    follower.advance(ready);
+}
