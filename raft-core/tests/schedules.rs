@@ -1,6 +1,6 @@
 //! Property test: random schedules of ticks, deliveries (in any order), drops,
 //! duplicates, proposals, campaigns, reads, leadership transfers, partitions
-//! and restarts on a 3-node cluster.
+//! and restarts on 3-node (and 5-node) clusters.
 //!
 //! Safety phase: after every step, election safety (one leader per term, checked by the
 //! harness on every ready), state machine safety (same entry applied at each index, also
@@ -48,6 +48,8 @@ enum Action {
 
 #[derive(Clone, Debug)]
 struct Setup {
+    /// Cluster size; actions name nodes 1 to 5, folded onto the cluster.
+    nodes: u64,
     pre_vote: bool,
     check_quorum: bool,
     lease: bool,
@@ -66,6 +68,7 @@ fn setup() -> impl Strategy<Value = Setup> {
     )
         .prop_map(
             |(pre_vote, check_quorum, lease, inflight_messages_max, append_entries_max)| Setup {
+                nodes: 3,
                 pre_vote,
                 check_quorum,
                 lease: lease && check_quorum,
@@ -81,7 +84,7 @@ fn setup() -> impl Strategy<Value = Setup> {
 /// last heard from the leader) and elections are not forced by `campaign()`; those become
 /// ticks of every node too.
 fn actions(lease_safe: bool) -> impl Strategy<Value = Vec<Action>> {
-    let node = 1u64..=3;
+    let node = 1u64..=5;
     let action = prop_oneof![
         8 => any::<usize>().prop_map(Action::Deliver),
         2 => Just(Action::DeliverAll),
@@ -124,6 +127,7 @@ fn check_log_matching(net: &Network) {
 
 struct Run {
     net: Network,
+    nodes: u64,
     next_request: u64,
     /// For each read: the highest commit index any node had when it was asked.
     reads: BTreeMap<u64, LogIndex>,
@@ -135,7 +139,7 @@ struct Run {
 impl Run {
     fn new(setup: &Setup) -> Run {
         let s = setup.clone();
-        let net = Network::builder(3)
+        let net = Network::builder(s.nodes)
             .config(move |c| {
                 c.pre_vote = s.pre_vote;
                 c.check_quorum = s.check_quorum;
@@ -148,10 +152,26 @@ impl Run {
             .build();
         Run {
             net,
+            nodes: setup.nodes,
             next_request: 1,
             reads: BTreeMap::new(),
             checked: BTreeMap::new(),
             restarts: 0,
+        }
+    }
+
+    /// The action with its node ids folded onto the cluster's `1..=nodes`.
+    fn fold(&self, action: &Action) -> Action {
+        let f = |id: NodeId| (id - 1) % self.nodes + 1;
+        match *action {
+            Action::Tick(id) => Action::Tick(f(id)),
+            Action::Propose(id) => Action::Propose(f(id)),
+            Action::Campaign(id) => Action::Campaign(f(id)),
+            Action::Read(id) => Action::Read(f(id)),
+            Action::Transfer(id) => Action::Transfer(f(id)),
+            Action::Isolate(id) => Action::Isolate(f(id)),
+            Action::Restart(id) => Action::Restart(f(id)),
+            ref other => other.clone(),
         }
     }
 
@@ -165,6 +185,7 @@ impl Run {
     }
 
     fn apply(&mut self, action: &Action) {
+        let action = &self.fold(action);
         let net = &mut self.net;
         let pick =
             |net: &Network, i: usize| (!net.in_flight.is_empty()).then(|| i % net.in_flight.len());
@@ -332,6 +353,13 @@ proptest! {
     #[test]
     fn random_schedules_keep_lease_reads_linearizable(setup in setup(), actions in actions(true)) {
         let setup = Setup { lease: true, check_quorum: true, ..setup };
+        run(&setup, &actions);
+    }
+
+    /// Safety on a 5-node cluster, where two majorities can differ in more than one node.
+    #[test]
+    fn random_schedules_on_five_nodes_keep_raft_safe(setup in setup(), actions in actions(false)) {
+        let setup = Setup { nodes: 5, lease: false, ..setup };
         run(&setup, &actions);
     }
 }
