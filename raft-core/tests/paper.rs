@@ -855,32 +855,27 @@ fn vote_goes_only_to_a_candidate_at_least_as_up_to_date() {
     }
 }
 
-/// Figure 8: "a leader cannot immediately conclude that an entry from a previous term is
-/// committed once it is stored on a majority of servers." S1 (leader of term 4) gets its
-/// term-2 entry onto a majority, but must not commit it: S5 can still be elected and
-/// overwrite it. Once S1 replicates an entry of its own term, both commit. §5.4.2
-#[test]
-fn figure_8_entries_of_older_terms_are_not_committed_by_counting_replicas() {
-    fn setup() -> Network {
-        // State (b) of Figure 8: S1 has entry 2 of term 2, S5 entry 2 of term 3.
-        Network::builder(5)
-            .config(|c| {
-                paper_config(c);
-                // One entry per append, so S1's no-op can be held back.
-                c.append_bytes_max = Entry::OVERHEAD_BYTES;
-                c.inflight_bytes_max = 1024;
-            })
-            .log_terms(1, &[1, 2], 3)
-            .log_terms(2, &[1], 3)
-            .log_terms(3, &[1], 3)
-            .log_terms(4, &[1], 3)
-            // S5 saw term 4 start too (it will campaign for term 5 in (d)).
-            .log_terms(5, &[1, 3], 4)
-            .build()
-    }
+/// State (b) of Figure 8: S1 has entry 2 of term 2, S5 entry 2 of term 3.
+fn figure_8_b() -> Network {
+    Network::builder(5)
+        .config(|c| {
+            paper_config(c);
+            // One entry per append, so S1's no-op can be held back.
+            c.append_bytes_max = Entry::OVERHEAD_BYTES;
+            c.inflight_bytes_max = 1024;
+        })
+        .log_terms(1, &[1, 2], 3)
+        .log_terms(2, &[1], 3)
+        .log_terms(3, &[1], 3)
+        .log_terms(4, &[1], 3)
+        // S5 saw term 4 start too (it will campaign for term 5 in (d)).
+        .log_terms(5, &[1, 3], 4)
+        .build()
+}
 
-    // (c): S1 leads term 4 and gets entry 2 (term 2) onto S2 and S3, but not its no-op.
-    let mut net = setup();
+/// From (b) to (c): S1 leads term 4 and gets entry 2 (term 2) onto S2 and S3, but not
+/// its own no-op at 3.
+fn figure_8_b_to_c(net: &mut Network) {
     net.isolate(5);
     net.cut(1, 4);
     net.node_mut(1).campaign();
@@ -901,6 +896,17 @@ fn figure_8_entries_of_older_terms_are_not_committed_by_counting_replicas() {
     for id in [1, 2, 3] {
         assert_eq!(net.log_terms(id)[..2], [1, 2], "S{id}:\n{}", net.describe());
     }
+}
+
+/// Figure 8: "a leader cannot immediately conclude that an entry from a previous term is
+/// committed once it is stored on a majority of servers." S1 (leader of term 4) gets its
+/// term-2 entry onto a majority, but must not commit it: S5 can still be elected and
+/// overwrite it. Once S1 replicates an entry of its own term, both commit. §5.4.2
+#[test]
+fn figure_8_entries_of_older_terms_are_not_committed_by_counting_replicas() {
+    // (c): S1 leads term 4 and gets entry 2 (term 2) onto S2 and S3, but not its no-op.
+    let mut net = figure_8_b();
+    figure_8_b_to_c(&mut net);
     assert_eq!(
         net.node(1).commit_index(),
         0,
@@ -927,7 +933,7 @@ fn figure_8_entries_of_older_terms_are_not_committed_by_counting_replicas() {
     assert_eq!(net.node(5).commit_index(), 3);
 
     // (e): instead, S1 gets an entry of its own term onto a majority: both commit.
-    let mut net = setup();
+    let mut net = figure_8_b();
     net.isolate(5);
     net.cut(1, 4);
     net.elect(1);
@@ -1015,4 +1021,22 @@ fn appended_entries_are_persisted_in_the_same_ready_that_acknowledges_them() {
     assert_eq!(ready.entries, vec![entry(1, 1), entry(2, 1)]);
     assert!(ready.must_sync());
     follower.advance(ready);
+}
+
+/// The Figure 8 test catches a leader that commits older-term entries by counting
+/// replicas. Run with `--features fault-injection`. §5.4.2
+#[cfg(feature = "fault-injection")]
+#[test]
+fn figure_8_catches_commit_by_counting_older_terms() {
+    let mut net = figure_8_b();
+    for id in net.ids() {
+        net.node_mut(id)
+            .set_broken_variant(Some(raft_core::protocol::BrokenVariant::CommitOlderTerms));
+    }
+    figure_8_b_to_c(&mut net);
+    assert_eq!(
+        net.node(1).commit_index(),
+        2,
+        "the broken leader commits entry 2"
+    );
 }
