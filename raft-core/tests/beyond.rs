@@ -908,3 +908,78 @@ fn stuck_candidate_is_freed_with_check_quorum_alone() {
     net.deliver_all();
     assert_converged(&net);
 }
+
+/// A heartbeat carries at most what the follower is known to match, so a follower holding
+/// a stale entry at a committed index never commits it.
+#[test]
+fn heartbeat_commit_never_exceeds_what_the_follower_matches() {
+    let mut net = Network::builder(3)
+        .log_terms(1, &[1, 1], 2)
+        .log_terms(2, &[1, 1], 2)
+        .log_terms(3, &[1, 2], 2)
+        .build();
+    net.node_mut(1).campaign();
+    let hold_appends_to_3 = |m: &raft_core::Message| {
+        if m.to == 3 && is(m, "append") {
+            Fate::Hold
+        } else {
+            Fate::Deliver
+        }
+    };
+    net.deliver_all_with(hold_appends_to_3);
+    assert_eq!(net.node(1).commit_index(), 3);
+    for _ in 0..3 * heartbeat_interval(&net, 1) {
+        net.tick(1);
+        net.deliver_all_with(hold_appends_to_3);
+    }
+    assert_eq!(
+        net.node(3).commit_index(),
+        0,
+        "n3 committed its stale entry 2"
+    );
+    assert!(net.applied[&3].is_empty());
+    net.deliver_all();
+    run_until(&mut net, 10, |net| net.node(3).commit_index() == 3);
+    assert_eq!(net.log_terms(3), vec![1, 1, 3]);
+}
+
+/// A leader refuses proposals once `uncommitted_entries_max` entries wait to commit, and
+/// accepts them again once they commit.
+#[test]
+fn proposals_are_refused_while_too_many_entries_are_uncommitted() {
+    let mut net = Network::builder(3)
+        .config(|c| c.uncommitted_entries_max = 3)
+        .build();
+    net.elect(1);
+    net.isolate(1);
+    for i in 0..3 {
+        net.propose(1, &format!("c{i}"));
+    }
+    assert_eq!(
+        net.node_mut(1).propose(data("too many")),
+        Err(ProposeError::Busy(3))
+    );
+    net.heal();
+    net.drop_in_flight();
+    run_until(&mut net, 20, |net| net.node(1).commit_index() == 4);
+    assert!(net.node_mut(1).propose(data("again")).is_ok());
+}
+
+/// Messages from unknown nodes, from oneself, or addressed to another node change nothing.
+#[test]
+fn misaddressed_messages_are_ignored() {
+    let heartbeat = MessageBody::Heartbeat {
+        commit: 0,
+        read_round: 0,
+    };
+    for m in [
+        msg(9, 1, 5, heartbeat.clone()),
+        msg(1, 1, 5, heartbeat.clone()),
+        msg(2, 3, 5, heartbeat),
+    ] {
+        let mut node = lone_node(1, &[1, 2, 3], raft_core::MemLog::new(), |_| {});
+        node.step(m.clone());
+        assert_eq!((node.term(), node.leader()), (0, None), "{m:?}");
+        assert!(drain_messages(&mut node).is_empty(), "{m:?}");
+    }
+}
