@@ -983,3 +983,49 @@ fn misaddressed_messages_are_ignored() {
         assert!(drain_messages(&mut node).is_empty(), "{m:?}");
     }
 }
+
+/// A lease rests on the followers that acknowledged the leader refusing votes for an
+/// election timeout. A follower that restarts forgets that it heard from the leader and
+/// votes at once, so a node that missed the lease round can be elected while the old
+/// leader still serves lease reads. Documented weak spot; fixing it changes start-up
+/// behaviour (a fresh node would ignore vote requests for an election timeout).
+#[test]
+#[ignore = "WEAK SPOT: a restarted follower forgets its lease and votes at once"]
+fn lease_survives_a_follower_restart() {
+    let mut net = Network::builder(3).config(lease_config).build();
+    net.elect(1);
+    // n2 stops hearing from n1 and, as a pre-candidate, keeps asking n3, which refuses
+    // while n1's heartbeats keep reaching it.
+    net.cut(1, 2);
+    let mut tick = 0;
+    while net.role(2) == Role::Follower {
+        net.tick_all();
+        net.deliver_all();
+        tick += 1;
+        assert!(tick < 100);
+    }
+    // Just before n2 asks again, n3 crashes and restarts (right after acknowledging a
+    // heartbeat), and n1 is cut off.
+    for _ in 1..net.node(2).randomized_election_timeout() {
+        net.tick_all();
+        net.deliver_all();
+    }
+    net.restart(3, 7);
+    net.isolate(1);
+    let commit = net.node(1).commit_index();
+    for tick in 0..40 {
+        net.tick_all();
+        net.deliver_all();
+        if net.role(2) == Role::Leader && net.node(2).commit_index() == commit + 1 {
+            net.propose(2, "w");
+            net.deliver_all();
+        }
+        if net.node(2).commit_index() > commit + 1 {
+            assert_eq!(
+                lease_read(&mut net, 1, tick),
+                None,
+                "tick {tick}: stale lease read while n2 committed past {commit}"
+            );
+        }
+    }
+}
