@@ -1390,11 +1390,18 @@ impl<L: Log> Raft<L> {
             self.start_snapshot_transfer(to, prev_index);
             return;
         };
+        // In replicate state the batch must also fit what is left of the byte window, so
+        // the bytes in flight never pass `inflight_bytes_max`.
+        let budget = match pr.state {
+            ProgressState::Replicate => self
+                .config
+                .append_bytes_max
+                .min(bytes_max.saturating_sub(pr.inflight_bytes())),
+            ProgressState::Probe | ProgressState::Snapshot => self.config.append_bytes_max,
+        };
+        let window_in_use = pr.inflight_messages() > 0;
         let entries = if next <= last {
-            match self
-                .log
-                .entries(next, last + 1, self.config.append_bytes_max)
-            {
+            match self.log.entries(next, last + 1, budget) {
                 Ok(entries) => entries,
                 Err(e) => {
                     log::error!(
@@ -1411,6 +1418,9 @@ impl<L: Log> Raft<L> {
             return;
         }
         let bytes: u64 = entries.iter().map(Entry::size_bytes).sum();
+        if bytes > budget && window_in_use {
+            return; // the next entry does not fit the window: wait for acknowledgements
+        }
         let last_sent = prev_index + entries.len() as u64;
         self.progress
             .get_mut(&to)
@@ -1469,7 +1479,10 @@ impl<L: Log> Raft<L> {
     /// Sends snapshot chunks to `to` while the in-flight byte window allows (at least one
     /// chunk per call, so a resend always goes out).
     fn send_snapshot_chunks(&mut self, to: NodeId) {
-        let chunk_max = self.config.snapshot_chunk_bytes;
+        let chunk_max = self
+            .config
+            .snapshot_chunk_bytes
+            .min(self.config.append_bytes_max);
         let window = self.config.inflight_bytes_max;
         let mut chunks = Vec::new();
         if let Some(o) = self.progress.get_mut(&to).and_then(|p| p.outgoing.as_mut()) {
@@ -1624,7 +1637,8 @@ impl<L: Log> Raft<L> {
     /// Whether the leader's lease holds: a majority acknowledged a heartbeat sent less
     /// than `election_timeout - lease_drift` ticks ago, so no other leader can have been
     /// elected since (followers ignore votes for an election timeout after hearing from
-    /// us, and we count from when we sent, not when they answered).
+    /// us, and we count from when we sent, not when they answered). Never after a
+    /// TimeoutNow this term: voters skip their lease for a transferee.
     fn lease_valid(&self) -> bool {
         let oldest_round = self.read_round + 1 - self.round_sent_ticks.len() as u64;
         let sent_tick = |round: u64| -> u64 {
