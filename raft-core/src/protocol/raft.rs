@@ -128,6 +128,8 @@ pub struct Status {
     pub peers: Vec<PeerStatus>,
     /// Event counters.
     pub counters: ProtocolCounters,
+    /// Logical time: ticks since this instance started.
+    pub ticks: u64,
 }
 
 /// The Raft protocol for one node.
@@ -405,6 +407,7 @@ impl<L: Log> Raft<L> {
                 })
                 .collect(),
             counters: self.counters,
+            ticks: self.now_ticks,
         }
     }
 
