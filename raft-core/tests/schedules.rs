@@ -147,7 +147,10 @@ impl Run {
                     c.read_mode = ReadMode::Lease;
                 }
                 c.inflight_messages_max = s.inflight_messages_max;
-                c.append_bytes_max = s.append_entries_max * (raft_core::Entry::OVERHEAD_BYTES + 2);
+                set_append_bytes_max(
+                    c,
+                    s.append_entries_max * (raft_core::Entry::OVERHEAD_BYTES + 2),
+                );
             })
             .build();
         Run {

@@ -69,6 +69,13 @@ pub fn paper_config(c: &mut Config) {
     c.check_quorum = false;
 }
 
+/// Sets the append size limit, shrinking the snapshot chunk size with it (a chunk may
+/// not be larger than an append).
+pub fn set_append_bytes_max(c: &mut Config, bytes: u64) {
+    c.append_bytes_max = bytes;
+    c.snapshot_chunk_bytes = c.snapshot_chunk_bytes.min(bytes);
+}
+
 /// What a delivery filter does with one message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fate {
@@ -273,6 +280,12 @@ impl Network {
             return false;
         }
         let ready = node.ready();
+        if let Some(snapshot) = &ready.snapshot {
+            node.log_mut().save_snapshot(snapshot).unwrap();
+            node.log_mut().compact(snapshot.meta).unwrap();
+            // The state machine restarts from the snapshot.
+            self.applied.get_mut(&id).unwrap().clear();
+        }
         node.log_mut().append(&ready.entries).unwrap();
         if let Some(hs) = ready.hard_state {
             node.log_mut().set_hard_state(hs).unwrap();
@@ -519,6 +532,10 @@ pub fn drain_messages(node: &mut Node) -> Vec<Message> {
     let mut out = Vec::new();
     while node.has_ready() {
         let ready = node.ready();
+        if let Some(snapshot) = &ready.snapshot {
+            node.log_mut().save_snapshot(snapshot).unwrap();
+            node.log_mut().compact(snapshot.meta).unwrap();
+        }
         node.log_mut().append(&ready.entries).unwrap();
         if let Some(hs) = ready.hard_state {
             node.log_mut().set_hard_state(hs).unwrap();
