@@ -179,9 +179,6 @@ pub struct Raft<L: Log> {
     round_sent_ticks: VecDeque<u64>,
     broadcast_needed: bool,
     lead_transferee: Option<NodeId>,
-    /// Leader: a TimeoutNow was sent this term. Voters skip their lease for the
-    /// transferee's election, so from then on this leader's lease proves nothing.
-    lease_revoked: bool,
     prev_soft: SoftState,
     prev_hard: HardState,
     /// What the outstanding ready handed out: its last entry (index, term) and its last
@@ -262,7 +259,6 @@ impl<L: Log> Raft<L> {
             round_sent_ticks: VecDeque::new(),
             broadcast_needed: false,
             lead_transferee: None,
-            lease_revoked: false,
             prev_soft: soft,
             prev_hard: HardState {
                 commit: log.committed,
@@ -448,7 +444,6 @@ impl<L: Log> Raft<L> {
         self.votes.clear();
         self.progress.clear();
         self.lead_transferee = None;
-        self.lease_revoked = false;
         self.broadcast_needed = false;
         self.read_round_needed = false;
         self.fail_pending_reads();
@@ -730,17 +725,11 @@ impl<L: Log> Raft<L> {
         self.lead_transferee = Some(to);
         self.election_elapsed = 0;
         if self.progress[&to].match_index == self.log.last_index() {
-            self.send_timeout_now(to);
+            self.send(to, MessageBody::TimeoutNow);
         } else {
             self.send_append(to, true);
         }
         Ok(())
-    }
-
-    fn send_timeout_now(&mut self, to: NodeId) {
-        // The transferee may win before our lease runs out: stop serving lease reads.
-        self.lease_revoked = true;
-        self.send(to, MessageBody::TimeoutNow);
     }
 
     /// Handles one message from a peer. Malformed or stale input is logged and ignored.
@@ -1245,7 +1234,7 @@ impl<L: Log> Raft<L> {
                     if self.lead_transferee == Some(from)
                         && self.progress[&from].match_index == self.log.last_index()
                     {
-                        self.send_timeout_now(from);
+                        self.send(from, MessageBody::TimeoutNow);
                     }
                 }
                 if self.log.last_index() > self.progress[&from].match_index {
@@ -1622,12 +1611,8 @@ impl<L: Log> Raft<L> {
     /// Whether the leader's lease holds: a majority acknowledged a heartbeat sent less
     /// than `election_timeout - lease_drift` ticks ago, so no other leader can have been
     /// elected since (followers ignore votes for an election timeout after hearing from
-    /// us, and we count from when we sent, not when they answered). Never after a
-    /// TimeoutNow this term: voters skip their lease for a transferee.
+    /// us, and we count from when we sent, not when they answered).
     fn lease_valid(&self) -> bool {
-        if self.lease_revoked {
-            return false;
-        }
         let oldest_round = self.read_round + 1 - self.round_sent_ticks.len() as u64;
         let sent_tick = |round: u64| -> u64 {
             if round < oldest_round || round == 0 {
