@@ -381,7 +381,6 @@ fn lease_reads_are_served_without_a_round_only_while_the_lease_holds() {
 /// skip their lease for it), so the old leader's lease no longer proves anything: a lease
 /// read must not be served from it.
 #[test]
-#[ignore = "BUG: lease survives a leadership transfer"]
 fn lease_read_is_not_served_once_leadership_was_handed_over() {
     let mut net = Network::builder(3).config(lease_config).build();
     net.elect(1);
