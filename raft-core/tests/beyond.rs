@@ -985,12 +985,11 @@ fn misaddressed_messages_are_ignored() {
 }
 
 /// A lease rests on the followers that acknowledged the leader refusing votes for an
-/// election timeout. A follower that restarts forgets that it heard from the leader and
-/// votes at once, so a node that missed the lease round can be elected while the old
-/// leader still serves lease reads. Documented weak spot; fixing it changes start-up
-/// behaviour (a fresh node would ignore vote requests for an election timeout).
+/// election timeout. A follower that restarts must not forget that and vote at once, or a
+/// node that missed the lease round could be elected while the old leader still serves
+/// lease reads (regression test for 3f2b159, "a restarted node does not vote inside a
+/// lease it may have granted").
 #[test]
-#[ignore = "WEAK SPOT: a restarted follower forgets its lease and votes at once"]
 fn lease_survives_a_follower_restart() {
     let mut net = Network::builder(3).config(lease_config).build();
     net.elect(1);
