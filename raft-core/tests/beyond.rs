@@ -985,10 +985,10 @@ fn misaddressed_messages_are_ignored() {
 }
 
 /// A lease rests on the followers that acknowledged the leader refusing votes for an
-/// election timeout. A follower that restarts must not forget that and vote at once, or a
-/// node that missed the lease round could be elected while the old leader still serves
-/// lease reads (regression test for 3f2b159, "a restarted node does not vote inside a
-/// lease it may have granted").
+/// election timeout. A follower that restarts forgets that it heard from the leader and
+/// would vote at once, so a node that missed the lease round could be elected while the
+/// old leader still serves lease reads. Fixed: under lease reads, a restarted node refuses
+/// votes for its first election timeout.
 #[test]
 fn lease_survives_a_follower_restart() {
     let mut net = Network::builder(3).config(lease_config).build();

@@ -1479,7 +1479,10 @@ impl<L: Log> Raft<L> {
     /// Sends snapshot chunks to `to` while the in-flight byte window allows (at least one
     /// chunk per call, so a resend always goes out).
     fn send_snapshot_chunks(&mut self, to: NodeId) {
-        let chunk_max = self.config.snapshot_chunk_bytes;
+        let chunk_max = self
+            .config
+            .snapshot_chunk_bytes
+            .min(self.config.append_bytes_max);
         let window = self.config.inflight_bytes_max;
         let mut chunks = Vec::new();
         if let Some(o) = self.progress.get_mut(&to).and_then(|p| p.outgoing.as_mut()) {
