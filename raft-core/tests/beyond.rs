@@ -613,7 +613,7 @@ fn inflight_window_is_respected_in_messages_and_bytes() {
             .config(move |c| {
                 c.inflight_messages_max = messages_max;
                 c.inflight_bytes_max = bytes_max;
-                c.append_bytes_max = c.append_bytes_max.min(bytes_max);
+                set_append_bytes_max(c, c.append_bytes_max.min(bytes_max));
             })
             .build();
         net.elect(1);
@@ -656,7 +656,7 @@ fn appends_are_batched_up_to_append_bytes_max() {
     let payload = 100usize;
     let entry_bytes = payload as u64 + Entry::OVERHEAD_BYTES;
     let mut net = Network::builder(3)
-        .config(move |c| c.append_bytes_max = 3 * entry_bytes + 10)
+        .config(move |c| set_append_bytes_max(c, 3 * entry_bytes + 10))
         .build();
     net.elect(1);
     net.isolate(3);

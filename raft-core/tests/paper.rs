@@ -861,7 +861,7 @@ fn figure_8_b() -> Network {
         .config(|c| {
             paper_config(c);
             // One entry per append, so S1's no-op can be held back.
-            c.append_bytes_max = Entry::OVERHEAD_BYTES;
+            set_append_bytes_max(c, Entry::OVERHEAD_BYTES);
             c.inflight_bytes_max = 1024;
         })
         .log_terms(1, &[1, 2], 3)

@@ -1,6 +1,6 @@
 //! Property test: random schedules of ticks, deliveries (in any order), drops,
-//! duplicates, proposals, campaigns, reads, leadership transfers, partitions
-//! and restarts on 3-node (and 5-node) clusters.
+//! duplicates, proposals, campaigns, reads, leadership transfers, partitions,
+//! snapshots with log compaction, and restarts on 3-node (and 5-node) clusters.
 //!
 //! Safety phase: after every step, election safety (one leader per term, checked by the
 //! harness on every ready), state machine safety (same entry applied at each index, also
@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use common::*;
 use proptest::prelude::*;
-use raft_core::{LogIndex, NodeId, ReadMode, Role};
+use raft_core::{Log, LogIndex, NodeId, ReadMode, Role};
 
 #[derive(Clone, Debug)]
 enum Action {
@@ -40,6 +40,8 @@ enum Action {
     Restart(NodeId),
     /// Whoever leads hands leadership to this node.
     Transfer(NodeId),
+    /// Snapshot a node's state machine and compact its log behind it.
+    Snapshot(NodeId),
     /// Cut a node off from the others (messages on its links are lost at delivery).
     Isolate(NodeId),
     /// Restore every link.
@@ -80,9 +82,9 @@ fn setup() -> impl Strategy<Value = Setup> {
 
 /// Random actions. A lease assumes that no node grants a vote within an election timeout
 /// of hearing from the leader, so when `lease_safe`: clocks do not drift (single-node
-/// ticks become ticks of every node), nodes do not crash (a restarted node forgets when it
-/// last heard from the leader) and elections are not forced by `campaign()`; those become
-/// ticks of every node too.
+/// ticks become ticks of every node) and elections are not forced by `campaign()` (a
+/// forced campaign skips that wait; it becomes a tick of every node too). Crashes stay:
+/// a restarted node must keep the promise it may have made before the crash.
 fn actions(lease_safe: bool) -> impl Strategy<Value = Vec<Action>> {
     let node = 1u64..=5;
     let action = prop_oneof![
@@ -97,8 +99,9 @@ fn actions(lease_safe: bool) -> impl Strategy<Value = Vec<Action>> {
         2 => node.clone().prop_map(Action::Read),
         1 => node.clone().prop_map(Action::Transfer),
         1 => node.clone().prop_map(Action::Isolate),
+        1 => node.clone().prop_map(Action::Snapshot),
         1 => Just(Action::Heal),
-        1 => node.clone().prop_map(move |id| if lease_safe { Action::TickAll } else { Action::Restart(id) }),
+        1 => node.clone().prop_map(Action::Restart),
     ];
     proptest::collection::vec(action, 1..400)
 }
@@ -106,20 +109,31 @@ fn actions(lease_safe: bool) -> impl Strategy<Value = Vec<Action>> {
 /// Log matching (§5.3): if two logs hold an entry with the same index and term, they are
 /// identical in all entries up to it.
 fn check_log_matching(net: &Network) {
-    let logs: Vec<_> = net
+    // Each log by index, from its first index (compaction drops different prefixes).
+    let logs: Vec<(NodeId, BTreeMap<LogIndex, raft_core::Entry>)> = net
         .ids()
         .into_iter()
-        .map(|id| (id, net.log_entries(id)))
+        .map(|id| {
+            let log = net
+                .log_entries(id)
+                .into_iter()
+                .map(|e| (e.index, e))
+                .collect();
+            (id, log)
+        })
         .collect();
     for (i, (a, log_a)) in logs.iter().enumerate() {
         for (b, log_b) in &logs[i + 1..] {
-            let common = log_a.len().min(log_b.len());
-            if let Some(last_same) = (0..common).rev().find(|&k| log_a[k].term == log_b[k].term) {
-                assert_eq!(
-                    log_a[..=last_same],
-                    log_b[..=last_same],
-                    "log matching broken between n{a} and n{b}"
-                );
+            let last_same = log_a
+                .iter()
+                .rev()
+                .find(|(index, e)| log_b.get(index).is_some_and(|f| f.term == e.term))
+                .map(|(index, _)| *index);
+            let Some(last_same) = last_same else { continue };
+            for (index, e) in log_a.range(..=last_same) {
+                if let Some(f) = log_b.get(index) {
+                    assert_eq!(e, f, "log matching broken between n{a} and n{b} at {index}");
+                }
             }
         }
     }
@@ -147,7 +161,10 @@ impl Run {
                     c.read_mode = ReadMode::Lease;
                 }
                 c.inflight_messages_max = s.inflight_messages_max;
-                c.append_bytes_max = s.append_entries_max * (raft_core::Entry::OVERHEAD_BYTES + 2);
+                set_append_bytes_max(
+                    c,
+                    s.append_entries_max * (raft_core::Entry::OVERHEAD_BYTES + 2),
+                );
             })
             .build();
         Run {
@@ -170,6 +187,7 @@ impl Run {
             Action::Read(id) => Action::Read(f(id)),
             Action::Transfer(id) => Action::Transfer(f(id)),
             Action::Isolate(id) => Action::Isolate(f(id)),
+            Action::Snapshot(id) => Action::Snapshot(f(id)),
             Action::Restart(id) => Action::Restart(f(id)),
             ref other => other.clone(),
         }
@@ -240,6 +258,11 @@ impl Run {
                 net.flush();
             }
             Action::Isolate(id) => net.isolate(id),
+            Action::Snapshot(id) => {
+                // Keep one entry behind the snapshot, so both paths (catching up from
+                // the log and from a snapshot) are exercised.
+                net.take_snapshot(id, 1);
+            }
             Action::Heal => net.heal(),
             Action::Restart(id) => {
                 self.restarts += 1;
@@ -295,10 +318,10 @@ impl Run {
                 continue;
             }
             let (index, _) = proposed.unwrap();
-            let done = net.ids().into_iter().all(|id| {
-                net.node(id).commit_index() >= index
-                    && net.log_entries(id) == net.log_entries(leader)
-            });
+            let done = net
+                .ids()
+                .into_iter()
+                .all(|id| net.node(id).commit_index() >= index && net.logs_agree(id, leader));
             if done {
                 return;
             }
@@ -331,8 +354,9 @@ fn run_with(setup: &Setup, actions: &[Action], prepare: impl Fn(&mut Network)) {
     let net = &run.net;
     let leader = net.leaders()[0];
     assert_eq!(net.role(leader), Role::Leader);
+    let first = net.node(leader).log().first_index();
     for id in net.ids() {
-        for e in &net.applied[&id] {
+        for e in net.applied[&id].iter().filter(|e| e.index >= first) {
             assert_eq!(
                 net.node(leader).term_at(e.index),
                 Some(e.term),

@@ -207,6 +207,21 @@ fn config_validate_rejects_nonsense() {
             with(|c| c.uncommitted_entries_max = 0),
             Some("uncommitted_entries_max"),
         ),
+        // Snapshot chunks: positive (a chunk larger than an append is capped, not
+        // refused); snapshots bounded.
+        (
+            with(|c| c.snapshot_chunk_bytes = 0),
+            Some("snapshot_chunk_bytes"),
+        ),
+        (
+            with(|c| c.snapshot_chunk_bytes = c.append_bytes_max + 1),
+            None,
+        ),
+        (
+            with(|c| c.snapshot_bytes_max = 0),
+            Some("snapshot_bytes_max"),
+        ),
+        (with(|c| set_append_bytes_max(c, 100)), None),
     ];
     for (config, want) in cases {
         let got = config.validate().err().map(|e| e.field);

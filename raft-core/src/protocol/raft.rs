@@ -1640,8 +1640,7 @@ impl<L: Log> Raft<L> {
     /// Whether the leader's lease holds: a majority acknowledged a heartbeat sent less
     /// than `election_timeout - lease_drift` ticks ago, so no other leader can have been
     /// elected since (followers ignore votes for an election timeout after hearing from
-    /// us, and we count from when we sent, not when they answered). Never after a
-    /// TimeoutNow this term: voters skip their lease for a transferee.
+    /// us, and we count from when we sent, not when they answered).
     fn lease_valid(&self) -> bool {
         let oldest_round = self.read_round + 1 - self.round_sent_ticks.len() as u64;
         let sent_tick = |round: u64| -> u64 {

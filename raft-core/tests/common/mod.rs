@@ -16,7 +16,7 @@ use bytes::Bytes;
 use raft_core::protocol::ForwardedProposal;
 use raft_core::{
     Config, Entry, EntryKind, HardState, Log, LogIndex, MemLog, Message, MessageBody, NodeId, Raft,
-    ReadState, Role, Term,
+    ReadState, Role, Snapshot, SnapshotMeta, Term,
 };
 
 /// One node of the network.
@@ -67,6 +67,54 @@ pub fn at_term(term: Term) -> HardState {
 pub fn paper_config(c: &mut Config) {
     c.pre_vote = false;
     c.check_quorum = false;
+}
+
+/// Sets the append size limit, shrinking the snapshot chunk size with it (a chunk may
+/// not be larger than an append).
+pub fn set_append_bytes_max(c: &mut Config, bytes: u64) {
+    c.append_bytes_max = bytes;
+    c.snapshot_chunk_bytes = c.snapshot_chunk_bytes.min(bytes);
+}
+
+/// The harness's state machine snapshot: the applied entries, encoded.
+pub fn encode_entries(entries: &[Entry]) -> Bytes {
+    let mut out = Vec::new();
+    for e in entries {
+        out.extend_from_slice(&e.index.to_le_bytes());
+        out.extend_from_slice(&e.term.to_le_bytes());
+        out.push(u8::from(e.kind == EntryKind::Noop));
+        out.extend_from_slice(&(e.data.len() as u32).to_le_bytes());
+        out.extend_from_slice(&e.data);
+    }
+    out.into()
+}
+
+/// The inverse of [`encode_entries`].
+pub fn decode_entries(mut bytes: &[u8]) -> Vec<Entry> {
+    let mut out = Vec::new();
+    let take = |n: usize, bytes: &mut &[u8]| {
+        let (head, tail) = bytes.split_at(n);
+        *bytes = tail;
+        head.to_vec()
+    };
+    while !bytes.is_empty() {
+        let index = u64::from_le_bytes(take(8, &mut bytes).try_into().unwrap());
+        let term = u64::from_le_bytes(take(8, &mut bytes).try_into().unwrap());
+        let kind = if take(1, &mut bytes)[0] == 1 {
+            EntryKind::Noop
+        } else {
+            EntryKind::Command
+        };
+        let len = u32::from_le_bytes(take(4, &mut bytes).try_into().unwrap()) as usize;
+        let data = Bytes::from(take(len, &mut bytes));
+        out.push(Entry {
+            term,
+            index,
+            kind,
+            data,
+        });
+    }
+    out
 }
 
 /// What a delivery filter does with one message.
@@ -217,10 +265,62 @@ impl Network {
             .collect()
     }
 
-    /// Node `id`'s whole log.
+    /// Node `id`'s whole log (from its first index, after any compaction).
     pub fn log_entries(&self, id: NodeId) -> Vec<Entry> {
         let node = self.node(id);
-        node.entries(1, node.last_index() + 1, u64::MAX).unwrap()
+        let first = node.log().first_index();
+        node.entries(first, node.last_index() + 1, u64::MAX)
+            .unwrap()
+    }
+
+    /// Whether two nodes' logs end at the same index and agree wherever both still hold
+    /// an entry (compaction may have dropped different prefixes).
+    pub fn logs_agree(&self, a: NodeId, b: NodeId) -> bool {
+        let (na, nb) = (self.node(a), self.node(b));
+        if na.last_index() != nb.last_index() {
+            return false;
+        }
+        let first = na.log().first_index().max(nb.log().first_index());
+        (first..=na.last_index()).all(|i| na.term_at(i) == nb.term_at(i))
+    }
+
+    /// Node `id` snapshots its state machine at its applied index and compacts its log
+    /// up to `keep` entries behind it, as a driver would. Returns whether it did.
+    pub fn take_snapshot(&mut self, id: NodeId, keep: u64) -> bool {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        let index = node.applied_index();
+        let Some(term) = node.term_at(index) else {
+            return false;
+        };
+        if index == 0 {
+            return false;
+        }
+        let covered: Vec<Entry> = self.applied[&id]
+            .iter()
+            .filter(|e| e.index <= index)
+            .cloned()
+            .collect();
+        assert_eq!(
+            covered.last().map(|e| e.index),
+            Some(index),
+            "n{id}: the harness's state machine is not at the applied index"
+        );
+        let snapshot = Snapshot {
+            meta: SnapshotMeta {
+                last_index: index,
+                last_term: term,
+            },
+            data: encode_entries(&covered),
+        };
+        let log = node.log_mut();
+        log.save_snapshot(&snapshot).unwrap();
+        log.sync().unwrap();
+        if let Some(meta) = node.compaction_meta(index.saturating_sub(keep)) {
+            let log = node.log_mut();
+            log.compact(meta).unwrap();
+            log.sync().unwrap();
+        }
+        true
     }
 
     /// The payloads of the commands node `id` applied.
@@ -273,6 +373,18 @@ impl Network {
             return false;
         }
         let ready = node.ready();
+        if let Some(snapshot) = &ready.snapshot {
+            node.log_mut().save_snapshot(snapshot).unwrap();
+            node.log_mut().compact(snapshot.meta).unwrap();
+            // The state machine is restored from the snapshot.
+            let restored = decode_entries(&snapshot.data);
+            assert_eq!(
+                restored.last().map(|e| (e.index, e.term)),
+                Some((snapshot.meta.last_index, snapshot.meta.last_term)),
+                "n{id} got a snapshot whose data does not end at its meta"
+            );
+            self.applied.insert(id, restored);
+        }
         node.log_mut().append(&ready.entries).unwrap();
         if let Some(hs) = ready.hard_state {
             node.log_mut().set_hard_state(hs).unwrap();
@@ -290,11 +402,8 @@ impl Network {
         }
         let applied = self.applied.get_mut(&id).unwrap();
         for e in &ready.committed {
-            let expected = applied.last().map_or(e.index, |last| last.index + 1);
-            // A node may start applying after a snapshot; otherwise indexes are dense.
-            if !applied.is_empty() {
-                assert_eq!(e.index, expected, "n{id} applied out of order");
-            }
+            let expected = applied.last().map_or(1, |last| last.index + 1);
+            assert_eq!(e.index, expected, "n{id} applied out of order");
             let (term, by) = *self.applied_terms.entry(e.index).or_insert((e.term, id));
             assert_eq!(
                 term, e.term,
@@ -443,9 +552,15 @@ impl Network {
         let old = self.nodes.remove(&id).expect("known node");
         let config = old.config().clone();
         let log = old.log().clone();
+        let restored = log
+            .snapshot()
+            .unwrap()
+            .map(|s| decode_entries(&s.data))
+            .unwrap_or_default();
         let node = Raft::new(config, log, seed).expect("the config was valid before");
         self.nodes.insert(id, node);
-        self.applied.insert(id, Vec::new());
+        // The state machine starts from the stored snapshot (or empty).
+        self.applied.insert(id, restored);
         self.flush();
     }
 
@@ -519,6 +634,10 @@ pub fn drain_messages(node: &mut Node) -> Vec<Message> {
     let mut out = Vec::new();
     while node.has_ready() {
         let ready = node.ready();
+        if let Some(snapshot) = &ready.snapshot {
+            node.log_mut().save_snapshot(snapshot).unwrap();
+            node.log_mut().compact(snapshot.meta).unwrap();
+        }
         node.log_mut().append(&ready.entries).unwrap();
         if let Some(hs) = ready.hard_state {
             node.log_mut().set_hard_state(hs).unwrap();
