@@ -64,7 +64,8 @@ pub struct Config {
     pub inflight_messages_max: u32,
     /// Most entry bytes in flight to one follower; keep well under the receiver's socket buffer.
     pub inflight_bytes_max: u64,
-    /// Most proposals waiting in the leader's unpersisted tail before new ones are refused.
+    /// Most uncommitted entries the leader holds before it refuses new proposals with
+    /// `Busy` (bounds memory when followers cannot keep up).
     pub uncommitted_entries_max: u64,
     /// Bytes of snapshot data per InstallSnapshot message; `append_bytes_max` caps it.
     pub snapshot_chunk_bytes: u64,
@@ -172,8 +173,14 @@ impl Config {
                 "the drift bound must be shorter than the election timeout",
             ));
         }
-        if self.append_bytes_max == 0 {
-            return Err(ConfigError::new("append_bytes_max", "must be positive"));
+        if self.append_bytes_max < crate::Entry::OVERHEAD_BYTES {
+            return Err(ConfigError::new(
+                "append_bytes_max",
+                format!(
+                    "must be at least the per-entry overhead of {} bytes",
+                    crate::Entry::OVERHEAD_BYTES
+                ),
+            ));
         }
         if self.inflight_messages_max == 0 {
             return Err(ConfigError::new(
