@@ -15,6 +15,8 @@ use raft_core::{Log, LogIndex, StorageError};
 use raft_store::{SledLog, SledLogOptions};
 use rand::{Rng, SeedableRng};
 
+/// SledLog's sled segment size: sled refuses to open a directory with another one.
+const SLED_SEGMENT_BYTES: usize = 8 << 20;
 const RECORD_HEADER_BYTES: usize = 17;
 const ENTRY_HEADER_BYTES: usize = 13;
 const ENTRY_CRC_BYTES: usize = 4;
@@ -30,7 +32,11 @@ fn key(first: LogIndex) -> Vec<u8> {
 fn open_raw(dir: &Path) -> sled::Db {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match sled::Config::new().path(dir).open() {
+        match sled::Config::new()
+            .path(dir)
+            .segment_size(SLED_SEGMENT_BYTES)
+            .open()
+        {
             Ok(db) => return db,
             Err(e) if Instant::now() < deadline && e.to_string().contains("lock") => {
                 std::thread::yield_now()
@@ -277,8 +283,14 @@ fn random_damage_to_the_db_file_never_panics_or_returns_bad_entries() {
     let db_bytes = std::fs::read(good.path().join("db")).unwrap();
     let written = db_bytes.iter().rposition(|&b| b != 0).unwrap() + 1;
     let (mut opened, mut refused) = (0, 0);
+    // The copies are 8 MiB each (one sled segment): keep them in memory when possible.
+    let scratch = Path::new("/dev/shm");
     for round in 0..rounds {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = if scratch.is_dir() {
+            tempfile::tempdir_in(scratch).unwrap()
+        } else {
+            tempfile::tempdir().unwrap()
+        };
         for entry in std::fs::read_dir(good.path()).unwrap() {
             let entry = entry.unwrap();
             if entry.file_type().unwrap().is_file() {
@@ -366,7 +378,7 @@ fn large_entries_use_blobs_and_damaged_blobs_are_refused() {
     {
         let mut log = SledLog::open(dir.path(), CLUSTER, NODE).unwrap();
         for i in 1..=3 {
-            log.append(&[sized(i, 1, 400_000)]).unwrap();
+            log.append(&[sized(i, 1, 2_500_000)]).unwrap();
             log.sync().unwrap();
         }
     }
@@ -376,7 +388,7 @@ fn large_entries_use_blobs_and_damaged_blobs_are_refused() {
         .collect();
     assert!(
         !blobs.is_empty(),
-        "400 KB records should be stored as sled blobs"
+        "2.5 MB records should be stored as sled blobs"
     );
     {
         let log = SledLog::open(dir.path(), CLUSTER, NODE).unwrap();
