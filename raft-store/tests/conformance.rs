@@ -487,13 +487,11 @@ conformance!(mem_log, MemFixture);
 conformance!(sled_log, SledFixture);
 conformance!(sled_log_tiny_records, TinySledFixture);
 
-// Outside the macro because MemLog fails it: a bug in raft-core, reported to its owner
-// rather than fixed here. Run with `--ignored` to see it fail.
+// Regression: MemLog::entries(3, 2, _) on a 1-entry log used to panic (fixed in raft-core).
 mod reversed_range {
     use super::*;
 
     #[test]
-    #[ignore = "raft-core bug: MemLog::entries(3, 2, _) on a 1-entry log panics (slice range out of bounds)"]
     fn mem_log() {
         cases::reversed_range_past_the_end_does_not_panic::<MemFixture>()
     }

@@ -96,6 +96,9 @@ impl Log for MemLog {
                 last_index: self.last_index(),
             });
         }
+        if low >= high {
+            return Ok(Vec::new());
+        }
         let mut out = Vec::new();
         let mut bytes = 0u64;
         let start = (low - self.offset()) as usize;
