@@ -56,7 +56,8 @@ pub struct InitArgs {
     /// RAFT_KV_PASSWORD).
     #[arg(long, conflicts_with = "password_file")]
     pub password_env: Option<String>,
-    /// Nodes read the password from this file's first line.
+    /// Nodes read the password from this file's first line (a relative path is relative
+    /// to the config file's directory).
     #[arg(long)]
     pub password_file: Option<PathBuf>,
     /// Store the password itself in the config (taken from the password environment
@@ -72,7 +73,8 @@ pub struct InitArgs {
     /// Keep logs in memory only.
     #[arg(long)]
     pub ephemeral: bool,
-    /// Directory of the persistent logs (one sub-directory per node).
+    /// Directory of the persistent logs, one sub-directory per node (a relative path is
+    /// relative to the config file's directory). Default raft-kv-data.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// How many times a starting node looks for its cluster (default 5).
@@ -226,6 +228,12 @@ pub fn plan(args: &InitArgs, ask: &mut dyn Ask) -> Result<Plan> {
         None => ask.ask("--cluster-name", "Cluster name", None)?,
     };
     let mut config = ClusterConfig::new(cluster_name.trim());
+    // Relative paths (password file, data directory) are relative to the config file.
+    config.base_dir = args
+        .out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
     if config.cluster_name.is_empty() {
         bail!("--cluster-name: must not be empty");
     }
@@ -546,13 +554,8 @@ pub fn run(args: &InitArgs, out: &mut impl Write) -> Result<()> {
     } else {
         plan(args, &mut NoTerminal)?
     };
-    let base = args
-        .out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
     if let Some((file, password)) = &plan.password_file {
-        let path = base.join(file);
+        let path = plan.config.resolve(file);
         write_private(&path, &format!("{password}\n"))
             .with_context(|| format!("cannot write the password file {}", path.display()))?;
         writeln!(out, "Wrote password file {}", path.display())?;
