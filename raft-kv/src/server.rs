@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use raft_core::node::{KvResponse, NodeError};
+use raft_core::ProposeError;
 
 use crate::client::{read_frame, write_frame, ErrorKind, Request, Response};
 use crate::cluster::NodeHost;
@@ -123,7 +124,18 @@ fn serve(mut stream: TcpStream, host: &NodeHost) {
         };
         log::debug!("client {peer}: {request:?}");
         let response = handle(host, request);
-        if let Err(e) = write_frame(&mut stream, &response) {
+        let written = match write_frame(&mut stream, &response) {
+            // Too large for one frame (a status with many big entries): say so instead.
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => write_frame(
+                &mut stream,
+                &error(
+                    ErrorKind::BadRequest,
+                    &format!("the answer is too large: {e}; ask for fewer entries"),
+                ),
+            ),
+            other => other,
+        };
+        if let Err(e) = written {
             log::debug!("client {peer}: cannot answer: {e}");
             return;
         }
@@ -211,6 +223,7 @@ fn stopped(host: &NodeHost) -> Response {
 
 fn node_error(e: &NodeError) -> Response {
     let kind = match e {
+        NodeError::Rejected(ProposeError::TooLarge { .. }) => ErrorKind::BadRequest,
         NodeError::Timeout(_) => ErrorKind::Timeout,
         NodeError::Stopped => ErrorKind::Stopped,
         NodeError::NoLeader | NodeError::Busy | NodeError::Rejected(_) | NodeError::Dropped => {

@@ -437,7 +437,9 @@ fn draw_demo_node(frame: &mut Frame, area: Rect, key: usize, view: &HostView) {
             Style::new()
         });
     frame.render_widget(
-        Paragraph::new(lines).block(block).wrap(Wrap { trim: false }),
+        Paragraph::new(lines)
+            .block(block)
+            .wrap(Wrap { trim: false }),
         area,
     );
 }

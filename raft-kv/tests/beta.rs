@@ -535,3 +535,48 @@ fn encrypted_cluster_refuses_a_node_with_the_wrong_password() {
     c.wait_value("node1", "secret", "kept");
     c.wait_value("node2", "secret", "kept");
 }
+
+/// The original's note on Beta Tests 6 and 7: a node started alone looks for its cluster
+/// for the join retry time, reports it did not find it, and keeps listening: when the
+/// others start, it joins.
+#[test]
+fn a_lonely_node_gives_up_after_the_retry_time_and_joins_later() {
+    let flags = [
+        "--no-encrypt",
+        "--ephemeral",
+        "--join-attempts",
+        "2",
+        "--join-attempt-interval-ms",
+        "200",
+    ];
+    let (mut c, out) = Cluster::init(3, &flags, &[]);
+    assert!(stdout(&out).contains("Join retry time: 0.4 s (2 attempts x 0.2 s)"));
+    c.start("node1");
+    let gave_up =
+        c.lines("node1")
+            .wait_for(0, &["did not find the cluster after 2 attempts"], WAIT);
+    assert!(gave_up.is_some(), "{:?}", c.lines("node1").all());
+    assert_eq!(
+        c.status("node1").unwrap()["cluster_state"],
+        "not found (still listening)"
+    );
+    c.start("node2");
+    c.start("node3");
+    c.agreed_leader(&["node1", "node2", "node3"]);
+    assert_eq!(c.status("node1").unwrap()["cluster_state"], "found");
+}
+
+#[test]
+fn an_entry_too_large_for_a_datagram_is_refused_clearly() {
+    let (mut c, _) = Cluster::init(1, &["--no-encrypt", "--ephemeral"], &[]);
+    c.start("node1");
+    c.agreed_leader(&["node1"]);
+    // Over the 60 KiB datagram ceiling, under the 128 KiB limit of one argv string.
+    let big = "x".repeat(100_000);
+    let o = c.cli(&["put", "big", &big]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("exceeds the limit"), "{}", stderr(&o));
+    // The node is fine afterwards.
+    c.put("node1", "small", "ok");
+    c.wait_value("node1", "small", "ok");
+}

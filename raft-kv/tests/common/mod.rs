@@ -156,9 +156,10 @@ impl Cluster {
             &raft,
             "--client-addresses",
             &client,
-            "--join-attempts",
-            "5",
         ];
+        if !extra.contains(&"--join-attempts") {
+            args.extend_from_slice(&["--join-attempts", "5"]);
+        }
         args.extend_from_slice(extra);
         let out = raft_kv(&args, envs);
         assert!(
