@@ -7,7 +7,9 @@
 //! - `raft-kv init`: write a cluster config file (asks on a terminal for what is missing);
 //! - `raft-kv node --config FILE --id NAME`: run one node, with a terminal UI or headless;
 //! - `raft-kv demo`: a local 3-node cluster in one terminal, or a scripted tour;
-//! - `raft-kv put/get/del/status`: clients over the client protocol ([`client`]).
+//! - `raft-kv put/get/del/status`: clients over the client protocol ([`client`]);
+//! - `raft-kv stop/start/log-level`: control a running node through its client port;
+//! - `raft-kv bench`: committed writes per second and their latency ([`bench`]).
 //!
 //! The library holds the pieces, so tests and other programs can use them:
 //! [`config`] (the TOML file), [`cluster`] (building and restarting a node),
@@ -37,6 +39,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod client;
 pub mod cluster;
 pub mod config;

@@ -85,6 +85,20 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Measure committed writes per second and their latency through the client port.
+    Bench {
+        /// Writes in total.
+        #[arg(long, default_value_t = 2_000)]
+        requests: usize,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Bytes per value.
+        #[arg(long, default_value_t = 16)]
+        value_bytes: usize,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Change a node's log level live (error, warn, info, debug, trace).
     LogLevel {
         /// The level.
@@ -99,9 +113,9 @@ struct NodeArgs {
     /// The cluster config file.
     #[arg(long, short, env = "RAFT_KV_CONFIG", default_value = "raft-kv.toml")]
     config: PathBuf,
-    /// Which node to run: its name (node1) or id (1).
+    /// Which node to run: its name (node1) or id (1). Asked for on a terminal if left out.
     #[arg(long)]
-    id: String,
+    id: Option<String>,
     /// No terminal UI: plain logs on stderr (also the default without a terminal).
     #[arg(long)]
     headless: bool,
@@ -200,6 +214,30 @@ fn run(cli: Cli) -> Result<u8> {
         }
         Command::Stop { target } => done(call(&target, &Request::Stop)?),
         Command::Start { target } => done(call(&target, &Request::Start)?),
+        Command::Bench {
+            requests,
+            clients,
+            value_bytes,
+            target,
+        } => {
+            let (name, addr) = bench_target(&target)?;
+            println!(
+                "bench: {requests} puts of {value_bytes}-byte values from {clients} clients via {name} ({addr})"
+            );
+            let options = raft_kv::bench::BenchOptions {
+                requests,
+                clients,
+                value_bytes,
+                timeout: Duration::from_millis(target.timeout_ms),
+            };
+            let report = raft_kv::bench::run(&addr, &options)?;
+            print!("{report}");
+            Ok(if report.failed == 0 {
+                EXIT_OK
+            } else {
+                EXIT_ERROR
+            })
+        }
         Command::LogLevel { level, target } => {
             logger::parse_level(&level).map_err(anyhow::Error::msg)?;
             done(call(&target, &Request::SetLogLevel { level })?)
@@ -287,6 +325,34 @@ fn call(target: &Target, request: &Request) -> Result<Response> {
     bail!("no node answered: {}", failures.join("; "))
 }
 
+/// The node a bench talks to: the one asked for, or the leader (writes to a follower
+/// pay one more hop).
+fn bench_target(target: &Target) -> Result<(String, String)> {
+    if let Some(addr) = &target.addr {
+        return Ok((addr.clone(), addr.clone()));
+    }
+    let config = load_config(&target.config)?;
+    if let Some(n) = &target.node {
+        let node = config.node(n)?;
+        return Ok((node.name.clone(), node.client_addr.clone()));
+    }
+    let timeout = Duration::from_millis(target.timeout_ms);
+    let mut answering = None;
+    for n in &config.nodes {
+        let status = Client::connect(&n.client_addr, timeout)
+            .and_then(|mut c| c.call(&Request::Status { entries_max: 0 }));
+        if let Ok(Response::Status(view)) = status {
+            if view.is_leader {
+                return Ok((format!("{} (leader)", n.name), n.client_addr.clone()));
+            }
+            if view.running && answering.is_none() {
+                answering = Some((n.name.clone(), n.client_addr.clone()));
+            }
+        }
+    }
+    answering.context("no node answered")
+}
+
 fn load_config(path: &Path) -> Result<ClusterConfig> {
     ClusterConfig::load(path).with_context(|| {
         format!(
@@ -298,8 +364,12 @@ fn load_config(path: &Path) -> Result<ClusterConfig> {
 
 fn run_node(args: &NodeArgs) -> Result<()> {
     let config = load_config(&args.config)?;
-    let host = Arc::new(NodeHost::new(&config, &args.id)?);
     let ui = !args.headless && std::io::stdout().is_terminal() && std::io::stdin().is_terminal();
+    let id = match &args.id {
+        Some(id) => id.clone(),
+        None => choose_node(&config, ui)?,
+    };
+    let host = Arc::new(NodeHost::new(&config, &id)?);
     let file = match &args.log_file {
         Some(p) => Some(
             std::fs::OpenOptions::new()
@@ -326,6 +396,22 @@ fn run_node(args: &NodeArgs) -> Result<()> {
     loop {
         std::thread::park();
     }
+}
+
+/// Asks which node to run (the original's node drop-down), or says `--id` is missing.
+fn choose_node(config: &ClusterConfig, can_ask: bool) -> Result<String> {
+    use raft_kv::init::Ask;
+    let names: Vec<&str> = config.nodes.iter().map(|n| n.name.as_str()).collect();
+    if !can_ask {
+        bail!("missing --id: which node to run ({})", names.join(", "));
+    }
+    for n in &config.nodes {
+        eprintln!(
+            "  {:<8} raft {:<21} client {}",
+            n.name, n.raft_addr, n.client_addr
+        );
+    }
+    raft_kv::init::Terminal.ask("--id", "Which node?", names.first().copied())
 }
 
 fn run_demo(args: &DemoArgs) -> Result<()> {

@@ -242,6 +242,16 @@ fn header_lines(view: &HostView) -> Vec<Line<'static>> {
                 "ephemeral"
             }
         )),
+        Line::from(if view.peers.is_empty() {
+            "Followers: (shown on the leader)".to_string()
+        } else {
+            let peers: Vec<String> = view
+                .peers
+                .iter()
+                .map(|p| format!("{} at {} (lag {})", p.name, p.match_index, p.lag))
+                .collect();
+            format!("Followers: {}", peers.join(", "))
+        }),
     ]
 }
 
@@ -252,6 +262,12 @@ fn entries_paragraph(view: &HostView, height: u16) -> Paragraph<'static> {
             "(stopped: press r to start)",
             Style::new().fg(Color::Red),
         ));
+        if let Some(e) = &view.last_error {
+            lines.push(Line::styled(
+                format!("last start failed: {e}"),
+                Style::new().fg(Color::Red),
+            ));
+        }
     } else if view.entries.is_empty() {
         lines.push(Line::styled(
             "(no entries yet: press a to append)",
@@ -333,7 +349,7 @@ fn form_paragraph(form: &Form) -> Paragraph<'static> {
 /// Draws the single-node screen.
 pub fn draw_node(frame: &mut Frame, view: &HostView, log_lines: &[LogLine], screen: &Screen) {
     let [header, middle, form, help] = Layout::vertical([
-        Constraint::Length(5),
+        Constraint::Length(6),
         Constraint::Min(6),
         Constraint::Length(3),
         Constraint::Length(1),
@@ -399,8 +415,15 @@ fn draw_demo_node(frame: &mut Frame, area: Rect, key: usize, view: &HostView) {
     let mut lines = vec![
         Line::from(vec![
             Span::styled(view.role.clone(), role_style(view)),
-            Span::raw("  term "),
-            Span::styled(view.term.to_string(), bold),
+            Span::raw(if view.running { "  term " } else { "" }),
+            Span::styled(
+                if view.running {
+                    view.term.to_string()
+                } else {
+                    String::new()
+                },
+                bold,
+            ),
         ]),
         Line::from(vec![
             Span::raw("leader "),
@@ -675,7 +698,15 @@ mod tests {
             applied_index: 2,
             last_index: 2,
             cluster: "found".into(),
-            peers: Vec::new(),
+            peers: if role == "leader" {
+                vec![crate::cluster::PeerView {
+                    name: "node3".into(),
+                    match_index: 2,
+                    lag: 0,
+                }]
+            } else {
+                Vec::new()
+            },
             entries: if role == "stopped" {
                 Vec::new()
             } else {
@@ -745,6 +776,7 @@ mod tests {
             "n2 became leader at term 3",
             "Append entry",
             "encrypted",
+            "Followers: node3 at 2 (lag 0)",
         ] {
             assert!(text.contains(want), "screen lacks {want:?}:\n{text}");
         }
@@ -753,11 +785,13 @@ mod tests {
     #[test]
     fn stopped_node_screen_says_so_and_shows_no_entries() {
         let mut terminal = Terminal::new(TestBackend::new(110, 24)).unwrap();
-        let v = view("node1", 1, "stopped", None);
+        let mut v = view("node1", 1, "stopped", None);
+        v.last_error = Some("cannot bind 127.0.0.1:7001".into());
         terminal
             .draw(|f| draw_node(f, &v, &[], &Screen::default()))
             .unwrap();
         let text = screen_text(&terminal);
+        assert!(text.contains("last start failed: cannot bind"), "{text}");
         assert!(text.contains("Role: stopped"), "{text}");
         assert!(text.contains("UAS stopped"), "{text}");
         assert!(text.contains("press r to start"), "{text}");

@@ -580,3 +580,45 @@ fn an_entry_too_large_for_a_datagram_is_refused_clearly() {
     c.put("node1", "small", "ok");
     c.wait_value("node1", "small", "ok");
 }
+
+#[test]
+fn bench_measures_committed_writes() {
+    let (mut c, _) = Cluster::init(3, &["--no-encrypt", "--ephemeral"], &[]);
+    c.start_all();
+    c.agreed_leader(&["node1", "node2", "node3"]);
+    let o = c.cli(&["bench", "--requests", "200", "--clients", "4"]);
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out}\n{}", stderr(&o));
+    assert!(out.contains("(leader)"), "{out}");
+    assert!(out.contains("(200 ok, 0 failed"), "{out}");
+    assert!(out.contains("latency: p50"), "{out}");
+    c.wait_value("node3", "bench-3-49", "vvvvvvvvvvvvvvvv");
+}
+
+#[test]
+fn a_second_process_for_the_same_node_is_refused() {
+    let (mut c, _) = Cluster::init(3, &["--no-encrypt", "--ephemeral"], &[]);
+    c.start("node1");
+    wait_until("node1 answers", WAIT, || c.status("node1"));
+    let o = raft_kv(
+        &[
+            "node",
+            "--config",
+            c.config_str(),
+            "--id",
+            "node1",
+            "--headless",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("cannot bind client port"),
+        "{}",
+        stderr(&o)
+    );
+    // Without --id and without a terminal, the node to run is a missing flag.
+    let o = raft_kv(&["node", "--config", c.config_str(), "--headless"], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("missing --id"), "{}", stderr(&o));
+}
