@@ -77,6 +77,13 @@ impl std::fmt::Display for BenchReport {
     }
 }
 
+/// What one client saw.
+struct ClientRun {
+    latencies: Vec<Duration>,
+    failed: usize,
+    first_error: Option<String>,
+}
+
 /// Runs `options.requests` puts against the node at `addr`.
 ///
 /// # Errors
@@ -94,7 +101,7 @@ pub fn run(addr: &str, options: &BenchOptions) -> Result<BenchReport> {
     let value = "v".repeat(options.value_bytes);
     let started = Instant::now();
     let per_client = options.requests.div_ceil(options.clients);
-    let results: Vec<Result<(Vec<Duration>, usize, Option<String>)>> = std::thread::scope(|s| {
+    let results: Vec<Result<ClientRun>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..options.clients)
             .map(|c| {
                 let value = value.clone();
@@ -144,12 +151,12 @@ pub fn run(addr: &str, options: &BenchOptions) -> Result<BenchReport> {
         first_error: None,
     };
     for r in results {
-        let (lat, failed, err) = r?;
-        report.ok += lat.len();
-        report.failed += failed;
-        report.latencies.extend(lat);
+        let run = r?;
+        report.ok += run.latencies.len();
+        report.failed += run.failed;
+        report.latencies.extend(run.latencies);
         if report.first_error.is_none() {
-            report.first_error = err;
+            report.first_error = run.first_error;
         }
     }
     report.latencies.sort_unstable();
