@@ -130,7 +130,11 @@ pub fn run(addr: &str, options: &BenchOptions) -> Result<BenchReport> {
                             }
                         }
                     }
-                    Ok((lat, failed, first_error))
+                    Ok(ClientRun {
+                        latencies: lat,
+                        failed,
+                        first_error,
+                    })
                 })
             })
             .collect();
