@@ -6,7 +6,6 @@
 //! with persistent storage it reopens its log and replays its committed entries at once.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -381,9 +380,6 @@ impl HostView {
         self.leader_name.clone().unwrap_or_else(|| "none".into())
     }
 }
-
-/// Shared handle on a host.
-pub type SharedHost = Arc<NodeHost>;
 
 /// Asks the OS for `n` distinct free loopback ports, usable for UDP and TCP alike (held
 /// together so they differ, then released: a later bind may race another process, which

@@ -128,6 +128,19 @@ pub fn parse_level(s: &str) -> Result<LevelFilter, String> {
         .map_err(|_| format!("unknown log level {s:?}: use error, warn, info, debug or trace"))
 }
 
+/// `HH:MM:SS.mmmZ` (UTC), enough to line up the logs of nodes on one machine.
+fn utc_time_of_day(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let s = d.as_secs() % 86_400;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}Z",
+        s / 3600,
+        s / 60 % 60,
+        s % 60,
+        d.subsec_millis()
+    )
+}
+
 fn is_ours(target: &str) -> bool {
     ["raft_core", "raft_net", "raft_store", "raft_kv"]
         .iter()
@@ -185,11 +198,12 @@ impl RingLogger {
         };
         let mut sinks = self.sinks.lock();
         if sinks.stderr || sinks.file.is_some() {
-            let wall = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs_f64())
-                .unwrap_or(0.0);
-            let text = format!("{wall:.3} {:5} {}\n", line.level, line.message);
+            let text = format!(
+                "{} {:5} {}\n",
+                utc_time_of_day(SystemTime::now()),
+                line.level,
+                line.message
+            );
             if sinks.stderr {
                 let _ = std::io::stderr().write_all(text.as_bytes());
             }
@@ -234,6 +248,12 @@ mod tests {
         let messages: Vec<&str> = tail.iter().map(|l| l.message.as_str()).collect();
         assert_eq!(messages, ["line 2", "line 3", "line 4"]);
         assert_eq!(logger.since(4).len(), 1);
+    }
+
+    #[test]
+    fn wall_clock_is_utc_time_of_day() {
+        let t = UNIX_EPOCH + std::time::Duration::from_millis(86_400_000 + 3_723_045);
+        assert_eq!(utc_time_of_day(t), "01:02:03.045Z");
     }
 
     #[test]
