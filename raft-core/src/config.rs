@@ -66,6 +66,11 @@ pub struct Config {
     pub inflight_bytes_max: u64,
     /// Most proposals waiting in the leader's unpersisted tail before new ones are refused.
     pub uncommitted_entries_max: u64,
+    /// Bytes of snapshot data per InstallSnapshot message (at most `append_bytes_max`).
+    pub snapshot_chunk_bytes: u64,
+    /// The largest snapshot a follower accepts, so a hostile or broken peer cannot make
+    /// it allocate without bound.
+    pub snapshot_bytes_max: u64,
 }
 
 impl Default for Config {
@@ -83,6 +88,8 @@ impl Default for Config {
             inflight_messages_max: 64,
             inflight_bytes_max: 2 * 1024 * 1024,
             uncommitted_entries_max: 100_000,
+            snapshot_chunk_bytes: 48 * 1024,
+            snapshot_bytes_max: 4 * 1024 * 1024 * 1024,
         }
     }
 }
@@ -175,6 +182,15 @@ impl Config {
                 "inflight_bytes_max",
                 "must hold at least one full append (append_bytes_max)",
             ));
+        }
+        if self.snapshot_chunk_bytes == 0 || self.snapshot_chunk_bytes > self.append_bytes_max {
+            return Err(ConfigError::new(
+                "snapshot_chunk_bytes",
+                "must be positive and at most append_bytes_max",
+            ));
+        }
+        if self.snapshot_bytes_max == 0 {
+            return Err(ConfigError::new("snapshot_bytes_max", "must be positive"));
         }
         if self.uncommitted_entries_max == 0 {
             return Err(ConfigError::new(

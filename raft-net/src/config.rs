@@ -69,7 +69,8 @@ pub struct NetConfig {
     /// Bodies at least this long are lz4-compressed (and sent compressed only if that is
     /// shorter). `None` turns compression off.
     pub compress_bytes_min: Option<usize>,
-    /// Datagrams the listener may queue for the processor before dropping.
+    /// Datagrams the listener may queue for the processor before dropping. Worst-case
+    /// memory is this many times the largest datagram received (64 KiB).
     pub receive_queue_len_max: usize,
     /// Messages `send` may queue for the sender thread before dropping.
     pub send_queue_len_max: usize,

@@ -31,6 +31,9 @@ use crate::wire;
 /// How long the listener waits in `recv_from` before re-checking the stop flag, should
 /// the wake-up datagram `stop` sends be lost.
 const LISTENER_POLL: Duration = Duration::from_millis(200);
+/// Receive buffers kept for reuse. Each may hold up to a maximum-size datagram, so
+/// this bounds the memory a burst of large datagrams leaves behind.
+const RECEIVE_POOL_LEN_MAX: usize = 64;
 /// Below this many iterations the KDF is weak; logged as a warning (tests use fewer).
 const KDF_ITERATIONS_WARN_BELOW: u32 = 100_000;
 
@@ -179,7 +182,8 @@ impl Transport for UdpTransport {
         let me = self.node_id;
         let (datagram_tx, datagram_rx) = bounded::<Datagram>(self.config.receive_queue_len_max);
         // Buffers go back to the listener so steady-state receiving does not allocate.
-        let (pool_tx, pool_rx) = bounded::<Vec<u8>>(self.config.receive_queue_len_max);
+        let (pool_tx, pool_rx) =
+            bounded::<Vec<u8>>(RECEIVE_POOL_LEN_MAX.min(self.config.receive_queue_len_max));
         let (send_tx, send_rx) = bounded::<Message>(self.config.send_queue_len_max);
         let stopping = Arc::new(AtomicBool::new(false));
         self.socket.set_read_timeout(Some(LISTENER_POLL))?;

@@ -165,3 +165,56 @@ mod tests {
         assert_eq!(Header::read(out[..HEADER_BYTES].try_into().unwrap()), h);
     }
 }
+
+#[cfg(test)]
+mod doc_tests {
+    //! Pins the worked example and the variant table of docs/protocol.md: if raft-core
+    //! reorders `MessageBody`, this fails and the protocol version must change.
+    use raft_core::{Message, MessageBody};
+
+    #[test]
+    fn worked_example_of_protocol_md() {
+        assert_eq!(super::cluster_id("my first cluster"), 0xCAEC_8AFB_9A17_CE7C);
+        let hb = Message {
+            from: 1,
+            to: 2,
+            term: 7,
+            body: MessageBody::Heartbeat {
+                commit: 9,
+                read_round: 3,
+            },
+        };
+        assert_eq!(postcard::to_allocvec(&hb).unwrap(), [1, 2, 7, 6, 9, 3]);
+    }
+
+    #[test]
+    fn variant_indexes_of_protocol_md() {
+        let tag = |body: MessageBody| {
+            postcard::to_allocvec(&Message {
+                from: 0,
+                to: 0,
+                term: 0,
+                body,
+            })
+            .unwrap()[3]
+        };
+        assert_eq!(tag(MessageBody::PreVoteResponse { granted: true }), 1);
+        assert_eq!(
+            tag(MessageBody::Append {
+                prev_index: 0,
+                prev_term: 0,
+                entries: vec![],
+                commit: 0
+            }),
+            4
+        );
+        assert_eq!(
+            tag(MessageBody::Propose {
+                request_id: 0,
+                data: Default::default()
+            }),
+            10
+        );
+        assert_eq!(tag(MessageBody::TimeoutNow), 12);
+    }
+}

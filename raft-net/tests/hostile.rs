@@ -366,8 +366,11 @@ fn plaintext_with_body(flags: u8, body: &[u8]) -> Vec<u8> {
     d
 }
 
+/// Fewer cases without optimisation, so a debug `cargo test` stays quick.
+const CASES: u32 = if cfg!(debug_assertions) { 300 } else { 2_000 };
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: CASES, ..ProptestConfig::default() })]
 
     /// Random bytes: never delivered, never a panic, always counted once.
     #[test]
@@ -441,5 +444,39 @@ proptest! {
         prop_assert!(d.len() <= datagram_bytes_max);
         let opened = codec.opener().open(&d, Instant::now()).unwrap();
         prop_assert_eq!(opened.message, m);
+    }
+}
+
+/// Writes a seed corpus for the fuzz target (one valid input per mode and message kind):
+/// `RAFT_NET_FUZZ_SEEDS=raft-net/fuzz/corpus/receive cargo test -p raft-net --test hostile -- --ignored`.
+#[test]
+#[ignore = "writes files; run by hand before fuzzing"]
+fn write_fuzz_seeds() {
+    let Ok(dir) = std::env::var("RAFT_NET_FUZZ_SEEDS") else {
+        return;
+    };
+    std::fs::create_dir_all(&dir).unwrap();
+    // Must match the fuzz target's rig: cluster "fuzz", password "fuzz password", 10 rounds.
+    let plain = Codec::with_keys("fuzz", None, NetConfig::LAN_DATAGRAM_BYTES, Some(64));
+    let keys = ClusterKeys::derive("fuzz password", "fuzz", 10);
+    let enc = Codec::with_keys("fuzz", Some(keys), NetConfig::LAN_DATAGRAM_BYTES, Some(64));
+    let mut n = 0;
+    let mut write = |mode: u8, bytes: &[u8]| {
+        let mut seed = vec![mode];
+        seed.extend_from_slice(bytes);
+        std::fs::write(format!("{dir}/seed-{n:03}"), seed).unwrap();
+        n += 1;
+    };
+    for body in every_body().into_iter().chain([big_append().body]) {
+        let m = msg(1, 2, body);
+        write(0, plain.sealer(1).seal(&m).unwrap());
+        write(1, enc.sealer(1).seal(&m).unwrap());
+        let encoded = postcard::to_allocvec(&m).unwrap();
+        write(2, &encoded);
+        write(4, &encoded);
+        let mut compressed = (encoded.len() as u32).to_le_bytes().to_vec();
+        compressed.extend_from_slice(&lz4_flex::block::compress(&encoded));
+        write(3, &compressed);
+        write(5, &compressed);
     }
 }

@@ -391,17 +391,25 @@ fn stop_joins_every_thread_promptly_and_is_idempotent() {
     );
     #[cfg(target_os = "linux")]
     {
-        let names: Vec<String> = std::fs::read_dir("/proc/self/task")
-            .unwrap()
-            .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
-            .collect();
+        // A new thread names itself as it starts, so wait for the names to appear.
         // Linux keeps 15 characters of a thread's name.
-        for role in ["raft-listener-n", "raft-processor-", "raft-sender-n1"] {
-            assert!(
-                names.iter().any(|n| n.starts_with(role)),
-                "{role} not in {names:?}"
-            );
-        }
+        let names = || -> Vec<String> {
+            std::fs::read_dir("/proc/self/task")
+                .unwrap()
+                .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
+                .collect()
+        };
+        let roles = ["raft-listener-n", "raft-processor-", "raft-sender-n1"];
+        assert!(
+            wait_until(DEADLINE, || {
+                let names = names();
+                roles
+                    .iter()
+                    .all(|role| names.iter().any(|n| n.starts_with(role)))
+            }),
+            "{roles:?} not all in {:?}",
+            names()
+        );
     }
     let started = Instant::now();
     t.stop();

@@ -7,9 +7,9 @@
 //! "flushed" write. sled also writes large pages to separate files under `blobs/` with no
 //! sync at all, and creates and renames snapshot files without syncing the directory.
 //!
-//! [`SledFiles::sync`] therefore follows every sled flush with `fdatasync` of the main `db`
-//! file, `fdatasync` of every blob file not yet synced, and `fsync` of a directory whose
-//! list of names changed since the last sync.
+//! [`SledFiles::sync`] therefore follows every sled flush with `fdatasync` of every blob
+//! file not yet synced, `fsync` of a directory whose list of names changed since the last
+//! sync, and `fdatasync` of the main `db` file.
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
@@ -48,8 +48,10 @@ impl SledFiles {
     }
 
     /// Makes everything sled has written so far durable. Call after `Db::flush`.
+    ///
+    /// Blob files first: sled's log refers to them, so they must not become durable later
+    /// than the log (sled wrote them, unsynced, before its flush returned).
     pub(crate) fn sync(&mut self) -> io::Result<()> {
-        self.db.sync_data()?;
         let blobs = self.dir.join("blobs");
         let blob_names = list(&blobs)?;
         if blob_names != self.blob_names {
@@ -64,7 +66,7 @@ impl SledFiles {
             sync_dir(&self.dir)?;
             self.dir_names = dir_names;
         }
-        Ok(())
+        self.db.sync_data()
     }
 }
 

@@ -43,9 +43,10 @@
 #![warn(missing_docs)]
 
 mod durable;
+mod marker;
 mod record;
 mod sled_log;
 
 #[doc(no_inline)]
 pub use raft_core::{Log, MemLog, StorageError};
-pub use sled_log::{SledLog, SledLogOptions, SyncMode};
+pub use sled_log::{SledLog, SledLogOptions, SyncMode, SyncStats};

@@ -33,6 +33,9 @@ pub(crate) const FORMAT_VERSION: u32 = 1;
 
 pub(crate) const OWNER_KEY: &[u8] = b"m/owner";
 pub(crate) const STATE_KEY: &[u8] = b"m/state";
+/// The stored snapshot: one checksummed record, replaced whole in one sled batch, so a
+/// crash leaves either the old or the new snapshot.
+pub(crate) const SNAPSHOT_KEY: &[u8] = b"m/snapshot";
 pub(crate) const RECORD_PREFIX: u8 = b'e';
 
 const HEADER_BYTES: usize = 1 + 4 + 8;
@@ -330,6 +333,8 @@ pub(crate) struct State {
     pub(crate) last_index: LogIndex,
     /// The term at `last_index`.
     pub(crate) last_term: Term,
+    /// How many syncs wrote a state record; compared with the sync marker on open.
+    pub(crate) seq: u64,
 }
 
 /// Encodes a metadata record: crc32 over key and payload, then the postcard payload.
@@ -413,15 +418,14 @@ mod tests {
     fn every_flipped_byte_is_reported_with_the_right_index() {
         let entries = sample();
         let good = encode_record(&entries);
-        let header_end = HEADER_BYTES + HEADER_CRC_BYTES;
-        let first_entry_end = header_end + ENTRY_HEADER_BYTES + 3 + ENTRY_CRC_BYTES;
+        let first_entry_end =
+            HEADER_BYTES + HEADER_CRC_BYTES + ENTRY_HEADER_BYTES + 3 + ENTRY_CRC_BYTES;
         let second_entry_end = first_entry_end + ENTRY_HEADER_BYTES + ENTRY_CRC_BYTES;
         for at in 0..good.len() {
             let mut bad = good.clone();
             bad[at] ^= 0x40;
-            let expected = if at < header_end {
-                7
-            } else if at < first_entry_end {
+            // The header names the record's first index, which is also entry 7's.
+            let expected = if at < first_entry_end {
                 7
             } else if at < second_entry_end {
                 8
@@ -474,6 +478,7 @@ mod tests {
             },
             last_index: 9,
             last_term: 3,
+            seq: 4,
         };
         let bytes = encode_meta(STATE_KEY, &state).unwrap();
         assert_eq!(decode_meta::<State>(STATE_KEY, &bytes).unwrap(), state);

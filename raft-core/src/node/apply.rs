@@ -4,15 +4,17 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crossbeam_channel::Receiver;
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender};
 
 use super::dedup::Dedup;
 use super::envelope;
 use super::error::NodeError;
 use super::events::Event;
 use super::shared::Shared;
+use super::snapshot;
 use super::state_machine::StateMachine;
-use crate::types::{Entry, EntryKind, LogIndex};
+use crate::types::{Entry, EntryKind, LogIndex, Snapshot};
 
 /// Work for the apply thread, in log order.
 pub(crate) enum ApplyTask {
@@ -21,7 +23,21 @@ pub(crate) enum ApplyTask {
     /// The leader placed this node's proposal `request_id` at `index`: if a different
     /// entry ends up applied there, the proposal was dropped.
     Placed { request_id: u64, index: LogIndex },
+    /// Replace the state with a snapshot received from the leader.
+    Restore(Snapshot),
+    /// Take a snapshot now (a manual trigger).
+    TakeSnapshot,
 }
+
+/// When the apply thread takes snapshots.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SnapshotPolicy {
+    pub(crate) after_entries: u64,
+    pub(crate) after_bytes: u64,
+}
+
+/// A snapshot the apply thread took: (index, packed bytes), for the WaitLoop to store.
+pub(crate) type TakenSnapshot = (LogIndex, Bytes);
 
 pub(crate) struct Applier<S: StateMachine> {
     shared: Arc<Shared<S>>,
@@ -32,14 +48,24 @@ pub(crate) struct Applier<S: StateMachine> {
     /// Placed proposals not yet applied: index -> request id.
     placed: BTreeMap<LogIndex, u64>,
     dedup: Dedup,
+    policy: SnapshotPolicy,
+    snapshots: Sender<TakenSnapshot>,
+    last_snapshot: LogIndex,
+    bytes_since_snapshot: u64,
+    /// Whether the state machine produced a snapshot when asked (false: never ask again).
+    snapshots_supported: bool,
 }
 
 impl<S: StateMachine> Applier<S> {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         shared: Arc<Shared<S>>,
         tasks: Receiver<ApplyTask>,
         applied: LogIndex,
         replay_to: LogIndex,
+        dedup: Dedup,
+        policy: SnapshotPolicy,
+        snapshots: Sender<TakenSnapshot>,
     ) -> Self {
         Self {
             shared,
@@ -47,8 +73,20 @@ impl<S: StateMachine> Applier<S> {
             applied,
             replay_to,
             placed: BTreeMap::new(),
-            dedup: Dedup::default(),
+            dedup,
+            policy,
+            snapshots,
+            last_snapshot: applied,
+            bytes_since_snapshot: 0,
+            snapshots_supported: true,
         }
+    }
+
+    /// Restores the state machine and the runtime state from stored snapshot bytes.
+    pub(crate) fn restore_state(sm: &mut S, data: &[u8]) -> Result<Dedup, super::RestoreError> {
+        let (dedup, state) = snapshot::unpack(data)?;
+        sm.restore(&state)?;
+        Ok(dedup)
     }
 
     /// Runs until the task channel closes (the WaitLoop ended).
@@ -60,6 +98,7 @@ impl<S: StateMachine> Applier<S> {
                 self.handle(task);
             }
             self.shared.set_applied(self.applied);
+            self.maybe_snapshot(false);
         }
         log::debug!(
             "n{} apply thread stopped at index {}",
@@ -71,6 +110,8 @@ impl<S: StateMachine> Applier<S> {
     fn handle(&mut self, task: ApplyTask) {
         match task {
             ApplyTask::Entries(entries) => self.apply(entries),
+            ApplyTask::Restore(snap) => self.restore(snap),
+            ApplyTask::TakeSnapshot => self.maybe_snapshot(true),
             ApplyTask::Placed { request_id, index } => {
                 if index <= self.applied {
                     // Already applied and not answered: what was applied there was not ours.
@@ -109,6 +150,88 @@ impl<S: StateMachine> Applier<S> {
         }
     }
 
+    fn restore(&mut self, snap: Snapshot) {
+        if snap.meta.last_index <= self.applied {
+            return;
+        }
+        let mut sm = self.shared.state_machine.lock();
+        match Self::restore_state(&mut sm, &snap.data) {
+            Ok(dedup) => self.dedup = dedup,
+            Err(e) => {
+                // A snapshot that passed its checksum but does not restore: this node
+                // cannot be trusted to go on; it stops applying and says so.
+                log::error!(
+                    "n{} cannot restore the snapshot up to {}: {e}; this node stops applying",
+                    self.shared.id,
+                    snap.meta.last_index
+                );
+                self.shared.fail_all_waiters(|| NodeError::Stopped);
+                return;
+            }
+        }
+        drop(sm);
+        log::info!(
+            "n{} restored its state from a snapshot up to {}",
+            self.shared.id,
+            snap.meta.last_index
+        );
+        self.applied = snap.meta.last_index;
+        self.last_snapshot = snap.meta.last_index;
+        self.bytes_since_snapshot = 0;
+        // Our proposals placed at or below the snapshot: the snapshot's table says
+        // whether they took effect; their responses are gone either way.
+        let covered: Vec<(LogIndex, u64)> = self
+            .placed
+            .range(..=snap.meta.last_index)
+            .map(|(i, r)| (*i, *r))
+            .collect();
+        for (index, request_id) in covered {
+            self.placed.remove(&index);
+            let err = if self.dedup.was_applied(self.shared.origin, request_id) {
+                NodeError::ResponseLost
+            } else {
+                NodeError::Dropped
+            };
+            self.answer(request_id, Err(err));
+        }
+    }
+
+    /// Takes a snapshot if the policy says so (or `force`), and hands it to the WaitLoop.
+    fn maybe_snapshot(&mut self, force: bool) {
+        if !self.snapshots_supported || self.applied <= self.last_snapshot {
+            return;
+        }
+        let due = (self.policy.after_entries > 0
+            && self.applied - self.last_snapshot >= self.policy.after_entries)
+            || (self.policy.after_bytes > 0
+                && self.bytes_since_snapshot >= self.policy.after_bytes);
+        if !due && !force {
+            return;
+        }
+        let state = self.shared.state_machine.lock().snapshot();
+        let Some(state) = state else {
+            log::info!(
+                "n{} state machine does not snapshot; the log will not be compacted",
+                self.shared.id
+            );
+            self.snapshots_supported = false;
+            return;
+        };
+        let packed = snapshot::pack(&self.dedup, state);
+        log::debug!(
+            "n{} took a snapshot at {} ({} bytes)",
+            self.shared.id,
+            self.applied,
+            packed.len()
+        );
+        // A full channel means the WaitLoop has not stored the previous one yet: try
+        // again after the next batch.
+        if self.snapshots.try_send((self.applied, packed)).is_ok() {
+            self.last_snapshot = self.applied;
+            self.bytes_since_snapshot = 0;
+        }
+    }
+
     /// Applies one command entry; returns the request id if it was this node's proposal.
     fn apply_command(&mut self, sm: &mut S, entry: &Entry, publish: bool) -> Option<u64> {
         let Some((origin, request_id, command)) = envelope::unwrap(&entry.data) else {
@@ -120,6 +243,7 @@ impl<S: StateMachine> Applier<S> {
             sm.apply(entry.index, &entry.data);
             return None;
         };
+        self.bytes_since_snapshot += entry.data.len() as u64;
         let ours = (origin == self.shared.origin).then_some(request_id);
         if !self.dedup.first_time(origin, request_id, entry.index) {
             log::debug!(

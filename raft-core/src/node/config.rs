@@ -28,6 +28,15 @@ pub struct NodeConfig {
     pub proposal_queue_max: usize,
     /// Seed of the protocol's RNG (election timeouts). `None`: drawn at start.
     pub seed: Option<u64>,
+    /// Take a snapshot after this many entries were applied since the last one (0: never
+    /// by count). Only for state machines that implement `StateMachine::snapshot`.
+    pub snapshot_after_entries: u64,
+    /// Take a snapshot after this many bytes of commands were applied since the last one
+    /// (0: never by size).
+    pub snapshot_after_log_bytes: u64,
+    /// Entries kept in the log behind a snapshot, so slightly slow followers catch up
+    /// from the log rather than by snapshot.
+    pub snapshot_trailing_entries: u64,
 }
 
 impl Default for NodeConfig {
@@ -45,6 +54,9 @@ impl Default for NodeConfig {
             batch_messages_max: 4096,
             proposal_queue_max: 65_536,
             seed: None,
+            snapshot_after_entries: 100_000,
+            snapshot_after_log_bytes: 64 * 1024 * 1024,
+            snapshot_trailing_entries: 10_000,
         }
     }
 }

@@ -7,6 +7,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use serde::{Deserialize, Serialize};
+
 use crate::types::LogIndex;
 
 /// Request ids remembered per origin. A first copy older than this many later requests
@@ -16,7 +18,7 @@ pub(crate) const REQUESTS_REMEMBERED_PER_ORIGIN_MAX: usize = 16_384;
 /// Origins (node starts) remembered; the least recently active is forgotten first.
 pub(crate) const ORIGINS_REMEMBERED_MAX: usize = 32;
 
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 struct Window {
     /// Ids at or below this are all treated as applied.
     floor: u64,
@@ -24,13 +26,21 @@ struct Window {
     last_active: LogIndex,
 }
 
-/// Which (origin, request id) pairs were applied.
-#[derive(Default)]
+/// Which (origin, request id) pairs were applied. Part of every snapshot, so a node
+/// restored from one skips exactly what the others skip.
+#[derive(Default, Serialize, Deserialize)]
 pub(crate) struct Dedup {
     origins: BTreeMap<u64, Window>,
 }
 
 impl Dedup {
+    /// Whether (`origin`, `request_id`) was applied, without recording anything.
+    pub(crate) fn was_applied(&self, origin: u64, request_id: u64) -> bool {
+        self.origins
+            .get(&origin)
+            .is_some_and(|w| request_id <= w.floor || w.applied.contains(&request_id))
+    }
+
     /// Records that the entry at `index` carries (`origin`, `request_id`); returns
     /// `false` if that pair was applied before (this copy must be skipped).
     pub(crate) fn first_time(&mut self, origin: u64, request_id: u64, index: LogIndex) -> bool {

@@ -20,6 +20,10 @@ pub enum NodeError {
     /// and will not take effect. Safe to retry.
     #[error("the proposal was dropped by a leader change; it did not take effect")]
     Dropped,
+    /// The command took effect, but its response was not kept: this node caught up by
+    /// snapshot past it. Do not retry.
+    #[error("the command took effect but its response was lost (caught up by snapshot)")]
+    ResponseLost,
     /// No answer within the timeout. The command may or may not take effect.
     #[error("timed out after {0:?}; the command may still take effect")]
     Timeout(std::time::Duration),

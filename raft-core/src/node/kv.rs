@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::error::NodeError;
-use super::state_machine::StateMachine;
+use super::state_machine::{RestoreError, StateMachine};
 use super::Node;
 use crate::types::LogIndex;
 
@@ -120,6 +120,18 @@ where
     V: Clone + PartialEq + Serialize + DeserializeOwned + Send + 'static,
 {
     type Response = KvResponse<V>;
+
+    fn snapshot(&self) -> Option<Vec<u8>> {
+        postcard::to_allocvec(&(&self.map, self.last_applied)).ok()
+    }
+
+    fn restore(&mut self, data: &[u8]) -> Result<(), RestoreError> {
+        let (map, last_applied): (BTreeMap<K, V>, LogIndex) =
+            postcard::from_bytes(data).map_err(|e| RestoreError(e.to_string()))?;
+        self.map = map;
+        self.last_applied = last_applied;
+        Ok(())
+    }
 
     fn apply(&mut self, index: LogIndex, command: &[u8]) -> KvResponse<V> {
         self.last_applied = index;

@@ -40,6 +40,7 @@ mod error;
 mod events;
 mod kv;
 mod shared;
+mod snapshot;
 mod state_machine;
 mod status;
 mod wait_loop;
@@ -60,7 +61,7 @@ pub use envelope::ENVELOPE_BYTES;
 pub use error::NodeError;
 pub use events::{Event, EVENTS_QUEUED_MAX};
 pub use kv::{KvCommand, KvResponse, KvStore};
-pub use state_machine::StateMachine;
+pub use state_machine::{RestoreError, StateMachine};
 pub use status::{ClusterState, NodeCounters, NodeStatus, PeerLag};
 
 use apply::Applier;
@@ -122,15 +123,31 @@ impl<S: StateMachine> NodeBuilder<S> {
         let transport_max = transport.max_append_bytes();
         if transport_max < config.protocol.append_bytes_max {
             config.protocol.append_bytes_max = transport_max;
+            config.protocol.snapshot_chunk_bytes =
+                config.protocol.snapshot_chunk_bytes.min(transport_max);
             config.protocol.inflight_bytes_max =
                 config.protocol.inflight_bytes_max.max(transport_max);
         }
         config.validate()?;
         let id = config.protocol.id;
-        let seed = config.seed.unwrap_or_else(rand::random);
+        let seed = config.seed.unwrap_or_else(rand::random); // Resume from the stored snapshot, if any: restore the state machine first.
+        let mut sm = sm;
+        let (dedup, snapshot_index) = match log.snapshot()? {
+            Some(snap) => {
+                let dedup = Applier::restore_state(&mut sm, &snap.data)
+                    .map_err(|e| NodeError::StateMachine(e.to_string()))?;
+                log::info!(
+                    "n{id} restored its state from the stored snapshot at {}",
+                    snap.meta.last_index
+                );
+                (dedup, snap.meta.last_index)
+            }
+            None => (Default::default(), 0),
+        };
         let raft = Raft::new(config.protocol.clone(), log, seed)?;
         let replay_to = raft.commit_index();
-        let applied_from = raft.log().snapshot_meta().last_index;
+        let applied_from = raft.applied_index();
+        debug_assert!(applied_from >= snapshot_index);
 
         let shared = Arc::new(Shared::new(id, rand::random(), sm, NodeStatus::initial(id)));
         shared.set_applied(applied_from);
@@ -139,6 +156,7 @@ impl<S: StateMachine> NodeBuilder<S> {
         let (req_tx, req_rx) = crossbeam_channel::bounded(config.proposal_queue_max);
         let (shutdown_tx, shutdown_rx) = crossbeam_channel::bounded(1);
         let (apply_tx, apply_rx) = crossbeam_channel::unbounded();
+        let (snapshots_tx, snapshots_rx) = crossbeam_channel::bounded(1);
 
         let now = Instant::now();
         let soft = SoftState {
@@ -152,6 +170,7 @@ impl<S: StateMachine> NodeBuilder<S> {
             inbox: inbox_rx,
             requests: req_rx,
             shutdown: shutdown_rx,
+            snapshots: snapshots_rx,
             apply: apply_tx,
             shared: shared.clone(),
             unplaced: std::collections::BTreeMap::new(),
@@ -166,12 +185,25 @@ impl<S: StateMachine> NodeBuilder<S> {
                 gave_up: false,
             },
             soft,
+            snapshot_index,
             config: config.clone(),
         };
         if config.protocol.voters.len() == 1 {
             shared.set_cluster(ClusterState::Found);
         }
-        let applier = Applier::new(shared.clone(), apply_rx, applied_from, replay_to);
+        let policy = apply::SnapshotPolicy {
+            after_entries: config.snapshot_after_entries,
+            after_bytes: config.snapshot_after_log_bytes,
+        };
+        let applier = Applier::new(
+            shared.clone(),
+            apply_rx,
+            applied_from,
+            replay_to,
+            dedup,
+            policy,
+            snapshots_tx,
+        );
         let apply_thread = std::thread::Builder::new()
             .name(format!("raft-apply-n{id}"))
             .spawn(move || applier.run())
@@ -483,6 +515,20 @@ impl<S: StateMachine> Node<S> {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
+    }
+    /// Takes a snapshot now (if the state machine supports them), then compacts the log
+    /// behind it, keeping `snapshot_trailing_entries`. Returns at once; the snapshot is
+    /// taken on the apply thread.
+    ///
+    /// # Errors
+    /// [`NodeError::Stopped`], [`NodeError::Busy`].
+    pub fn snapshot_now(&self) -> Result<(), NodeError> {
+        self.requests
+            .try_send(Request::Snapshot)
+            .map_err(|e| match e {
+                TrySendError::Full(_) => NodeError::Busy,
+                TrySendError::Disconnected(_) => NodeError::Stopped,
+            })
     }
 
     /// Starts an election now (this node asks to lead).

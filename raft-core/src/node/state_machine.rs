@@ -31,4 +31,32 @@ pub trait StateMachine: Send + 'static {
 
     /// Applies the committed command at `index`.
     fn apply(&mut self, index: LogIndex, command: &[u8]) -> Self::Response;
+
+    /// The whole state as bytes, for a snapshot. `None` (the default) means this state
+    /// machine does not snapshot: the log is then never compacted, and a node that was
+    /// away catches up from the log.
+    ///
+    /// Called on the apply thread between two `apply` calls; the runtime stores the
+    /// bytes, compacts the log behind them and streams them to followers that need them.
+    fn snapshot(&self) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// Replaces the whole state with one produced by [`StateMachine::snapshot`] (on this
+    /// or another node, possibly of an earlier version).
+    ///
+    /// # Errors
+    /// Bytes that are not a valid snapshot; the node then refuses to go on rather than
+    /// run with a state it cannot trust.
+    fn restore(&mut self, data: &[u8]) -> Result<(), RestoreError> {
+        let _ = data;
+        Err(RestoreError(
+            "this state machine does not support snapshots".to_string(),
+        ))
+    }
 }
+
+/// A snapshot could not be restored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot restore the state machine from a snapshot: {0}")]
+pub struct RestoreError(pub String);

@@ -66,6 +66,10 @@ pub struct NodeStatus {
     pub applied_index: LogIndex,
     /// Last index in the log.
     pub last_index: LogIndex,
+    /// First index still in the log (entries before it were compacted into a snapshot).
+    pub first_index: LogIndex,
+    /// Last index covered by the stored snapshot (0: none).
+    pub snapshot_index: LogIndex,
     /// On the leader: each follower's match index and lag.
     pub peers: Vec<PeerLag>,
     /// Whether the cluster was found.
@@ -86,6 +90,8 @@ impl NodeStatus {
             commit_index: 0,
             applied_index: 0,
             last_index: 0,
+            first_index: 1,
+            snapshot_index: 0,
             peers: Vec::new(),
             cluster: ClusterState::Searching { attempt: 1 },
             running: true,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use crossbeam_channel::{never, select, Receiver, Sender};
 
-use super::apply::ApplyTask;
+use super::apply::{ApplyTask, TakenSnapshot};
 use super::config::NodeConfig;
 use super::envelope;
 use super::error::NodeError;
@@ -22,7 +22,7 @@ use crate::message::Message;
 use crate::protocol::{ProposeError, Raft, Ready, Role, SoftState};
 use crate::storage::Log;
 use crate::transport::Transport;
-use crate::types::{LogIndex, NodeId};
+use crate::types::{LogIndex, NodeId, Snapshot, SnapshotMeta};
 
 /// A request from the node's handle to its WaitLoop.
 pub(crate) enum Request {
@@ -40,6 +40,8 @@ pub(crate) enum Request {
         to: NodeId,
         reply: Sender<Result<(), NodeError>>,
     },
+    /// Take a snapshot now.
+    Snapshot,
 }
 
 pub(crate) struct WaitLoop<S: StateMachine> {
@@ -48,6 +50,8 @@ pub(crate) struct WaitLoop<S: StateMachine> {
     pub(crate) inbox: Receiver<Message>,
     pub(crate) requests: Receiver<Request>,
     pub(crate) shutdown: Receiver<()>,
+    /// Snapshots the apply thread took, to store and compact behind.
+    pub(crate) snapshots: Receiver<TakenSnapshot>,
     pub(crate) apply: Sender<ApplyTask>,
     pub(crate) shared: Arc<Shared<S>>,
     pub(crate) config: NodeConfig,
@@ -61,6 +65,8 @@ pub(crate) struct WaitLoop<S: StateMachine> {
     pub(crate) counters: NodeCounters,
     pub(crate) join: JoinSearch,
     pub(crate) soft: SoftState,
+    /// Last index covered by the stored snapshot.
+    pub(crate) snapshot_index: LogIndex,
 }
 
 /// Looking for the cluster at start (the original's join retry attempts).
@@ -87,11 +93,15 @@ impl<S: StateMachine> WaitLoop<S> {
                 recv(inbox) -> m => match m {
                     Ok(m) => self.on_message(m),
                     Err(_) => inbox = never(),
-                },
-                recv(requests) -> r => match r {
+                },                recv(requests) -> r => match r {
                     Ok(r) => self.on_request(r),
                     Err(_) => requests = never(),
                 },
+                recv(self.snapshots) -> s => {
+                    if let Ok((index, data)) = s {
+                        self.store_snapshot(index, data);
+                    }
+                }
                 default(timeout) => {}
             }
             // Drain bursts so one turn (and one sync) serves a whole batch.
@@ -179,6 +189,9 @@ impl<S: StateMachine> WaitLoop<S> {
                         .transfer_leadership(to)
                         .map_err(NodeError::Rejected),
                 );
+            }
+            Request::Snapshot => {
+                let _ = self.apply.send(ApplyTask::TakeSnapshot);
             }
         }
     }
@@ -316,9 +329,54 @@ impl<S: StateMachine> WaitLoop<S> {
         }
         Ok(())
     }
+    /// Stores a snapshot the apply thread took at `index` and compacts the log behind it,
+    /// keeping `snapshot_trailing_entries`. A failure here is logged, not fatal: the log
+    /// simply stays longer.
+    fn store_snapshot(&mut self, index: LogIndex, data: bytes::Bytes) {
+        let Some(term) = self.raft.term_at(index) else {
+            return; // already compacted past it (a newer snapshot was installed)
+        };
+        let id = self.shared.id;
+        let snapshot = Snapshot {
+            meta: SnapshotMeta {
+                last_index: index,
+                last_term: term,
+            },
+            data,
+        };
+        let keep = self.config.snapshot_trailing_entries;
+        let result = (|| {
+            let log = self.raft.log_mut();
+            log.save_snapshot(&snapshot)?;
+            log.sync()?;
+            if let Some(meta) = self.raft.compaction_meta(index.saturating_sub(keep)) {
+                let log = self.raft.log_mut();
+                log.compact(meta)?;
+                log.sync()?;
+            }
+            Ok::<(), crate::StorageError>(())
+        })();
+        match result {
+            Ok(()) => {
+                self.snapshot_index = index;
+                log::info!(
+                    "n{id} stored a snapshot at {index} ({} bytes); log now starts at {}",
+                    snapshot.data.len(),
+                    self.raft.log().first_index()
+                );
+                self.publish_status();
+            }
+            Err(e) => log::error!("n{id} could not store the snapshot at {index}: {e}"),
+        }
+    }
 
-    /// Step 1 of a Ready: make its entries and hard state durable, with one sync.
+    /// Step 1 of a Ready: make its snapshot, entries and hard state durable, with one sync.
     fn persist(&mut self, ready: &Ready) -> Result<(), crate::StorageError> {
+        if let Some(snapshot) = &ready.snapshot {
+            let log = self.raft.log_mut();
+            log.save_snapshot(snapshot)?;
+            log.compact(snapshot.meta)?;
+        }
         if !ready.entries.is_empty() {
             self.raft.log_mut().append(&ready.entries)?;
         }
@@ -336,6 +394,10 @@ impl<S: StateMachine> WaitLoop<S> {
     fn dispatch(&mut self, ready: &mut Ready) {
         if let Some(soft) = ready.soft_state {
             self.on_soft_state(soft);
+        }
+        if let Some(snapshot) = ready.snapshot.take() {
+            self.snapshot_index = snapshot.meta.last_index;
+            let _ = self.apply.send(ApplyTask::Restore(snapshot));
         }
         for placed in ready.forwarded.drain(..) {
             // A refusal (the node we forwarded to no longer leads) leaves the proposal
@@ -416,6 +478,8 @@ impl<S: StateMachine> WaitLoop<S> {
         status.commit_index = st.commit_index;
         status.applied_index = applied;
         status.last_index = st.last_index;
+        status.first_index = self.raft.log().first_index();
+        status.snapshot_index = self.snapshot_index;
         status.peers = st
             .peers
             .iter()

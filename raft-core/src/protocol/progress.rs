@@ -12,6 +12,24 @@ pub enum ProgressState {
     Probe,
     /// The follower's log matches: the leader streams appends, up to the in-flight window.
     Replicate,
+    /// The follower needs entries that were compacted away: the leader streams it a
+    /// snapshot in chunks.
+    Snapshot,
+}
+
+/// A snapshot being streamed to one follower.
+#[derive(Clone, Debug)]
+pub(crate) struct OutgoingSnapshot {
+    pub(crate) snapshot: crate::types::Snapshot,
+    /// CRC-32 of the whole snapshot, sent with the last chunk.
+    pub(crate) checksum: u32,
+    /// Bytes the follower acknowledged (received in order).
+    pub(crate) acked: u64,
+    /// Bytes sent so far (`acked <= sent`).
+    pub(crate) sent: u64,
+    /// `acked` at the previous heartbeat answer: no progress since means chunks were
+    /// lost, and the leader resends from `acked`.
+    pub(crate) acked_at_last_heartbeat: u64,
 }
 
 /// What the leader knows about one follower.
@@ -31,6 +49,8 @@ pub(crate) struct Progress {
     pub(crate) recent_active: bool,
     /// The newest read round this follower acknowledged.
     pub(crate) read_round_acked: u64,
+    /// In snapshot state: the transfer.
+    pub(crate) outgoing: Option<OutgoingSnapshot>,
     /// The leader's read round when `match_index` last advanced: a heartbeat answer of a
     /// later round reflects a log that must hold everything up to `match_index`.
     pub(crate) match_round: u64,
@@ -48,10 +68,12 @@ impl Progress {
             recent_active: false,
             read_round_acked: 0,
             match_round: 0,
+            outgoing: None,
         }
     }
 
     pub(crate) fn become_probe(&mut self) {
+        self.outgoing = None;
         self.state = ProgressState::Probe;
         self.next_index = self.match_index + 1;
         self.probe_sent = false;
@@ -60,11 +82,27 @@ impl Progress {
     }
 
     pub(crate) fn become_replicate(&mut self) {
+        self.outgoing = None;
         self.state = ProgressState::Replicate;
         self.next_index = self.match_index + 1;
         self.probe_sent = false;
         self.inflight.clear();
         self.inflight_bytes = 0;
+    }
+
+    pub(crate) fn become_snapshot(&mut self, snapshot: crate::types::Snapshot) {
+        self.state = ProgressState::Snapshot;
+        self.probe_sent = false;
+        self.inflight.clear();
+        self.inflight_bytes = 0;
+        let checksum = crc32fast::hash(&snapshot.data);
+        self.outgoing = Some(OutgoingSnapshot {
+            snapshot,
+            checksum,
+            acked: 0,
+            sent: 0,
+            acked_at_last_heartbeat: 0,
+        });
     }
 
     /// Records an acknowledged match at the leader's current `round`; returns whether it
@@ -88,13 +126,14 @@ impl Progress {
             ProgressState::Replicate => {
                 self.inflight.len() >= messages_max as usize || self.inflight_bytes >= bytes_max
             }
+            ProgressState::Snapshot => true,
         }
     }
 
     /// Records an append sent with entries up to `last_index`.
     pub(crate) fn sent(&mut self, last_index: LogIndex, bytes: u64) {
         match self.state {
-            ProgressState::Probe => self.probe_sent = true,
+            ProgressState::Probe | ProgressState::Snapshot => self.probe_sent = true,
             ProgressState::Replicate => {
                 if last_index >= self.next_index {
                     self.next_index = last_index + 1;

@@ -14,7 +14,7 @@ use super::ready::{ForwardedProposal, ReadState, Ready, Role, SoftState};
 use crate::config::{Config, ConfigError, ReadMode};
 use crate::message::{Message, MessageBody, RejectHint};
 use crate::storage::Log;
-use crate::types::{Entry, EntryKind, HardState, LogIndex, NodeId, Term};
+use crate::types::{Entry, EntryKind, HardState, LogIndex, NodeId, Snapshot, SnapshotMeta, Term};
 
 /// Most bytes of committed entries handed out in one [`Ready`].
 const COMMITTED_BYTES_PER_READY_MAX: u64 = 4 * 1024 * 1024;
@@ -63,6 +63,14 @@ pub enum BrokenVariant {
 struct HandedOut {
     last_entry: Option<(LogIndex, Term)>,
     last_committed: Option<LogIndex>,
+    snapshot: Option<SnapshotMeta>,
+}
+
+/// A snapshot a follower is receiving, chunk by chunk.
+#[derive(Debug)]
+struct IncomingSnapshot {
+    meta: SnapshotMeta,
+    data: Vec<u8>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -177,6 +185,10 @@ pub struct Raft<L: Log> {
     /// committed index. Recorded here so `advance` does not depend on what the driver
     /// did with the ready's vectors (it may move them out).
     handed_out: Option<HandedOut>,
+    /// Follower: the snapshot being received.
+    incoming: Option<IncomingSnapshot>,
+    /// Follower: a received snapshot for the driver to install.
+    pending_snapshot: Option<Snapshot>,
     counters: ProtocolCounters,
     #[cfg(feature = "fault-injection")]
     broken: Option<BrokenVariant>,
@@ -204,7 +216,19 @@ impl<L: Log> Raft<L> {
     pub fn new(config: Config, log: L, seed: u64) -> Result<Self, ConfigError> {
         config.validate()?;
         let hard = log.hard_state();
-        let log = RaftLog::new(log);
+        // The state machine starts from the stored snapshot, if any (the runtime restores it).
+        let snapshot_index = match log.snapshot() {
+            Ok(Some(snap)) => snap.meta.last_index,
+            Ok(None) => 0,
+            Err(e) => {
+                return Err(ConfigError::new(
+                    "log",
+                    format!("cannot read the stored snapshot: {e}"),
+                ))
+            }
+        };
+        let applied = snapshot_index.max(log.snapshot_meta().last_index);
+        let log = RaftLog::new(log, applied);
         let voters: Vec<NodeId> = config.voters.iter().copied().collect();
         let soft = SoftState {
             role: Role::Follower,
@@ -241,6 +265,8 @@ impl<L: Log> Raft<L> {
                 ..hard
             },
             handed_out: None,
+            incoming: None,
+            pending_snapshot: None,
             counters: ProtocolCounters::default(),
             config,
             log,
@@ -312,6 +338,18 @@ impl<L: Log> Raft<L> {
     pub fn log_mut(&mut self) -> &mut L {
         &mut self.log.log
     }
+    /// The compaction point to pass to [`Log::compact`] to drop entries up to `index`,
+    /// clamped to what is applied and persisted; `None` if there is nothing to compact.
+    /// The driver must have stored a snapshot covering it first.
+    pub fn compaction_meta(&self, index: LogIndex) -> Option<SnapshotMeta> {
+        self.log.compaction_meta(index)
+    }
+
+    /// Highest index handed out for applying.
+    pub fn applied_index(&self) -> LogIndex {
+        self.log.applied
+    }
+
     /// Gives the storage back, ending this protocol instance (a stopped node).
     pub fn into_log(self) -> L {
         self.log.log
@@ -770,6 +808,7 @@ impl<L: Log> Raft<L> {
                 MessageBody::PreVoteResponse { granted: true } => {}
                 MessageBody::Append { .. }
                 | MessageBody::Heartbeat { .. }
+                | MessageBody::InstallSnapshot { .. }
                 | MessageBody::TimeoutNow => {
                     log::info!(
                         "n{} learned of leader n{} at term {}",
@@ -793,7 +832,9 @@ impl<L: Log> Raft<L> {
             }
         } else if m.term < self.term {
             match m.body {
-                MessageBody::Append { .. } | MessageBody::Heartbeat { .. }
+                MessageBody::Append { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::InstallSnapshot { .. }
                     if self.config.check_quorum || self.config.pre_vote =>
                 {
                     // A stale leader may be unable to learn our term otherwise (it would
@@ -890,7 +931,9 @@ impl<L: Log> Raft<L> {
 
     fn step_candidate(&mut self, m: Message) {
         match m.body {
-            MessageBody::Append { .. } | MessageBody::Heartbeat { .. } => {
+            MessageBody::Append { .. }
+            | MessageBody::Heartbeat { .. }
+            | MessageBody::InstallSnapshot { .. } => {
                 // §5.2: a valid leader of our term exists; fall back to follower.
                 self.become_follower(self.term, Some(m.from));
                 self.step_follower(m);
@@ -945,6 +988,16 @@ impl<L: Log> Raft<L> {
                         last_index: self.log.last_index(),
                     },
                 );
+            }
+            MessageBody::InstallSnapshot {
+                meta,
+                offset,
+                data,
+                done,
+            } => {
+                self.election_elapsed = 0;
+                self.leader = Some(m.from);
+                self.handle_snapshot_chunk(m.from, meta, offset, &data, done);
             }
             MessageBody::TimeoutNow => {
                 log::info!(
@@ -1032,6 +1085,114 @@ impl<L: Log> Raft<L> {
         );
     }
 
+    /// A chunk of a snapshot from the leader. Chunks are accepted in order only; every
+    /// chunk is answered with the next offset needed, so the leader resumes after loss.
+    fn handle_snapshot_chunk(
+        &mut self,
+        leader: NodeId,
+        meta: SnapshotMeta,
+        offset: u64,
+        data: &[u8],
+        done: Option<u32>,
+    ) {
+        if meta.last_index <= self.log.committed {
+            // We already have everything it covers.
+            self.incoming = None;
+            self.send(
+                leader,
+                MessageBody::AppendResponse {
+                    index: self.log.committed,
+                    reject: None,
+                },
+            );
+            return;
+        }
+        if self.incoming.as_ref().map(|i| i.meta) != Some(meta) {
+            if offset != 0 {
+                // A chunk of a transfer we do not have the start of: ask from 0.
+                self.send(
+                    leader,
+                    MessageBody::SnapshotResponse {
+                        last_index: meta.last_index,
+                        next_offset: 0,
+                    },
+                );
+                return;
+            }
+            log::info!(
+                "n{} receiving a snapshot up to {}@{} from n{leader}",
+                self.id,
+                meta.last_index,
+                meta.last_term
+            );
+            self.incoming = Some(IncomingSnapshot {
+                meta,
+                data: Vec::new(),
+            });
+        }
+        let bytes_max = self.config.snapshot_bytes_max;
+        let incoming = self.incoming.as_mut().expect("set above");
+        let have = incoming.data.len() as u64;
+        if offset == have {
+            if have + data.len() as u64 > bytes_max {
+                log::error!(
+                    "n{} refusing a snapshot larger than snapshot_bytes_max ({bytes_max} bytes)",
+                    self.id
+                );
+                self.incoming = None;
+                return;
+            }
+            incoming.data.extend_from_slice(data);
+        }
+        let have = incoming.data.len() as u64;
+        let complete = done.is_some() && offset + data.len() as u64 == have;
+        if !complete {
+            self.send(
+                leader,
+                MessageBody::SnapshotResponse {
+                    last_index: meta.last_index,
+                    next_offset: have,
+                },
+            );
+            return;
+        }
+        let incoming = self.incoming.take().expect("set above");
+        if Some(crc32fast::hash(&incoming.data)) != done {
+            log::warn!(
+                "n{} snapshot up to {} failed its checksum; asking for it again",
+                self.id,
+                meta.last_index
+            );
+            self.send(
+                leader,
+                MessageBody::SnapshotResponse {
+                    last_index: meta.last_index,
+                    next_offset: 0,
+                },
+            );
+            return;
+        }
+        log::info!(
+            "n{} installing a snapshot up to {}@{} ({} bytes)",
+            self.id,
+            meta.last_index,
+            meta.last_term,
+            incoming.data.len()
+        );
+        self.log.restore(meta);
+        self.pending_snapshot = Some(Snapshot {
+            meta,
+            data: incoming.data.into(),
+        });
+        self.send(
+            leader,
+            MessageBody::AppendResponse {
+                index: meta.last_index,
+                reject: None,
+            },
+        );
+    }
+
     fn handle_forwarded_propose(&mut self, from: NodeId, request_id: u64, data: Bytes) {
         let placed = match self.propose(data) {
             Ok(placed) => Some(placed),
@@ -1059,7 +1220,12 @@ impl<L: Log> Raft<L> {
                 let round = self.read_round;
                 let pr = self.progress.get_mut(&from).expect("checked above");
                 if pr.maybe_update(index, round) {
-                    if pr.state == ProgressState::Probe {
+                    let snapshot_done = pr.state == ProgressState::Snapshot
+                        && pr
+                            .outgoing
+                            .as_ref()
+                            .is_none_or(|o| index >= o.snapshot.meta.last_index);
+                    if pr.state == ProgressState::Probe || snapshot_done {
                         pr.become_replicate();
                     }
                     if self.maybe_commit() {
@@ -1078,7 +1244,30 @@ impl<L: Log> Raft<L> {
             MessageBody::AppendResponse {
                 index,
                 reject: Some(hint),
-            } => self.handle_append_rejection(from, index, hint),
+            } => {
+                if self.progress[&from].state != ProgressState::Snapshot {
+                    self.handle_append_rejection(from, index, hint);
+                }
+            }
+            MessageBody::SnapshotResponse {
+                last_index,
+                next_offset,
+            } => {
+                let pr = self.progress.get_mut(&from).expect("checked above");
+                let Some(o) = pr.outgoing.as_mut() else {
+                    return;
+                };
+                if o.snapshot.meta.last_index != last_index {
+                    return;
+                }
+                if next_offset < o.acked {
+                    // The follower restarted its receive: resume from what it has.
+                    o.sent = next_offset;
+                }
+                o.acked = next_offset.min(o.snapshot.data.len() as u64);
+                o.sent = o.sent.max(o.acked);
+                self.send_snapshot_chunks(from);
+            }
             MessageBody::HeartbeatResponse {
                 read_round,
                 last_index,
@@ -1104,6 +1293,18 @@ impl<L: Log> Raft<L> {
                         if pr.is_paused(messages_max, bytes_max) {
                             pr.free_first_one();
                         }
+                    }
+                    ProgressState::Snapshot => {
+                        if let Some(o) = pr.outgoing.as_mut() {
+                            if o.acked == o.acked_at_last_heartbeat {
+                                // No progress for a heartbeat interval: chunks were lost.
+                                o.sent = o.acked;
+                            }
+                            o.acked_at_last_heartbeat = o.acked;
+                        }
+                        self.release_confirmed_reads();
+                        self.send_snapshot_chunks(from);
+                        return;
                     }
                 }
                 let behind = pr.match_index < self.log.last_index() || last_index > pr.match_index;
@@ -1170,10 +1371,7 @@ impl<L: Log> Raft<L> {
         let next = pr.next_index;
         let prev_index = next - 1;
         let Some(prev_term) = self.log.term(prev_index) else {
-            log::warn!(
-                "n{} cannot replicate to n{to}: entry {prev_index} was compacted; the follower needs a snapshot",
-                self.id
-            );
+            self.start_snapshot_transfer(to, prev_index);
             return;
         };
         let entries = if next <= last {
@@ -1217,6 +1415,72 @@ impl<L: Log> Raft<L> {
                 commit: self.log.committed,
             },
         );
+    }
+
+    /// The follower needs entry `needed` or earlier, which is compacted: send the stored
+    /// snapshot instead.
+    fn start_snapshot_transfer(&mut self, to: NodeId, needed: LogIndex) {
+        let snapshot = match self.log.log.snapshot() {
+            Ok(Some(s)) if s.meta.last_index >= needed => s,
+            Ok(other) => {
+                log::error!(
+                    "n{} cannot catch n{to} up: entry {needed} is compacted and the stored \
+                     snapshot ({:?}) does not cover it",
+                    self.id,
+                    other.map(|s| s.meta)
+                );
+                return;
+            }
+            Err(e) => {
+                log::error!("n{} cannot read the snapshot for n{to}: {e}", self.id);
+                return;
+            }
+        };
+        log::info!(
+            "n{} sending n{to} a snapshot up to {}@{} ({} bytes)",
+            self.id,
+            snapshot.meta.last_index,
+            snapshot.meta.last_term,
+            snapshot.data.len()
+        );
+        self.progress
+            .get_mut(&to)
+            .expect("peer exists")
+            .become_snapshot(snapshot);
+        self.send_snapshot_chunks(to);
+    }
+
+    /// Sends snapshot chunks to `to` while the in-flight byte window allows (at least one
+    /// chunk per call, so a resend always goes out).
+    fn send_snapshot_chunks(&mut self, to: NodeId) {
+        let chunk_max = self.config.snapshot_chunk_bytes;
+        let window = self.config.inflight_bytes_max;
+        let mut chunks = Vec::new();
+        if let Some(o) = self.progress.get_mut(&to).and_then(|p| p.outgoing.as_mut()) {
+            let len = o.snapshot.data.len() as u64;
+            let mut empty_sent = false;
+            while (o.sent < len || (len == 0 && !empty_sent))
+                && (chunks.is_empty() || o.sent - o.acked < window)
+            {
+                let end = (o.sent + chunk_max).min(len);
+                let data = o.snapshot.data.slice(o.sent as usize..end as usize);
+                let done = (end == len).then_some(o.checksum);
+                chunks.push((o.snapshot.meta, o.sent, data, done));
+                o.sent = end;
+                empty_sent = true;
+            }
+        }
+        for (meta, offset, data, done) in chunks {
+            self.send(
+                to,
+                MessageBody::InstallSnapshot {
+                    meta,
+                    offset,
+                    data,
+                    done,
+                },
+            );
+        }
     }
 
     fn broadcast_append(&mut self) {
@@ -1390,6 +1654,7 @@ impl<L: Log> Raft<L> {
     /// Whether [`Raft::ready`] would return work.
     pub fn has_ready(&self) -> bool {
         self.soft_state() != self.prev_soft
+            || self.pending_snapshot.is_some()
             || self.hard_state() != self.prev_hard
             || !self.log.unstable_entries().is_empty()
             || !self.msgs.is_empty()
@@ -1407,6 +1672,7 @@ impl<L: Log> Raft<L> {
         let hard = self.hard_state();
         let ready = Ready {
             soft_state: (soft != self.prev_soft).then_some(soft),
+            snapshot: self.pending_snapshot.take(),
             hard_state: (hard != self.prev_hard).then_some(hard),
             entries: self.log.unstable_entries().to_vec(),
             messages: std::mem::take(&mut self.msgs),
@@ -1423,6 +1689,7 @@ impl<L: Log> Raft<L> {
         self.handed_out = Some(HandedOut {
             last_entry: ready.entries.last().map(|e| (e.index, e.term)),
             last_committed: ready.committed.last().map(|e| e.index),
+            snapshot: ready.snapshot.as_ref().map(|s| s.meta),
         });
         ready
     }
@@ -1440,10 +1707,14 @@ impl<L: Log> Raft<L> {
         let HandedOut {
             last_entry: stable,
             last_committed: applied,
+            snapshot,
         } = self
             .handed_out
             .take()
             .expect("advance() without an outstanding ready()");
+        if let Some(meta) = snapshot {
+            self.log.snapshot_persisted(meta);
+        }
         if let Some((index, term)) = stable {
             self.log.stable_to(index, term);
             if self.role == Role::Leader && self.maybe_commit() {

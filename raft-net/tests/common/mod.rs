@@ -85,6 +85,19 @@ pub fn every_body() -> Vec<MessageBody> {
             placed: Some((14, 7)),
         },
         MessageBody::TimeoutNow,
+        MessageBody::InstallSnapshot {
+            meta: raft_core::SnapshotMeta {
+                last_index: 900,
+                last_term: 7,
+            },
+            offset: 4096,
+            data: vec![0xAB; 2000].into(),
+            done: Some(0xDEAD_BEEF),
+        },
+        MessageBody::SnapshotResponse {
+            last_index: 900,
+            next_offset: 6096,
+        },
     ];
     for b in &bodies {
         kind_name(b);
@@ -107,7 +120,9 @@ fn kind_name(body: &MessageBody) -> &'static str {
         | MessageBody::ReadIndexResponse { .. }
         | MessageBody::Propose { .. }
         | MessageBody::ProposeResponse { .. }
-        | MessageBody::TimeoutNow => body.kind(),
+        | MessageBody::TimeoutNow
+        | MessageBody::InstallSnapshot { .. }
+        | MessageBody::SnapshotResponse { .. } => body.kind(),
     }
 }
 
