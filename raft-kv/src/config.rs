@@ -139,6 +139,12 @@ pub struct Storage {
     pub persistent: bool,
     /// The directory holding one sub-directory per node. Relative to the config file.
     pub dir: PathBuf,
+    /// Snapshot the store and compact the log after this many entries (0: never). A
+    /// node that fell further behind is brought up to date with the snapshot.
+    pub snapshot_after_entries: u64,
+    /// Entries kept in the log behind a snapshot, so a follower that is only a little
+    /// behind catches up from the log.
+    pub snapshot_trailing_entries: u64,
 }
 
 impl Default for Storage {
@@ -146,6 +152,8 @@ impl Default for Storage {
         Self {
             persistent: false,
             dir: PathBuf::from("raft-kv-data"),
+            snapshot_after_entries: 10_000,
+            snapshot_trailing_entries: 1_000,
         }
     }
 }
@@ -366,6 +374,8 @@ impl ClusterConfig {
         c.protocol.heartbeat_interval_ticks = ticks(t.heartbeat_interval_ms, t.tick_interval_ms);
         c.join_attempts = t.join_attempts;
         c.join_attempt_interval_ms = t.join_attempt_interval_ms;
+        c.snapshot_after_entries = self.storage.snapshot_after_entries;
+        c.snapshot_trailing_entries = self.storage.snapshot_trailing_entries;
         c
     }
 

@@ -77,6 +77,12 @@ pub struct InitArgs {
     /// relative to the config file's directory). Default raft-kv-data.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Snapshot and compact the log every this many entries (0: never; default 10000).
+    #[arg(long)]
+    pub snapshot_after_entries: Option<u64>,
+    /// Entries kept behind a snapshot for slightly slow followers (default 1000).
+    #[arg(long)]
+    pub snapshot_trailing_entries: Option<u64>,
     /// How many times a starting node looks for its cluster (default 5).
     #[arg(long)]
     pub join_attempts: Option<u32>,
@@ -344,6 +350,12 @@ pub fn plan(args: &InitArgs, ask: &mut dyn Ask) -> Result<Plan> {
     config.storage.persistent = persistent;
     if let Some(dir) = &args.data_dir {
         config.storage.dir = dir.clone();
+    }
+    if let Some(n) = args.snapshot_after_entries {
+        config.storage.snapshot_after_entries = n;
+    }
+    if let Some(n) = args.snapshot_trailing_entries {
+        config.storage.snapshot_trailing_entries = n;
     }
 
     // Join retries and timeouts.

@@ -5,16 +5,19 @@
 //! The list lives in the state machine rather than being collected from `Applied`
 //! events because a node replays its stored entries as soon as it starts, before a
 //! subscriber could attach: the state machine sees every entry, in order, always.
+//!
+//! Snapshots carry the map and the list, so a node brought up to date by a snapshot
+//! (after the leader compacted its log) shows the same committed entries as the others.
 
 use std::collections::VecDeque;
 
-use raft_core::node::{KvCommand, KvResponse, KvStore, StateMachine};
+use raft_core::node::{KvCommand, KvResponse, KvStore, RestoreError, StateMachine};
 use raft_core::LogIndex;
 use serde::{Deserialize, Serialize};
 
 /// The most committed entries a node keeps for display; older ones are dropped from the
-/// list (not from the store or the Raft log).
-pub const ENTRIES_KEPT_MAX: usize = 10_000;
+/// list (not from the store or the Raft log). It bounds memory and snapshot size.
+pub const ENTRIES_KEPT_MAX: usize = 1_000;
 
 /// One committed entry, as the UI and `raft-kv entries` show it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,8 +120,35 @@ impl KvLog {
     }
 }
 
+/// What a snapshot of a [`KvLog`] holds, besides the map's own snapshot.
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    map: Vec<u8>,
+    entries: Vec<CommittedEntry>,
+    entries_dropped: u64,
+}
+
 impl StateMachine for KvLog {
     type Response = KvResponse<String>;
+
+    fn snapshot(&self) -> Option<Vec<u8>> {
+        let snapshot = Snapshot {
+            map: self.kv.snapshot()?,
+            entries: self.entries.iter().cloned().collect(),
+            entries_dropped: self.entries_dropped,
+        };
+        postcard::to_allocvec(&snapshot).ok()
+    }
+
+    fn restore(&mut self, data: &[u8]) -> Result<(), RestoreError> {
+        let snapshot: Snapshot =
+            postcard::from_bytes(data).map_err(|e| RestoreError(format!("raft-kv: {e}")))?;
+        self.kv.restore(&snapshot.map)?;
+        let keep = snapshot.entries.len().saturating_sub(ENTRIES_KEPT_MAX);
+        self.entries_dropped = snapshot.entries_dropped + keep as u64;
+        self.entries = snapshot.entries.into_iter().skip(keep).collect();
+        Ok(())
+    }
 
     fn apply(&mut self, index: LogIndex, command: &[u8]) -> KvResponse<String> {
         let op = match postcard::from_bytes::<Command>(command) {
@@ -168,5 +198,24 @@ mod tests {
         assert_eq!(e[1].op.to_string(), "del Hello");
         assert_eq!(e[2].op, Op::Invalid);
         assert_eq!(sm.get("Hello"), None);
+    }
+
+    #[test]
+    fn snapshots_carry_the_map_and_the_entries() {
+        let mut sm = KvLog::new(0);
+        for i in 1..=3u64 {
+            let put = Command::Put {
+                key: format!("k{i}"),
+                value: format!("v{i}"),
+            };
+            sm.apply(i, &put.encode());
+        }
+        let bytes = sm.snapshot().unwrap();
+        let mut other = KvLog::new(0);
+        other.restore(&bytes).unwrap();
+        assert_eq!(other.get("k2").map(String::as_str), Some("v2"));
+        assert_eq!(other.entries(), sm.entries());
+        assert_eq!(other.entries_total(), 3);
+        assert!(other.restore(b"junk").is_err());
     }
 }

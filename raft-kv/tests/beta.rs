@@ -622,3 +622,68 @@ fn a_second_process_for_the_same_node_is_refused() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("missing --id"), "{}", stderr(&o));
 }
+
+/// A node that was away while the leader compacted its log is brought up to date with a
+/// snapshot, over UDP, and then shows the same committed entries as the others.
+fn catch_up_by_snapshot(persistent: bool) {
+    let mut flags = vec![
+        "--no-encrypt",
+        "--snapshot-after-entries",
+        "20",
+        "--snapshot-trailing-entries",
+        "5",
+    ];
+    flags.push(if persistent {
+        "--persistent"
+    } else {
+        "--ephemeral"
+    });
+    let (mut c, _) = Cluster::init(3, &flags, &[]);
+    c.start_all();
+    let leader = c.agreed_leader(&["node1", "node2", "node3"]);
+    let away = if leader == "node3" { "node2" } else { "node3" };
+    c.put(&leader, "before", "away");
+    c.wait_value(away, "before", "away");
+    c.kill(away);
+    for i in 0..60 {
+        c.put(&leader, &format!("k{i}"), &format!("v{i}"));
+    }
+    c.start(away);
+    c.wait_value(away, "k59", "v59");
+    c.wait_value(away, "before", "away");
+    let id = &away[4..];
+    let restored = c.lines(away).wait_for(
+        0,
+        &[&format!("n{id} restored its state from a snapshot")],
+        WAIT,
+    );
+    assert!(restored.is_some(), "{:?}", c.lines(away).all());
+    wait_until("the returning node shows the leader's log", WAIT, || {
+        let (a, b) = (c.entries(away)?, c.entries(&leader)?);
+        (a == b && a.len() == 61).then_some(())
+    });
+    if persistent {
+        // Its snapshot and log are on disk: it restarts alone with everything.
+        c.kill(away);
+        c.start(away);
+        c.wait_value(away, "k59", "v59");
+        let stored = c.lines(away).wait_for(
+            0,
+            &[&format!(
+                "n{id} restored its state from the stored snapshot"
+            )],
+            WAIT,
+        );
+        assert!(stored.is_some(), "{:?}", c.lines(away).all());
+    }
+}
+
+#[test]
+fn a_node_catches_up_by_snapshot_ephemeral() {
+    catch_up_by_snapshot(false);
+}
+
+#[test]
+fn a_node_catches_up_by_snapshot_persistent() {
+    catch_up_by_snapshot(true);
+}
