@@ -36,7 +36,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Write a cluster config file (asks on a terminal for what flags leave out).
-    Init(InitArgs),
+    Init(Box<InitArgs>),
     /// Run one node of a configured cluster.
     Node(NodeArgs),
     /// Run a local 3-node cluster in one terminal (or a scripted tour without one).
