@@ -9,7 +9,7 @@
 //! - `raft-kv demo`: a local 3-node cluster in one terminal, or a scripted tour;
 //! - `raft-kv put/get/del/status`: clients over the client protocol ([`client`]);
 //! - `raft-kv stop/start/log-level`: control a running node through its client port;
-//! - `raft-kv bench`: committed writes per second and their latency ([`bench`]).
+//! - `raft-kv bench`: committed writes per second and their latency ([`mod@bench`]).
 //!
 //! The library holds the pieces, so tests and other programs can use them:
 //! [`config`] (the TOML file), [`cluster`] (building and restarting a node),
