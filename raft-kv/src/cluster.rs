@@ -381,21 +381,39 @@ impl HostView {
     }
 }
 
-/// Asks the OS for `n` distinct free loopback ports, usable for UDP and TCP alike (held
-/// together so they differ, then released: a later bind may race another process, which
-/// is fine for demos and tests).
+/// Ports [`free_ports`] picks from: below Linux's default ephemeral range (32768..61000),
+/// so a port picked here is not handed out meanwhile to some socket bound to port 0.
+pub const FREE_PORTS_RANGE: std::ops::Range<u16> = 20_000..32_000;
+
+/// Finds `n` distinct loopback ports that are free for UDP and TCP alike, at random in
+/// [`FREE_PORTS_RANGE`]. They are held together while picking (so they differ), then
+/// released: a later bind may still race another process that picks the same port,
+/// which is unlikely enough for demos and tests.
 ///
 /// # Errors
-/// The OS refuses to bind.
+/// No free ports found after many tries.
 pub fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
     let mut held = Vec::with_capacity(n);
+    let mut tries = 0;
     while held.len() < n {
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0")?;
-        let port = udp.local_addr()?.port();
-        // Keep only ports free for TCP too, so a client port can reuse the number.
-        if let Ok(tcp) = std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))) {
-            held.push((udp, tcp, port));
+        tries += 1;
+        if tries > 10_000 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("no {n} free ports in {FREE_PORTS_RANGE:?}"),
+            ));
         }
+        let port = rng.gen_range(FREE_PORTS_RANGE);
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let (Ok(udp), Ok(tcp)) = (
+            std::net::UdpSocket::bind(addr),
+            std::net::TcpListener::bind(addr),
+        ) else {
+            continue;
+        };
+        held.push((udp, tcp, port));
     }
     Ok(held.into_iter().map(|(_, _, p)| p).collect())
 }
