@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::auth::ClientKey;
 use crate::client::{Client, Request, Response};
 
 /// What to run.
@@ -18,6 +19,8 @@ pub struct BenchOptions {
     pub value_bytes: usize,
     /// Per-request timeout.
     pub timeout: Duration,
+    /// The key to prove the cluster password with, on an encrypted cluster.
+    pub key: Option<ClientKey>,
 }
 
 /// What it measured.
@@ -107,8 +110,9 @@ pub fn run(addr: &str, options: &BenchOptions) -> Result<BenchReport> {
                 let value = value.clone();
                 let n = per_client.min(options.requests.saturating_sub(c * per_client));
                 s.spawn(move || -> Result<_> {
-                    let mut client = Client::connect(addr, options.timeout)
-                        .with_context(|| format!("client {c} cannot connect to {addr}"))?;
+                    let mut client =
+                        Client::connect(addr, options.timeout, options.key.as_ref())
+                            .with_context(|| format!("client {c} cannot connect to {addr}"))?;
                     let mut lat = Vec::with_capacity(n);
                     let (mut failed, mut first_error) = (0, None);
                     for i in 0..n {
@@ -126,7 +130,8 @@ pub fn run(addr: &str, options: &BenchOptions) -> Result<BenchReport> {
                             Err(e) => {
                                 failed += 1;
                                 first_error.get_or_insert(e.to_string());
-                                client = Client::connect(addr, options.timeout)?;
+                                client =
+                                    Client::connect(addr, options.timeout, options.key.as_ref())?;
                             }
                         }
                     }

@@ -1,9 +1,11 @@
 //! The client protocol: what `raft-kv put/get/del/status` send to a node's client port.
 //!
-//! TCP, one request and one response at a time per connection, each a frame: a 4-byte
-//! big-endian length then that many bytes of postcard. Frames are at most
-//! [`FRAME_BYTES_MAX`]; anything longer or undecodable closes the connection. Writes
-//! sent to a follower are forwarded to the leader by the node runtime; reads are
+//! TCP, each message a frame: a 4-byte big-endian length then that many bytes of
+//! postcard. Frames are at most [`FRAME_BYTES_MAX`]; anything longer or undecodable
+//! closes the connection. On connect the node sends a [`Greeting`]; on an encrypted
+//! cluster it carries a challenge the client must answer with [`Request::Auth`] (see
+//! [`crate::auth`]) before anything else. Then one request and one response at a time.
+//! Writes sent to a follower are forwarded to the leader by the node runtime; reads are
 //! linearizable (ReadIndex) unless the request asks for a stale local read.
 
 use std::io::{Read, Write};
@@ -13,15 +15,41 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::ClientKey;
 use crate::cluster::HostView;
 use crate::store::CommittedEntry;
 
 /// The largest frame either side accepts, in bytes.
 pub const FRAME_BYTES_MAX: usize = 1 << 20;
 
+/// The version of this protocol, in every [`Greeting`].
+pub const CLIENT_PROTOCOL_VERSION: u32 = 1;
+
+/// What a node sends first on every connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Greeting {
+    /// Go ahead (after answering the challenge, if there is one).
+    Welcome {
+        /// [`CLIENT_PROTOCOL_VERSION`] of the node.
+        protocol: u32,
+        /// On an encrypted cluster: the nonce to answer with [`Request::Auth`].
+        challenge: Option<[u8; 32]>,
+    },
+    /// The node will not serve this connection (too many connections); retry.
+    Refused {
+        /// Why.
+        message: String,
+    },
+}
+
 /// A request to a node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
+    /// The answer to the greeting's challenge: proof of the cluster password.
+    Auth {
+        /// `HMAC-SHA256(client key, context || nonce)`.
+        proof: [u8; 32],
+    },
     /// Set `key` to `value`.
     Put {
         /// The key.
@@ -93,6 +121,8 @@ pub enum ErrorKind {
     Busy,
     /// The request was invalid.
     BadRequest,
+    /// The client did not prove it knows the cluster password.
+    Unauthorized,
     /// Anything else.
     Internal,
 }
@@ -151,12 +181,19 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to `addr` (`host:port`) within `timeout`; each later request may take up
-    /// to `timeout` too.
+    /// Connects to `addr` (`host:port`) within `timeout` and, if the node asks, proves
+    /// knowledge of the cluster password with `key`. Each later request may take up to
+    /// `timeout` too.
     ///
     /// # Errors
-    /// The address does not resolve or nothing listens there.
-    pub fn connect(addr: &str, timeout: Duration) -> std::io::Result<Self> {
+    /// The address does not resolve, nothing listens there, the node refuses the
+    /// connection, or it asks for a password proof that `key` cannot give
+    /// (`PermissionDenied`).
+    pub fn connect(
+        addr: &str,
+        timeout: Duration,
+        key: Option<&ClientKey>,
+    ) -> std::io::Result<Self> {
         let mut last = None;
         for a in addr.to_socket_addrs()? {
             match TcpStream::connect_timeout(&a, timeout) {
@@ -164,7 +201,9 @@ impl Client {
                     stream.set_read_timeout(Some(timeout))?;
                     stream.set_write_timeout(Some(timeout))?;
                     let _ = stream.set_nodelay(true);
-                    return Ok(Self { stream, addr: a });
+                    let mut client = Self { stream, addr: a };
+                    client.handshake(key)?;
+                    return Ok(client);
                 }
                 Err(e) => last = Some(e),
             }
@@ -175,6 +214,50 @@ impl Client {
                 format!("{addr} resolves to no address"),
             )
         }))
+    }
+
+    fn handshake(&mut self, key: Option<&ClientKey>) -> std::io::Result<()> {
+        let denied = |m: String| std::io::Error::new(std::io::ErrorKind::PermissionDenied, m);
+        let greeting: Greeting = read_frame(&mut self.stream)?.ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the node closed the connection without a greeting",
+            )
+        })?;
+        let challenge = match greeting {
+            Greeting::Refused { message } => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionRefused,
+                    message,
+                ))
+            }
+            Greeting::Welcome { protocol, .. } if protocol != CLIENT_PROTOCOL_VERSION => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::Unsupported,
+                    format!(
+                        "the node speaks client protocol {protocol}, this client {CLIENT_PROTOCOL_VERSION}"
+                    ),
+                ))
+            }
+            Greeting::Welcome { challenge, .. } => challenge,
+        };
+        let Some(nonce) = challenge else {
+            return Ok(());
+        };
+        let Some(key) = key else {
+            return Err(denied(
+                "the cluster is encrypted: the client needs its password (give --config with \
+                 the password's source, e.g. RAFT_KV_PASSWORD set)"
+                    .to_string(),
+            ));
+        };
+        match self.call(&Request::Auth {
+            proof: key.prove(&nonce),
+        })? {
+            Response::Done => Ok(()),
+            Response::Error { message, .. } => Err(denied(message)),
+            other => Err(denied(format!("unexpected answer to auth: {other:?}"))),
+        }
     }
 
     /// The node's address.

@@ -16,6 +16,7 @@ use raft_net::{NetConfig, PeerConfig, UdpTransport};
 use raft_store::SledLog;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::ClientKey;
 use crate::config::{ClusterConfig, NodeEntry};
 use crate::store::{CommittedEntry, KvLog};
 
@@ -28,6 +29,8 @@ pub struct NodeHost {
     config: ClusterConfig,
     entry: NodeEntry,
     password: Option<String>,
+    /// The client port's key, derived on first use (the KDF is slow on purpose).
+    client_key: std::sync::OnceLock<Option<ClientKey>>,
     state: Mutex<HostState>,
 }
 
@@ -64,6 +67,7 @@ impl NodeHost {
             config: config.clone(),
             entry,
             password,
+            client_key: std::sync::OnceLock::new(),
             state: Mutex::new(HostState::default()),
         })
     }
@@ -76,6 +80,13 @@ impl NodeHost {
     /// The cluster config.
     pub fn config(&self) -> &ClusterConfig {
         &self.config
+    }
+
+    /// The key clients must prove they know, on an encrypted cluster.
+    pub fn client_key(&self) -> Option<&ClientKey> {
+        self.client_key
+            .get_or_init(|| self.password.as_deref().map(|p| self.config.client_key(p)))
+            .as_ref()
     }
 
     /// This node's id.

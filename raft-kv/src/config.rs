@@ -393,6 +393,27 @@ impl ClusterConfig {
         }
     }
 
+    /// The PBKDF2 iteration count for keys derived from the password.
+    pub fn kdf_iterations(&self) -> u32 {
+        self.encryption
+            .kdf_iterations
+            .unwrap_or(raft_net::NetConfig::DEFAULT_KDF_ITERATIONS)
+    }
+
+    /// The client port's key for `password` (see [`crate::auth`]).
+    pub fn client_key(&self, password: &str) -> crate::auth::ClientKey {
+        crate::auth::ClientKey::derive(password, &self.cluster_name, self.kdf_iterations())
+    }
+
+    /// The key a client of this cluster proves the password with; `None` when encryption
+    /// is off.
+    ///
+    /// # Errors
+    /// As [`ClusterConfig::password`].
+    pub fn client_key_from_source(&self) -> Result<Option<crate::auth::ClientKey>, ConfigError> {
+        Ok(self.password()?.map(|p| self.client_key(&p)))
+    }
+
     /// The cluster password, from wherever the config says it comes from; `None` when
     /// encryption is off.
     ///

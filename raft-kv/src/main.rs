@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use log::LevelFilter;
 
+use raft_kv::auth::ClientKey;
 use raft_kv::client::{entries_text, Client, ErrorKind, Request, Response};
 use raft_kv::cluster::{HostView, NodeHost};
 use raft_kv::config::ClusterConfig;
@@ -156,7 +157,8 @@ struct Target {
     /// Talk to this node (name or id); default: the first that answers.
     #[arg(long)]
     node: Option<String>,
-    /// Talk to this client address (host:port) instead of reading the config.
+    /// Talk to this client address (host:port) instead of the config's nodes (the config,
+    /// if it exists, still gives the cluster password).
     #[arg(long, conflicts_with_all = ["node"])]
     addr: Option<String>,
     /// How long to wait for an answer, in ms.
@@ -220,7 +222,7 @@ fn run(cli: Cli) -> Result<u8> {
             value_bytes,
             target,
         } => {
-            let (name, addr) = bench_target(&target)?;
+            let (name, addr, key) = bench_target(&target)?;
             println!(
                 "bench: {requests} puts of {value_bytes}-byte values from {clients} clients via {name} ({addr})"
             );
@@ -229,6 +231,7 @@ fn run(cli: Cli) -> Result<u8> {
                 clients,
                 value_bytes,
                 timeout: Duration::from_millis(target.timeout_ms),
+                key,
             };
             let report = raft_kv::bench::run(&addr, &options)?;
             print!("{report}");
@@ -289,36 +292,58 @@ fn status_text(v: &HostView) -> String {
     s
 }
 
+/// A node's name and client address.
+type NamedAddr = (String, String);
+
+/// The nodes a client command may talk to, and the key to prove the cluster password
+/// with if the cluster is encrypted.
+fn targets(target: &Target) -> Result<(Vec<NamedAddr>, Option<ClientKey>)> {
+    // With --addr the config is optional: it is read only for the password, if present.
+    let config = match (&target.addr, target.config.exists()) {
+        (Some(_), false) => None,
+        _ => Some(load_config(&target.config)?),
+    };
+    let key = match &config {
+        Some(c) => c
+            .client_key_from_source()
+            .context("the cluster is encrypted; the client needs its password")?,
+        None => None,
+    };
+    let addrs = match (&target.addr, &config, &target.node) {
+        (Some(addr), _, _) => vec![(addr.clone(), addr.clone())],
+        (None, Some(config), Some(n)) => {
+            let node = config.node(n)?;
+            vec![(node.name.clone(), node.client_addr.clone())]
+        }
+        (None, Some(config), None) => config
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), n.client_addr.clone()))
+            .collect(),
+        (None, None, _) => unreachable!("a config is loaded whenever --addr is absent"),
+    };
+    Ok((addrs, key))
+}
+
 /// Sends `request` to the target node, or to each configured node in turn until one
 /// answers (followers forward writes; a stopped node's answer is skipped).
 fn call(target: &Target, request: &Request) -> Result<Response> {
     let timeout = Duration::from_millis(target.timeout_ms);
-    let addrs: Vec<(String, String)> = if let Some(addr) = &target.addr {
-        vec![(addr.clone(), addr.clone())]
-    } else {
-        let config = load_config(&target.config)?;
-        match &target.node {
-            Some(n) => {
-                let node = config.node(n)?;
-                vec![(node.name.clone(), node.client_addr.clone())]
-            }
-            None => config
-                .nodes
-                .iter()
-                .map(|n| (n.name.clone(), n.client_addr.clone()))
-                .collect(),
-        }
-    };
+    let (addrs, key) = targets(target)?;
     let single = addrs.len() == 1;
     let mut failures = Vec::new();
     for (name, addr) in &addrs {
-        let answer = Client::connect(addr, timeout).and_then(|mut c| c.call(request));
+        let answer = Client::connect(addr, timeout, key.as_ref()).and_then(|mut c| c.call(request));
         match answer {
             Ok(Response::Error {
                 kind: ErrorKind::Stopped | ErrorKind::Busy,
                 message,
             }) if !single => failures.push(format!("{name}: {message}")),
             Ok(r) => return Ok(r),
+            // A wrong password is the same on every node: say so at once.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                bail!("{name} at {addr}: {e}")
+            }
             Err(e) => failures.push(format!("{name} at {addr}: {e}")),
         }
     }
@@ -327,30 +352,28 @@ fn call(target: &Target, request: &Request) -> Result<Response> {
 
 /// The node a bench talks to: the one asked for, or the leader (writes to a follower
 /// pay one more hop).
-fn bench_target(target: &Target) -> Result<(String, String)> {
-    if let Some(addr) = &target.addr {
-        return Ok((addr.clone(), addr.clone()));
-    }
-    let config = load_config(&target.config)?;
-    if let Some(n) = &target.node {
-        let node = config.node(n)?;
-        return Ok((node.name.clone(), node.client_addr.clone()));
+fn bench_target(target: &Target) -> Result<(String, String, Option<ClientKey>)> {
+    let (addrs, key) = targets(target)?;
+    if addrs.len() == 1 {
+        let (name, addr) = addrs.into_iter().next().expect("one address");
+        return Ok((name, addr, key));
     }
     let timeout = Duration::from_millis(target.timeout_ms);
     let mut answering = None;
-    for n in &config.nodes {
-        let status = Client::connect(&n.client_addr, timeout)
+    for (name, addr) in addrs {
+        let status = Client::connect(&addr, timeout, key.as_ref())
             .and_then(|mut c| c.call(&Request::Status { entries_max: 0 }));
         if let Ok(Response::Status(view)) = status {
             if view.is_leader {
-                return Ok((format!("{} (leader)", n.name), n.client_addr.clone()));
+                return Ok((format!("{name} (leader)"), addr, key));
             }
             if view.running && answering.is_none() {
-                answering = Some((n.name.clone(), n.client_addr.clone()));
+                answering = Some((name, addr));
             }
         }
     }
-    answering.context("no node answered")
+    let (name, addr) = answering.context("no node answered")?;
+    Ok((name, addr, key))
 }
 
 fn load_config(path: &Path) -> Result<ClusterConfig> {

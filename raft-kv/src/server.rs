@@ -13,7 +13,9 @@ use anyhow::{Context, Result};
 use raft_core::node::{KvResponse, NodeError};
 use raft_core::ProposeError;
 
-use crate::client::{read_frame, write_frame, ErrorKind, Request, Response};
+use crate::client::{
+    read_frame, write_frame, ErrorKind, Greeting, Request, Response, CLIENT_PROTOCOL_VERSION,
+};
 use crate::cluster::NodeHost;
 use crate::store::Command;
 
@@ -88,7 +90,9 @@ fn accept_loop(listener: TcpListener, host: Arc<NodeHost>, stopping: Arc<AtomicB
             log::warn!("client port: {CONNECTIONS_MAX} connections already; refusing one");
             let _ = write_frame(
                 &mut stream,
-                &error(ErrorKind::Busy, "too many client connections; retry"),
+                &Greeting::Refused {
+                    message: format!("{CONNECTIONS_MAX} client connections already; retry"),
+                },
             );
             continue;
         }
@@ -113,6 +117,9 @@ fn serve(mut stream: TcpStream, host: &NodeHost) {
         .map_or_else(|_| "?".to_string(), |a| a.to_string());
     let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
     let _ = stream.set_nodelay(true);
+    if !greet(&mut stream, host, &peer) {
+        return;
+    }
     loop {
         let request: Request = match read_frame(&mut stream) {
             Ok(Some(r)) => r,
@@ -142,10 +149,41 @@ fn serve(mut stream: TcpStream, host: &NodeHost) {
     }
 }
 
+/// Sends the greeting and, on an encrypted cluster, checks the client's proof of the
+/// password. Returns whether to go on serving.
+fn greet(stream: &mut TcpStream, host: &NodeHost, peer: &str) -> bool {
+    let key = host.client_key();
+    let challenge = key.map(|_| crate::auth::nonce());
+    let welcome = Greeting::Welcome {
+        protocol: CLIENT_PROTOCOL_VERSION,
+        challenge,
+    };
+    if write_frame(stream, &welcome).is_err() {
+        return false;
+    }
+    let (Some(key), Some(nonce)) = (key, challenge) else {
+        return true;
+    };
+    let answer = match read_frame::<Request>(stream) {
+        Ok(Some(Request::Auth { proof })) if key.verify(&nonce, &proof) => Response::Done,
+        Ok(None) => return false,
+        Ok(Some(_)) | Err(_) => {
+            log::warn!("client {peer}: failed to prove the cluster password; closing");
+            error(
+                ErrorKind::Unauthorized,
+                "authentication failed: the client's cluster password differs from the node's",
+            )
+        }
+    };
+    let ok = answer == Response::Done;
+    write_frame(stream, &answer).is_ok() && ok
+}
+
 /// Answers one request.
 pub fn handle(host: &NodeHost, request: Request) -> Response {
     let timeout = Duration::from_millis(host.config().timing.request_timeout_ms);
     match request {
+        Request::Auth { .. } => error(ErrorKind::BadRequest, "already authenticated"),
         Request::Status { entries_max } => {
             Response::Status(Box::new(host.view(entries_max.min(10_000) as usize)))
         }

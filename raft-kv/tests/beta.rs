@@ -527,13 +527,69 @@ fn encrypted_cluster_refuses_a_node_with_the_wrong_password() {
         c.lines("node3")
             .wait_for(0, &["dropped datagram", "failing authentication"], WAIT);
     assert!(refused.is_some(), "{:?}", c.lines("node3").all());
-    let st = c.status("node3").unwrap();
-    assert_eq!(st["leader"], "none", "{st:?}");
-    assert_eq!(st["entries"], "0");
-    assert_eq!(c.stale_get("node3", "secret"), None);
+    // Its own client port answers to its own password only (the cluster's is refused).
+    assert!(c.status("node3").is_none());
+    let wrong = [("RAFT_KV_PASSWORD", "not the password")];
+    let node3 = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--config", c.config_str(), "--node", "node3"]);
+        raft_kv(&all, &wrong)
+    };
+    let st = stdout(&node3(&["status"]));
+    assert!(st.contains("leader: none"), "{st}");
+    assert!(st.contains("entries: 0"), "{st}");
+    assert_eq!(node3(&["get", "secret", "--stale"]).status.code(), Some(1));
     // The two with the password keep working.
     c.wait_value("node1", "secret", "kept");
     c.wait_value("node2", "secret", "kept");
+
+    // Clients must prove the password too: without it, or with another, they get nothing.
+    let get = [
+        "get",
+        "secret",
+        "--config",
+        c.config_str(),
+        "--node",
+        "node1",
+    ];
+    let o = raft_kv(&get, &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("RAFT_KV_PASSWORD is not set"),
+        "{}",
+        stderr(&o)
+    );
+    let o = raft_kv(&get, &[("RAFT_KV_PASSWORD", "not the password")]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("authentication failed"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(stdout(&o), "");
+    let warned = c
+        .lines("node1")
+        .wait_for(0, &["failed to prove the cluster password"], WAIT);
+    assert!(warned.is_some());
+    let addr = ClusterConfig::load(&c.config).unwrap().nodes[0]
+        .client_addr
+        .clone();
+    let o = raft_kv(
+        &[
+            "get",
+            "secret",
+            "--addr",
+            &addr,
+            "--config",
+            "/nonexistent.toml",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("needs its password"), "{}", stderr(&o));
+    // With the password, the same command works.
+    let o = raft_kv(&get, &envs);
+    assert_eq!(stdout(&o), "kept\n", "{}", stderr(&o));
 }
 
 /// The original's note on Beta Tests 6 and 7: a node started alone looks for its cluster
