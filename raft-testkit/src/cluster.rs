@@ -30,6 +30,10 @@ pub struct ClusterOptions {
     pub join_attempts: u32,
     /// Length of one join attempt.
     pub join_attempt_interval_ms: u64,
+    /// Snapshot after this many applied entries (see `NodeConfig`).
+    pub snapshot_after_entries: u64,
+    /// Entries kept behind a snapshot.
+    pub snapshot_trailing_entries: u64,
 }
 
 impl Default for ClusterOptions {
@@ -42,6 +46,8 @@ impl Default for ClusterOptions {
             name: "test cluster".into(),
             join_attempts: 5,
             join_attempt_interval_ms: 2_000,
+            snapshot_after_entries: NodeConfig::default().snapshot_after_entries,
+            snapshot_trailing_entries: NodeConfig::default().snapshot_trailing_entries,
         }
     }
 }
@@ -114,6 +120,8 @@ impl LocalCluster {
         let mut c = NodeConfig::new(id, 1..=self.options.nodes);
         c.join_attempts = self.options.join_attempts;
         c.join_attempt_interval_ms = self.options.join_attempt_interval_ms;
+        c.snapshot_after_entries = self.options.snapshot_after_entries;
+        c.snapshot_trailing_entries = self.options.snapshot_trailing_entries;
         c
     }
 

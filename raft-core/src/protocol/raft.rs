@@ -179,6 +179,12 @@ pub struct Raft<L: Log> {
     round_sent_ticks: VecDeque<u64>,
     broadcast_needed: bool,
     lead_transferee: Option<NodeId>,
+    /// Leader: a TimeoutNow went out this term. The transferee's election is honoured by
+    /// followers even inside our lease, and a delayed TimeoutNow can start it long after
+    /// the transfer was abandoned, so lease reads are off for the rest of the term.
+    timeout_now_sent: bool,
+    /// Started from a log that had seen a term: this is a restart, not a first boot.
+    restarted: bool,
     prev_soft: SoftState,
     prev_hard: HardState,
     /// What the outstanding ready handed out: its last entry (index, term) and its last
@@ -259,6 +265,8 @@ impl<L: Log> Raft<L> {
             round_sent_ticks: VecDeque::new(),
             broadcast_needed: false,
             lead_transferee: None,
+            timeout_now_sent: false,
+            restarted: hard.term > 0,
             prev_soft: soft,
             prev_hard: HardState {
                 commit: log.committed,
@@ -444,6 +452,7 @@ impl<L: Log> Raft<L> {
         self.votes.clear();
         self.progress.clear();
         self.lead_transferee = None;
+        self.timeout_now_sent = false;
         self.broadcast_needed = false;
         self.read_round_needed = false;
         self.fail_pending_reads();
@@ -725,7 +734,7 @@ impl<L: Log> Raft<L> {
         self.lead_transferee = Some(to);
         self.election_elapsed = 0;
         if self.progress[&to].match_index == self.log.last_index() {
-            self.send(to, MessageBody::TimeoutNow);
+            self.send_timeout_now(to);
         } else {
             self.send_append(to, true);
         }
@@ -785,8 +794,15 @@ impl<L: Log> Raft<L> {
                 MessageBody::Vote { .. } | MessageBody::PreVote { .. }
             );
             let transfer = matches!(m.body, MessageBody::Vote { transfer: true, .. });
+            // Under lease reads, a node in its first election timeout after a restart
+            // may have acknowledged a leader's heartbeat just before it crashed, and
+            // that acknowledgement may hold up the leader's lease: it must not vote
+            // yet, although it no longer knows of any leader.
+            let just_restarted = self.restarted
+                && self.config.read_mode == ReadMode::Lease
+                && self.now_ticks < u64::from(self.config.election_timeout_ticks);
             let in_lease = self.config.check_quorum
-                && self.leader.is_some()
+                && (self.leader.is_some() || just_restarted)
                 && self.election_elapsed < self.config.election_timeout_ticks;
             if is_vote_request && in_lease && !transfer {
                 log::debug!(
@@ -1234,7 +1250,7 @@ impl<L: Log> Raft<L> {
                     if self.lead_transferee == Some(from)
                         && self.progress[&from].match_index == self.log.last_index()
                     {
-                        self.send(from, MessageBody::TimeoutNow);
+                        self.send_timeout_now(from);
                     }
                 }
                 if self.log.last_index() > self.progress[&from].match_index {
@@ -1545,6 +1561,11 @@ impl<L: Log> Raft<L> {
         self.log.term(self.log.committed) == Some(self.term)
     }
 
+    fn send_timeout_now(&mut self, to: NodeId) {
+        self.timeout_now_sent = true;
+        self.send(to, MessageBody::TimeoutNow);
+    }
+
     fn leader_read(&mut self, from: NodeId, request_id: u64) {
         if !self.committed_in_current_term() {
             // Until an entry of its term commits, a new leader does not know the
@@ -1554,7 +1575,9 @@ impl<L: Log> Raft<L> {
         }
         let index = self.log.committed;
         if self.voters.len() == 1
-            || (self.config.read_mode == ReadMode::Lease && self.lease_valid())
+            || (self.config.read_mode == ReadMode::Lease
+                && !self.timeout_now_sent
+                && self.lease_valid())
         {
             self.answer_read(from, request_id, Some(index));
             return;
