@@ -309,18 +309,20 @@ fn targets(target: &Target) -> Result<(Vec<NamedAddr>, Option<ClientKey>)> {
             .context("the cluster is encrypted; the client needs its password")?,
         None => None,
     };
-    let addrs = match (&target.addr, &config, &target.node) {
-        (Some(addr), _, _) => vec![(addr.clone(), addr.clone())],
-        (None, Some(config), Some(n)) => {
-            let node = config.node(n)?;
-            vec![(node.name.clone(), node.client_addr.clone())]
-        }
-        (None, Some(config), None) => config
-            .nodes
-            .iter()
-            .map(|n| (n.name.clone(), n.client_addr.clone()))
-            .collect(),
-        (None, None, _) => unreachable!("a config is loaded whenever --addr is absent"),
+    let addrs = match (&target.addr, &config) {
+        (Some(addr), _) => vec![(addr.clone(), addr.clone())],
+        (None, None) => bail!("no --addr and no config"),
+        (None, Some(config)) => match &target.node {
+            Some(n) => {
+                let node = config.node(n)?;
+                vec![(node.name.clone(), node.client_addr.clone())]
+            }
+            None => config
+                .nodes
+                .iter()
+                .map(|n| (n.name.clone(), n.client_addr.clone()))
+                .collect(),
+        },
     };
     Ok((addrs, key))
 }
