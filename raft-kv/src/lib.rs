@@ -11,6 +11,17 @@
 //! - `raft-kv stop/start/log-level`: control a running node through its client port;
 //! - `raft-kv bench`: committed writes per second and their latency ([`mod@bench`]).
 //!
+//! Architecture invariants:
+//! - the transport (raft-net's `UdpTransport`) and the storage (`MemLog` or raft-store's
+//!   `SledLog`) are built in one place, [`cluster::NodeHost`]; nothing else names them;
+//! - every way of driving a node (client port, terminal UI, demo) goes through
+//!   [`server::handle`] or [`cluster::NodeHost`], so they behave alike;
+//! - drawing is a pure function of a [`cluster::HostView`] and log lines (tested on
+//!   ratatui's `TestBackend`); only `ui::run_*` touch the terminal;
+//! - every wait has a deadline and every queue, list and frame a bound
+//!   ([`store::ENTRIES_KEPT_MAX`], [`logger::LINES_KEPT_DEFAULT`],
+//!   [`client::FRAME_BYTES_MAX`], [`server::CONNECTIONS_MAX`]).
+//!
 //! The library holds the pieces, so tests and other programs can use them:
 //! [`config`] (the TOML file), [`cluster`] (building and restarting a node),
 //! [`store`] (the state machine), [`client`] and [`server`] (the client protocol),
