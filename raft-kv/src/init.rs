@@ -115,6 +115,31 @@ pub trait Ask {
     /// # Errors
     /// Nobody can be asked.
     fn ask_secret(&mut self, flag: &str, question: &str) -> Result<String>;
+
+    /// Whether an invalid answer is asked again (a person at a terminal) rather than
+    /// final (flags).
+    fn retries(&self) -> bool {
+        false
+    }
+}
+
+/// Asks until `check` accepts the answer: at a terminal a wrong answer is explained and
+/// asked again; otherwise the first error is final.
+fn ask_until<T>(
+    ask: &mut dyn Ask,
+    flag: &str,
+    question: &str,
+    default: Option<&str>,
+    check: impl Fn(&str) -> Result<T>,
+) -> Result<T> {
+    loop {
+        let answer = ask.ask(flag, question, default)?;
+        match check(&answer) {
+            Ok(v) => return Ok(v),
+            Err(e) if ask.retries() => eprintln!("{e:#}; try again"),
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Never asks: every missing value is an error naming its flag.
@@ -142,6 +167,10 @@ impl Ask for NoTerminal {
 pub struct Terminal;
 
 impl Ask for Terminal {
+    fn retries(&self) -> bool {
+        true
+    }
+
     fn ask(&mut self, _flag: &str, question: &str, default: Option<&str>) -> Result<String> {
         let mut err = std::io::stderr();
         match default {
@@ -229,9 +258,16 @@ pub struct Plan {
 /// A missing required value (without a terminal), or an invalid one, naming its flag.
 pub fn plan(args: &InitArgs, ask: &mut dyn Ask) -> Result<Plan> {
     let defaults = Timing::default();
+    let name_ok = |n: &str| -> Result<String> {
+        let n = n.trim();
+        if n.is_empty() || n.len() > 64 {
+            bail!("--cluster-name: must be 1 to 64 characters");
+        }
+        Ok(n.to_string())
+    };
     let cluster_name = match &args.cluster_name {
-        Some(n) => n.clone(),
-        None => ask.ask("--cluster-name", "Cluster name", None)?,
+        Some(n) => name_ok(n)?,
+        None => ask_until(ask, "--cluster-name", "Cluster name", None, name_ok)?,
     };
     let mut config = ClusterConfig::new(cluster_name.trim());
     // Relative paths (password file, data directory) are relative to the config file.
@@ -240,9 +276,6 @@ pub fn plan(args: &InitArgs, ask: &mut dyn Ask) -> Result<Plan> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    if config.cluster_name.is_empty() {
-        bail!("--cluster-name: must not be empty");
-    }
 
     // Nodes and their addresses.
     let count = match (args.nodes, args.addresses.len()) {
@@ -251,11 +284,11 @@ pub fn plan(args: &InitArgs, ask: &mut dyn Ask) -> Result<Plan> {
         }
         (Some(n), _) => n,
         (None, a) if a > 0 => a,
-        (None, _) => parse("--nodes", &ask.ask("--nodes", "Number of nodes", None)?)?,
+        (None, _) => ask_until(ask, "--nodes", "Number of nodes", None, |a| {
+            nodes_ok(parse("--nodes", a)?)
+        })?,
     };
-    if !(1..=NODES_MAX).contains(&count) {
-        bail!("--nodes: {count} is outside 1..={NODES_MAX}");
-    }
+    let count = nodes_ok(count)?;
     if !args.client_addresses.is_empty() && args.client_addresses.len() != count {
         bail!(
             "--client-addresses: {} addresses for {count} nodes",
@@ -265,9 +298,16 @@ pub fn plan(args: &InitArgs, ask: &mut dyn Ask) -> Result<Plan> {
     let raft_addrs: Vec<String> = if args.addresses.is_empty() {
         let base = match args.base_port {
             Some(p) => p,
-            None => parse(
+            None => ask_until(
+                ask,
                 "--base-port",
-                &ask.ask("--base-port", "Raft port of node1", Some("7001"))?,
+                "Raft port of node1",
+                Some("7001"),
+                |a| {
+                    let base: u16 = parse("--base-port", a)?;
+                    port_plus(base, count - 1, "--base-port")?;
+                    Ok(base)
+                },
             )?,
         };
         (0..count)
@@ -316,13 +356,12 @@ pub fn plan(args: &InitArgs, ask: &mut dyn Ask) -> Result<Plan> {
     } else if args.no_encrypt {
         false
     } else {
-        yes_no(
+        ask_until(
+            ask,
             "--encrypt",
-            &ask.ask(
-                "--encrypt",
-                "Encrypt traffic between nodes with a password? (yes/no)",
-                Some("no"),
-            )?,
+            "Encrypt traffic between nodes with a password? (yes/no)",
+            Some("no"),
+            |a| yes_no("--encrypt", a),
         )?
     };
     let mut password_file = None;
@@ -338,18 +377,25 @@ pub fn plan(args: &InitArgs, ask: &mut dyn Ask) -> Result<Plan> {
     } else if args.ephemeral {
         false
     } else {
-        yes_no(
+        ask_until(
+            ask,
             "--persistent",
-            &ask.ask(
-                "--persistent",
-                "Keep each node's log on disk (persistent storage)? (yes/no)",
-                Some("no"),
-            )?,
+            "Keep each node's log on disk (persistent storage)? (yes/no)",
+            Some("no"),
+            |a| yes_no("--persistent", a),
         )?
     };
     config.storage.persistent = persistent;
     if let Some(dir) = &args.data_dir {
         config.storage.dir = dir.clone();
+    } else if persistent {
+        let default = config.storage.dir.display().to_string();
+        let dir = ask.ask(
+            "--data-dir",
+            "Directory for the logs (one sub-directory per node)",
+            Some(&default),
+        )?;
+        config.storage.dir = PathBuf::from(dir);
     }
     if let Some(n) = args.snapshot_after_entries {
         config.storage.snapshot_after_entries = n;
@@ -362,13 +408,18 @@ pub fn plan(args: &InitArgs, ask: &mut dyn Ask) -> Result<Plan> {
     let t = &mut config.timing;
     t.join_attempts = match args.join_attempts {
         Some(n) => n,
-        None => parse(
+        None => ask_until(
+            ask,
             "--join-attempts",
-            &ask.ask(
-                "--join-attempts",
-                "Join retry attempts (each lasts 5 s)",
-                Some(&defaults.join_attempts.to_string()),
-            )?,
+            "Join retry attempts (each lasts 5 s)",
+            Some(&defaults.join_attempts.to_string()),
+            |a| {
+                let n: u32 = parse("--join-attempts", a)?;
+                if !(1..=100).contains(&n) {
+                    bail!("--join-attempts: {n} is outside 1..=100");
+                }
+                Ok(n)
+            },
         )?,
     };
     t.join_attempt_interval_ms = args
@@ -405,6 +456,13 @@ fn flag_of(field: &str) -> String {
         "encryption" | "password" => "--password-env/--password-file".to_string(),
         f => format!("--{}", f.replace('_', "-")),
     }
+}
+
+fn nodes_ok(n: usize) -> Result<usize> {
+    if !(1..=NODES_MAX).contains(&n) {
+        bail!("--nodes: {n} is outside 1..={NODES_MAX}");
+    }
+    Ok(n)
 }
 
 fn port_plus(base: u16, i: usize, flag: &str) -> Result<u16> {
@@ -448,12 +506,20 @@ fn choose_password_source(
         config.encryption.password_env = Some(env_var);
         return Ok(None);
     }
-    let source = ask.ask(
+    let source = ask_until(
+        ask,
         "--password-env",
         "Where do nodes read the password from? env (a variable), file, or config (stored in the file)",
         Some("env"),
+        |a| {
+            let a = a.trim().to_ascii_lowercase();
+            match a.as_str() {
+                "env" | "file" | "config" => Ok(a),
+                other => bail!("--password-env/--password-file: answer env, file or config, not {other:?}"),
+            }
+        },
     )?;
-    match source.trim().to_ascii_lowercase().as_str() {
+    match source.as_str() {
         "env" => {
             let var = ask.ask("--password-env", "Environment variable", Some(&env_var))?;
             if std::env::var(&var).is_err() {
@@ -485,13 +551,23 @@ fn choose_password_source(
 }
 
 fn new_password(ask: &mut dyn Ask) -> Result<String> {
-    let password = ask.ask_secret("--password-file", "New cluster password")?;
-    check_password(&password).map_err(|r| anyhow::anyhow!("password: {r}"))?;
-    let again = ask.ask_secret("--password-file", "Repeat the password")?;
-    if again != password {
-        bail!("password: the two passwords differ");
+    loop {
+        let attempt = (|| {
+            let password = ask.ask_secret("--password-file", "New cluster password")?;
+            check_password(&password).map_err(|r| anyhow::anyhow!("password: {r}"))?;
+            let again = ask.ask_secret("--password-file", "Repeat the password")?;
+            if again != password {
+                bail!("password: the two passwords differ");
+            }
+            Ok(password)
+        })();
+        match attempt {
+            Err(e) if ask.retries() && e.to_string().starts_with("password:") => {
+                eprintln!("{e:#}; try again");
+            }
+            other => return other,
+        }
     }
-    Ok(password)
 }
 
 /// A summary of the config for humans: nodes, security, storage, the join retry time.
@@ -604,6 +680,56 @@ mod tests {
     /// Answers from a script, in order; records the flags asked about.
     struct Scripted(Vec<&'static str>, Vec<String>);
 
+    /// Like `Scripted`, but a person: wrong answers are asked again.
+    struct Person(Scripted);
+
+    impl Ask for Person {
+        fn ask(&mut self, flag: &str, q: &str, default: Option<&str>) -> Result<String> {
+            self.0.ask(flag, q, default)
+        }
+        fn ask_secret(&mut self, flag: &str, q: &str) -> Result<String> {
+            self.0.ask_secret(flag, q)
+        }
+        fn retries(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn a_person_is_asked_again_after_a_wrong_answer() {
+        let script = vec![
+            "",
+            "My first cluster",
+            "zero",
+            "0",
+            "3",
+            "",
+            "maybe",
+            "yes",
+            "vault",
+            "config",
+            "short",
+            "long enough",
+            "long enough!",
+            "long enough",
+            "long enough",
+            "no",
+            "500",
+            "5",
+        ];
+        let mut person = Person(Scripted(script, Vec::new()));
+        let args = InitArgs {
+            host: "127.0.0.1".into(),
+            ..InitArgs::default()
+        };
+        let p = plan(&args, &mut person).unwrap();
+        assert_eq!(p.config.cluster_name, "My first cluster");
+        assert_eq!(p.config.nodes.len(), 3);
+        assert_eq!(p.config.encryption.password.as_deref(), Some("long enough"));
+        assert_eq!(p.config.timing.join_attempts, 5);
+        assert!(person.0 .0.is_empty(), "unused answers: {:?}", person.0 .0);
+    }
+
     impl Ask for Scripted {
         fn ask(&mut self, flag: &str, _q: &str, default: Option<&str>) -> Result<String> {
             self.1.push(flag.to_string());
@@ -656,7 +782,17 @@ mod tests {
     #[test]
     fn a_terminal_is_asked_for_what_is_missing() {
         let mut ask = Scripted(
-            vec!["My first cluster", "3", "", "yes", "env", "", "yes", "5"],
+            vec![
+                "My first cluster",
+                "3",
+                "",
+                "yes",
+                "env",
+                "",
+                "yes",
+                "",
+                "5",
+            ],
             Vec::new(),
         );
         let args = InitArgs {
@@ -674,6 +810,7 @@ mod tests {
                 "--password-env",
                 "--password-env",
                 "--persistent",
+                "--data-dir",
                 "--join-attempts"
             ]
         );
