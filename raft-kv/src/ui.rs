@@ -867,6 +867,27 @@ mod tests {
     }
 
     #[test]
+    fn tiny_terminals_do_not_panic() {
+        let views = vec![
+            view("node1", 1, "leader", Some((1, "node1"))),
+            view("node2", 2, "stopped", None),
+        ];
+        let lines: Vec<LogLine> = (0..5).map(|i| log_line(&format!("line {i}"))).collect();
+        let mut screen = Screen::default();
+        screen.log_scroll = 1_000;
+        for (w, h) in [(1, 1), (10, 5), (30, 8), (200, 3)] {
+            let mut terminal = Terminal::new(TestBackend::new(w, h)).unwrap();
+            terminal
+                .draw(|f| draw_node(f, &views[0], &lines, &screen))
+                .unwrap();
+            terminal
+                .draw(|f| draw_demo(f, &views, &lines, &screen))
+                .unwrap();
+            terminal.draw(|f| draw_demo(f, &[], &[], &screen)).unwrap();
+        }
+    }
+
+    #[test]
     fn log_pane_scrolls() {
         let lines: Vec<LogLine> = (0..50).map(|i| log_line(&format!("line {i:02}"))).collect();
         let mut terminal = Terminal::new(TestBackend::new(110, 24)).unwrap();
