@@ -873,8 +873,10 @@ mod tests {
             view("node2", 2, "stopped", None),
         ];
         let lines: Vec<LogLine> = (0..5).map(|i| log_line(&format!("line {i}"))).collect();
-        let mut screen = Screen::default();
-        screen.log_scroll = 1_000;
+        let screen = Screen {
+            log_scroll: 1_000,
+            ..Screen::default()
+        };
         for (w, h) in [(1, 1), (10, 5), (30, 8), (200, 3)] {
             let mut terminal = Terminal::new(TestBackend::new(w, h)).unwrap();
             terminal
