@@ -28,7 +28,12 @@ const EXIT_ERROR: u8 = 2;
 /// A replicated key/value store on Raft: run a cluster, watch it elect, replicate,
 /// fail over and recover.
 #[derive(Parser, Debug)]
-#[command(name = "raft-kv", version, about)]
+#[command(
+    name = "raft-kv",
+    version,
+    after_help = "Exit codes: 0 success, 1 key not found (get), 2 any error.\n\
+                  First look: raft-kv demo. Your own cluster: raft-kv init, then raft-kv node."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
