@@ -26,6 +26,9 @@ pub struct DemoOptions {
     pub data_dir: Option<std::path::PathBuf>,
     /// The longest any step may take.
     pub step_timeout: Duration,
+    /// Raft port of node1 (node N gets base + N - 1; client ports are 100 higher).
+    /// `None`: free ports picked at random.
+    pub base_port: Option<u16>,
 }
 
 impl Default for DemoOptions {
@@ -35,6 +38,7 @@ impl Default for DemoOptions {
             password: None,
             data_dir: None,
             step_timeout: Duration::from_secs(20),
+            base_port: None,
         }
     }
 }
@@ -44,10 +48,22 @@ impl Default for DemoOptions {
 /// # Errors
 /// No free ports.
 pub fn demo_config(options: &DemoOptions) -> Result<ClusterConfig> {
-    let ports = free_ports(options.nodes * 2).context("cannot find free loopback ports")?;
+    let n = options.nodes;
+    let ports: Vec<u16> = match options.base_port {
+        Some(base) => (0..n)
+            .map(|i| u16::try_from(i).ok().and_then(|i| base.checked_add(i)))
+            .chain((0..n).map(|i| {
+                u16::try_from(i + 100)
+                    .ok()
+                    .and_then(|i| base.checked_add(i))
+            }))
+            .collect::<Option<_>>()
+            .context("--base-port: the demo's ports would pass 65535")?,
+        None => free_ports(n * 2).context("cannot find free loopback ports")?,
+    };
     let mut config = ClusterConfig::new("raft-kv demo");
-    config.nodes = (0..options.nodes)
-        .map(|i| NodeEntry::local(i as u64 + 1, ports[2 * i], ports[2 * i + 1]))
+    config.nodes = (0..n)
+        .map(|i| NodeEntry::local(i as u64 + 1, ports[i], ports[n + i]))
         .collect();
     config.timing.join_attempt_interval_ms = 1_000;
     if let Some(p) = &options.password {

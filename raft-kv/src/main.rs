@@ -144,6 +144,9 @@ struct DemoArgs {
     /// Keep the demo's logs on disk in this directory.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Raft port of node1 (node N gets base + N - 1); default: free ports at random.
+    #[arg(long)]
+    base_port: Option<u16>,
     /// Log level: error, warn, info, debug, trace (shown in the UI; on stderr with
     /// --script when --verbose).
     #[arg(long, default_value = "info", value_parser = logger::parse_level)]
@@ -448,6 +451,7 @@ fn run_demo(args: &DemoArgs) -> Result<()> {
     let options = raft_kv::demo::DemoOptions {
         password: args.password.clone(),
         data_dir: args.data_dir.clone(),
+        base_port: args.base_port,
         ..Default::default()
     };
     let ui = !args.script && std::io::stdout().is_terminal() && std::io::stdin().is_terminal();
