@@ -178,11 +178,30 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => ExitCode::from(code),
+        // The reader went away (`raft-kv status | head -1`): nothing left to say.
+        Err(e) if is_broken_pipe(&e) => ExitCode::from(EXIT_OK),
         Err(e) => {
             eprintln!("raft-kv: error: {e:#}");
             ExitCode::from(EXIT_ERROR)
         }
     }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Writes to stdout, returning errors (a closed pipe) instead of panicking as `print!`
+/// does.
+fn out(text: impl std::fmt::Display) -> Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    write!(stdout, "{text}")?;
+    stdout.flush()?;
+    Ok(())
 }
 
 fn run(cli: Cli) -> Result<u8> {
@@ -203,7 +222,7 @@ fn run(cli: Cli) -> Result<u8> {
         },
         Command::Get { key, stale, target } => match call(&target, &Request::Get { key, stale })? {
             Response::Value(Some(v)) => {
-                println!("{v}");
+                out(format_args!("{v}\n"))?;
                 Ok(EXIT_OK)
             }
             Response::Value(None) => Ok(EXIT_NOT_FOUND),
@@ -213,9 +232,9 @@ fn run(cli: Cli) -> Result<u8> {
             let entries_max = entries.unwrap_or(0);
             match call(&target, &Request::Status { entries_max })? {
                 Response::Status(view) => {
-                    print!("{}", status_text(&view));
+                    out(status_text(&view))?;
                     if entries.is_some() {
-                        print!("{}", entries_text(&view.entries));
+                        out(entries_text(&view.entries))?;
                     }
                     Ok(EXIT_OK)
                 }
@@ -231,9 +250,9 @@ fn run(cli: Cli) -> Result<u8> {
             target,
         } => {
             let (name, addr, key) = bench_target(&target)?;
-            println!(
-                "bench: {requests} puts of {value_bytes}-byte values from {clients} clients via {name} ({addr})"
-            );
+            out(format_args!(
+                "bench: {requests} puts of {value_bytes}-byte values from {clients} clients via {name} ({addr})\n"
+            ))?;
             let options = raft_kv::bench::BenchOptions {
                 requests,
                 clients,
@@ -242,7 +261,7 @@ fn run(cli: Cli) -> Result<u8> {
                 key,
             };
             let report = raft_kv::bench::run(&addr, &options)?;
-            print!("{report}");
+            out(&report)?;
             Ok(if report.failed == 0 {
                 EXIT_OK
             } else {

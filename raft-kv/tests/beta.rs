@@ -743,3 +743,24 @@ fn a_node_catches_up_by_snapshot_ephemeral() {
 fn a_node_catches_up_by_snapshot_persistent() {
     catch_up_by_snapshot(true);
 }
+
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("c.toml");
+    let mut child = std::process::Command::new(BIN)
+        .args(["init", "--cluster-name", "c", "--nodes", "3", "--out"])
+        .arg(&out)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the reading end before the child writes its summary.
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(out.exists());
+}
