@@ -311,12 +311,12 @@ fn beta_06_to_14(encrypted: bool) {
         .wait_for(0, &["n1 found the cluster"], WAIT);
     assert!(found.is_some(), "node1: {:?}", c.lines("node1").all());
     let leader = c.agreed_leader(&["node1", "node2", "node3"]);
-    let st = c.status("node1").unwrap();
+    let st = c.status_now("node1");
     if leader != "node1" {
         assert_eq!(st["role"], "follower");
         assert_eq!(st["uas_running"], "false");
     }
-    assert_eq!(c.status(&leader).unwrap()["uas_running"], "true");
+    assert_eq!(c.status_now(&leader)["uas_running"], "true");
 
     // Beta Test 8: append Hello/World on the node whose UAS is running.
     c.put(&leader, "Hello", "World");
@@ -344,7 +344,7 @@ fn beta_06_to_14(encrypted: bool) {
         .unwrap();
     let o = c.cli(&["stop", "--node", follower]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let st = c.status(follower).unwrap();
+    let st = c.status_now(follower);
     assert_eq!(st["running"], "false");
     assert_eq!(st["role"], "stopped");
     assert_eq!(st["uas_running"], "false");
@@ -361,10 +361,10 @@ fn beta_06_to_14(encrypted: bool) {
     assert!(o.status.success(), "{}", stderr(&o));
     c.wait_value(follower, "Hello", "World");
     c.wait_value(follower, "while", "stopped");
-    assert_eq!(c.status(follower).unwrap()["running"], "true");
+    assert_eq!(c.status_now(follower)["running"], "true");
 
     // Beta Test 12: the leader fails (its process is killed); the others elect a new one.
-    let old_term: u64 = c.status(&leader).unwrap()["term"].parse().unwrap();
+    let old_term: u64 = c.status_now(&leader)["term"].parse().unwrap();
     c.kill(&leader);
     let rest: Vec<&str> = ["node1", "node2", "node3"]
         .into_iter()
@@ -372,7 +372,7 @@ fn beta_06_to_14(encrypted: bool) {
         .collect();
     let new_leader = c.agreed_leader(&rest);
     assert_ne!(new_leader, leader);
-    let new_term: u64 = c.status(&new_leader).unwrap()["term"].parse().unwrap();
+    let new_term: u64 = c.status_now(&new_leader)["term"].parse().unwrap();
     assert!(new_term > old_term, "term {new_term} after {old_term}");
     c.put(rest[0], "after", "failover");
 
@@ -403,7 +403,7 @@ fn beta_06_to_14(encrypted: bool) {
         lines.wait_for(from, &["DEBUG"], WAIT).is_some(),
         "no debug line after switching to debug"
     );
-    assert_eq!(c.status(&new_leader).unwrap()["log_level"], "debug");
+    assert_eq!(c.status_now(&new_leader)["log_level"], "debug");
     let from = lines.len();
     let o = c.cli(&["log-level", "trace", "--node", &new_leader]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -485,7 +485,7 @@ fn beta_15(encrypted: bool, in_place: bool) {
             let e = c.entries(n)?;
             (e == before).then_some(())
         });
-        let st = c.status(n).unwrap();
+        let st = c.status_now(n);
         assert_eq!(st["persistent"], "true");
     }
     // And the cluster goes on from there.
@@ -612,14 +612,16 @@ fn a_lonely_node_gives_up_after_the_retry_time_and_joins_later() {
         c.lines("node1")
             .wait_for(0, &["did not find the cluster after 2 attempts"], WAIT);
     assert!(gave_up.is_some(), "{:?}", c.lines("node1").all());
-    assert_eq!(
-        c.status("node1").unwrap()["cluster_state"],
-        "not found (still listening)"
-    );
+    // The log line comes just before the state changes: wait for the state.
+    wait_until("node1 reports the cluster not found", WAIT, || {
+        (c.status("node1")?["cluster_state"] == "not found (still listening)").then_some(())
+    });
     c.start("node2");
     c.start("node3");
     c.agreed_leader(&["node1", "node2", "node3"]);
-    assert_eq!(c.status("node1").unwrap()["cluster_state"], "found");
+    wait_until("node1 reports the cluster found", WAIT, || {
+        (c.status("node1")?["cluster_state"] == "found").then_some(())
+    });
 }
 
 #[test]

@@ -274,7 +274,7 @@ impl Cluster {
 
     /// `raft-kv status` of node `name` as key/value pairs; `None` if it does not answer.
     pub fn status(&self, name: &str) -> Option<BTreeMap<String, String>> {
-        let out = self.cli(&["status", "--node", name, "--timeout-ms", "2000"]);
+        let out = self.cli(&["status", "--node", name, "--timeout-ms", "5000"]);
         if !out.status.success() {
             return None;
         }
@@ -285,6 +285,13 @@ impl Cluster {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         )
+    }
+
+    /// `raft-kv status` of node `name`, waiting until it answers.
+    pub fn status_now(&self, name: &str) -> BTreeMap<String, String> {
+        wait_until(&format!("{name} answers a status request"), WAIT, || {
+            self.status(name)
+        })
     }
 
     /// Waits until every node in `names` runs and they agree on one leader; returns it.
