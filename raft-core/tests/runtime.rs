@@ -332,3 +332,91 @@ fn stop_is_idempotent_and_fails_new_work() {
     assert!(matches!(nodes[0].propose(vec![1]), Err(NodeError::Stopped)));
     assert!(!nodes[0].status().running);
 }
+
+/// A log whose syncs can be made to stall, as a slow disk or a paused process would.
+struct StallingLog {
+    inner: MemLog,
+    stall: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Log for StallingLog {
+    fn hard_state(&self) -> raft_core::HardState {
+        self.inner.hard_state()
+    }
+    fn set_hard_state(&mut self, hs: raft_core::HardState) -> Result<(), raft_core::StorageError> {
+        self.inner.set_hard_state(hs)
+    }
+    fn snapshot_meta(&self) -> raft_core::SnapshotMeta {
+        self.inner.snapshot_meta()
+    }
+    fn first_index(&self) -> u64 {
+        self.inner.first_index()
+    }
+    fn last_index(&self) -> u64 {
+        self.inner.last_index()
+    }
+    fn term(&self, index: u64) -> Result<u64, raft_core::StorageError> {
+        self.inner.term(index)
+    }
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max: u64,
+    ) -> Result<Vec<raft_core::Entry>, raft_core::StorageError> {
+        self.inner.entries(low, high, max)
+    }
+    fn append(&mut self, entries: &[raft_core::Entry]) -> Result<(), raft_core::StorageError> {
+        self.inner.append(entries)
+    }
+    fn sync(&mut self) -> Result<(), raft_core::StorageError> {
+        let ms = self.stall.swap(0, std::sync::atomic::Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(ms));
+        Ok(())
+    }
+    fn compact(&mut self, meta: raft_core::SnapshotMeta) -> Result<(), raft_core::StorageError> {
+        self.inner.compact(meta)
+    }
+    fn snapshot(&self) -> Result<Option<raft_core::Snapshot>, raft_core::StorageError> {
+        self.inner.snapshot()
+    }
+    fn save_snapshot(&mut self, s: &raft_core::Snapshot) -> Result<(), raft_core::StorageError> {
+        self.inner.save_snapshot(s)
+    }
+}
+
+/// Lease safety needs the protocol's clock to follow real time: ticks missed while the
+/// WaitLoop was blocked (a 400 ms sync here) are caught up, not skipped.
+#[test]
+fn ticks_missed_during_a_stall_are_caught_up() {
+    let net = ChannelNetwork::new();
+    let stall = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let node: Node<Kv> = Node::builder(NodeConfig::new(1, [1]))
+        .log(StallingLog {
+            inner: MemLog::new(),
+            stall: stall.clone(),
+        })
+        .transport(net.transport(1))
+        .state_machine(Kv::new())
+        .start()
+        .unwrap();
+    node.put_with_retry("a".into(), "b".into(), T).unwrap();
+    let tick_ms = node.config().tick_interval_ms;
+    let (ticks0, t0) = (node.status().ticks, Instant::now());
+    stall.store(400, std::sync::atomic::Ordering::SeqCst);
+    node.put_with_retry("c".into(), "d".into(), T).unwrap();
+    // Status is published once per tick, so it may lag a tick or two; skipping the
+    // missed ticks would leave it ~40 behind for good.
+    let lag =
+        |ticks: u64| (t0.elapsed().as_millis() as u64 / tick_ms).saturating_sub(ticks - ticks0);
+    let mut best = u64::MAX;
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(tick_ms));
+        best = best.min(lag(node.status().ticks));
+    }
+    assert!(
+        best <= 15,
+        "the protocol's clock lags real time by {best} ticks"
+    );
+    node.stop();
+}

@@ -76,6 +76,8 @@ pub struct NodeStatus {
     pub cluster: ClusterState,
     /// Whether the node is running.
     pub running: bool,
+    /// Protocol ticks since start: follows real time, missed ticks included.
+    pub ticks: u64,
     /// Counters.
     pub counters: NodeCounters,
 }
@@ -95,6 +97,7 @@ impl NodeStatus {
             peers: Vec::new(),
             cluster: ClusterState::Searching { attempt: 1 },
             running: true,
+            ticks: 0,
             counters: NodeCounters::default(),
         }
     }

@@ -119,12 +119,16 @@ impl<S: StateMachine> WaitLoop<S> {
             }
             let now = Instant::now();
             if now >= next_tick {
-                self.raft.tick();
-                next_tick += tick;
-                if next_tick < now {
-                    // We fell behind (a long sync or a paused process): do not burst ticks.
-                    next_tick = now + tick;
+                // Catch up every tick that passed (a long sync, a paused process): the
+                // protocol's sense of time must not lag real time, or a leader would
+                // believe in a lease that has run out. Past a few election timeouts more
+                // ticks change nothing, so the catch-up is bounded.
+                let missed = 1 + (now - next_tick).as_nanos() / tick.as_nanos().max(1);
+                let cap = 4 * u128::from(self.config.protocol.election_timeout_ticks);
+                for _ in 0..missed.min(cap) {
+                    self.raft.tick();
                 }
+                next_tick += tick * u32::try_from(missed).unwrap_or(u32::MAX);
                 self.on_tick(now);
             }
             if let Err(e) = self.handle_readies() {
@@ -478,6 +482,7 @@ impl<S: StateMachine> WaitLoop<S> {
         status.commit_index = st.commit_index;
         status.applied_index = applied;
         status.last_index = st.last_index;
+        status.ticks = st.ticks;
         status.first_index = self.raft.log().first_index();
         status.snapshot_index = self.snapshot_index;
         status.peers = st

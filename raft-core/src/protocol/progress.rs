@@ -171,6 +171,11 @@ impl Progress {
         }
     }
 
+    /// Entry bytes in flight.
+    pub(crate) fn inflight_bytes(&self) -> u64 {
+        self.inflight_bytes
+    }
+
     /// Number of appends in flight.
     pub(crate) fn inflight_messages(&self) -> usize {
         self.inflight.len()

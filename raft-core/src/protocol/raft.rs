@@ -128,6 +128,8 @@ pub struct Status {
     pub peers: Vec<PeerStatus>,
     /// Event counters.
     pub counters: ProtocolCounters,
+    /// Logical time: ticks since this instance started.
+    pub ticks: u64,
 }
 
 /// The Raft protocol for one node.
@@ -405,6 +407,7 @@ impl<L: Log> Raft<L> {
                 })
                 .collect(),
             counters: self.counters,
+            ticks: self.now_ticks,
         }
     }
 
@@ -1390,11 +1393,18 @@ impl<L: Log> Raft<L> {
             self.start_snapshot_transfer(to, prev_index);
             return;
         };
+        // In replicate state the batch must also fit what is left of the byte window, so
+        // the bytes in flight never pass `inflight_bytes_max`.
+        let budget = match pr.state {
+            ProgressState::Replicate => self
+                .config
+                .append_bytes_max
+                .min(bytes_max.saturating_sub(pr.inflight_bytes())),
+            ProgressState::Probe | ProgressState::Snapshot => self.config.append_bytes_max,
+        };
+        let window_in_use = pr.inflight_messages() > 0;
         let entries = if next <= last {
-            match self
-                .log
-                .entries(next, last + 1, self.config.append_bytes_max)
-            {
+            match self.log.entries(next, last + 1, budget) {
                 Ok(entries) => entries,
                 Err(e) => {
                     log::error!(
@@ -1411,6 +1421,9 @@ impl<L: Log> Raft<L> {
             return;
         }
         let bytes: u64 = entries.iter().map(Entry::size_bytes).sum();
+        if bytes > budget && window_in_use {
+            return; // the next entry does not fit the window: wait for acknowledgements
+        }
         let last_sent = prev_index + entries.len() as u64;
         self.progress
             .get_mut(&to)
@@ -1469,7 +1482,10 @@ impl<L: Log> Raft<L> {
     /// Sends snapshot chunks to `to` while the in-flight byte window allows (at least one
     /// chunk per call, so a resend always goes out).
     fn send_snapshot_chunks(&mut self, to: NodeId) {
-        let chunk_max = self.config.snapshot_chunk_bytes;
+        let chunk_max = self
+            .config
+            .snapshot_chunk_bytes
+            .min(self.config.append_bytes_max);
         let window = self.config.inflight_bytes_max;
         let mut chunks = Vec::new();
         if let Some(o) = self.progress.get_mut(&to).and_then(|p| p.outgoing.as_mut()) {
