@@ -1,0 +1,494 @@
+//! The `raft-kv` binary: see the crate docs (`raft_kv`) and `raft-kv --help`.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use log::LevelFilter;
+
+use raft_kv::auth::ClientKey;
+use raft_kv::client::{entries_text, Client, ErrorKind, Request, Response};
+use raft_kv::cluster::{HostView, NodeHost};
+use raft_kv::config::ClusterConfig;
+use raft_kv::init::InitArgs;
+use raft_kv::logger::{self, Sinks};
+use raft_kv::server::ClientServer;
+
+/// Exit code: success.
+const EXIT_OK: u8 = 0;
+/// Exit code: `get` found no such key.
+const EXIT_NOT_FOUND: u8 = 1;
+/// Exit code: any error.
+const EXIT_ERROR: u8 = 2;
+
+/// A replicated key/value store on Raft: run a cluster, watch it elect, replicate,
+/// fail over and recover.
+#[derive(Parser, Debug)]
+#[command(
+    name = "raft-kv",
+    version,
+    after_help = "Exit codes: 0 success, 1 key not found (get), 2 any error.\n\
+                  First look: raft-kv demo. Your own cluster: raft-kv init, then raft-kv node."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Write a cluster config file (asks on a terminal for what flags leave out).
+    Init(Box<InitArgs>),
+    /// Run one node of a configured cluster.
+    Node(NodeArgs),
+    /// Run a local 3-node cluster in one terminal (or a scripted tour without one).
+    Demo(DemoArgs),
+    /// Set KEY to VALUE.
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Print KEY's value (exit code 1 if there is none).
+    Get {
+        /// The key.
+        key: String,
+        /// Read the node's own copy without asking the leader (may be stale).
+        #[arg(long)]
+        stale: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Remove KEY.
+    Del {
+        /// The key.
+        key: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Print a node's role, term, leader and indexes (and with --entries its log).
+    Status {
+        /// Also print the last N committed entries.
+        #[arg(long, value_name = "N")]
+        entries: Option<u32>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Stop a node in place (its process keeps running; `raft-kv start` resumes it).
+    Stop {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Start a node stopped with `raft-kv stop`.
+    Start {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Measure committed writes per second and their latency through the client port.
+    Bench {
+        /// Writes in total.
+        #[arg(long, default_value_t = 2_000)]
+        requests: usize,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Bytes per value.
+        #[arg(long, default_value_t = 16)]
+        value_bytes: usize,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Change a node's log level live (error, warn, info, debug, trace).
+    LogLevel {
+        /// The level.
+        level: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Args, Debug)]
+struct NodeArgs {
+    /// The cluster config file.
+    #[arg(long, short, env = "RAFT_KV_CONFIG", default_value = "raft-kv.toml")]
+    config: PathBuf,
+    /// Which node to run: its name (node1) or id (1). Asked for on a terminal if left out.
+    #[arg(long)]
+    id: Option<String>,
+    /// No terminal UI: plain logs on stderr (also the default without a terminal).
+    #[arg(long)]
+    headless: bool,
+    /// Log level to start with: error, warn, info, debug, trace.
+    #[arg(long, default_value = "info", value_parser = logger::parse_level)]
+    log_level: LevelFilter,
+    /// Also append the log to this file.
+    #[arg(long)]
+    log_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct DemoArgs {
+    /// Run the scripted tour and exit (the default without a terminal).
+    #[arg(long)]
+    script: bool,
+    /// Encrypt the demo cluster's traffic with this password.
+    #[arg(long)]
+    password: Option<String>,
+    /// Keep the demo's logs on disk in this directory.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Raft port of node1 (node N gets base + N - 1); default: free ports at random.
+    #[arg(long)]
+    base_port: Option<u16>,
+    /// Log level: error, warn, info, debug, trace (shown in the UI; on stderr with
+    /// --script when --verbose).
+    #[arg(long, default_value = "info", value_parser = logger::parse_level)]
+    log_level: LevelFilter,
+    /// With --script, also print the cluster's log on stderr.
+    #[arg(long)]
+    verbose: bool,
+}
+
+/// Which node a client command talks to.
+#[derive(Args, Debug)]
+struct Target {
+    /// The cluster config file (to find the nodes' client addresses).
+    #[arg(long, short, env = "RAFT_KV_CONFIG", default_value = "raft-kv.toml")]
+    config: PathBuf,
+    /// Talk to this node (name or id); default: the first that answers.
+    #[arg(long)]
+    node: Option<String>,
+    /// Talk to this client address (host:port) instead of the config's nodes (the config,
+    /// if it exists, still gives the cluster password).
+    #[arg(long, conflicts_with_all = ["node"])]
+    addr: Option<String>,
+    /// How long to wait for an answer, in ms.
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        // The reader went away (`raft-kv status | head -1`): nothing left to say.
+        Err(e) if is_broken_pipe(&e) => ExitCode::from(EXIT_OK),
+        Err(e) => {
+            eprintln!("raft-kv: error: {e:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Writes to stdout, returning errors (a closed pipe) instead of panicking as `print!`
+/// does.
+fn out(text: impl std::fmt::Display) -> Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    write!(stdout, "{text}")?;
+    stdout.flush()?;
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<u8> {
+    match cli.command {
+        Command::Init(args) => {
+            raft_kv::init::run(&args, &mut std::io::stdout())?;
+            Ok(EXIT_OK)
+        }
+        Command::Node(args) => run_node(&args).map(|()| EXIT_OK),
+        Command::Demo(args) => run_demo(&args).map(|()| EXIT_OK),
+        Command::Put { key, value, target } => match call(&target, &Request::Put { key, value })? {
+            Response::Written { .. } => Ok(EXIT_OK),
+            other => unexpected(other),
+        },
+        Command::Del { key, target } => match call(&target, &Request::Delete { key })? {
+            Response::Written { .. } => Ok(EXIT_OK),
+            other => unexpected(other),
+        },
+        Command::Get { key, stale, target } => match call(&target, &Request::Get { key, stale })? {
+            Response::Value(Some(v)) => {
+                out(format_args!("{v}\n"))?;
+                Ok(EXIT_OK)
+            }
+            Response::Value(None) => Ok(EXIT_NOT_FOUND),
+            other => unexpected(other),
+        },
+        Command::Status { entries, target } => {
+            let entries_max = entries.unwrap_or(0);
+            match call(&target, &Request::Status { entries_max })? {
+                Response::Status(view) => {
+                    out(status_text(&view))?;
+                    if entries.is_some() {
+                        out(entries_text(&view.entries))?;
+                    }
+                    Ok(EXIT_OK)
+                }
+                other => unexpected(other),
+            }
+        }
+        Command::Stop { target } => done(call(&target, &Request::Stop)?),
+        Command::Start { target } => done(call(&target, &Request::Start)?),
+        Command::Bench {
+            requests,
+            clients,
+            value_bytes,
+            target,
+        } => {
+            let (name, addr, key) = bench_target(&target)?;
+            out(format_args!(
+                "bench: {requests} puts of {value_bytes}-byte values from {clients} clients via {name} ({addr})\n"
+            ))?;
+            let options = raft_kv::bench::BenchOptions {
+                requests,
+                clients,
+                value_bytes,
+                timeout: Duration::from_millis(target.timeout_ms),
+                key,
+            };
+            let report = raft_kv::bench::run(&addr, &options)?;
+            out(&report)?;
+            Ok(if report.failed == 0 {
+                EXIT_OK
+            } else {
+                EXIT_ERROR
+            })
+        }
+        Command::LogLevel { level, target } => {
+            logger::parse_level(&level).map_err(anyhow::Error::msg)?;
+            done(call(&target, &Request::SetLogLevel { level })?)
+        }
+    }
+}
+
+fn done(r: Response) -> Result<u8> {
+    match r {
+        Response::Done => Ok(EXIT_OK),
+        other => unexpected(other),
+    }
+}
+
+fn unexpected(r: Response) -> Result<u8> {
+    match r {
+        Response::Error { kind, message } => bail!("{message} ({kind:?})"),
+        other => bail!("unexpected answer from the node: {other:?}"),
+    }
+}
+
+/// `key: value` lines a script can grep.
+fn status_text(v: &HostView) -> String {
+    let mut s = format!(
+        "node: {}\nid: {}\ncluster: {}\nrunning: {}\nrole: {}\nterm: {}\nleader: {}\nuas_running: {}\ncommit: {}\napplied: {}\nlast_index: {}\ncluster_state: {}\nentries: {}\nencrypted: {}\npersistent: {}\nlog_level: {}\n",
+        v.name,
+        v.id,
+        v.cluster_name,
+        v.running,
+        v.role,
+        v.term,
+        v.leader_text(),
+        v.is_leader,
+        v.commit_index,
+        v.applied_index,
+        v.last_index,
+        v.cluster,
+        v.entries_total,
+        v.encrypted,
+        v.persistent,
+        v.log_level,
+    );
+    for p in &v.peers {
+        s += &format!("peer: {} match {} lag {}\n", p.name, p.match_index, p.lag);
+    }
+    if let Some(e) = &v.last_error {
+        s += &format!("last_error: {e}\n");
+    }
+    s
+}
+
+/// A node's name and client address.
+type NamedAddr = (String, String);
+
+/// The nodes a client command may talk to, and the key to prove the cluster password
+/// with if the cluster is encrypted.
+fn targets(target: &Target) -> Result<(Vec<NamedAddr>, Option<ClientKey>)> {
+    // With --addr the config is optional: it is read only for the password, if present.
+    let config = match (&target.addr, target.config.exists()) {
+        (Some(_), false) => None,
+        _ => Some(load_config(&target.config)?),
+    };
+    let key = match &config {
+        Some(c) => c
+            .client_key_from_source()
+            .context("the cluster is encrypted; the client needs its password")?,
+        None => None,
+    };
+    let addrs = match (&target.addr, &config) {
+        (Some(addr), _) => vec![(addr.clone(), addr.clone())],
+        (None, None) => bail!("no --addr and no config"),
+        (None, Some(config)) => match &target.node {
+            Some(n) => {
+                let node = config.node(n)?;
+                vec![(node.name.clone(), node.client_addr.clone())]
+            }
+            None => config
+                .nodes
+                .iter()
+                .map(|n| (n.name.clone(), n.client_addr.clone()))
+                .collect(),
+        },
+    };
+    Ok((addrs, key))
+}
+
+/// Sends `request` to the target node, or to each configured node in turn until one
+/// answers (followers forward writes; a stopped node's answer is skipped).
+fn call(target: &Target, request: &Request) -> Result<Response> {
+    let timeout = Duration::from_millis(target.timeout_ms);
+    let (addrs, key) = targets(target)?;
+    let single = addrs.len() == 1;
+    let mut failures = Vec::new();
+    for (name, addr) in &addrs {
+        let answer = Client::connect(addr, timeout, key.as_ref()).and_then(|mut c| c.call(request));
+        match answer {
+            Ok(Response::Error {
+                kind: ErrorKind::Stopped | ErrorKind::Busy,
+                message,
+            }) if !single => failures.push(format!("{name}: {message}")),
+            Ok(r) => return Ok(r),
+            // A wrong password is the same on every node: say so at once.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                bail!("{name} at {addr}: {e}")
+            }
+            Err(e) => failures.push(format!("{name} at {addr}: {e}")),
+        }
+    }
+    bail!("no node answered: {}", failures.join("; "))
+}
+
+/// The node a bench talks to: the one asked for, or the leader (writes to a follower
+/// pay one more hop).
+fn bench_target(target: &Target) -> Result<(String, String, Option<ClientKey>)> {
+    let (addrs, key) = targets(target)?;
+    if addrs.len() == 1 {
+        let (name, addr) = addrs.into_iter().next().expect("one address");
+        return Ok((name, addr, key));
+    }
+    let timeout = Duration::from_millis(target.timeout_ms);
+    let mut answering = None;
+    for (name, addr) in addrs {
+        let status = Client::connect(&addr, timeout, key.as_ref())
+            .and_then(|mut c| c.call(&Request::Status { entries_max: 0 }));
+        if let Ok(Response::Status(view)) = status {
+            if view.is_leader {
+                return Ok((format!("{name} (leader)"), addr, key));
+            }
+            if view.running && answering.is_none() {
+                answering = Some((name, addr));
+            }
+        }
+    }
+    let (name, addr) = answering.context("no node answered")?;
+    Ok((name, addr, key))
+}
+
+fn load_config(path: &Path) -> Result<ClusterConfig> {
+    ClusterConfig::load(path).with_context(|| {
+        format!(
+            "cannot load the cluster config {} (create one with `raft-kv init`)",
+            path.display()
+        )
+    })
+}
+
+fn run_node(args: &NodeArgs) -> Result<()> {
+    let config = load_config(&args.config)?;
+    let ui = !args.headless && std::io::stdout().is_terminal() && std::io::stdin().is_terminal();
+    let id = match &args.id {
+        Some(id) => id.clone(),
+        None => choose_node(&config, ui)?,
+    };
+    let host = Arc::new(NodeHost::new(&config, &id)?);
+    let file = match &args.log_file {
+        Some(p) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("cannot open the log file {}", p.display()))?,
+        ),
+        None => None,
+    };
+    logger::install(args.log_level, Sinks { stderr: !ui, file });
+    let _server = ClientServer::start(&host.entry().client_addr, host.clone())?;
+    if ui {
+        return raft_kv::ui::run_node_ui(host);
+    }
+    host.start()?;
+    log::info!(
+        "{} running headless; raft-kv status --config {} --node {} shows its state",
+        host.entry().name,
+        args.config.display(),
+        host.entry().name
+    );
+    // Headless: run until killed. The client port can stop and start the node.
+    loop {
+        std::thread::park();
+    }
+}
+
+/// Asks which node to run (the original's node drop-down), or says `--id` is missing.
+fn choose_node(config: &ClusterConfig, can_ask: bool) -> Result<String> {
+    use raft_kv::init::Ask;
+    let names: Vec<&str> = config.nodes.iter().map(|n| n.name.as_str()).collect();
+    if !can_ask {
+        bail!("missing --id: which node to run ({})", names.join(", "));
+    }
+    for n in &config.nodes {
+        eprintln!(
+            "  {:<8} raft {:<21} client {}",
+            n.name, n.raft_addr, n.client_addr
+        );
+    }
+    raft_kv::init::Terminal.ask("--id", "Which node?", names.first().copied())
+}
+
+fn run_demo(args: &DemoArgs) -> Result<()> {
+    let options = raft_kv::demo::DemoOptions {
+        password: args.password.clone(),
+        data_dir: args.data_dir.clone(),
+        base_port: args.base_port,
+        ..Default::default()
+    };
+    let ui = !args.script && std::io::stdout().is_terminal() && std::io::stdin().is_terminal();
+    logger::install(
+        args.log_level,
+        Sinks {
+            stderr: !ui && args.verbose,
+            file: None,
+        },
+    );
+    if !ui {
+        return raft_kv::demo::run_script(&options, &mut std::io::stdout());
+    }
+    let config = raft_kv::demo::demo_config(&options)?;
+    let hosts = raft_kv::demo::start_all(&config)?;
+    raft_kv::ui::run_demo_ui(&hosts)?;
+    for h in &hosts {
+        h.stop();
+    }
+    Ok(())
+}
