@@ -319,6 +319,16 @@ impl ClusterConfig {
                 }
             }
         }
+        // Whatever the runtime would refuse at start, refuse now, in the file's terms.
+        self.node_config(self.nodes[0].id).validate().map_err(|e| {
+            ConfigError::new(
+                "timing",
+                format!(
+                    "the timeouts give the protocol an invalid {}: {} (lengthen election_timeout_ms or shorten tick_interval_ms)",
+                    e.field, e.reason
+                ),
+            )
+        })?;
         Ok(())
     }
 
@@ -646,6 +656,14 @@ mod tests {
                 "nodes[1].client_addr",
             ),
             (|c| c.nodes[0].id = 0, "nodes[0].id"),
+            // Valid by the file's own rules, but 2 ticks leave no room for lease drift.
+            (
+                |c| {
+                    c.timing.heartbeat_interval_ms = 10;
+                    c.timing.election_timeout_ms = 20;
+                },
+                "timing",
+            ),
         ];
         for (mutate, field) in cases {
             let mut c = valid();

@@ -453,6 +453,7 @@ fn flag_of(field: &str) -> String {
         "raft_addr" => "--addresses/--base-port".to_string(),
         "client_addr" => "--client-addresses/--client-base-port".to_string(),
         "dir" => "--data-dir".to_string(),
+        "timing" => "--election-timeout-ms/--heartbeat-interval-ms/--tick-interval-ms".to_string(),
         "encryption" | "password" => "--password-env/--password-file".to_string(),
         f => format!("--{}", f.replace('_', "-")),
     }
