@@ -99,6 +99,15 @@ impl Progress {
         }
     }
 
+    /// Frees the oldest in-flight append. A full window whose appends were all lost is
+    /// never freed by acknowledgements; freeing one slot lets the leader send again, and
+    /// the follower's answer (a rejection if appends are missing) resynchronizes it.
+    pub(crate) fn free_first_one(&mut self) {
+        if let Some((_, bytes)) = self.inflight.pop_front() {
+            self.inflight_bytes -= bytes;
+        }
+    }
+
     fn free_to(&mut self, index: LogIndex) {
         while let Some(&(last, bytes)) = self.inflight.front() {
             if last > index {

@@ -1066,15 +1066,26 @@ impl<L: Log> Raft<L> {
                 read_round,
                 last_index,
             } => {
+                let (messages_max, bytes_max) = (
+                    self.config.inflight_messages_max,
+                    self.config.inflight_bytes_max,
+                );
                 let pr = self.progress.get_mut(&from).expect("checked above");
                 pr.read_round_acked = pr.read_round_acked.max(read_round);
                 if pr.state == ProgressState::Probe {
                     pr.probe_sent = false;
+                } else if pr.is_paused(messages_max, bytes_max) {
+                    // Every append of a full window may have been lost: no ack will ever
+                    // free it. Free one slot so the append below can go out.
+                    pr.free_first_one();
                 }
                 let behind = pr.match_index < self.log.last_index() || last_index > pr.match_index;
                 self.release_confirmed_reads();
                 if behind {
-                    self.send_append(from, false);
+                    // Forced: with nothing new to send, an empty append still reaches a
+                    // follower whose appends were lost, and its rejection sends it back
+                    // to probe state, from where the missing entries are resent.
+                    self.send_append(from, true);
                 }
             }
             MessageBody::Append { .. } | MessageBody::Heartbeat { .. } => {
