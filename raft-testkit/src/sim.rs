@@ -228,7 +228,7 @@ impl SimConfig {
             pause: rng.gen_bool(0.6),
             transfer: rng.gen_bool(0.5),
             campaign: rng.gen_bool(0.4),
-            fault_gap_ticks: if rng.gen_bool(0.5) { (5, 30) } else { (20, 120) },
+            fault_gap_ticks: *[(1, 10), (5, 30), (20, 120)].choose(&mut rng).expect("not empty"),
             // The lease holds while clocks differ by less than the drift allowance:
             // (T - 1) / (T - drift) = 9/8 here, so keep rates within ±5% under leases.
             clock_skew_max: if r.read_mode == ReadMode::Lease { 0.05 } else { 0.2 },
@@ -1115,11 +1115,25 @@ impl Simulator {
             }
             FaultKind::Crash => {
                 let up: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.node_is_up(i)).collect();
-                if let Some(&i) = up.choose(&mut self.rng) {
+                // Crash the leader, or a node with unsynced writes (to tear its tail),
+                // more often than chance would.
+                let unsynced: Vec<usize> = up
+                    .iter()
+                    .copied()
+                    .filter(|&i| self.nodes[i].syncing.is_some())
+                    .collect();
+                let pick = self.rng.gen_range(0..10);
+                let victim = match (pick, self.leader()) {
+                    (0..=2, Some(l)) => Some(l),
+                    (3..=5, _) if !unsynced.is_empty() => unsynced.choose(&mut self.rng).copied(),
+                    _ => up.choose(&mut self.rng).copied(),
+                };
+                if let Some(i) = victim {
                     self.crash(i)?;
-                    let d = self
-                        .rng
-                        .gen_range(UNITS_PER_TICK..=self.cfg.node_down_ticks_max * UNITS_PER_TICK);
+                    // Often a quick restart, which matters for anything that relies on
+                    // a node remembering recent history (leases).
+                    let max = if self.rng.gen_bool(0.5) { 5 } else { self.cfg.node_down_ticks_max };
+                    let d = self.rng.gen_range(UNITS_PER_TICK / 4..=max * UNITS_PER_TICK);
                     self.schedule_in(d, Ev::Restart { node: i });
                 }
             }
