@@ -81,6 +81,9 @@ pub struct FaultProfile {
     pub fault_gap_ticks: (u64, u64),
     /// Largest clock-rate deviation of a node, as a fraction (0.05: ±5%).
     pub clock_skew_max: f64,
+    /// Chance that a node which just became leader is crashed within two ticks (needs
+    /// `crash`).
+    pub new_leader_crash: f64,
 }
 
 impl FaultProfile {
@@ -98,6 +101,7 @@ impl FaultProfile {
             campaign: false,
             fault_gap_ticks: (10, 50),
             clock_skew_max: 0.0,
+            new_leader_crash: 0.0,
         }
     }
 
@@ -232,6 +236,7 @@ impl SimConfig {
             // The lease holds while clocks differ by less than the drift allowance:
             // (T - 1) / (T - drift) = 9/8 here, so keep rates within ±5% under leases.
             clock_skew_max: if r.read_mode == ReadMode::Lease { 0.05 } else { 0.2 },
+            new_leader_crash: *[0.0, 0.1, 0.3].choose(&mut rng).expect("not empty"),
         };
         c.clients = rng.gen_range(2..=6);
         c.keys = rng.gen_range(1..=5);
@@ -336,6 +341,8 @@ enum Ev {
     ClientResend { client: usize, op: u64 },
     ClientArrive { node: usize, client: usize, op: u64, attempt: u32, request: u64 },
     ClientTimeout { client: usize, op: u64, attempt: u32 },
+    /// Crash a node that just became leader, if it still leads that term.
+    CrashNewLeader { node: usize, term: Term },
     EndSafety,
 }
 
@@ -769,6 +776,20 @@ impl Simulator {
                 self.on_client_timeout(client, op, attempt);
                 Ok(())
             }
+            Ev::CrashNewLeader { node, term } => {
+                let leads = self.nodes[node]
+                    .raft
+                    .as_ref()
+                    .is_some_and(|r| r.role() == Role::Leader && r.term() == term);
+                if !leads || self.phase != Phase::Safety {
+                    return Ok(());
+                }
+                self.count("crash_new_leader");
+                self.crash(node)?;
+                let d = self.rng.gen_range(UNITS_PER_TICK / 4..=5 * UNITS_PER_TICK);
+                self.schedule_in(d, Ev::Restart { node });
+                Ok(())
+            }
             Ev::EndSafety => self.start_liveness(),
         }
     }
@@ -1059,6 +1080,8 @@ impl Simulator {
         };
         checker.observe_commit(node.id, commit, term, &view, &leader_logs)?;
         let mut events = Vec::new();
+        let became_leader =
+            role == Role::Leader && node.last_role != Some((role, term));
         if node.last_role != Some((role, term)) {
             events.push(TraceEvent::Role {
                 node: node.id,
@@ -1081,6 +1104,16 @@ impl Simulator {
                 println!("{:>9.3} {e}", *now as f64 / UNITS_PER_TICK as f64);
             }
             trace.record(*now, e);
+        }
+        // New leaders are fragile: crash some of them mid-way through their first
+        // replication round (the Figure 8 situations live there).
+        if became_leader
+            && self.phase == Phase::Safety
+            && self.cfg.faults.crash
+            && self.rng.gen_bool(self.cfg.faults.new_leader_crash)
+        {
+            let d = self.rng.gen_range(0..=2 * UNITS_PER_TICK);
+            self.schedule_in(d, Ev::CrashNewLeader { node: i, term });
         }
         Ok(())
     }
@@ -1566,6 +1599,11 @@ impl Simulator {
                 Ok(())
             }
             LinResult::Illegal { key, detail } => {
+                if std::env::var("SIM_DUMP_HISTORY").is_ok() {
+                    for o in self.history.iter().filter(|o| o.input.key() == key) {
+                        eprintln!("{}", format_op(o));
+                    }
+                }
                 let ops: Vec<String> = self
                     .history
                     .iter()
