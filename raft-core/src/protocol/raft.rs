@@ -164,6 +164,10 @@ pub struct Raft<L: Log> {
     round_sent_ticks: VecDeque<u64>,
     broadcast_needed: bool,
     lead_transferee: Option<NodeId>,
+    /// Leader: a TimeoutNow went out this term. The transferee's election is honoured by
+    /// followers even inside our lease, and a delayed TimeoutNow can start it long after
+    /// the transfer was abandoned, so lease reads are off for the rest of the term.
+    timeout_now_sent: bool,
     prev_soft: SoftState,
     prev_hard: HardState,
     counters: ProtocolCounters,
@@ -224,6 +228,7 @@ impl<L: Log> Raft<L> {
             round_sent_ticks: VecDeque::new(),
             broadcast_needed: false,
             lead_transferee: None,
+            timeout_now_sent: false,
             prev_soft: soft,
             prev_hard: HardState {
                 commit: log.committed,
@@ -390,6 +395,7 @@ impl<L: Log> Raft<L> {
         self.votes.clear();
         self.progress.clear();
         self.lead_transferee = None;
+        self.timeout_now_sent = false;
         self.broadcast_needed = false;
         self.read_round_needed = false;
         self.fail_pending_reads();
@@ -671,7 +677,7 @@ impl<L: Log> Raft<L> {
         self.lead_transferee = Some(to);
         self.election_elapsed = 0;
         if self.progress[&to].match_index == self.log.last_index() {
-            self.send(to, MessageBody::TimeoutNow);
+            self.send_timeout_now(to);
         } else {
             self.send_append(to, true);
         }
@@ -1051,7 +1057,7 @@ impl<L: Log> Raft<L> {
                     if self.lead_transferee == Some(from)
                         && self.progress[&from].match_index == self.log.last_index()
                     {
-                        self.send(from, MessageBody::TimeoutNow);
+                        self.send_timeout_now(from);
                     }
                 }
                 if self.log.last_index() > self.progress[&from].match_index {
@@ -1254,6 +1260,11 @@ impl<L: Log> Raft<L> {
         self.log.term(self.log.committed) == Some(self.term)
     }
 
+    fn send_timeout_now(&mut self, to: NodeId) {
+        self.timeout_now_sent = true;
+        self.send(to, MessageBody::TimeoutNow);
+    }
+
     fn leader_read(&mut self, from: NodeId, request_id: u64) {
         if !self.committed_in_current_term() {
             // Until an entry of its term commits, a new leader does not know the
@@ -1263,7 +1274,9 @@ impl<L: Log> Raft<L> {
         }
         let index = self.log.committed;
         if self.voters.len() == 1
-            || (self.config.read_mode == ReadMode::Lease && self.lease_valid())
+            || (self.config.read_mode == ReadMode::Lease
+                && !self.timeout_now_sent
+                && self.lease_valid())
         {
             self.answer_read(from, request_id, Some(index));
             return;
