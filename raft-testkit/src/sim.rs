@@ -71,6 +71,10 @@ pub struct FaultProfile {
     pub bridge: bool,
     /// Crashes (and restarts).
     pub crash: bool,
+    /// Process restarts: a crash followed by a restart within a tick (a supervisor
+    /// restarting a killed process), which is what tests that a node does not forget
+    /// promises it made before the crash (votes, lease acknowledgements).
+    pub quick_restart: bool,
     /// Pauses.
     pub pause: bool,
     /// Leadership transfers.
@@ -96,6 +100,7 @@ impl FaultProfile {
             isolate_leader: false,
             bridge: false,
             crash: false,
+            quick_restart: false,
             pause: false,
             transfer: false,
             campaign: false,
@@ -113,6 +118,7 @@ impl FaultProfile {
             (self.isolate_leader, FaultKind::Partition(PartitionKind::IsolateLeader)),
             (self.bridge, FaultKind::Partition(PartitionKind::Bridge)),
             (self.crash, FaultKind::Crash),
+            (self.quick_restart, FaultKind::QuickRestart),
             (self.pause, FaultKind::Pause),
             (self.transfer, FaultKind::Transfer),
             (self.campaign, FaultKind::Campaign),
@@ -130,6 +136,7 @@ impl FaultProfile {
 enum FaultKind {
     Partition(PartitionKind),
     Crash,
+    QuickRestart,
     Pause,
     Transfer,
     Campaign,
@@ -229,6 +236,7 @@ impl SimConfig {
             isolate_leader: rng.gen_bool(0.6),
             bridge: rng.gen_bool(0.6),
             crash: rng.gen_bool(0.7),
+            quick_restart: rng.gen_bool(0.5),
             pause: rng.gen_bool(0.6),
             transfer: rng.gen_bool(0.5),
             campaign: rng.gen_bool(0.4),
@@ -1167,6 +1175,15 @@ impl Simulator {
                     // a node remembering recent history (leases).
                     let max = if self.rng.gen_bool(0.5) { 5 } else { self.cfg.node_down_ticks_max };
                     let d = self.rng.gen_range(UNITS_PER_TICK / 4..=max * UNITS_PER_TICK);
+                    self.schedule_in(d, Ev::Restart { node: i });
+                }
+            }
+            FaultKind::QuickRestart => {
+                let up: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.node_is_up(i)).collect();
+                if let Some(&i) = up.choose(&mut self.rng) {
+                    self.count("quick_restart");
+                    self.crash(i)?;
+                    let d = self.rng.gen_range(UNITS_PER_TICK / 10..=UNITS_PER_TICK);
                     self.schedule_in(d, Ev::Restart { node: i });
                 }
             }

@@ -143,3 +143,60 @@ fn a_lost_full_window_is_resent_after_a_heartbeat() {
         "n3 never got the lost entries back"
     );
 }
+
+/// A follower that acknowledged the leader's heartbeat counts towards the leader's
+/// lease; if it crashes and restarts at once, it has forgotten that it heard from a
+/// leader and votes for the first candidate that asks, inside the lease. A candidate
+/// that nobody else would vote for (cut off from the leader by a bridge partition) can
+/// then win and commit while the old leader still serves lease reads.
+#[test]
+fn a_restarted_follower_does_not_vote_inside_the_lease_it_granted() {
+    let mut c = Cluster::new(5, |c| {
+        c.check_quorum = true;
+        c.pre_vote = true;
+        c.read_mode = ReadMode::Lease;
+    });
+    c.node(1).campaign();
+    c.run(|_| false);
+    assert_eq!(c.node(1).role(), Role::Leader);
+    // Bridge partition: n1, n2 | n4, n5 with n3 reaching both sides.
+    let cut = |m: &Message| {
+        let side = |id| match id {
+            1 | 2 => 0,
+            4 | 5 => 1,
+            _ => 2,
+        };
+        side(m.from) != 2 && side(m.to) != 2 && side(m.from) != side(m.to)
+    };
+    // n4 and n5 stop hearing from n1; n1 keeps its lease through n2 and n3.
+    for _ in 0..12 {
+        for id in 1..=5 {
+            c.node(id).tick();
+        }
+        c.run(cut);
+    }
+    assert_eq!(c.node(1).role(), Role::Leader);
+    // n3 crashes and restarts from its (synced) log at once.
+    let disk = c.node(3).log().clone();
+    let mut cfg = c.node(3).config().clone();
+    cfg.id = 3;
+    c.nodes[2] = Raft::new(cfg, disk, 99).unwrap();
+    // n4 campaigns; n5 and the restarted n3 answer.
+    c.node(4).campaign();
+    c.run(cut);
+    if c.node(4).role() == Role::Leader {
+        c.node(4).propose(b"new".to_vec().into()).unwrap();
+        c.run(cut);
+        c.node(1).read_index(7).unwrap();
+        let reads = c.run(cut);
+        let stale = reads
+            .iter()
+            .find(|(n, rs)| *n == 1 && rs.request_id == 7 && rs.index.is_some());
+        assert!(
+            stale.is_none() || c.node(1).commit_index() >= c.node(4).commit_index(),
+            "n1 served a lease read at {stale:?} while n4 leads term {} with commit {}",
+            c.node(4).term(),
+            c.node(4).commit_index()
+        );
+    }
+}
