@@ -168,6 +168,8 @@ pub struct Raft<L: Log> {
     /// followers even inside our lease, and a delayed TimeoutNow can start it long after
     /// the transfer was abandoned, so lease reads are off for the rest of the term.
     timeout_now_sent: bool,
+    /// Started from a log that had seen a term: this is a restart, not a first boot.
+    restarted: bool,
     prev_soft: SoftState,
     prev_hard: HardState,
     counters: ProtocolCounters,
@@ -229,6 +231,7 @@ impl<L: Log> Raft<L> {
             broadcast_needed: false,
             lead_transferee: None,
             timeout_now_sent: false,
+            restarted: hard.term > 0,
             prev_soft: soft,
             prev_hard: HardState {
                 commit: log.committed,
@@ -737,8 +740,15 @@ impl<L: Log> Raft<L> {
                 MessageBody::Vote { .. } | MessageBody::PreVote { .. }
             );
             let transfer = matches!(m.body, MessageBody::Vote { transfer: true, .. });
+            // Under lease reads, a node in its first election timeout after a restart
+            // may have acknowledged a leader's heartbeat just before it crashed, and
+            // that acknowledgement may hold up the leader's lease: it must not vote
+            // yet, although it no longer knows of any leader.
+            let just_restarted = self.restarted
+                && self.config.read_mode == ReadMode::Lease
+                && self.now_ticks < u64::from(self.config.election_timeout_ticks);
             let in_lease = self.config.check_quorum
-                && self.leader.is_some()
+                && (self.leader.is_some() || just_restarted)
                 && self.election_elapsed < self.config.election_timeout_ticks;
             if is_vote_request && in_lease && !transfer {
                 log::debug!(
