@@ -171,22 +171,50 @@ pub enum Violation {
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Violation::TwoLeaders { term, first, second } => {
-                write!(f, "election safety: n{first} and n{second} both led term {term}")
+            Violation::TwoLeaders {
+                term,
+                first,
+                second,
+            } => {
+                write!(
+                    f,
+                    "election safety: n{first} and n{second} both led term {term}"
+                )
             }
-            Violation::DoubleVote { term, voter, first, second } => write!(
+            Violation::DoubleVote {
+                term,
+                voter,
+                first,
+                second,
+            } => write!(
                 f,
                 "election safety: n{voter} voted for n{first} and n{second} in term {term}"
             ),
-            Violation::LogMismatch { index, term, node, detail } => {
+            Violation::LogMismatch {
+                index,
+                term,
+                node,
+                detail,
+            } => {
                 write!(f, "log matching: n{node} wrote {index}@{term}: {detail}")
             }
-            Violation::LeaderIncomplete { leader, term, index, committed_term, found_term } => write!(
+            Violation::LeaderIncomplete {
+                leader,
+                term,
+                index,
+                committed_term,
+                found_term,
+            } => write!(
                 f,
                 "leader completeness: n{leader} leads term {term} without committed entry \
                  {index}@{committed_term} (has {found_term:?})"
             ),
-            Violation::StateMachineDivergence { node, index, expected_term, found_term } => write!(
+            Violation::StateMachineDivergence {
+                node,
+                index,
+                expected_term,
+                found_term,
+            } => write!(
                 f,
                 "state machine safety: n{node} has {found_term:?} at committed index {index}, \
                  committed elsewhere with term {expected_term}"
@@ -198,12 +226,23 @@ impl fmt::Display for Violation {
             Violation::TermWentBack { node, from, to } => {
                 write!(f, "term went back on n{node}: {from} -> {to}")
             }
-            Violation::VoteChanged { node, term, from, to } => {
-                write!(f, "vote changed on n{node} in term {term}: {from:?} -> {to:?}")
+            Violation::VoteChanged {
+                node,
+                term,
+                from,
+                to,
+            } => {
+                write!(
+                    f,
+                    "vote changed on n{node} in term {term}: {from:?} -> {to:?}"
+                )
             }
             Violation::BadRestart { node, detail } => write!(f, "restart of n{node}: {detail}"),
             Violation::AckedWriteLost { op, index, detail } => {
-                write!(f, "acknowledged write op{op} at index {index} lost: {detail}")
+                write!(
+                    f,
+                    "acknowledged write op{op} at index {index} lost: {detail}"
+                )
             }
             Violation::Storage { node, detail } => write!(f, "storage on n{node}: {detail}"),
             Violation::ProtocolPanic { message } => write!(f, "protocol panicked: {message}"),
@@ -374,7 +413,8 @@ impl SafetyChecker {
                 to: vote,
             });
         }
-        let became_leader = role == Role::Leader && (w.role != Some(Role::Leader) || w.term != term);
+        let became_leader =
+            role == Role::Leader && (w.role != Some(Role::Leader) || w.term != term);
         w.term = term;
         w.vote = vote;
         w.role = Some(role);
@@ -658,12 +698,25 @@ mod tests {
     fn two_leaders_in_one_term_are_caught() {
         let mut c = SafetyChecker::new();
         let empty = log_of(&[]);
-        c.observe_state(1, Role::Leader, 3, Some(1), &empty).unwrap();
-        c.observe_state(2, Role::Follower, 3, Some(1), &empty).unwrap();
+        c.observe_state(1, Role::Leader, 3, Some(1), &empty)
+            .unwrap();
+        c.observe_state(2, Role::Follower, 3, Some(1), &empty)
+            .unwrap();
         // The same leader seen again is fine; another one is not.
-        c.observe_state(1, Role::Leader, 3, Some(1), &empty).unwrap();
+        c.observe_state(1, Role::Leader, 3, Some(1), &empty)
+            .unwrap();
         let v = c.observe_state(2, Role::Leader, 3, Some(2), &empty);
-        assert!(matches!(v, Err(Violation::TwoLeaders { term: 3, first: 1, second: 2 })), "{v:?}");
+        assert!(
+            matches!(
+                v,
+                Err(Violation::TwoLeaders {
+                    term: 3,
+                    first: 1,
+                    second: 2
+                })
+            ),
+            "{v:?}"
+        );
     }
 
     #[test]
@@ -674,7 +727,11 @@ mod tests {
         c.observe_vote_granted(3, 6, 2).unwrap();
         assert!(matches!(
             c.observe_vote_granted(3, 5, 2),
-            Err(Violation::DoubleVote { term: 5, voter: 3, .. })
+            Err(Violation::DoubleVote {
+                term: 5,
+                voter: 3,
+                ..
+            })
         ));
     }
 
@@ -701,21 +758,43 @@ mod tests {
         let full = log_of(&[1, 1]);
         c.observe_commit(1, 2, 1, &full, &no_leaders).unwrap();
         // A leader of term 2 with the entries: fine. One lacking index 2: violation.
-        c.observe_state(2, Role::Leader, 2, Some(2), &log_of(&[1, 1, 2])).unwrap();
+        c.observe_state(2, Role::Leader, 2, Some(2), &log_of(&[1, 1, 2]))
+            .unwrap();
         let v = c.observe_state(3, Role::Leader, 3, Some(3), &log_of(&[1, 3]));
-        assert!(matches!(v, Err(Violation::LeaderIncomplete { leader: 3, index: 2, .. })), "{v:?}");
+        assert!(
+            matches!(
+                v,
+                Err(Violation::LeaderIncomplete {
+                    leader: 3,
+                    index: 2,
+                    ..
+                })
+            ),
+            "{v:?}"
+        );
     }
 
     #[test]
     fn a_commit_seen_after_a_later_leader_was_elected_is_checked_against_it() {
         let mut c = SafetyChecker::new();
-        c.observe_state(3, Role::Leader, 4, Some(3), &log_of(&[1, 4])).unwrap();
+        c.observe_state(3, Role::Leader, 4, Some(3), &log_of(&[1, 4]))
+            .unwrap();
         let leader_log = |id: NodeId| -> Option<Box<dyn LogView>> {
             (id == 3).then(|| Box::new(log_of(&[1, 4])) as Box<dyn LogView>)
         };
         // Node 1, still in term 2, commits entry 2@2: leader 3 of term 4 lacks it.
         let v = c.observe_commit(1, 2, 2, &log_of(&[1, 2]), &leader_log);
-        assert!(matches!(v, Err(Violation::LeaderIncomplete { leader: 3, index: 2, .. })), "{v:?}");
+        assert!(
+            matches!(
+                v,
+                Err(Violation::LeaderIncomplete {
+                    leader: 3,
+                    index: 2,
+                    ..
+                })
+            ),
+            "{v:?}"
+        );
     }
 
     #[test]
@@ -723,15 +802,24 @@ mod tests {
         let mut c = SafetyChecker::new();
         c.observe_write(1, 0, &[(1, 1, 10), (2, 1, 20)]).unwrap();
         c.observe_write(2, 0, &[(1, 1, 10), (2, 2, 30)]).unwrap();
-        c.observe_commit(1, 2, 1, &log_of(&[1, 1]), &no_leaders).unwrap();
+        c.observe_commit(1, 2, 1, &log_of(&[1, 1]), &no_leaders)
+            .unwrap();
         assert!(matches!(
             c.observe_commit(2, 2, 2, &log_of(&[1, 2]), &no_leaders),
-            Err(Violation::StateMachineDivergence { node: 2, index: 2, .. })
+            Err(Violation::StateMachineDivergence {
+                node: 2,
+                index: 2,
+                ..
+            })
         ));
         c.observe_applied(1, 2, &[(1, 1, 10), (2, 1, 20)]).unwrap();
         assert!(matches!(
             c.observe_applied(2, 2, &[(1, 1, 10), (2, 2, 30)]),
-            Err(Violation::StateMachineDivergence { node: 2, index: 2, .. })
+            Err(Violation::StateMachineDivergence {
+                node: 2,
+                index: 2,
+                ..
+            })
         ));
     }
 
@@ -739,7 +827,8 @@ mod tests {
     fn applying_out_of_order_or_beyond_commit_is_caught() {
         let mut c = SafetyChecker::new();
         c.observe_write(1, 0, &[(1, 1, 10), (2, 1, 20)]).unwrap();
-        c.observe_commit(1, 1, 1, &log_of(&[1, 1]), &no_leaders).unwrap();
+        c.observe_commit(1, 1, 1, &log_of(&[1, 1]), &no_leaders)
+            .unwrap();
         assert!(matches!(
             c.observe_applied(1, 1, &[(2, 1, 20)]),
             Err(Violation::BadApply { .. })
@@ -764,7 +853,11 @@ mod tests {
             c.observe_commit(1, 2, 1, &log, &no_leaders),
             Err(Violation::CommitWentBack { from: 3, to: 2, .. })
         ));
-        let disk = HardState { term: 1, vote: None, commit: 2 };
+        let disk = HardState {
+            term: 1,
+            vote: None,
+            commit: 2,
+        };
         c.observe_crash(1);
         c.observe_restart(1, disk, 3, 1, None, 2).unwrap();
         c.observe_commit(1, 2, 1, &log, &no_leaders).unwrap();
@@ -774,7 +867,8 @@ mod tests {
     fn term_and_vote_going_back_are_caught() {
         let mut c = SafetyChecker::new();
         let empty = log_of(&[]);
-        c.observe_state(1, Role::Follower, 4, Some(2), &empty).unwrap();
+        c.observe_state(1, Role::Follower, 4, Some(2), &empty)
+            .unwrap();
         assert!(matches!(
             c.observe_state(1, Role::Follower, 3, None, &empty),
             Err(Violation::TermWentBack { from: 4, to: 3, .. })
@@ -788,19 +882,38 @@ mod tests {
     #[test]
     fn a_restart_that_forgets_synced_state_is_caught() {
         let mut c = SafetyChecker::new();
-        c.observe_sync(1, HardState { term: 5, vote: Some(2), commit: 0 });
+        c.observe_sync(
+            1,
+            HardState {
+                term: 5,
+                vote: Some(2),
+                commit: 0,
+            },
+        );
         c.observe_crash(1);
-        let older = HardState { term: 4, vote: Some(2), commit: 0 };
+        let older = HardState {
+            term: 4,
+            vote: Some(2),
+            commit: 0,
+        };
         assert!(matches!(
             c.observe_restart(1, older, 0, 4, Some(2), 0),
             Err(Violation::TermWentBack { from: 5, to: 4, .. })
         ));
-        let other_vote = HardState { term: 5, vote: Some(3), commit: 0 };
+        let other_vote = HardState {
+            term: 5,
+            vote: Some(3),
+            commit: 0,
+        };
         assert!(matches!(
             c.observe_restart(1, other_vote, 0, 5, Some(3), 0),
             Err(Violation::VoteChanged { .. })
         ));
-        let good = HardState { term: 5, vote: Some(2), commit: 0 };
+        let good = HardState {
+            term: 5,
+            vote: Some(2),
+            commit: 0,
+        };
         assert!(matches!(
             c.observe_restart(1, good, 0, 5, None, 0),
             Err(Violation::BadRestart { .. })

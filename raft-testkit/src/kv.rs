@@ -115,13 +115,21 @@ mod tests {
 
     #[test]
     fn commands_round_trip_and_apply_once() {
-        let cmd = KvCommand::Put { op: 7, key: 3, value: 99 };
+        let cmd = KvCommand::Put {
+            op: 7,
+            key: 3,
+            value: 99,
+        };
         assert_eq!(KvCommand::decode(&cmd.encode()), Some(cmd));
         assert_eq!(KvCommand::decode(b""), None);
         let mut kv = KvState::new();
         kv.apply(1, &[]);
         kv.apply(2, &cmd.encode());
-        let later = KvCommand::Put { op: 8, key: 3, value: 100 };
+        let later = KvCommand::Put {
+            op: 8,
+            key: 3,
+            value: 100,
+        };
         kv.apply(3, &later.encode());
         // A duplicate of op 7 does not take effect again.
         kv.apply(4, &cmd.encode());

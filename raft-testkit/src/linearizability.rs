@@ -304,7 +304,9 @@ pub fn format_op(op: &Operation) -> String {
     };
     match (op.input, op.output) {
         (KvInput::Put { key, value }, _) => format!("c{} put(k{key}, {value}) {when}", op.client),
-        (KvInput::Get { key }, Some(Some(v))) => format!("c{} get(k{key}) -> {v} {when}", op.client),
+        (KvInput::Get { key }, Some(Some(v))) => {
+            format!("c{} get(k{key}) -> {v} {when}", op.client)
+        }
         (KvInput::Get { key }, Some(None)) => format!("c{} get(k{key}) -> none {when}", op.client),
         (KvInput::Get { key }, None) => format!("c{} get(k{key}) -> ? {when}", op.client),
     }

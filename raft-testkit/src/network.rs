@@ -7,8 +7,8 @@
 
 use std::collections::BTreeSet;
 
-use rand::Rng;
 use raft_core::NodeId;
+use rand::Rng;
 
 /// How a link behaves. Probabilities are in [0, 1].
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -74,7 +74,11 @@ impl Network {
     pub fn new(ids: &[NodeId], min_units: u64, max_units: u64, rng: &mut impl Rng) -> Self {
         let n = ids.len();
         let base_units = (0..n)
-            .map(|_| (0..n).map(|_| rng.gen_range(min_units..=max_units)).collect())
+            .map(|_| {
+                (0..n)
+                    .map(|_| rng.gen_range(min_units..=max_units))
+                    .collect()
+            })
             .collect();
         Self {
             ids: ids.to_vec(),
@@ -94,7 +98,11 @@ impl Network {
         if !self.connected(from, to) || rng.gen_bool(self.profile.loss) {
             return Fate::Dropped;
         }
-        let copies = if rng.gen_bool(self.profile.duplicate) { 2 } else { 1 };
+        let copies = if rng.gen_bool(self.profile.duplicate) {
+            2
+        } else {
+            1
+        };
         let base = self.base_units[(from - 1) as usize][(to - 1) as usize];
         let delays = (0..copies)
             .map(|_| {
@@ -210,7 +218,11 @@ mod tests {
             let d = net.partition(PartitionKind::Bridge, None, &mut rng);
             let bridge: NodeId = d[8..9].parse().unwrap();
             // The bridge reaches everyone.
-            assert!((1..=5).all(|y| y == bridge || (net.connected(bridge, y) && net.connected(y, bridge))), "{d}");
+            assert!(
+                (1..=5)
+                    .all(|y| y == bridge || (net.connected(bridge, y) && net.connected(y, bridge))),
+                "{d}"
+            );
         }
     }
 

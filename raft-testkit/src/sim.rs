@@ -22,13 +22,13 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use raft_core::{
     Config, Entry, EntryKind, Log, LogIndex, Message, MessageBody, NodeId, ProposeError, Raft,
     ReadMode, Ready, Role, Term,
 };
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 use crate::checker::{digest, LogView, SafetyChecker, Violation};
 use crate::kv::{KvCommand, KvState};
@@ -113,9 +113,18 @@ impl FaultProfile {
     fn kinds(&self) -> Vec<FaultKind> {
         let mut k = Vec::new();
         let flags = [
-            (self.partition_symmetric, FaultKind::Partition(PartitionKind::Symmetric)),
-            (self.partition_one_way, FaultKind::Partition(PartitionKind::OneWay)),
-            (self.isolate_leader, FaultKind::Partition(PartitionKind::IsolateLeader)),
+            (
+                self.partition_symmetric,
+                FaultKind::Partition(PartitionKind::Symmetric),
+            ),
+            (
+                self.partition_one_way,
+                FaultKind::Partition(PartitionKind::OneWay),
+            ),
+            (
+                self.isolate_leader,
+                FaultKind::Partition(PartitionKind::IsolateLeader),
+            ),
             (self.bridge, FaultKind::Partition(PartitionKind::Bridge)),
             (self.crash, FaultKind::Crash),
             (self.quick_restart, FaultKind::QuickRestart),
@@ -227,8 +236,16 @@ impl SimConfig {
         c.faults = FaultProfile {
             link: LinkProfile {
                 loss: if lossy { rng.gen_range(0.0..0.15) } else { 0.0 },
-                duplicate: if rng.gen_bool(0.5) { rng.gen_range(0.0..0.1) } else { 0.0 },
-                long_tail: if rng.gen_bool(0.7) { rng.gen_range(0.0..0.05) } else { 0.0 },
+                duplicate: if rng.gen_bool(0.5) {
+                    rng.gen_range(0.0..0.1)
+                } else {
+                    0.0
+                },
+                long_tail: if rng.gen_bool(0.7) {
+                    rng.gen_range(0.0..0.05)
+                } else {
+                    0.0
+                },
                 long_tail_max_units: rng.gen_range(2..=30) * UNITS_PER_TICK,
             },
             partition_symmetric: rng.gen_bool(0.6),
@@ -240,10 +257,16 @@ impl SimConfig {
             pause: rng.gen_bool(0.6),
             transfer: rng.gen_bool(0.5),
             campaign: rng.gen_bool(0.4),
-            fault_gap_ticks: *[(1, 10), (5, 30), (20, 120)].choose(&mut rng).expect("not empty"),
+            fault_gap_ticks: *[(1, 10), (5, 30), (20, 120)]
+                .choose(&mut rng)
+                .expect("not empty"),
             // The lease holds while clocks differ by less than the drift allowance:
             // (T - 1) / (T - drift) = 9/8 here, so keep rates within ±5% under leases.
-            clock_skew_max: if r.read_mode == ReadMode::Lease { 0.05 } else { 0.2 },
+            clock_skew_max: if r.read_mode == ReadMode::Lease {
+                0.05
+            } else {
+                0.2
+            },
             new_leader_crash: *[0.0, 0.1, 0.3].choose(&mut rng).expect("not empty"),
         };
         c.clients = rng.gen_range(2..=6);
@@ -338,19 +361,53 @@ pub struct RunReport {
 
 #[derive(Debug)]
 enum Ev {
-    Tick { node: usize, life: u32 },
-    Deliver { msg: Message, send_seq: u64 },
-    SyncDone { node: usize, life: u32 },
+    Tick {
+        node: usize,
+        life: u32,
+    },
+    Deliver {
+        msg: Message,
+        send_seq: u64,
+    },
+    SyncDone {
+        node: usize,
+        life: u32,
+    },
     Fault,
-    HealPartition { generation: u64 },
-    Restart { node: usize },
-    Resume { node: usize, pause: u64 },
-    ClientStart { client: usize },
-    ClientResend { client: usize, op: u64 },
-    ClientArrive { node: usize, client: usize, op: u64, attempt: u32, request: u64 },
-    ClientTimeout { client: usize, op: u64, attempt: u32 },
+    HealPartition {
+        generation: u64,
+    },
+    Restart {
+        node: usize,
+    },
+    Resume {
+        node: usize,
+        pause: u64,
+    },
+    ClientStart {
+        client: usize,
+    },
+    ClientResend {
+        client: usize,
+        op: u64,
+    },
+    ClientArrive {
+        node: usize,
+        client: usize,
+        op: u64,
+        attempt: u32,
+        request: u64,
+    },
+    ClientTimeout {
+        client: usize,
+        op: u64,
+        attempt: u32,
+    },
     /// Crash a node that just became leader, if it still leads that term.
-    CrashNewLeader { node: usize, term: Term },
+    CrashNewLeader {
+        node: usize,
+        term: Term,
+    },
     EndSafety,
 }
 
@@ -634,7 +691,8 @@ impl Simulator {
 
     fn fault_gap(&mut self) -> u64 {
         let (lo, hi) = self.cfg.faults.fault_gap_ticks;
-        self.rng.gen_range(lo * UNITS_PER_TICK..=hi * UNITS_PER_TICK)
+        self.rng
+            .gen_range(lo * UNITS_PER_TICK..=hi * UNITS_PER_TICK)
     }
 
     fn hist_time(&mut self) -> u64 {
@@ -660,7 +718,10 @@ impl Simulator {
     // ----- node lifecycle ----------------------------------------------------------------
 
     fn start_node(&mut self, i: usize) -> Result<(), Violation> {
-        let disk = self.nodes[i].disk.take().expect("a stopped node has a disk");
+        let disk = self.nodes[i]
+            .disk
+            .take()
+            .expect("a stopped node has a disk");
         let durable = disk.hard_state();
         let last_index = disk.last_index();
         let config = self.cfg.node_config(self.nodes[i].id);
@@ -836,7 +897,9 @@ impl Simulator {
             return Ok(());
         }
         if self.nodes[i].paused.is_some() {
-            self.nodes[i].pause_inbox.push(Ev::Deliver { msg, send_seq });
+            self.nodes[i]
+                .pause_inbox
+                .push(Ev::Deliver { msg, send_seq });
             return Ok(());
         }
         let newest = self.link_delivered.entry((msg.from, msg.to)).or_insert(0);
@@ -952,7 +1015,8 @@ impl Simulator {
         } = ready;
         for msg in messages {
             if let MessageBody::VoteResponse { granted: true } = msg.body {
-                self.checker.observe_vote_granted(msg.from, msg.term, msg.to)?;
+                self.checker
+                    .observe_vote_granted(msg.from, msg.term, msg.to)?;
             }
             self.send(msg);
         }
@@ -1038,7 +1102,11 @@ impl Simulator {
         match fate {
             Fate::Dropped => {
                 let cut = !self.net.connected(msg.from, msg.to);
-                self.count(if cut { "msg_cut_by_partition" } else { "msg_lost" });
+                self.count(if cut {
+                    "msg_cut_by_partition"
+                } else {
+                    "msg_lost"
+                });
             }
             Fate::Delivered(delays) => {
                 if delays.len() > 1 {
@@ -1088,8 +1156,7 @@ impl Simulator {
         };
         checker.observe_commit(node.id, commit, term, &view, &leader_logs)?;
         let mut events = Vec::new();
-        let became_leader =
-            role == Role::Leader && node.last_role != Some((role, term));
+        let became_leader = role == Role::Leader && node.last_role != Some((role, term));
         if node.last_role != Some((role, term)) {
             events.push(TraceEvent::Role {
                 node: node.id,
@@ -1135,7 +1202,9 @@ impl Simulator {
         let gap = self.fault_gap();
         self.schedule_in(gap, Ev::Fault);
         let kinds = self.cfg.faults.kinds();
-        let kind = *kinds.choose(&mut self.rng).expect("some fault kind is enabled");
+        let kind = *kinds
+            .choose(&mut self.rng)
+            .expect("some fault kind is enabled");
         match kind {
             FaultKind::Partition(pk) => {
                 let leader = self.leader().map(|i| self.nodes[i].id);
@@ -1155,7 +1224,9 @@ impl Simulator {
                 self.schedule_in(d, Ev::HealPartition { generation });
             }
             FaultKind::Crash => {
-                let up: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.node_is_up(i)).collect();
+                let up: Vec<usize> = (0..self.nodes.len())
+                    .filter(|&i| self.node_is_up(i))
+                    .collect();
                 // Crash the leader, or a node with unsynced writes (to tear its tail),
                 // more often than chance would.
                 let unsynced: Vec<usize> = up
@@ -1173,13 +1244,21 @@ impl Simulator {
                     self.crash(i)?;
                     // Often a quick restart, which matters for anything that relies on
                     // a node remembering recent history (leases).
-                    let max = if self.rng.gen_bool(0.5) { 5 } else { self.cfg.node_down_ticks_max };
-                    let d = self.rng.gen_range(UNITS_PER_TICK / 4..=max * UNITS_PER_TICK);
+                    let max = if self.rng.gen_bool(0.5) {
+                        5
+                    } else {
+                        self.cfg.node_down_ticks_max
+                    };
+                    let d = self
+                        .rng
+                        .gen_range(UNITS_PER_TICK / 4..=max * UNITS_PER_TICK);
                     self.schedule_in(d, Ev::Restart { node: i });
                 }
             }
             FaultKind::QuickRestart => {
-                let up: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.node_is_up(i)).collect();
+                let up: Vec<usize> = (0..self.nodes.len())
+                    .filter(|&i| self.node_is_up(i))
+                    .collect();
                 if let Some(&i) = up.choose(&mut self.rng) {
                     self.count("quick_restart");
                     self.crash(i)?;
@@ -1226,7 +1305,10 @@ impl Simulator {
                 let candidates: Vec<usize> = (0..self.nodes.len())
                     .filter(|&i| {
                         self.nodes[i].paused.is_none()
-                            && self.nodes[i].raft.as_ref().is_some_and(|r| r.role() != Role::Leader)
+                            && self.nodes[i]
+                                .raft
+                                .as_ref()
+                                .is_some_and(|r| r.role() != Role::Leader)
                     })
                     .collect();
                 if let Some(&i) = candidates.choose(&mut self.rng) {
@@ -1432,7 +1514,10 @@ impl Simulator {
             return;
         };
         self.ops.never_returned += 1;
-        self.record(TraceEvent::GiveUp { client: c, op: cur.id });
+        self.record(TraceEvent::GiveUp {
+            client: c,
+            op: cur.id,
+        });
         let think = self.rng.gen_range(0..=2 * UNITS_PER_TICK);
         self.schedule_in(think, Ev::ClientStart { client: c });
     }

@@ -7,9 +7,9 @@
 //! itself be cut after any of its entries. Nothing that was never written survives, and
 //! writes never survive out of order.
 
-use rand::Rng;
 use raft_core::storage::check_contiguous;
 use raft_core::{Entry, HardState, Log, LogIndex, SnapshotMeta, StorageError, Term};
+use rand::Rng;
 
 /// One buffered write, kept until the next sync so a crash can tear it.
 #[derive(Clone, Debug)]
@@ -307,8 +307,8 @@ impl Log for SimLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::SeedableRng;
     use raft_core::EntryKind;
+    use rand::SeedableRng;
 
     fn e(index: LogIndex, term: Term) -> Entry {
         Entry {
@@ -320,7 +320,9 @@ mod tests {
     }
 
     fn terms(log: &SimLog) -> Vec<Term> {
-        (1..=log.last_index()).map(|i| log.term(i).unwrap()).collect()
+        (1..=log.last_index())
+            .map(|i| log.term(i).unwrap())
+            .collect()
     }
 
     #[test]
@@ -408,9 +410,15 @@ mod tests {
             // The result is a state between the last sync and now, possibly with the last
             // append cut short: some recorded state, or a prefix of one that extends the one before.
             let ok = all_states.windows(2).any(|w| {
-                got == w[1] || (got.len() < w[1].len() && w[1].starts_with(&got) && got.len() >= common_prefix(&w[0], &w[1]))
+                got == w[1]
+                    || (got.len() < w[1].len()
+                        && w[1].starts_with(&got)
+                        && got.len() >= common_prefix(&w[0], &w[1]))
             }) || got == all_states[0];
-            assert!(ok, "crash produced {got:?}, not derived from {all_states:?}");
+            assert!(
+                ok,
+                "crash produced {got:?}, not derived from {all_states:?}"
+            );
             assert!(got.len() >= common_prefix(&synced, &got));
         }
     }

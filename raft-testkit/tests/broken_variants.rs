@@ -8,7 +8,11 @@
 use raft_testkit::sim::{Broken, SimConfig, Simulator};
 
 /// Runs seeds from 0 until one fails; returns (seed, violation text).
-fn first_failure(broken: Broken, seeds_max: u64, config: impl Fn(u64) -> SimConfig) -> (u64, String) {
+fn first_failure(
+    broken: Broken,
+    seeds_max: u64,
+    config: impl Fn(u64) -> SimConfig,
+) -> (u64, String) {
     for seed in 0..seeds_max {
         let mut cfg = config(seed);
         cfg.broken = Some(broken);
@@ -25,7 +29,9 @@ fn first_failure(broken: Broken, seeds_max: u64, config: impl Fn(u64) -> SimConf
 /// committed entry) fires.
 #[test]
 fn voting_without_the_log_check_is_caught() {
-    let (seed, v) = first_failure(Broken::VoteWithoutLogCheck, 50, |s| SimConfig::random(s, None));
+    let (seed, v) = first_failure(Broken::VoteWithoutLogCheck, 50, |s| {
+        SimConfig::random(s, None)
+    });
     assert!(seed < 50, "{v}");
 }
 

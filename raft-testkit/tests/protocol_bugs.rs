@@ -91,16 +91,25 @@ fn a_leader_that_started_a_transfer_serves_no_lease_reads() {
     }
     c.node(1).read_index(1).unwrap();
     let reads = c.run(|_| false);
-    assert!(reads.iter().any(|(n, rs)| *n == 1 && rs.request_id == 1 && rs.index.is_some()));
+    assert!(reads
+        .iter()
+        .any(|(n, rs)| *n == 1 && rs.request_id == 1 && rs.index.is_some()));
 
     // n1 hands leadership to n2, and from then on hears nothing from anyone.
     c.node(1).transfer_leadership(2).unwrap();
     c.run(|m| m.to == 1);
-    assert_eq!(c.node(2).role(), Role::Leader, "n2 won the transfer election");
+    assert_eq!(
+        c.node(2).role(),
+        Role::Leader,
+        "n2 won the transfer election"
+    );
     let committed_before = c.node(1).commit_index();
     c.node(2).propose(b"new".to_vec().into()).unwrap();
     c.run(|m| m.to == 1 || m.from == 1);
-    assert!(c.node(2).commit_index() > committed_before, "n2 committed a write");
+    assert!(
+        c.node(2).commit_index() > committed_before,
+        "n2 committed a write"
+    );
 
     // n1 still believes it leads, within what would be its lease.
     assert_eq!(c.node(1).role(), Role::Leader);

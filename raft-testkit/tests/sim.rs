@@ -3,11 +3,15 @@
 //! `RAFT_SIM_SEEDS=N` changes the number of seeds of `ci_campaign` (for a long campaign
 //! prefer the `sim` binary, which runs seeds on several threads and summarizes).
 
-use raft_testkit::sim::{RunReport, SimConfig, Simulator};
 use raft_testkit::run_seed;
+use raft_testkit::sim::{RunReport, SimConfig, Simulator};
 
 fn seeds_from_env(default_release: u64) -> u64 {
-    let default = if cfg!(debug_assertions) { default_release / 20 } else { default_release };
+    let default = if cfg!(debug_assertions) {
+        default_release / 20
+    } else {
+        default_release
+    };
     std::env::var("RAFT_SIM_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -61,8 +65,15 @@ fn calm_clusters_make_progress() {
     for nodes in 3..=7 {
         let report = Simulator::new(SimConfig::calm(nodes as u64, nodes)).run();
         check(&report);
-        assert!(report.ops.ok > 100, "{nodes} nodes: only {} ops returned", report.ops.ok);
-        assert_eq!(report.ops.never_returned, 0, "{nodes} nodes: lost operations without faults");
+        assert!(
+            report.ops.ok > 100,
+            "{nodes} nodes: only {} ops returned",
+            report.ops.ok
+        );
+        assert_eq!(
+            report.ops.never_returned, 0,
+            "{nodes} nodes: lost operations without faults"
+        );
         assert!(report.liveness_ticks.is_some());
     }
 }

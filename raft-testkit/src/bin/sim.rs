@@ -71,7 +71,7 @@ fn main() -> Result<()> {
         let mut sim = Simulator::new(make(start));
         sim.set_verbose(args.trace);
         let report = sim.run();
-        print_summary(&[report.clone()], 0.0);
+        print_summary(std::slice::from_ref(&report), 0.0);
         if let Some(f) = &report.failure {
             println!("{f}");
             std::process::exit(1);
@@ -137,13 +137,19 @@ fn print_summary(reports: &[RunReport], secs: f64) {
         liveness_max = liveness_max.max(r.liveness_ticks.unwrap_or(0));
         unknown += u64::from(r.lin_unknown);
     }
-    let failed: Vec<u64> = reports.iter().filter(|r| r.failure.is_some()).map(|r| r.seed).collect();
+    let failed: Vec<u64> = reports
+        .iter()
+        .filter(|r| r.failure.is_some())
+        .map(|r| r.seed)
+        .collect();
     println!("seeds run:        {}", reports.len());
     println!("failures:         {} {:?}", failed.len(), failed);
     println!("simulated:        {ticks} ticks, {events} events");
     println!("operations:       {writes} writes + {reads} reads invoked; {ok} returned, {never} never returned");
     println!("ops checked:      {checked} by the linearizability checker ({unknown} seeds with a key over budget)");
-    println!("liveness:         slowest recovery {liveness_max} ticks to a new commit after healing");
+    println!(
+        "liveness:         slowest recovery {liveness_max} ticks to a new commit after healing"
+    );
     println!("faults injected:");
     for (k, v) in &faults {
         println!("  {k:<28} {v}");
