@@ -700,8 +700,7 @@ mod tests {
         let empty = log_of(&[]);
         c.observe_state(1, Role::Leader, 3, Some(1), &empty)
             .unwrap();
-        c.observe_state(2, Role::Follower, 3, Some(1), &empty)
-            .unwrap();
+        c.observe_state(2, Role::Follower, 3, None, &empty).unwrap();
         // The same leader seen again is fine; another one is not.
         c.observe_state(1, Role::Leader, 3, Some(1), &empty)
             .unwrap();

@@ -27,7 +27,7 @@ fn check(report: &RunReport) {
 /// Random seeds, random cluster sizes 3 to 7, every fault kind: no violation.
 #[test]
 fn ci_campaign_random_sizes() {
-    let seeds = seeds_from_env(400);
+    let seeds = seeds_from_env(1000);
     let (mut ops, mut faults) = (0, 0);
     for seed in 0..seeds {
         let r = run_seed(seed, None);
@@ -41,7 +41,7 @@ fn ci_campaign_random_sizes() {
 /// The reference size, on seeds the other campaign does not use.
 #[test]
 fn ci_campaign_five_nodes() {
-    let seeds = seeds_from_env(200);
+    let seeds = seeds_from_env(400);
     for seed in 1_000_000..1_000_000 + seeds {
         check(&run_seed(seed, Some(5)));
     }
@@ -70,9 +70,11 @@ fn calm_clusters_make_progress() {
             "{nodes} nodes: only {} ops returned",
             report.ops.ok
         );
-        assert_eq!(
-            report.ops.never_returned, 0,
-            "{nodes} nodes: lost operations without faults"
+        // Only the operations still open when the run ends never return.
+        assert!(
+            report.ops.never_returned <= 3,
+            "{nodes} nodes: {} operations never returned without faults",
+            report.ops.never_returned
         );
         assert!(report.liveness_ticks.is_some());
     }
