@@ -66,6 +66,8 @@ pub struct Network {
     cut: BTreeSet<(NodeId, NodeId)>,
     /// The profile in force.
     pub profile: LinkProfile,
+    /// The bridge node of the current bridge partition, if that is what is in force.
+    pub bridge: Option<NodeId>,
 }
 
 impl Network {
@@ -85,6 +87,7 @@ impl Network {
             base_units,
             cut: BTreeSet::new(),
             profile: LinkProfile::clean(),
+            bridge: None,
         }
     }
 
@@ -124,6 +127,7 @@ impl Network {
     /// Removes every cut.
     pub fn heal(&mut self) {
         self.cut.clear();
+        self.bridge = None;
     }
 
     /// Whether any link is cut.
@@ -192,6 +196,7 @@ impl Network {
                 let split = rng.gen_range(1..rest.len());
                 let (l, r) = rest.split_at(split);
                 self.cut_between(l, r);
+                self.bridge = Some(bridge);
                 format!("bridge n{bridge} between {l:?} and {r:?}")
             }
         }

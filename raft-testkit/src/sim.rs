@@ -374,6 +374,8 @@ enum Ev {
         life: u32,
     },
     Fault,
+    /// One more fault, outside the regular schedule.
+    ExtraFault,
     HealPartition {
         generation: u64,
     },
@@ -402,6 +404,11 @@ enum Ev {
         client: usize,
         op: u64,
         attempt: u32,
+    },
+    /// Crash and quickly restart a node, if partition `generation` is still in force.
+    QuickRestart {
+        node: usize,
+        generation: u64,
     },
     /// Crash a node that just became leader, if it still leads that term.
     CrashNewLeader {
@@ -801,6 +808,7 @@ impl Simulator {
             Ev::Deliver { msg, send_seq } => self.on_deliver(msg, send_seq),
             Ev::SyncDone { node, life } => self.on_sync_done(node, life),
             Ev::Fault => self.on_fault(),
+            Ev::ExtraFault => self.inject_fault(),
             Ev::HealPartition { generation } => {
                 if generation == self.partition_generation && self.net.is_partitioned() {
                     self.net.heal();
@@ -856,6 +864,20 @@ impl Simulator {
                 self.count("crash_new_leader");
                 self.crash(node)?;
                 let d = self.rng.gen_range(UNITS_PER_TICK / 4..=5 * UNITS_PER_TICK);
+                self.schedule_in(d, Ev::Restart { node });
+                Ok(())
+            }
+            Ev::QuickRestart { node, generation } => {
+                if generation != self.partition_generation
+                    || !self.net.is_partitioned()
+                    || !self.node_is_up(node)
+                    || self.phase != Phase::Safety
+                {
+                    return Ok(());
+                }
+                self.count("quick_restart");
+                self.crash(node)?;
+                let d = self.rng.gen_range(UNITS_PER_TICK / 10..=UNITS_PER_TICK);
                 self.schedule_in(d, Ev::Restart { node });
                 Ok(())
             }
@@ -1199,8 +1221,21 @@ impl Simulator {
         if self.phase != Phase::Safety {
             return Ok(());
         }
-        let gap = self.fault_gap();
+        // Sometimes faults come in bursts: several within a tick, so that one fault
+        // lands in the window another one opened.
+        let gap = if self.rng.gen_bool(0.25) {
+            self.rng.gen_range(0..=UNITS_PER_TICK)
+        } else {
+            self.fault_gap()
+        };
         self.schedule_in(gap, Ev::Fault);
+        self.inject_fault()
+    }
+
+    fn inject_fault(&mut self) -> Result<(), Violation> {
+        if self.phase != Phase::Safety {
+            return Ok(());
+        }
         let kinds = self.cfg.faults.kinds();
         let kind = *kinds
             .choose(&mut self.rng)
@@ -1218,6 +1253,24 @@ impl Simulator {
                 self.record(TraceEvent::Partition { description });
                 self.partition_generation += 1;
                 let generation = self.partition_generation;
+                // The bridge node is the only link between the halves: restarting it
+                // once the far half has lost touch with the leader tests that it does
+                // not forget what it promised the leader (its lease acknowledgement).
+                if let Some(bridge) = self.net.bridge {
+                    if self.cfg.faults.quick_restart && self.rng.gen_bool(0.5) {
+                        let t = u64::from(self.cfg.raft.election_timeout_ticks);
+                        let d = self
+                            .rng
+                            .gen_range(t * UNITS_PER_TICK..=3 * t * UNITS_PER_TICK);
+                        let node = (bridge - 1) as usize;
+                        self.schedule_in(d, Ev::QuickRestart { node, generation });
+                        // ... and sometimes cut the leader off right after.
+                        if self.rng.gen_bool(0.5) {
+                            let e = d + self.rng.gen_range(0..=UNITS_PER_TICK);
+                            self.schedule_in(e, Ev::ExtraFault);
+                        }
+                    }
+                }
                 let d = self
                     .rng
                     .gen_range(UNITS_PER_TICK..=self.cfg.partition_ticks_max * UNITS_PER_TICK);
