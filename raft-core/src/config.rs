@@ -66,6 +66,11 @@ pub struct Config {
     pub inflight_bytes_max: u64,
     /// Most proposals waiting in the leader's unpersisted tail before new ones are refused.
     pub uncommitted_entries_max: u64,
+    /// Bytes of snapshot data per InstallSnapshot message; `append_bytes_max` caps it.
+    pub snapshot_chunk_bytes: u64,
+    /// The largest snapshot a follower accepts, so a hostile or broken peer cannot make
+    /// it allocate without bound.
+    pub snapshot_bytes_max: u64,
 }
 
 impl Default for Config {
@@ -83,11 +88,17 @@ impl Default for Config {
             inflight_messages_max: 64,
             inflight_bytes_max: 2 * 1024 * 1024,
             uncommitted_entries_max: 100_000,
+            snapshot_chunk_bytes: 48 * 1024,
+            snapshot_bytes_max: 4 * 1024 * 1024 * 1024,
         }
     }
 }
 
 impl Config {
+    /// The largest election timeout accepted: randomized timeouts are drawn in [T, 2T),
+    /// which must not overflow, and a million ticks is already hours at any sane tick.
+    pub const ELECTION_TIMEOUT_TICKS_MAX: u32 = 1_000_000;
+
     /// A default config for node `id` in a cluster of `voters`.
     ///
     /// ```
@@ -128,10 +139,10 @@ impl Config {
                 format!("this node ({}) is missing from the voters", self.id),
             ));
         }
-        if self.election_timeout_ticks < 2 {
+        if !(2..=Self::ELECTION_TIMEOUT_TICKS_MAX).contains(&self.election_timeout_ticks) {
             return Err(ConfigError::new(
                 "election_timeout_ticks",
-                "must be at least 2",
+                format!("must be between 2 and {}", Self::ELECTION_TIMEOUT_TICKS_MAX),
             ));
         }
         if self.heartbeat_interval_ticks == 0 {
@@ -175,6 +186,12 @@ impl Config {
                 "inflight_bytes_max",
                 "must hold at least one full append (append_bytes_max)",
             ));
+        }
+        if self.snapshot_chunk_bytes == 0 {
+            return Err(ConfigError::new("snapshot_chunk_bytes", "must be positive"));
+        }
+        if self.snapshot_bytes_max == 0 {
+            return Err(ConfigError::new("snapshot_bytes_max", "must be positive"));
         }
         if self.uncommitted_entries_max == 0 {
             return Err(ConfigError::new(

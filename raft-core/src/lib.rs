@@ -35,6 +35,7 @@
 
 pub mod config;
 pub mod message;
+pub mod node;
 pub mod protocol;
 pub mod storage;
 pub mod transport;
@@ -45,4 +46,4 @@ pub use message::{Message, MessageBody, RejectHint};
 pub use protocol::{ProposeError, Raft, ReadState, Ready, Role, SoftState, Status};
 pub use storage::{Log, MemLog, StorageError};
 pub use transport::{Transport, TransportCounters, TransportError};
-pub use types::{Entry, EntryKind, HardState, LogIndex, NodeId, SnapshotMeta, Term};
+pub use types::{Entry, EntryKind, HardState, LogIndex, NodeId, Snapshot, SnapshotMeta, Term};

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::{Entry, LogIndex, NodeId, Term};
+use crate::types::{Entry, LogIndex, NodeId, SnapshotMeta, Term};
 
 /// One message between two nodes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,6 +122,26 @@ pub enum MessageBody {
     },
     /// Leadership transfer: the receiver should start an election at once (thesis §3.10).
     TimeoutNow,
+    /// One chunk of a snapshot for a follower whose next entry was compacted away.
+    /// Chunks are streamed without the total size up front; the last one carries the
+    /// checksum of the whole.
+    InstallSnapshot {
+        /// The snapshot being sent.
+        meta: SnapshotMeta,
+        /// Where this chunk starts in the snapshot's bytes.
+        offset: u64,
+        /// The chunk.
+        data: bytes::Bytes,
+        /// On the last chunk: the CRC-32 of the whole snapshot.
+        done: Option<u32>,
+    },
+    /// A follower acknowledges snapshot bytes received in order.
+    SnapshotResponse {
+        /// The snapshot's last index.
+        last_index: LogIndex,
+        /// Bytes received contiguously from the start: the next offset it needs.
+        next_offset: u64,
+    },
 }
 
 impl MessageBody {
@@ -141,6 +161,8 @@ impl MessageBody {
             MessageBody::Propose { .. } => "propose",
             MessageBody::ProposeResponse { .. } => "propose_response",
             MessageBody::TimeoutNow => "timeout_now",
+            MessageBody::InstallSnapshot { .. } => "install_snapshot",
+            MessageBody::SnapshotResponse { .. } => "snapshot_response",
         }
     }
 }

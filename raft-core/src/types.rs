@@ -75,3 +75,12 @@ pub struct SnapshotMeta {
     /// The term of the entry at `last_index`.
     pub last_term: Term,
 }
+
+/// A snapshot of the state machine: everything up to and including `meta.last_index`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Where it ends.
+    pub meta: SnapshotMeta,
+    /// The state machine's bytes (opaque to the protocol).
+    pub data: Bytes,
+}

@@ -11,7 +11,8 @@
 //!   safety, log matching, leader completeness, state machine safety, monotonic commit,
 //!   durable term and vote);
 //! - [`linearizability`]: a Wing-Gong-Lowe linearizability checker for key/value histories;
-//! - [`SimLog`]: an in-memory `Log` with crash semantics.
+//! - [`SimLog`]: an in-memory `Log` with crash semantics;
+//! - [`cluster`]: real clusters of runtime nodes over loopback UDP.
 //!
 //! ```
 //! use raft_testkit::sim::{SimConfig, Simulator};
@@ -29,6 +30,7 @@
 #![warn(missing_docs)]
 
 pub mod checker;
+pub mod cluster;
 pub mod kv;
 pub mod linearizability;
 pub mod network;

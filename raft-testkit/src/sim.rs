@@ -760,9 +760,25 @@ impl Simulator {
                 last_index,
             });
         }
+        // The state machine starts from the stored snapshot, as `Raft::new` expects.
+        let kv = match raft.log().snapshot() {
+            Ok(Some(snapshot)) => {
+                KvState::restore(&snapshot.data).map_err(|detail| Violation::Storage {
+                    node: id,
+                    detail: format!("the stored snapshot does not decode: {detail}"),
+                })?
+            }
+            Ok(None) => KvState::new(),
+            Err(e) => {
+                return Err(Violation::Storage {
+                    node: id,
+                    detail: e.to_string(),
+                })
+            }
+        };
         let node = &mut self.nodes[i];
         node.raft = Some(raft);
-        node.kv = KvState::new();
+        node.kv = kv;
         node.last_role = None;
         node.last_commit = 0;
         let life = node.life;
@@ -984,7 +1000,18 @@ impl Simulator {
                 self.finish_ready(i, ready)?;
                 continue;
             }
-            // 1. Write entries and hard state (visible now, durable at the sync).
+            let storage = |e: raft_core::StorageError| Violation::Storage {
+                node: id,
+                detail: e.to_string(),
+            };
+            // 1. Store the snapshot and compact the log to it, before the entries that
+            // follow it; then write entries and hard state. All of it is visible now and
+            // durable at the sync.
+            if let Some(snapshot) = &ready.snapshot {
+                let log = raft.log_mut();
+                log.save_snapshot(snapshot).map_err(storage)?;
+                log.compact(snapshot.meta).map_err(storage)?;
+            }
             if let Some(first) = ready.entries.first() {
                 let prev_term = raft.log().term(first.index - 1).unwrap_or(0);
                 raft.log_mut()
@@ -1028,6 +1055,7 @@ impl Simulator {
         let id = self.nodes[i].id;
         let Ready {
             soft_state,
+            snapshot,
             hard_state,
             entries,
             messages,
@@ -1041,6 +1069,18 @@ impl Simulator {
                     .observe_vote_granted(msg.from, msg.term, msg.to)?;
             }
             self.send(msg);
+        }
+        // The state machine restarts from an installed snapshot before it applies the
+        // entries that follow it.
+        if let Some(snapshot) = &snapshot {
+            let kv = KvState::restore(&snapshot.data).map_err(|detail| Violation::Storage {
+                node: id,
+                detail: format!(
+                    "the snapshot at {} does not decode: {detail}",
+                    snapshot.meta.last_index
+                ),
+            })?;
+            self.nodes[i].kv = kv;
         }
         if !committed.is_empty() {
             let raft = self.nodes[i].raft.as_ref().expect("up");
@@ -1077,6 +1117,7 @@ impl Simulator {
         }
         let ready = Ready {
             soft_state,
+            snapshot,
             hard_state,
             entries,
             messages: Vec::new(),

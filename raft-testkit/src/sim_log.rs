@@ -1,14 +1,20 @@
 //! `SimLog`: an in-memory [`Log`] with crash semantics.
 //!
-//! Every write (append, hard state, compaction) is visible to reads at once, as a real
-//! file system's page cache would make it, but only [`Log::sync`] makes it durable. A
-//! crash ([`SimLog::crash`]) keeps the durable state plus a random *prefix* of the
-//! writes made since the last sync: a torn, unsynced tail. The last surviving append may
-//! itself be cut after any of its entries. Nothing that was never written survives, and
-//! writes never survive out of order.
+//! Every write (append, hard state, snapshot, compaction) is visible to reads at once, as
+//! a real file system's page cache would make it, but only [`Log::sync`] makes it
+//! durable. A crash ([`SimLog::crash`]) keeps the durable state plus a random *prefix* of
+//! the writes made since the last sync: a torn, unsynced tail. The last surviving append
+//! may itself be cut after any of its entries. Nothing that was never written survives,
+//! and writes never survive out of order.
+//!
+//! A snapshot is replaced atomically ([`Log::save_snapshot`] is one write that survives
+//! whole or not at all): after a crash the log holds the last synced snapshot or, if a
+//! newer one was saved since and the crash kept that write, the newer one; never a torn
+//! one. Because writes survive in order, a compaction survives only with the snapshot
+//! saved before it, so the stored snapshot always covers the compaction point.
 
 use raft_core::storage::check_contiguous;
-use raft_core::{Entry, HardState, Log, LogIndex, SnapshotMeta, StorageError, Term};
+use raft_core::{Entry, HardState, Log, LogIndex, Snapshot, SnapshotMeta, StorageError, Term};
 use rand::Rng;
 
 /// One buffered write, kept until the next sync so a crash can tear it.
@@ -16,16 +22,20 @@ use rand::Rng;
 enum Write {
     Append(Vec<Entry>),
     HardState(HardState),
+    SaveSnapshot(Snapshot),
     Compact(SnapshotMeta),
 }
 
-/// A log state: hard state, snapshot point and the entries after it.
+/// A log state: hard state, stored snapshot, compaction point and the entries after it.
 #[derive(Clone, Debug, Default)]
 struct LogState {
     hard_state: HardState,
+    /// The compaction point.
     snapshot: SnapshotMeta,
     /// Invariant: `entries[i].index == snapshot.last_index + 1 + i`.
     entries: Vec<Entry>,
+    /// The stored snapshot. Invariant: it covers at least `snapshot.last_index`.
+    stored: Option<Snapshot>,
 }
 
 impl LogState {
@@ -49,6 +59,7 @@ impl LogState {
                 self.entries.extend(entries.iter().cloned());
             }
             Write::HardState(hs) => self.hard_state = *hs,
+            Write::SaveSnapshot(snapshot) => self.stored = Some(snapshot.clone()),
             Write::Compact(meta) => {
                 if meta.last_index <= self.snapshot.last_index {
                     return;
@@ -77,6 +88,10 @@ pub struct CrashOutcome {
     pub kept_writes: usize,
     /// Whether the last surviving write was an append cut after some of its entries.
     pub torn_append: bool,
+    /// Whether an unsynced snapshot was lost (the previous one, if any, is back).
+    pub lost_snapshot: bool,
+    /// Whether an unsynced snapshot survived but a compaction written after it did not.
+    pub snapshot_without_compaction: bool,
 }
 
 impl CrashOutcome {
@@ -139,6 +154,18 @@ impl SimLog {
         self.durable.last_index()
     }
 
+    /// The snapshot that would survive a crash now, whatever else the crash keeps.
+    pub fn durable_snapshot(&self) -> Option<&Snapshot> {
+        self.durable.stored.as_ref()
+    }
+
+    /// Whether a snapshot was saved since the last sync.
+    pub fn snapshot_pending(&self) -> bool {
+        self.pending
+            .iter()
+            .any(|w| matches!(w, Write::SaveSnapshot(_)))
+    }
+
     /// The disk after a crash at this instant: the durable state plus a random prefix of
     /// the pending writes, the last kept append possibly cut after some of its entries.
     pub fn crash(&self, rng: &mut impl Rng) -> (SimLog, CrashOutcome) {
@@ -172,10 +199,15 @@ impl SimLog {
                 _ => state.apply(write),
             }
         }
+        let is_save = |w: &Write| matches!(w, Write::SaveSnapshot(_));
+        let is_compact = |w: &Write| matches!(w, Write::Compact(_));
+        let (kept, lost) = self.pending.split_at(kept_writes);
         let outcome = CrashOutcome {
             pending_writes: self.pending.len(),
             kept_writes,
             torn_append,
+            lost_snapshot: lost.iter().any(is_save),
+            snapshot_without_compaction: kept.iter().any(is_save) && lost.iter().any(is_compact),
         };
         let log = SimLog {
             current: state.clone(),
@@ -296,7 +328,32 @@ impl Log for SimLog {
         Ok(())
     }
 
+    fn snapshot(&self) -> Result<Option<Snapshot>, StorageError> {
+        Ok(self.current.stored.clone())
+    }
+
+    fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        let write = Write::SaveSnapshot(snapshot.clone());
+        self.current.apply(&write);
+        self.pending.push(write);
+        Ok(())
+    }
+
+    /// # Panics
+    /// If no stored snapshot covers `meta`: the driver must save one first, or a crash
+    /// could leave entries compacted that no snapshot holds.
     fn compact(&mut self, meta: SnapshotMeta) -> Result<(), StorageError> {
+        let covered = self
+            .current
+            .stored
+            .as_ref()
+            .map_or(0, |s| s.meta.last_index);
+        assert!(
+            meta.last_index <= covered,
+            "compact({}) beyond the stored snapshot at {covered}: save a snapshot covering \
+             the compaction point first",
+            meta.last_index
+        );
         let write = Write::Compact(meta);
         self.current.apply(&write);
         self.pending.push(write);
@@ -421,6 +478,80 @@ mod tests {
             );
             assert!(got.len() >= common_prefix(&synced, &got));
         }
+    }
+
+    fn snap(index: LogIndex, term: Term, data: &'static [u8]) -> Snapshot {
+        Snapshot {
+            meta: SnapshotMeta {
+                last_index: index,
+                last_term: term,
+            },
+            data: data.into(),
+        }
+    }
+
+    #[test]
+    fn an_unsynced_snapshot_survives_whole_or_leaves_the_old_one() {
+        let mut log = SimLog::new();
+        log.append(&[e(1, 1), e(2, 1), e(3, 1), e(4, 2)]).unwrap();
+        let old = snap(2, 1, b"old");
+        log.save_snapshot(&old).unwrap();
+        log.compact(old.meta).unwrap();
+        log.sync().unwrap();
+        let new = snap(3, 1, b"new");
+        log.save_snapshot(&new).unwrap();
+        log.compact(new.meta).unwrap();
+        assert!(log.snapshot_pending());
+        assert_eq!(log.durable_snapshot(), Some(&old));
+        // Nothing kept: the old snapshot and compaction point.
+        let (after, outcome) = log.crash_keeping(0, None);
+        assert_eq!(after.snapshot().unwrap(), Some(old.clone()));
+        assert_eq!((after.first_index(), after.last_index()), (3, 4));
+        assert!(outcome.lost_snapshot);
+        // The save kept, the compaction lost: the new snapshot, whole, over a log that
+        // still holds the entries it covers.
+        let (after, outcome) = log.crash_keeping(1, None);
+        assert_eq!(after.snapshot().unwrap(), Some(new.clone()));
+        assert_eq!(after.snapshot_meta(), old.meta);
+        assert!(outcome.snapshot_without_compaction && !outcome.lost_snapshot);
+        // Both kept.
+        let (after, _) = log.crash_keeping(2, None);
+        assert_eq!(after.snapshot().unwrap(), Some(new));
+        assert_eq!((after.first_index(), after.last_index()), (4, 4));
+    }
+
+    #[test]
+    fn compaction_keeps_a_matching_suffix_and_drops_a_conflicting_log() {
+        let mut log = SimLog::new();
+        log.append(&[e(1, 1), e(2, 1), e(3, 1)]).unwrap();
+        log.save_snapshot(&snap(2, 1, b"")).unwrap();
+        log.compact(SnapshotMeta {
+            last_index: 2,
+            last_term: 1,
+        })
+        .unwrap();
+        assert_eq!((log.first_index(), log.last_index()), (3, 3));
+        // A snapshot that disagrees at its last index: nothing of the log survives.
+        log.save_snapshot(&snap(5, 4, b"")).unwrap();
+        log.compact(SnapshotMeta {
+            last_index: 5,
+            last_term: 4,
+        })
+        .unwrap();
+        assert_eq!((log.first_index(), log.last_index()), (6, 5));
+        assert_eq!(log.term(5).unwrap(), 4);
+    }
+
+    #[test]
+    #[should_panic(expected = "beyond the stored snapshot")]
+    fn compacting_past_the_stored_snapshot_is_refused() {
+        let mut log = SimLog::new();
+        log.append(&[e(1, 1), e(2, 1)]).unwrap();
+        log.save_snapshot(&snap(1, 1, b"")).unwrap();
+        let _ = log.compact(SnapshotMeta {
+            last_index: 2,
+            last_term: 1,
+        });
     }
 
     fn common_prefix(a: &[Term], b: &[Term]) -> usize {

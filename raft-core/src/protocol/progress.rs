@@ -12,6 +12,24 @@ pub enum ProgressState {
     Probe,
     /// The follower's log matches: the leader streams appends, up to the in-flight window.
     Replicate,
+    /// The follower needs entries that were compacted away: the leader streams it a
+    /// snapshot in chunks.
+    Snapshot,
+}
+
+/// A snapshot being streamed to one follower.
+#[derive(Clone, Debug)]
+pub(crate) struct OutgoingSnapshot {
+    pub(crate) snapshot: crate::types::Snapshot,
+    /// CRC-32 of the whole snapshot, sent with the last chunk.
+    pub(crate) checksum: u32,
+    /// Bytes the follower acknowledged (received in order).
+    pub(crate) acked: u64,
+    /// Bytes sent so far (`acked <= sent`).
+    pub(crate) sent: u64,
+    /// `acked` at the previous heartbeat answer: no progress since means chunks were
+    /// lost, and the leader resends from `acked`.
+    pub(crate) acked_at_last_heartbeat: u64,
 }
 
 /// What the leader knows about one follower.
@@ -31,6 +49,11 @@ pub(crate) struct Progress {
     pub(crate) recent_active: bool,
     /// The newest read round this follower acknowledged.
     pub(crate) read_round_acked: u64,
+    /// In snapshot state: the transfer.
+    pub(crate) outgoing: Option<OutgoingSnapshot>,
+    /// The leader's read round when `match_index` last advanced: a heartbeat answer of a
+    /// later round reflects a log that must hold everything up to `match_index`.
+    pub(crate) match_round: u64,
 }
 
 impl Progress {
@@ -44,10 +67,13 @@ impl Progress {
             inflight_bytes: 0,
             recent_active: false,
             read_round_acked: 0,
+            match_round: 0,
+            outgoing: None,
         }
     }
 
     pub(crate) fn become_probe(&mut self) {
+        self.outgoing = None;
         self.state = ProgressState::Probe;
         self.next_index = self.match_index + 1;
         self.probe_sent = false;
@@ -56,6 +82,7 @@ impl Progress {
     }
 
     pub(crate) fn become_replicate(&mut self) {
+        self.outgoing = None;
         self.state = ProgressState::Replicate;
         self.next_index = self.match_index + 1;
         self.probe_sent = false;
@@ -63,11 +90,28 @@ impl Progress {
         self.inflight_bytes = 0;
     }
 
-    /// Records an acknowledged match; returns whether it moved forward.
-    pub(crate) fn maybe_update(&mut self, index: LogIndex) -> bool {
+    pub(crate) fn become_snapshot(&mut self, snapshot: crate::types::Snapshot) {
+        self.state = ProgressState::Snapshot;
+        self.probe_sent = false;
+        self.inflight.clear();
+        self.inflight_bytes = 0;
+        let checksum = crc32fast::hash(&snapshot.data);
+        self.outgoing = Some(OutgoingSnapshot {
+            snapshot,
+            checksum,
+            acked: 0,
+            sent: 0,
+            acked_at_last_heartbeat: 0,
+        });
+    }
+
+    /// Records an acknowledged match at the leader's current `round`; returns whether it
+    /// moved forward.
+    pub(crate) fn maybe_update(&mut self, index: LogIndex, round: u64) -> bool {
         let updated = index > self.match_index;
         if updated {
             self.match_index = index;
+            self.match_round = round;
             self.probe_sent = false;
         }
         self.next_index = self.next_index.max(index + 1);
@@ -82,13 +126,14 @@ impl Progress {
             ProgressState::Replicate => {
                 self.inflight.len() >= messages_max as usize || self.inflight_bytes >= bytes_max
             }
+            ProgressState::Snapshot => true,
         }
     }
 
     /// Records an append sent with entries up to `last_index`.
     pub(crate) fn sent(&mut self, last_index: LogIndex, bytes: u64) {
         match self.state {
-            ProgressState::Probe => self.probe_sent = true,
+            ProgressState::Probe | ProgressState::Snapshot => self.probe_sent = true,
             ProgressState::Replicate => {
                 if last_index >= self.next_index {
                     self.next_index = last_index + 1;
@@ -99,13 +144,21 @@ impl Progress {
         }
     }
 
-    /// Frees the oldest in-flight append. A full window whose appends were all lost is
-    /// never freed by acknowledgements; freeing one slot lets the leader send again, and
-    /// the follower's answer (a rejection if appends are missing) resynchronizes it.
+    /// Frees the oldest in-flight append. Called when a heartbeat answer shows the
+    /// follower alive while the window is full: appends were lost (UDP, or the follower
+    /// restarted), and one more append will either succeed or be rejected, which moves
+    /// the follower to probe.
     pub(crate) fn free_first_one(&mut self) {
         if let Some((_, bytes)) = self.inflight.pop_front() {
             self.inflight_bytes -= bytes;
         }
+    }
+
+    /// The follower lost entries it had acknowledged (ephemeral storage restarted empty):
+    /// forget what it matched and probe from its real end.
+    pub(crate) fn reset_after_data_loss(&mut self, last_index: LogIndex) {
+        self.match_index = last_index;
+        self.become_probe();
     }
 
     fn free_to(&mut self, index: LogIndex) {
@@ -116,6 +169,11 @@ impl Progress {
             self.inflight.pop_front();
             self.inflight_bytes -= bytes;
         }
+    }
+
+    /// Entry bytes in flight.
+    pub(crate) fn inflight_bytes(&self) -> u64 {
+        self.inflight_bytes
     }
 
     /// Number of appends in flight.

@@ -14,7 +14,7 @@ use super::ready::{ForwardedProposal, ReadState, Ready, Role, SoftState};
 use crate::config::{Config, ConfigError, ReadMode};
 use crate::message::{Message, MessageBody, RejectHint};
 use crate::storage::Log;
-use crate::types::{Entry, EntryKind, HardState, LogIndex, NodeId, Term};
+use crate::types::{Entry, EntryKind, HardState, LogIndex, NodeId, Snapshot, SnapshotMeta, Term};
 
 /// Most bytes of committed entries handed out in one [`Ready`].
 const COMMITTED_BYTES_PER_READY_MAX: u64 = 4 * 1024 * 1024;
@@ -56,6 +56,21 @@ pub enum BrokenVariant {
     VoteWithoutLogCheck,
     /// Commit entries of older terms by counting replicas (the Figure 8 bug).
     CommitOlderTerms,
+}
+
+/// What one ready handed out: its last entry (index, term) and last committed index.
+#[derive(Clone, Copy, Debug)]
+struct HandedOut {
+    last_entry: Option<(LogIndex, Term)>,
+    last_committed: Option<LogIndex>,
+    snapshot: Option<SnapshotMeta>,
+}
+
+/// A snapshot a follower is receiving, chunk by chunk.
+#[derive(Debug)]
+struct IncomingSnapshot {
+    meta: SnapshotMeta,
+    data: Vec<u8>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -172,6 +187,14 @@ pub struct Raft<L: Log> {
     restarted: bool,
     prev_soft: SoftState,
     prev_hard: HardState,
+    /// What the outstanding ready handed out: its last entry (index, term) and its last
+    /// committed index. Recorded here so `advance` does not depend on what the driver
+    /// did with the ready's vectors (it may move them out).
+    handed_out: Option<HandedOut>,
+    /// Follower: the snapshot being received.
+    incoming: Option<IncomingSnapshot>,
+    /// Follower: a received snapshot for the driver to install.
+    pending_snapshot: Option<Snapshot>,
     counters: ProtocolCounters,
     #[cfg(feature = "fault-injection")]
     broken: Option<BrokenVariant>,
@@ -199,7 +222,19 @@ impl<L: Log> Raft<L> {
     pub fn new(config: Config, log: L, seed: u64) -> Result<Self, ConfigError> {
         config.validate()?;
         let hard = log.hard_state();
-        let log = RaftLog::new(log);
+        // The state machine starts from the stored snapshot, if any (the runtime restores it).
+        let snapshot_index = match log.snapshot() {
+            Ok(Some(snap)) => snap.meta.last_index,
+            Ok(None) => 0,
+            Err(e) => {
+                return Err(ConfigError::new(
+                    "log",
+                    format!("cannot read the stored snapshot: {e}"),
+                ))
+            }
+        };
+        let applied = snapshot_index.max(log.snapshot_meta().last_index);
+        let log = RaftLog::new(log, applied);
         let voters: Vec<NodeId> = config.voters.iter().copied().collect();
         let soft = SoftState {
             role: Role::Follower,
@@ -237,6 +272,9 @@ impl<L: Log> Raft<L> {
                 commit: log.committed,
                 ..hard
             },
+            handed_out: None,
+            incoming: None,
+            pending_snapshot: None,
             counters: ProtocolCounters::default(),
             config,
             log,
@@ -307,6 +345,22 @@ impl<L: Log> Raft<L> {
     /// The storage, for the driver to write what a [`Ready`] asks.
     pub fn log_mut(&mut self) -> &mut L {
         &mut self.log.log
+    }
+    /// The compaction point to pass to [`Log::compact`] to drop entries up to `index`,
+    /// clamped to what is applied and persisted; `None` if there is nothing to compact.
+    /// The driver must have stored a snapshot covering it first.
+    pub fn compaction_meta(&self, index: LogIndex) -> Option<SnapshotMeta> {
+        self.log.compaction_meta(index)
+    }
+
+    /// Highest index handed out for applying.
+    pub fn applied_index(&self) -> LogIndex {
+        self.log.applied
+    }
+
+    /// Gives the storage back, ending this protocol instance (a stopped node).
+    pub fn into_log(self) -> L {
+        self.log.log
     }
     /// Term of the entry at `index`, if the log has it.
     pub fn term_at(&self, index: LogIndex) -> Option<Term> {
@@ -770,6 +824,7 @@ impl<L: Log> Raft<L> {
                 MessageBody::PreVoteResponse { granted: true } => {}
                 MessageBody::Append { .. }
                 | MessageBody::Heartbeat { .. }
+                | MessageBody::InstallSnapshot { .. }
                 | MessageBody::TimeoutNow => {
                     log::info!(
                         "n{} learned of leader n{} at term {}",
@@ -793,7 +848,9 @@ impl<L: Log> Raft<L> {
             }
         } else if m.term < self.term {
             match m.body {
-                MessageBody::Append { .. } | MessageBody::Heartbeat { .. }
+                MessageBody::Append { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::InstallSnapshot { .. }
                     if self.config.check_quorum || self.config.pre_vote =>
                 {
                     // A stale leader may be unable to learn our term otherwise (it would
@@ -890,7 +947,9 @@ impl<L: Log> Raft<L> {
 
     fn step_candidate(&mut self, m: Message) {
         match m.body {
-            MessageBody::Append { .. } | MessageBody::Heartbeat { .. } => {
+            MessageBody::Append { .. }
+            | MessageBody::Heartbeat { .. }
+            | MessageBody::InstallSnapshot { .. } => {
                 // §5.2: a valid leader of our term exists; fall back to follower.
                 self.become_follower(self.term, Some(m.from));
                 self.step_follower(m);
@@ -945,6 +1004,16 @@ impl<L: Log> Raft<L> {
                         last_index: self.log.last_index(),
                     },
                 );
+            }
+            MessageBody::InstallSnapshot {
+                meta,
+                offset,
+                data,
+                done,
+            } => {
+                self.election_elapsed = 0;
+                self.leader = Some(m.from);
+                self.handle_snapshot_chunk(m.from, meta, offset, &data, done);
             }
             MessageBody::TimeoutNow => {
                 log::info!(
@@ -1032,6 +1101,114 @@ impl<L: Log> Raft<L> {
         );
     }
 
+    /// A chunk of a snapshot from the leader. Chunks are accepted in order only; every
+    /// chunk is answered with the next offset needed, so the leader resumes after loss.
+    fn handle_snapshot_chunk(
+        &mut self,
+        leader: NodeId,
+        meta: SnapshotMeta,
+        offset: u64,
+        data: &[u8],
+        done: Option<u32>,
+    ) {
+        if meta.last_index <= self.log.committed {
+            // We already have everything it covers.
+            self.incoming = None;
+            self.send(
+                leader,
+                MessageBody::AppendResponse {
+                    index: self.log.committed,
+                    reject: None,
+                },
+            );
+            return;
+        }
+        if self.incoming.as_ref().map(|i| i.meta) != Some(meta) {
+            if offset != 0 {
+                // A chunk of a transfer we do not have the start of: ask from 0.
+                self.send(
+                    leader,
+                    MessageBody::SnapshotResponse {
+                        last_index: meta.last_index,
+                        next_offset: 0,
+                    },
+                );
+                return;
+            }
+            log::info!(
+                "n{} receiving a snapshot up to {}@{} from n{leader}",
+                self.id,
+                meta.last_index,
+                meta.last_term
+            );
+            self.incoming = Some(IncomingSnapshot {
+                meta,
+                data: Vec::new(),
+            });
+        }
+        let bytes_max = self.config.snapshot_bytes_max;
+        let incoming = self.incoming.as_mut().expect("set above");
+        let have = incoming.data.len() as u64;
+        if offset == have {
+            if have + data.len() as u64 > bytes_max {
+                log::error!(
+                    "n{} refusing a snapshot larger than snapshot_bytes_max ({bytes_max} bytes)",
+                    self.id
+                );
+                self.incoming = None;
+                return;
+            }
+            incoming.data.extend_from_slice(data);
+        }
+        let have = incoming.data.len() as u64;
+        let complete = done.is_some() && offset + data.len() as u64 == have;
+        if !complete {
+            self.send(
+                leader,
+                MessageBody::SnapshotResponse {
+                    last_index: meta.last_index,
+                    next_offset: have,
+                },
+            );
+            return;
+        }
+        let incoming = self.incoming.take().expect("set above");
+        if Some(crc32fast::hash(&incoming.data)) != done {
+            log::warn!(
+                "n{} snapshot up to {} failed its checksum; asking for it again",
+                self.id,
+                meta.last_index
+            );
+            self.send(
+                leader,
+                MessageBody::SnapshotResponse {
+                    last_index: meta.last_index,
+                    next_offset: 0,
+                },
+            );
+            return;
+        }
+        log::info!(
+            "n{} installing a snapshot up to {}@{} ({} bytes)",
+            self.id,
+            meta.last_index,
+            meta.last_term,
+            incoming.data.len()
+        );
+        self.log.restore(meta);
+        self.pending_snapshot = Some(Snapshot {
+            meta,
+            data: incoming.data.into(),
+        });
+        self.send(
+            leader,
+            MessageBody::AppendResponse {
+                index: meta.last_index,
+                reject: None,
+            },
+        );
+    }
+
     fn handle_forwarded_propose(&mut self, from: NodeId, request_id: u64, data: Bytes) {
         let placed = match self.propose(data) {
             Ok(placed) => Some(placed),
@@ -1056,9 +1233,15 @@ impl<L: Log> Raft<L> {
                 index,
                 reject: None,
             } => {
+                let round = self.read_round;
                 let pr = self.progress.get_mut(&from).expect("checked above");
-                if pr.maybe_update(index) {
-                    if pr.state == ProgressState::Probe {
+                if pr.maybe_update(index, round) {
+                    let snapshot_done = pr.state == ProgressState::Snapshot
+                        && pr
+                            .outgoing
+                            .as_ref()
+                            .is_none_or(|o| index >= o.snapshot.meta.last_index);
+                    if pr.state == ProgressState::Probe || snapshot_done {
                         pr.become_replicate();
                     }
                     if self.maybe_commit() {
@@ -1077,7 +1260,30 @@ impl<L: Log> Raft<L> {
             MessageBody::AppendResponse {
                 index,
                 reject: Some(hint),
-            } => self.handle_append_rejection(from, index, hint),
+            } => {
+                if self.progress[&from].state != ProgressState::Snapshot {
+                    self.handle_append_rejection(from, index, hint);
+                }
+            }
+            MessageBody::SnapshotResponse {
+                last_index,
+                next_offset,
+            } => {
+                let pr = self.progress.get_mut(&from).expect("checked above");
+                let Some(o) = pr.outgoing.as_mut() else {
+                    return;
+                };
+                if o.snapshot.meta.last_index != last_index {
+                    return;
+                }
+                if next_offset < o.acked {
+                    // The follower restarted its receive: resume from what it has.
+                    o.sent = next_offset;
+                }
+                o.acked = next_offset.min(o.snapshot.data.len() as u64);
+                o.sent = o.sent.max(o.acked);
+                self.send_snapshot_chunks(from);
+            }
             MessageBody::HeartbeatResponse {
                 read_round,
                 last_index,
@@ -1088,19 +1294,41 @@ impl<L: Log> Raft<L> {
                 );
                 let pr = self.progress.get_mut(&from).expect("checked above");
                 pr.read_round_acked = pr.read_round_acked.max(read_round);
-                if pr.state == ProgressState::Probe {
-                    pr.probe_sent = false;
-                } else if pr.is_paused(messages_max, bytes_max) {
-                    // Every append of a full window may have been lost: no ack will ever
-                    // free it. Free one slot so the append below can go out.
-                    pr.free_first_one();
+                if read_round > pr.match_round && last_index < pr.match_index {
+                    log::warn!(
+                        "n{} n{from} lost entries it had acknowledged (last index {last_index} < \
+                         match {}): ephemeral storage restarted? rebuilding its log",
+                        self.id,
+                        pr.match_index
+                    );
+                    pr.reset_after_data_loss(last_index);
+                }
+                match pr.state {
+                    ProgressState::Probe => pr.probe_sent = false,
+                    ProgressState::Replicate => {
+                        if pr.is_paused(messages_max, bytes_max) {
+                            pr.free_first_one();
+                        }
+                    }
+                    ProgressState::Snapshot => {
+                        if let Some(o) = pr.outgoing.as_mut() {
+                            if o.acked == o.acked_at_last_heartbeat {
+                                // No progress for a heartbeat interval: chunks were lost.
+                                o.sent = o.acked;
+                            }
+                            o.acked_at_last_heartbeat = o.acked;
+                        }
+                        self.release_confirmed_reads();
+                        self.send_snapshot_chunks(from);
+                        return;
+                    }
                 }
                 let behind = pr.match_index < self.log.last_index() || last_index > pr.match_index;
                 self.release_confirmed_reads();
                 if behind {
-                    // Forced: with nothing new to send, an empty append still reaches a
-                    // follower whose appends were lost, and its rejection sends it back
-                    // to probe state, from where the missing entries are resent.
+                    // Forced: if every entry was already sent (optimistically) and lost,
+                    // an empty append at `next_index - 1` makes the follower reject and
+                    // the leader fall back to probing from the follower's real end.
                     self.send_append(from, true);
                 }
             }
@@ -1159,17 +1387,21 @@ impl<L: Log> Raft<L> {
         let next = pr.next_index;
         let prev_index = next - 1;
         let Some(prev_term) = self.log.term(prev_index) else {
-            log::warn!(
-                "n{} cannot replicate to n{to}: entry {prev_index} was compacted; the follower needs a snapshot",
-                self.id
-            );
+            self.start_snapshot_transfer(to, prev_index);
             return;
         };
+        // In replicate state the batch must also fit what is left of the byte window, so
+        // the bytes in flight never pass `inflight_bytes_max`.
+        let budget = match pr.state {
+            ProgressState::Replicate => self
+                .config
+                .append_bytes_max
+                .min(bytes_max.saturating_sub(pr.inflight_bytes())),
+            ProgressState::Probe | ProgressState::Snapshot => self.config.append_bytes_max,
+        };
+        let window_in_use = pr.inflight_messages() > 0;
         let entries = if next <= last {
-            match self
-                .log
-                .entries(next, last + 1, self.config.append_bytes_max)
-            {
+            match self.log.entries(next, last + 1, budget) {
                 Ok(entries) => entries,
                 Err(e) => {
                     log::error!(
@@ -1186,6 +1418,9 @@ impl<L: Log> Raft<L> {
             return;
         }
         let bytes: u64 = entries.iter().map(Entry::size_bytes).sum();
+        if bytes > budget && window_in_use {
+            return; // the next entry does not fit the window: wait for acknowledgements
+        }
         let last_sent = prev_index + entries.len() as u64;
         self.progress
             .get_mut(&to)
@@ -1206,6 +1441,75 @@ impl<L: Log> Raft<L> {
                 commit: self.log.committed,
             },
         );
+    }
+
+    /// The follower needs entry `needed` or earlier, which is compacted: send the stored
+    /// snapshot instead.
+    fn start_snapshot_transfer(&mut self, to: NodeId, needed: LogIndex) {
+        let snapshot = match self.log.log.snapshot() {
+            Ok(Some(s)) if s.meta.last_index >= needed => s,
+            Ok(other) => {
+                log::error!(
+                    "n{} cannot catch n{to} up: entry {needed} is compacted and the stored \
+                     snapshot ({:?}) does not cover it",
+                    self.id,
+                    other.map(|s| s.meta)
+                );
+                return;
+            }
+            Err(e) => {
+                log::error!("n{} cannot read the snapshot for n{to}: {e}", self.id);
+                return;
+            }
+        };
+        log::info!(
+            "n{} sending n{to} a snapshot up to {}@{} ({} bytes)",
+            self.id,
+            snapshot.meta.last_index,
+            snapshot.meta.last_term,
+            snapshot.data.len()
+        );
+        self.progress
+            .get_mut(&to)
+            .expect("peer exists")
+            .become_snapshot(snapshot);
+        self.send_snapshot_chunks(to);
+    }
+
+    /// Sends snapshot chunks to `to` while the in-flight byte window allows (at least one
+    /// chunk per call, so a resend always goes out).
+    fn send_snapshot_chunks(&mut self, to: NodeId) {
+        let chunk_max = self
+            .config
+            .snapshot_chunk_bytes
+            .min(self.config.append_bytes_max);
+        let window = self.config.inflight_bytes_max;
+        let mut chunks = Vec::new();
+        if let Some(o) = self.progress.get_mut(&to).and_then(|p| p.outgoing.as_mut()) {
+            let len = o.snapshot.data.len() as u64;
+            let mut empty_sent = false;
+            while (o.sent < len || (len == 0 && !empty_sent))
+                && (chunks.is_empty() || o.sent - o.acked < window)
+            {
+                let end = (o.sent + chunk_max).min(len);
+                let data = o.snapshot.data.slice(o.sent as usize..end as usize);
+                let done = (end == len).then_some(o.checksum);
+                chunks.push((o.snapshot.meta, o.sent, data, done));
+                o.sent = end;
+                empty_sent = true;
+            }
+        }
+        for (meta, offset, data, done) in chunks {
+            self.send(
+                to,
+                MessageBody::InstallSnapshot {
+                    meta,
+                    offset,
+                    data,
+                    done,
+                },
+            );
+        }
     }
 
     fn broadcast_append(&mut self) {
@@ -1333,7 +1637,8 @@ impl<L: Log> Raft<L> {
     /// Whether the leader's lease holds: a majority acknowledged a heartbeat sent less
     /// than `election_timeout - lease_drift` ticks ago, so no other leader can have been
     /// elected since (followers ignore votes for an election timeout after hearing from
-    /// us, and we count from when we sent, not when they answered).
+    /// us, and we count from when we sent, not when they answered). Never after a
+    /// TimeoutNow this term: voters skip their lease for a transferee.
     fn lease_valid(&self) -> bool {
         let oldest_round = self.read_round + 1 - self.round_sent_ticks.len() as u64;
         let sent_tick = |round: u64| -> u64 {
@@ -1386,6 +1691,7 @@ impl<L: Log> Raft<L> {
     /// Whether [`Raft::ready`] would return work.
     pub fn has_ready(&self) -> bool {
         self.soft_state() != self.prev_soft
+            || self.pending_snapshot.is_some()
             || self.hard_state() != self.prev_hard
             || !self.log.unstable_entries().is_empty()
             || !self.msgs.is_empty()
@@ -1403,6 +1709,7 @@ impl<L: Log> Raft<L> {
         let hard = self.hard_state();
         let ready = Ready {
             soft_state: (soft != self.prev_soft).then_some(soft),
+            snapshot: self.pending_snapshot.take(),
             hard_state: (hard != self.prev_hard).then_some(hard),
             entries: self.log.unstable_entries().to_vec(),
             messages: std::mem::take(&mut self.msgs),
@@ -1412,33 +1719,58 @@ impl<L: Log> Raft<L> {
         };
         self.prev_soft = soft;
         self.prev_hard = hard;
+        assert!(
+            self.handed_out.is_none(),
+            "ready() called twice without advance(): the driver must advance every ready"
+        );
+        self.handed_out = Some(HandedOut {
+            last_entry: ready.entries.last().map(|e| (e.index, e.term)),
+            last_committed: ready.committed.last().map(|e| e.index),
+            snapshot: ready.snapshot.as_ref().map(|s| s.meta),
+        });
         ready
     }
 
     /// Acknowledges that `ready` was handled: its entries and hard state are durable,
     /// its messages sent and its committed entries handed to the state machine.
+    ///
+    /// The ready's vectors may have been moved out by the driver: what was handed out is
+    /// remembered by the protocol itself.
+    ///
+    /// # Panics
+    /// If no ready is outstanding.
     pub fn advance(&mut self, ready: Ready) {
-        if let Some(last) = ready.entries.last() {
-            self.log.stable_to(last.index, last.term);
+        drop(ready);
+        let HandedOut {
+            last_entry: stable,
+            last_committed: applied,
+            snapshot,
+        } = self
+            .handed_out
+            .take()
+            .expect("advance() without an outstanding ready()");
+        if let Some(meta) = snapshot {
+            self.log.snapshot_persisted(meta);
+        }
+        if let Some((index, term)) = stable {
+            self.log.stable_to(index, term);
             if self.role == Role::Leader && self.maybe_commit() {
                 self.broadcast_needed = true;
             }
         }
-        if let Some(last) = ready.committed.last() {
-            self.log.applied_to(last.index);
+        if let Some(index) = applied {
+            self.log.applied_to(index);
         }
     }
 }
 
 /// Whether an append's entries follow `prev_index` contiguously with non-decreasing terms.
 fn entries_are_well_formed(prev_index: LogIndex, prev_term: Term, entries: &[Entry]) -> bool {
-    let mut expected = prev_index + 1;
     let mut term = prev_term;
-    for e in entries {
+    for (expected, e) in (prev_index + 1..).zip(entries) {
         if e.index != expected || e.term < term {
             return false;
         }
-        expected += 1;
         term = e.term;
     }
     true

@@ -2,7 +2,7 @@
 //! tail of entries not yet handed to storage and persisted.
 
 use crate::storage::{Log, StorageError};
-use crate::types::{Entry, LogIndex, Term};
+use crate::types::{Entry, LogIndex, SnapshotMeta, Term};
 
 /// The durable log plus an unstable tail.
 ///
@@ -21,25 +21,38 @@ pub(crate) struct RaftLog<L: Log> {
     pub(crate) applied: LogIndex,
     /// Highest index known persisted (durable in `log`).
     pub(crate) persisted: LogIndex,
+    /// A snapshot installed from the leader and not yet persisted by the driver: until
+    /// it is, the log starts after it, whatever storage still says.
+    installing: Option<SnapshotMeta>,
 }
 
 impl<L: Log> RaftLog<L> {
-    pub(crate) fn new(log: L) -> Self {
+    /// The protocol's view of `log`. `applied` is where the state machine starts: the
+    /// stored snapshot's index (the runtime restores the snapshot first).
+    pub(crate) fn new(log: L, applied: LogIndex) -> Self {
         let last = log.last_index();
-        let snap = log.snapshot_meta().last_index;
-        let committed = log.hard_state().commit.min(last).max(snap);
+        let compacted = log.snapshot_meta().last_index;
+        assert!(
+            applied >= compacted,
+            "the stored snapshot ({applied}) must cover the compacted log ({compacted})"
+        );
+        let committed = log.hard_state().commit.min(last).max(applied);
         Self {
             log,
             unstable: Vec::new(),
-            unstable_offset: last + 1,
+            unstable_offset: last.max(applied) + 1,
             committed,
-            applied: snap,
-            persisted: last,
+            applied,
+            persisted: last.max(applied),
+            installing: None,
         }
     }
 
     pub(crate) fn first_index(&self) -> LogIndex {
-        self.log.first_index()
+        match self.installing {
+            Some(meta) => meta.last_index + 1,
+            None => self.log.first_index(),
+        }
     }
 
     pub(crate) fn last_index(&self) -> LogIndex {
@@ -51,6 +64,14 @@ impl<L: Log> RaftLog<L> {
 
     /// Term at `index`, or `None` if the index is compacted or past the end.
     pub(crate) fn term(&self, index: LogIndex) -> Option<Term> {
+        if let Some(meta) = self.installing {
+            if index == meta.last_index {
+                return Some(meta.last_term);
+            }
+            if index < meta.last_index {
+                return None;
+            }
+        }
         if index >= self.unstable_offset {
             return self
                 .unstable
@@ -214,6 +235,53 @@ impl<L: Log> RaftLog<L> {
         self.unstable.drain(..=pos);
         self.unstable_offset = index + 1;
         self.persisted = index;
+    }
+
+    /// Installs a snapshot received from the leader (§7): the log now starts after
+    /// `meta`. Entries after it are kept if the log agrees with the snapshot at its last
+    /// index (they may be a consistent suffix), else everything is discarded.
+    pub(crate) fn restore(&mut self, meta: SnapshotMeta) {
+        assert!(
+            meta.last_index > self.committed,
+            "restore to {} at or below commit {}",
+            meta.last_index,
+            self.committed
+        );
+        if self.matches(meta.last_index, meta.last_term) {
+            if meta.last_index >= self.unstable_offset {
+                let pos = (meta.last_index - self.unstable_offset) as usize;
+                self.unstable.drain(..=pos);
+                self.unstable_offset = meta.last_index + 1;
+            }
+        } else {
+            self.unstable.clear();
+            self.unstable_offset = meta.last_index + 1;
+        }
+        self.installing = Some(meta);
+        self.committed = meta.last_index;
+        self.applied = meta.last_index;
+        self.persisted = self.persisted.max(meta.last_index).min(self.last_index());
+    }
+
+    /// The driver stored (and synced) the snapshot being installed and compacted the log.
+    pub(crate) fn snapshot_persisted(&mut self, meta: SnapshotMeta) {
+        if self.installing == Some(meta) {
+            self.installing = None;
+        }
+    }
+
+    /// The compaction point for compacting the log up to `index`, if that is allowed: at
+    /// most what is applied and persisted, and above what is already compacted.
+    pub(crate) fn compaction_meta(&self, index: LogIndex) -> Option<SnapshotMeta> {
+        let index = index.min(self.applied).min(self.persisted);
+        if index < self.first_index() || self.installing.is_some() {
+            return None;
+        }
+        let term = self.term(index)?;
+        Some(SnapshotMeta {
+            last_index: index,
+            last_term: term,
+        })
     }
 
     pub(crate) fn commit_to(&mut self, index: LogIndex) -> bool {

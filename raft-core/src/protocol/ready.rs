@@ -1,7 +1,7 @@
 //! `Ready`: what the protocol asks its driver to do, in order.
 
 use crate::message::Message;
-use crate::types::{Entry, HardState, LogIndex, NodeId, Term};
+use crate::types::{Entry, HardState, LogIndex, NodeId, Snapshot, Term};
 
 /// A node's role.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -48,7 +48,8 @@ pub struct ForwardedProposal {
 
 /// A batch of work for the driver. Handle it in this order:
 ///
-/// 1. append [`Ready::entries`] and store [`Ready::hard_state`], then sync the log;
+/// 1. store [`Ready::snapshot`] if any, append [`Ready::entries`] and store
+///    [`Ready::hard_state`], then sync the log;
 /// 2. send [`Ready::messages`] (only now: they may promise what step 1 made durable);
 /// 3. apply [`Ready::committed`] in order; answer [`Ready::read_states`] and
 ///    [`Ready::forwarded`];
@@ -58,6 +59,10 @@ pub struct ForwardedProposal {
 pub struct Ready {
     /// New role, term or leader, if any changed since the last ready.
     pub soft_state: Option<SoftState>,
+    /// A snapshot received from the leader: store it ([`crate::Log::save_snapshot`]),
+    /// compact the log to it ([`crate::Log::compact`]), before appending `entries`; then
+    /// restore the state machine from it before applying `committed`.
+    pub snapshot: Option<Snapshot>,
     /// Hard state to store, if it changed.
     pub hard_state: Option<HardState>,
     /// Entries to append to the log (replacing any suffix from the first one's index).
@@ -76,6 +81,7 @@ impl Ready {
     /// Whether there is nothing to do.
     pub fn is_empty(&self) -> bool {
         self.soft_state.is_none()
+            && self.snapshot.is_none()
             && self.hard_state.is_none()
             && self.entries.is_empty()
             && self.messages.is_empty()
@@ -86,6 +92,6 @@ impl Ready {
 
     /// Whether the log must be synced before the messages may be sent.
     pub fn must_sync(&self) -> bool {
-        self.hard_state.is_some() || !self.entries.is_empty()
+        self.hard_state.is_some() || !self.entries.is_empty() || self.snapshot.is_some()
     }
 }

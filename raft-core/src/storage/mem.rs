@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 
 use super::{Log, StorageError};
-use crate::types::{Entry, HardState, LogIndex, SnapshotMeta, Term};
+use crate::types::{Entry, HardState, LogIndex, Snapshot, SnapshotMeta, Term};
 
 /// An in-memory [`Log`]: fast, and gone when the process ends (the original's
 /// "ephemeral storage"). [`Log::sync`] is a no-op because there is nothing to make durable.
@@ -22,6 +22,8 @@ pub struct MemLog {
     snapshot: SnapshotMeta,
     /// Invariant: `entries[i].index == snapshot.last_index + 1 + i`.
     entries: VecDeque<Entry>,
+    /// The stored snapshot; covers at least up to `snapshot.last_index`.
+    stored: Option<Snapshot>,
 }
 
 impl MemLog {
@@ -133,6 +135,15 @@ impl Log for MemLog {
     }
 
     fn sync(&mut self) -> Result<(), StorageError> {
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Result<Option<Snapshot>, StorageError> {
+        Ok(self.stored.clone())
+    }
+
+    fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        self.stored = Some(snapshot.clone());
         Ok(())
     }
 

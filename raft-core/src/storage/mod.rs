@@ -11,7 +11,7 @@ mod mem;
 
 pub use mem::{check_contiguous, MemLog};
 
-use crate::types::{Entry, HardState, LogIndex, SnapshotMeta, Term};
+use crate::types::{Entry, HardState, LogIndex, Snapshot, SnapshotMeta, Term};
 
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -77,7 +77,8 @@ pub trait Log: Send + 'static {
     /// Storage failure.
     fn set_hard_state(&mut self, hard_state: HardState) -> Result<(), StorageError>;
 
-    /// Metadata of the snapshot the log starts after.
+    /// Where the log was compacted to: it starts right after `last_index`, whose term is
+    /// `last_term`. A stored snapshot (see [`Log::snapshot`]) covers at least this far.
     fn snapshot_meta(&self) -> SnapshotMeta;
 
     /// The first index present in the log: `snapshot_meta().last_index + 1`.
@@ -118,6 +119,20 @@ pub trait Log: Send + 'static {
     /// # Errors
     /// Storage failure; the caller must not send anything that depends on the writes.
     fn sync(&mut self) -> Result<(), StorageError>;
+
+    /// The latest stored snapshot, if any.
+    ///
+    /// # Errors
+    /// Storage failure or corruption.
+    fn snapshot(&self) -> Result<Option<Snapshot>, StorageError>;
+
+    /// Stores `snapshot`, replacing the previous one atomically: after a crash at any
+    /// point, either the old or the new snapshot is there, whole. Durable at the next
+    /// [`Log::sync`]. Does not compact the log; [`Log::compact`] does.
+    ///
+    /// # Errors
+    /// Storage failure.
+    fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError>;
 
     /// Discards entries at and below `meta.last_index`, which a snapshot now covers.
     /// Entries after it are kept when the log agrees with `meta.last_term` at
@@ -164,5 +179,11 @@ impl<L: Log + ?Sized> Log for Box<L> {
     }
     fn compact(&mut self, meta: SnapshotMeta) -> Result<(), StorageError> {
         (**self).compact(meta)
+    }
+    fn snapshot(&self) -> Result<Option<Snapshot>, StorageError> {
+        (**self).snapshot()
+    }
+    fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        (**self).save_snapshot(snapshot)
     }
 }

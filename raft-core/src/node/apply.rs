@@ -1,0 +1,278 @@
+//! The apply thread: applies committed entries to the state machine in order, answers
+//! each proposer, and publishes `Applied` events.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender};
+
+use super::dedup::Dedup;
+use super::envelope;
+use super::error::NodeError;
+use super::events::Event;
+use super::shared::Shared;
+use super::snapshot;
+use super::state_machine::StateMachine;
+use crate::types::{Entry, EntryKind, LogIndex, Snapshot};
+
+/// Work for the apply thread, in log order.
+pub(crate) enum ApplyTask {
+    /// Committed entries, in order.
+    Entries(Vec<Entry>),
+    /// The leader placed this node's proposal `request_id` at `index`: if a different
+    /// entry ends up applied there, the proposal was dropped.
+    Placed { request_id: u64, index: LogIndex },
+    /// Replace the state with a snapshot received from the leader.
+    Restore(Snapshot),
+    /// Take a snapshot now (a manual trigger).
+    TakeSnapshot,
+}
+
+/// When the apply thread takes snapshots.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SnapshotPolicy {
+    pub(crate) after_entries: u64,
+    pub(crate) after_bytes: u64,
+}
+
+/// A snapshot the apply thread took: (index, packed bytes), for the WaitLoop to store.
+pub(crate) type TakenSnapshot = (LogIndex, Bytes);
+
+pub(crate) struct Applier<S: StateMachine> {
+    shared: Arc<Shared<S>>,
+    tasks: Receiver<ApplyTask>,
+    applied: LogIndex,
+    /// Entries up to here were committed before this start: applying them is a replay.
+    replay_to: LogIndex,
+    /// Placed proposals not yet applied: index -> request id.
+    placed: BTreeMap<LogIndex, u64>,
+    dedup: Dedup,
+    policy: SnapshotPolicy,
+    snapshots: Sender<TakenSnapshot>,
+    last_snapshot: LogIndex,
+    bytes_since_snapshot: u64,
+    /// Whether the state machine produced a snapshot when asked (false: never ask again).
+    snapshots_supported: bool,
+}
+
+impl<S: StateMachine> Applier<S> {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        shared: Arc<Shared<S>>,
+        tasks: Receiver<ApplyTask>,
+        applied: LogIndex,
+        replay_to: LogIndex,
+        dedup: Dedup,
+        policy: SnapshotPolicy,
+        snapshots: Sender<TakenSnapshot>,
+    ) -> Self {
+        Self {
+            shared,
+            tasks,
+            applied,
+            replay_to,
+            placed: BTreeMap::new(),
+            dedup,
+            policy,
+            snapshots,
+            last_snapshot: applied,
+            bytes_since_snapshot: 0,
+            snapshots_supported: true,
+        }
+    }
+
+    /// Restores the state machine and the runtime state from stored snapshot bytes.
+    pub(crate) fn restore_state(sm: &mut S, data: &[u8]) -> Result<Dedup, super::RestoreError> {
+        let (dedup, state) = snapshot::unpack(data)?;
+        sm.restore(&state)?;
+        Ok(dedup)
+    }
+
+    /// Runs until the task channel closes (the WaitLoop ended).
+    pub(crate) fn run(mut self) {
+        while let Ok(task) = self.tasks.recv() {
+            self.handle(task);
+            // Drain a burst before publishing the applied index once.
+            while let Ok(task) = self.tasks.try_recv() {
+                self.handle(task);
+            }
+            self.shared.set_applied(self.applied);
+            self.maybe_snapshot(false);
+        }
+        log::debug!(
+            "n{} apply thread stopped at index {}",
+            self.shared.id,
+            self.applied
+        );
+    }
+
+    fn handle(&mut self, task: ApplyTask) {
+        match task {
+            ApplyTask::Entries(entries) => self.apply(entries),
+            ApplyTask::Restore(snap) => self.restore(snap),
+            ApplyTask::TakeSnapshot => self.maybe_snapshot(true),
+            ApplyTask::Placed { request_id, index } => {
+                if index <= self.applied {
+                    // Already applied and not answered: what was applied there was not ours.
+                    self.answer(request_id, Err(NodeError::Dropped));
+                } else {
+                    self.placed.insert(index, request_id);
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) {
+        let publish = self.shared.events.has_subscribers();
+        let shared = self.shared.clone();
+        let mut sm = shared.state_machine.lock();
+        for entry in entries {
+            if entry.index <= self.applied {
+                continue; // already applied
+            }
+            assert_eq!(
+                entry.index,
+                self.applied + 1,
+                "entries must be applied in order without gaps"
+            );
+            self.applied = entry.index;
+            let answered = if entry.kind == EntryKind::Command {
+                self.apply_command(&mut sm, &entry, publish)
+            } else {
+                None
+            };
+            if let Some(request_id) = self.placed.remove(&entry.index) {
+                if answered != Some(request_id) {
+                    self.answer(request_id, Err(NodeError::Dropped));
+                }
+            }
+        }
+    }
+
+    fn restore(&mut self, snap: Snapshot) {
+        if snap.meta.last_index <= self.applied {
+            return;
+        }
+        let mut sm = self.shared.state_machine.lock();
+        match Self::restore_state(&mut sm, &snap.data) {
+            Ok(dedup) => self.dedup = dedup,
+            Err(e) => {
+                // A snapshot that passed its checksum but does not restore: this node
+                // cannot be trusted to go on; it stops applying and says so.
+                log::error!(
+                    "n{} cannot restore the snapshot up to {}: {e}; this node stops applying",
+                    self.shared.id,
+                    snap.meta.last_index
+                );
+                self.shared.fail_all_waiters(|| NodeError::Stopped);
+                return;
+            }
+        }
+        drop(sm);
+        log::info!(
+            "n{} restored its state from a snapshot up to {}",
+            self.shared.id,
+            snap.meta.last_index
+        );
+        self.applied = snap.meta.last_index;
+        self.last_snapshot = snap.meta.last_index;
+        self.bytes_since_snapshot = 0;
+        // Our proposals placed at or below the snapshot: the snapshot's table says
+        // whether they took effect; their responses are gone either way.
+        let covered: Vec<(LogIndex, u64)> = self
+            .placed
+            .range(..=snap.meta.last_index)
+            .map(|(i, r)| (*i, *r))
+            .collect();
+        for (index, request_id) in covered {
+            self.placed.remove(&index);
+            let err = if self.dedup.was_applied(self.shared.origin, request_id) {
+                NodeError::ResponseLost
+            } else {
+                NodeError::Dropped
+            };
+            self.answer(request_id, Err(err));
+        }
+    }
+
+    /// Takes a snapshot if the policy says so (or `force`), and hands it to the WaitLoop.
+    fn maybe_snapshot(&mut self, force: bool) {
+        if !self.snapshots_supported || self.applied <= self.last_snapshot {
+            return;
+        }
+        let due = (self.policy.after_entries > 0
+            && self.applied - self.last_snapshot >= self.policy.after_entries)
+            || (self.policy.after_bytes > 0
+                && self.bytes_since_snapshot >= self.policy.after_bytes);
+        if !due && !force {
+            return;
+        }
+        let state = self.shared.state_machine.lock().snapshot();
+        let Some(state) = state else {
+            log::info!(
+                "n{} state machine does not snapshot; the log will not be compacted",
+                self.shared.id
+            );
+            self.snapshots_supported = false;
+            return;
+        };
+        let packed = snapshot::pack(&self.dedup, state);
+        log::debug!(
+            "n{} took a snapshot at {} ({} bytes)",
+            self.shared.id,
+            self.applied,
+            packed.len()
+        );
+        // A full channel means the WaitLoop has not stored the previous one yet: try
+        // again after the next batch.
+        if self.snapshots.try_send((self.applied, packed)).is_ok() {
+            self.last_snapshot = self.applied;
+            self.bytes_since_snapshot = 0;
+        }
+    }
+
+    /// Applies one command entry; returns the request id if it was this node's proposal.
+    fn apply_command(&mut self, sm: &mut S, entry: &Entry, publish: bool) -> Option<u64> {
+        let Some((origin, request_id, command)) = envelope::unwrap(&entry.data) else {
+            log::warn!(
+                "n{} entry {} has no runtime envelope; applying its bytes as they are",
+                self.shared.id,
+                entry.index
+            );
+            sm.apply(entry.index, &entry.data);
+            return None;
+        };
+        self.bytes_since_snapshot += entry.data.len() as u64;
+        let ours = (origin == self.shared.origin).then_some(request_id);
+        if !self.dedup.first_time(origin, request_id, entry.index) {
+            log::debug!(
+                "n{} skipping entry {}: a second copy of request {request_id}",
+                self.shared.id,
+                entry.index
+            );
+            return ours;
+        }
+        let response = sm.apply(entry.index, command);
+        if let Some(request_id) = ours {
+            if let Some(w) = self.shared.waiters.lock().remove(&request_id) {
+                let _ = w.send(Ok(response));
+            }
+        }
+        if publish {
+            self.shared.events.publish(Event::Applied {
+                index: entry.index,
+                term: entry.term,
+                command: entry.data.slice(envelope::ENVELOPE_BYTES..),
+                replayed: entry.index <= self.replay_to,
+            });
+        }
+        ours
+    }
+
+    fn answer(&self, request_id: u64, result: Result<S::Response, NodeError>) {
+        if let Some(w) = self.shared.waiters.lock().remove(&request_id) {
+            let _ = w.send(result);
+        }
+    }
+}

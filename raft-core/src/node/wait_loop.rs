@@ -1,0 +1,493 @@
+//! The WaitLoop: one thread that owns the protocol, waits on a single
+//! `crossbeam_channel::select!` for peer messages, requests, the next tick or shutdown,
+//! and handles each `Ready` in order: persist and sync once per batch, then send, then
+//! hand committed entries to the apply thread.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::{never, select, Receiver, Sender};
+
+use super::apply::{ApplyTask, TakenSnapshot};
+use super::config::NodeConfig;
+use super::envelope;
+use super::error::NodeError;
+use super::events::Event;
+use super::shared::Shared;
+use super::state_machine::StateMachine;
+use super::status::{ClusterState, NodeCounters, PeerLag};
+use crate::message::Message;
+use crate::protocol::{ProposeError, Raft, Ready, Role, SoftState};
+use crate::storage::Log;
+use crate::transport::Transport;
+use crate::types::{LogIndex, NodeId, Snapshot, SnapshotMeta};
+
+/// A request from the node's handle to its WaitLoop.
+pub(crate) enum Request {
+    /// Propose a command; the waiter is already registered under `request_id`.
+    Propose { request_id: u64, command: Bytes },
+    /// Ask for a read index.
+    Read {
+        reply: Sender<Result<LogIndex, NodeError>>,
+        deadline: Instant,
+    },
+    /// Start an election now.
+    Campaign,
+    /// Hand leadership to another node.
+    Transfer {
+        to: NodeId,
+        reply: Sender<Result<(), NodeError>>,
+    },
+    /// Take a snapshot now.
+    Snapshot,
+}
+
+pub(crate) struct WaitLoop<S: StateMachine> {
+    pub(crate) raft: Raft<Box<dyn Log>>,
+    pub(crate) transport: Box<dyn Transport>,
+    pub(crate) inbox: Receiver<Message>,
+    pub(crate) requests: Receiver<Request>,
+    pub(crate) shutdown: Receiver<()>,
+    /// Snapshots the apply thread took, to store and compact behind.
+    pub(crate) snapshots: Receiver<TakenSnapshot>,
+    pub(crate) apply: Sender<ApplyTask>,
+    pub(crate) shared: Arc<Shared<S>>,
+    pub(crate) config: NodeConfig,
+    /// Proposals not yet placed by a leader, by request id: the enveloped command and
+    /// when it was last sent. Re-sent on a leader change and on a timer, since a
+    /// forwarded proposal or its answer can be lost; the apply thread skips copies.
+    pub(crate) unplaced: BTreeMap<u64, (Bytes, Option<Instant>)>,
+    /// Reads waiting for their read index, by request id.
+    pub(crate) reads: HashMap<u64, (Sender<Result<LogIndex, NodeError>>, Instant)>,
+    pub(crate) next_read_id: u64,
+    pub(crate) counters: NodeCounters,
+    pub(crate) join: JoinSearch,
+    pub(crate) soft: SoftState,
+    /// Last index covered by the stored snapshot.
+    pub(crate) snapshot_index: LogIndex,
+}
+
+/// Looking for the cluster at start (the original's join retry attempts).
+pub(crate) struct JoinSearch {
+    pub(crate) attempt: u32,
+    pub(crate) attempt_deadline: Instant,
+    pub(crate) heard: BTreeSet<NodeId>,
+    pub(crate) found: bool,
+    pub(crate) gave_up: bool,
+}
+
+impl<S: StateMachine> WaitLoop<S> {
+    /// Runs until shutdown or a fatal storage error; returns the log for reuse.
+    pub(crate) fn run(mut self) -> Box<dyn Log> {
+        let id = self.shared.id;
+        let tick = self.config.tick();
+        let mut next_tick = Instant::now() + tick;
+        let mut requests = self.requests.clone();
+        let mut inbox = self.inbox.clone();
+        loop {
+            let timeout = next_tick.saturating_duration_since(Instant::now());
+            select! {
+                recv(self.shutdown) -> _ => break,
+                recv(inbox) -> m => match m {
+                    Ok(m) => self.on_message(m),
+                    Err(_) => inbox = never(),
+                },                recv(requests) -> r => match r {
+                    Ok(r) => self.on_request(r),
+                    Err(_) => requests = never(),
+                },
+                recv(self.snapshots) -> s => {
+                    if let Ok((index, data)) = s {
+                        self.store_snapshot(index, data);
+                    }
+                }
+                default(timeout) => {}
+            }
+            // Drain bursts so one turn (and one sync) serves a whole batch.
+            for _ in 0..self.config.batch_messages_max {
+                match self.inbox.try_recv() {
+                    Ok(m) => self.on_message(m),
+                    Err(_) => break,
+                }
+            }
+            for _ in 0..self.config.batch_messages_max {
+                match self.requests.try_recv() {
+                    Ok(r) => self.on_request(r),
+                    Err(_) => break,
+                }
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                self.raft.tick();
+                next_tick += tick;
+                if next_tick < now {
+                    // We fell behind (a long sync or a paused process): do not burst ticks.
+                    next_tick = now + tick;
+                }
+                self.on_tick(now);
+            }
+            if let Err(e) = self.handle_readies() {
+                log::error!("n{id} stopping: storage failed: {e}");
+                self.shared.fail_all_waiters(|| NodeError::Stopped);
+                break;
+            }
+        }
+        self.transport.stop();
+        for (_, (reply, _)) in self.reads.drain() {
+            let _ = reply.send(Err(NodeError::Stopped));
+        }
+        self.publish_status();
+        self.shared.status.lock().running = false;
+        log::info!("n{id} stopped");
+        let Self { raft, .. } = self;
+        raft.into_log()
+    }
+
+    fn on_message(&mut self, m: Message) {
+        self.counters.messages_received += 1;
+        if !self.join.found {
+            self.join.heard.insert(m.from);
+        }
+        log::trace!(
+            "n{} <- n{}: {} at term {}",
+            self.shared.id,
+            m.from,
+            m.body.kind(),
+            m.term
+        );
+        self.raft.step(m);
+    }
+
+    fn on_request(&mut self, r: Request) {
+        match r {
+            Request::Propose {
+                request_id,
+                command,
+            } => {
+                self.counters.proposals += 1;
+                let data = envelope::wrap(self.shared.origin, request_id, &command);
+                self.unplaced.insert(request_id, (data, None));
+                self.send_proposal(request_id, Instant::now());
+            }
+            Request::Read { reply, deadline } => {
+                self.next_read_id += 1;
+                let read_id = self.next_read_id;
+                match self.raft.read_index(read_id) {
+                    Ok(()) => {
+                        self.reads.insert(read_id, (reply, deadline));
+                    }
+                    Err(_) => {
+                        let _ = reply.send(Err(NodeError::NoLeader));
+                    }
+                }
+            }
+            Request::Campaign => self.raft.campaign(),
+            Request::Transfer { to, reply } => {
+                let _ = reply.send(
+                    self.raft
+                        .transfer_leadership(to)
+                        .map_err(NodeError::Rejected),
+                );
+            }
+            Request::Snapshot => {
+                let _ = self.apply.send(ApplyTask::TakeSnapshot);
+            }
+        }
+    }
+
+    /// Proposes (on the leader) or forwards (to the leader) an unplaced proposal. A new
+    /// proposal with no leader known fails at once with `NoLeader` (retry later); one sent
+    /// before stays queued, since it may yet be placed, until a leader is known again.
+    fn send_proposal(&mut self, request_id: u64, now: Instant) {
+        let Some((data, sent)) = self.unplaced.get_mut(&request_id) else {
+            return;
+        };
+        if self.raft.leader().is_none() {
+            if sent.is_none() {
+                self.unplaced.remove(&request_id);
+                self.counters.proposals_failed += 1;
+                if let Some(w) = self.shared.waiters.lock().remove(&request_id) {
+                    let _ = w.send(Err(NodeError::NoLeader));
+                }
+            }
+            return;
+        }
+        *sent = Some(now);
+        let data = data.clone();
+        match self.raft.propose_or_forward(request_id, data) {
+            Ok(()) => {}
+            Err(ProposeError::NotLeader { .. }) => {}
+            Err(e) => {
+                // Too large, too many uncommitted, or a transfer under way: tell the caller.
+                self.counters.proposals_failed += 1;
+                self.unplaced.remove(&request_id);
+                if let Some(w) = self.shared.waiters.lock().remove(&request_id) {
+                    let _ = w.send(Err(NodeError::Rejected(e)));
+                }
+            }
+        }
+    }
+
+    /// Re-sends unplaced proposals last sent before `older_than` (all, if `None`), and
+    /// forgets those whose proposer stopped waiting.
+    fn resend_unplaced(&mut self, now: Instant, older_than: Option<Instant>) {
+        {
+            let waiters = self.shared.waiters.lock();
+            self.unplaced.retain(|id, _| waiters.contains_key(id));
+        }
+        let due: Vec<u64> = self
+            .unplaced
+            .iter()
+            .filter(|(_, (_, sent))| match (older_than, sent) {
+                (None, _) | (_, None) => true,
+                (Some(t), Some(sent)) => *sent < t,
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            self.send_proposal(id, now);
+        }
+    }
+
+    fn on_tick(&mut self, now: Instant) {
+        let resend_after = self.config.tick() * self.config.protocol.election_timeout_ticks;
+        if let Some(t) = now.checked_sub(resend_after) {
+            self.resend_unplaced(now, Some(t));
+        }
+        self.reads.retain(|_, (reply, deadline)| {
+            if now < *deadline {
+                return true;
+            }
+            let _ = reply.send(Err(NodeError::Timeout(Duration::ZERO)));
+            false
+        });
+        self.check_join(now);
+        self.publish_status();
+    }
+
+    fn check_join(&mut self, now: Instant) {
+        if self.join.found {
+            return;
+        }
+        let majority = self.raft.config().voters.len() / 2 + 1;
+        let leader_known = self.raft.leader().is_some();
+        if leader_known || self.join.heard.len() + 1 >= majority {
+            self.join.found = true;
+            log::info!(
+                "n{} found the cluster (leader {:?}, term {}, heard from {:?})",
+                self.shared.id,
+                self.raft.leader(),
+                self.raft.term(),
+                self.join.heard
+            );
+            self.shared.set_cluster(ClusterState::Found);
+            self.shared.events.publish(Event::ClusterFound);
+            return;
+        }
+        if self.join.gave_up || now < self.join.attempt_deadline {
+            return;
+        }
+        if self.join.attempt >= self.config.join_attempts {
+            self.join.gave_up = true;
+            log::warn!(
+                "n{} did not find the cluster after {} attempts ({:?}); still listening",
+                self.shared.id,
+                self.join.attempt,
+                self.config.join_retry_time()
+            );
+            self.shared.set_cluster(ClusterState::NotFound);
+            self.shared.events.publish(Event::ClusterNotFound {
+                attempts: self.join.attempt,
+            });
+            return;
+        }
+        self.join.attempt += 1;
+        self.join.attempt_deadline = now + self.config.join_attempt_duration(self.join.attempt - 1);
+        log::info!(
+            "n{} looking for the cluster: attempt {} of {}",
+            self.shared.id,
+            self.join.attempt,
+            self.config.join_attempts
+        );
+        self.shared.set_cluster(ClusterState::Searching {
+            attempt: self.join.attempt,
+        });
+    }
+
+    /// Handles every pending Ready, in order. Returns a storage error, which is fatal.
+    fn handle_readies(&mut self) -> Result<(), crate::StorageError> {
+        while self.raft.has_ready() {
+            let mut ready = self.raft.ready();
+            self.persist(&ready)?;
+            if !ready.messages.is_empty() {
+                self.counters.messages_sent += ready.messages.len() as u64;
+                self.transport.send(std::mem::take(&mut ready.messages));
+            }
+            self.dispatch(&mut ready);
+            self.raft.advance(ready);
+        }
+        Ok(())
+    }
+    /// Stores a snapshot the apply thread took at `index` and compacts the log behind it,
+    /// keeping `snapshot_trailing_entries`. A failure here is logged, not fatal: the log
+    /// simply stays longer.
+    fn store_snapshot(&mut self, index: LogIndex, data: bytes::Bytes) {
+        let Some(term) = self.raft.term_at(index) else {
+            return; // already compacted past it (a newer snapshot was installed)
+        };
+        let id = self.shared.id;
+        let snapshot = Snapshot {
+            meta: SnapshotMeta {
+                last_index: index,
+                last_term: term,
+            },
+            data,
+        };
+        let keep = self.config.snapshot_trailing_entries;
+        let result = (|| {
+            let log = self.raft.log_mut();
+            log.save_snapshot(&snapshot)?;
+            log.sync()?;
+            if let Some(meta) = self.raft.compaction_meta(index.saturating_sub(keep)) {
+                let log = self.raft.log_mut();
+                log.compact(meta)?;
+                log.sync()?;
+            }
+            Ok::<(), crate::StorageError>(())
+        })();
+        match result {
+            Ok(()) => {
+                self.snapshot_index = index;
+                log::info!(
+                    "n{id} stored a snapshot at {index} ({} bytes); log now starts at {}",
+                    snapshot.data.len(),
+                    self.raft.log().first_index()
+                );
+                self.publish_status();
+            }
+            Err(e) => log::error!("n{id} could not store the snapshot at {index}: {e}"),
+        }
+    }
+
+    /// Step 1 of a Ready: make its snapshot, entries and hard state durable, with one sync.
+    fn persist(&mut self, ready: &Ready) -> Result<(), crate::StorageError> {
+        if let Some(snapshot) = &ready.snapshot {
+            let log = self.raft.log_mut();
+            log.save_snapshot(snapshot)?;
+            log.compact(snapshot.meta)?;
+        }
+        if !ready.entries.is_empty() {
+            self.raft.log_mut().append(&ready.entries)?;
+        }
+        if let Some(hs) = ready.hard_state {
+            self.raft.log_mut().set_hard_state(hs)?;
+        }
+        if ready.must_sync() {
+            self.raft.log_mut().sync()?;
+            self.counters.syncs += 1;
+        }
+        Ok(())
+    }
+
+    /// Steps 3 and on: role events, committed entries, read and proposal outcomes.
+    fn dispatch(&mut self, ready: &mut Ready) {
+        if let Some(soft) = ready.soft_state {
+            self.on_soft_state(soft);
+        }
+        if let Some(snapshot) = ready.snapshot.take() {
+            self.snapshot_index = snapshot.meta.last_index;
+            let _ = self.apply.send(ApplyTask::Restore(snapshot));
+        }
+        for placed in ready.forwarded.drain(..) {
+            // A refusal (the node we forwarded to no longer leads) leaves the proposal
+            // unplaced: it is sent again when a leader is known.
+            if let Some((index, _term)) = placed.placed {
+                if self.unplaced.remove(&placed.request_id).is_some() {
+                    let _ = self.apply.send(ApplyTask::Placed {
+                        request_id: placed.request_id,
+                        index,
+                    });
+                }
+            }
+        }
+        if !ready.committed.is_empty() {
+            let _ = self
+                .apply
+                .send(ApplyTask::Entries(std::mem::take(&mut ready.committed)));
+        }
+        for rs in ready.read_states.drain(..) {
+            if let Some((reply, _)) = self.reads.remove(&rs.request_id) {
+                let _ = reply.send(rs.index.ok_or(NodeError::NoLeader));
+            }
+        }
+    }
+
+    fn on_soft_state(&mut self, soft: SoftState) {
+        let old = self.soft;
+        self.soft = soft;
+        let events = &self.shared.events;
+        if old.role != Role::Leader && soft.role == Role::Leader {
+            events.publish(Event::BecameLeader { term: soft.term });
+        }
+        if old.role == Role::Leader && soft.role != Role::Leader {
+            events.publish(Event::LostLeadership { term: old.term });
+        }
+        if old.leader != soft.leader || (soft.leader.is_some() && old.term != soft.term) {
+            if let Some(leader) = soft.leader {
+                log::info!(
+                    "n{} follows leader n{leader} at term {}",
+                    self.shared.id,
+                    soft.term
+                );
+            }
+            events.publish(Event::LeaderChanged {
+                leader: soft.leader,
+                term: soft.term,
+            });
+            // Forwarded reads went to the old leader: fail them so callers retry.
+            if old.leader.is_some() && old.leader != Some(self.shared.id) {
+                for (_, (reply, _)) in self.reads.drain() {
+                    let _ = reply.send(Err(NodeError::NoLeader));
+                }
+            }
+            if soft.leader.is_some() {
+                self.resend_unplaced(Instant::now(), None);
+            }
+        }
+        self.publish_status();
+        // A leader change may settle the search for the cluster at once.
+        self.check_join(Instant::now());
+    }
+
+    fn publish_status(&mut self) {
+        let st = self.raft.status();
+        let applied = *self.shared.applied.lock();
+        let mut counters = self.counters;
+        counters.transport = self.transport.counters();
+        counters.protocol = st.counters;
+        counters.events_dropped = self
+            .shared
+            .events
+            .dropped
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let mut status = self.shared.status.lock();
+        status.role = st.soft.role;
+        status.term = st.soft.term;
+        status.leader = st.soft.leader;
+        status.commit_index = st.commit_index;
+        status.applied_index = applied;
+        status.last_index = st.last_index;
+        status.first_index = self.raft.log().first_index();
+        status.snapshot_index = self.snapshot_index;
+        status.peers = st
+            .peers
+            .iter()
+            .map(|p| PeerLag {
+                progress: *p,
+                lag: st.last_index.saturating_sub(p.match_index),
+            })
+            .collect();
+        status.counters = counters;
+    }
+}

@@ -1,0 +1,193 @@
+//! InstallSnapshot at the protocol level: chunking, resumption, checksum, and that a
+//! follower discards exactly the entries a snapshot covers (compare hashicorp/raft#697,
+//! where a conflicting entry survived an install).
+
+use raft_core::{
+    Config, Entry, EntryKind, HardState, Log, MemLog, Message, MessageBody, Raft, SnapshotMeta,
+};
+
+fn entry(index: u64, term: u64) -> Entry {
+    Entry {
+        index,
+        term,
+        kind: EntryKind::Command,
+        data: vec![index as u8].into(),
+    }
+}
+
+/// Node 3 of {1, 2, 3} at term 3 with `log` as (index, term) pairs, commit 3.
+fn follower(log: &[(u64, u64)]) -> Raft<MemLog> {
+    let mut mem = MemLog::new();
+    let entries: Vec<Entry> = log.iter().map(|&(i, t)| entry(i, t)).collect();
+    mem.append(&entries).unwrap();
+    mem.set_hard_state(HardState {
+        term: 3,
+        vote: None,
+        commit: 3,
+    })
+    .unwrap();
+    Raft::new(Config::new(3, [1, 2, 3]), mem, 1).unwrap()
+}
+
+fn chunk(meta: SnapshotMeta, offset: u64, data: &[u8], done: Option<u32>) -> Message {
+    Message {
+        from: 1,
+        to: 3,
+        term: 4,
+        body: MessageBody::InstallSnapshot {
+            meta,
+            offset,
+            data: data.to_vec().into(),
+            done,
+        },
+    }
+}
+
+/// Handles one ready the way the runtime does; returns the messages sent.
+fn handle(raft: &mut Raft<MemLog>) -> Vec<Message> {
+    let ready = raft.ready();
+    let log = raft.log_mut();
+    if let Some(s) = &ready.snapshot {
+        log.save_snapshot(s).unwrap();
+        log.compact(s.meta).unwrap();
+    }
+    log.append(&ready.entries).unwrap();
+    if let Some(hs) = ready.hard_state {
+        log.set_hard_state(hs).unwrap();
+    }
+    log.sync().unwrap();
+    let msgs = ready.messages.clone();
+    raft.advance(ready);
+    msgs
+}
+
+const META: SnapshotMeta = SnapshotMeta {
+    last_index: 5,
+    last_term: 3,
+};
+
+#[test]
+fn a_conflicting_suffix_does_not_survive_a_snapshot_install() {
+    // Entries 4..6 are an old leader's term-2 entries; the snapshot says 5 is term 3.
+    let mut f = follower(&[(1, 1), (2, 1), (3, 1), (4, 2), (5, 2), (6, 2)]);
+    let data = b"state up to 5";
+    f.step(chunk(META, 0, data, Some(crc32fast::hash(data))));
+    let msgs = handle(&mut f);
+    assert!(
+        msgs.iter().any(|m| matches!(
+            m.body,
+            MessageBody::AppendResponse {
+                index: 5,
+                reject: None
+            }
+        )),
+        "{msgs:?}"
+    );
+    assert_eq!(f.last_index(), 5, "the conflicting entry 6@2 is gone");
+    assert_eq!(f.term_at(6), None);
+    assert_eq!(f.term_at(5), Some(3));
+    assert_eq!(f.commit_index(), 5);
+    assert_eq!((f.log().first_index(), f.log().last_index()), (6, 5));
+    assert_eq!(f.log().snapshot().unwrap().unwrap().data.as_ref(), data);
+}
+
+#[test]
+fn a_consistent_suffix_after_the_snapshot_is_kept() {
+    let mut f = follower(&[(1, 1), (2, 1), (3, 1), (4, 3), (5, 3), (6, 3)]);
+    let data = b"state up to 5";
+    f.step(chunk(META, 0, data, Some(crc32fast::hash(data))));
+    handle(&mut f);
+    assert_eq!(
+        f.last_index(),
+        6,
+        "6@3 agrees with the snapshot and is kept"
+    );
+    assert_eq!(f.term_at(6), Some(3));
+    assert_eq!(
+        f.log().first_index(),
+        6,
+        "only entries the snapshot covers are discarded"
+    );
+}
+
+#[test]
+fn chunks_are_acknowledged_by_offset_and_a_gap_or_bad_checksum_restarts_cleanly() {
+    let mut f = follower(&[(1, 1), (2, 1), (3, 1)]);
+    let data: Vec<u8> = (0..100u8).collect();
+    let crc = crc32fast::hash(&data);
+    let next_offset = |msgs: &[Message]| {
+        msgs.iter()
+            .find_map(|m| match m.body {
+                MessageBody::SnapshotResponse { next_offset, .. } => Some(next_offset),
+                _ => None,
+            })
+            .expect("a snapshot response")
+    };
+    f.step(chunk(META, 0, &data[..40], None));
+    assert_eq!(next_offset(&handle(&mut f)), 40);
+    // A duplicate chunk is harmless.
+    f.step(chunk(META, 0, &data[..40], None));
+    assert_eq!(next_offset(&handle(&mut f)), 40);
+    // The chunk at 40 was lost: the one at 80 is not taken; the leader is told 40.
+    f.step(chunk(META, 80, &data[80..], Some(crc)));
+    assert_eq!(next_offset(&handle(&mut f)), 40);
+    assert_eq!(f.last_index(), 3, "nothing installed yet");
+    // Resumed from 40.
+    f.step(chunk(META, 40, &data[40..80], None));
+    assert_eq!(next_offset(&handle(&mut f)), 80);
+    // A last chunk whose whole fails the checksum: start over from 0.
+    f.step(chunk(META, 80, &data[80..], Some(crc ^ 1)));
+    assert_eq!(next_offset(&handle(&mut f)), 0);
+    assert_eq!(f.last_index(), 3, "a corrupt snapshot is never installed");
+    // The whole transfer again, correctly.
+    f.step(chunk(META, 0, &data[..50], None));
+    handle(&mut f);
+    f.step(chunk(META, 50, &data[50..], Some(crc)));
+    handle(&mut f);
+    assert_eq!(f.last_index(), 5);
+    assert_eq!(
+        f.log().snapshot().unwrap().unwrap().data.as_ref(),
+        &data[..]
+    );
+}
+
+#[test]
+fn a_snapshot_larger_than_the_limit_is_refused() {
+    let mut mem = MemLog::new();
+    mem.append(&[entry(1, 1)]).unwrap();
+    let mut c = Config::new(3, [1, 2, 3]);
+    c.snapshot_bytes_max = 10;
+    let mut f = Raft::new(c, mem, 1).unwrap();
+    f.step(chunk(META, 0, &[0; 8], None));
+    handle(&mut f);
+    f.step(chunk(META, 8, &[0; 8], Some(0)));
+    handle(&mut f);
+    assert_eq!(f.last_index(), 1, "nothing installed");
+}
+
+#[test]
+fn a_snapshot_at_or_below_the_commit_index_is_ignored() {
+    let mut f = follower(&[(1, 1), (2, 1), (3, 1), (4, 3), (5, 3), (6, 3)]);
+    f.step(Message {
+        from: 1,
+        to: 3,
+        term: 4,
+        body: MessageBody::Heartbeat {
+            commit: 6,
+            read_round: 1,
+        },
+    });
+    handle(&mut f);
+    assert_eq!(f.commit_index(), 6);
+    f.step(chunk(META, 0, b"old", Some(crc32fast::hash(b"old"))));
+    let msgs = handle(&mut f);
+    assert!(msgs.iter().any(|m| matches!(
+        m.body,
+        MessageBody::AppendResponse {
+            index: 6,
+            reject: None
+        }
+    )));
+    assert_eq!(f.log().snapshot().unwrap(), None);
+    assert_eq!(f.last_index(), 6);
+}

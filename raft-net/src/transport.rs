@@ -1,0 +1,485 @@
+//! [`UdpTransport`]: raft-core's [`Transport`] over one UDP socket and three named
+//! threads per node.
+//!
+//! ```text
+//! socket ──► raft-listener-nX ──(bounded queue of datagrams)──► raft-processor-nX ──► node inbox
+//! node ──send()──(bounded queue of messages)──► raft-sender-nX ──► socket
+//! ```
+//!
+//! Every queue is bounded; a full queue drops and counts (Raft re-sends what matters).
+//! Architecture invariant: no thread ever blocks on another node; the only blocking
+//! calls are the socket's and the queues'.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use raft_core::{Message, NodeId, Transport, TransportCounters, TransportError};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::codec::{Codec, Sealer};
+use crate::config::NetConfig;
+use crate::peers::{self, PeerDirectory};
+use crate::processor::{Processor, LOG_INTERVAL};
+use crate::stats::{DropKind, NetStats, NetStatsSnapshot};
+use crate::wire;
+
+/// How long the listener waits in `recv_from` before re-checking the stop flag, should
+/// the wake-up datagram `stop` sends be lost.
+const LISTENER_POLL: Duration = Duration::from_millis(200);
+/// Receive buffers kept for reuse. Each may hold up to a maximum-size datagram, so
+/// this bounds the memory a burst of large datagrams leaves behind.
+const RECEIVE_POOL_LEN_MAX: usize = 64;
+/// Below this many iterations the KDF is weak; logged as a warning (tests use fewer).
+const KDF_ITERATIONS_WARN_BELOW: u32 = 100_000;
+
+type Datagram = (Vec<u8>, SocketAddr);
+
+/// The UDP transport. Bind it, hand it to the node runtime (which calls
+/// [`Transport::start`]), and keep [`UdpTransport::directory`] and
+/// [`UdpTransport::stats_handle`] if you want to update peers or show counters later.
+///
+/// Dropping it stops it.
+#[derive(Debug)]
+pub struct UdpTransport {
+    node_id: NodeId,
+    config: NetConfig,
+    socket: UdpSocket,
+    local_addr: SocketAddr,
+    codec: Codec,
+    directory: PeerDirectory,
+    stats: Arc<NetStats>,
+    state: State,
+}
+
+#[derive(Debug)]
+enum State {
+    Bound,
+    Running {
+        send_queue: Sender<Message>,
+        stopping: Arc<AtomicBool>,
+        threads: Vec<JoinHandle<()>>,
+    },
+    Stopped,
+}
+
+impl UdpTransport {
+    /// Validates `config`, resolves every address (host names too), opens and binds the
+    /// socket with large buffers (logging what the kernel granted), and derives the
+    /// keys if a password is set. No thread runs until [`Transport::start`].
+    ///
+    /// # Errors
+    /// [`TransportError::Config`] for a bad config or an unresolvable peer,
+    /// [`TransportError::Io`] if the socket cannot be opened or bound.
+    pub fn bind(config: NetConfig) -> Result<UdpTransport, TransportError> {
+        config.validate()?;
+        let me = config.node_id;
+        let bind_addr = peers::resolve(&config.bind_addr).map_err(|e| {
+            TransportError::Config(format!("bind_addr {:?}: {e}", config.bind_addr))
+        })?;
+        let directory = PeerDirectory::new();
+        for peer in &config.peers {
+            directory
+                .resolve_and_insert(peer.id, peer.name.clone(), &peer.addr)
+                .map_err(|e| {
+                    TransportError::Config(format!(
+                        "peer n{} ({:?}) at {:?}: {e}",
+                        peer.id, peer.name, peer.addr
+                    ))
+                })?;
+        }
+        let socket = open_socket(me, bind_addr, config.socket_buffer_bytes)?;
+        let local_addr = socket.local_addr()?;
+        if config.password.is_some() && config.kdf_iterations < KDF_ITERATIONS_WARN_BELOW {
+            log::warn!(
+                "n{me}: kdf_iterations {} is below {KDF_ITERATIONS_WARN_BELOW}: the cluster password is easy to brute-force",
+                config.kdf_iterations
+            );
+        }
+        let started = Instant::now();
+        let codec = Codec::new(&config);
+        log::info!(
+            "n{me}: raft-net protocol v{} on {local_addr}, cluster {:?} (id {:016x}), {}, datagrams up to {} B, appends up to {} B{}",
+            wire::PROTOCOL_VERSION,
+            config.cluster_name,
+            codec.cluster_id(),
+            if codec.is_encrypted() {
+                format!("encrypted (keys derived in {} ms)", started.elapsed().as_millis())
+            } else {
+                "NOT encrypted (no password)".to_string()
+            },
+            codec.datagram_bytes_max(),
+            codec.max_append_bytes(),
+            match config.compress_bytes_min {
+                Some(n) => format!(", lz4 from {n} B"),
+                None => String::new(),
+            },
+        );
+        Ok(UdpTransport {
+            node_id: me,
+            config,
+            socket,
+            local_addr,
+            codec,
+            directory,
+            stats: NetStats::new_shared(),
+            state: State::Bound,
+        })
+    }
+
+    /// The address the socket is bound to (with the real port if the config said 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The peer directory; updates through any clone take effect at once.
+    pub fn directory(&self) -> PeerDirectory {
+        self.directory.clone()
+    }
+
+    /// Counters so far, by kind.
+    pub fn stats(&self) -> NetStatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// A handle on the live counters, to keep after the transport moves into the node.
+    pub fn stats_handle(&self) -> Arc<NetStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// The codec this transport seals and opens with.
+    pub fn codec(&self) -> &Codec {
+        &self.codec
+    }
+
+    /// The config it was bound with.
+    pub fn config(&self) -> &NetConfig {
+        &self.config
+    }
+
+    fn spawn(
+        &self,
+        role: &str,
+        body: impl FnOnce() + Send + 'static,
+    ) -> io::Result<JoinHandle<()>> {
+        thread::Builder::new()
+            .name(format!("raft-{role}-n{}", self.node_id))
+            .spawn(body)
+    }
+}
+
+impl Transport for UdpTransport {
+    fn start(&mut self, inbox: Sender<Message>) -> Result<(), TransportError> {
+        if !matches!(self.state, State::Bound) {
+            return Err(TransportError::Config(
+                "transport already started (start is called once)".into(),
+            ));
+        }
+        let me = self.node_id;
+        let (datagram_tx, datagram_rx) = bounded::<Datagram>(self.config.receive_queue_len_max);
+        // Buffers go back to the listener so steady-state receiving does not allocate.
+        let (pool_tx, pool_rx) =
+            bounded::<Vec<u8>>(RECEIVE_POOL_LEN_MAX.min(self.config.receive_queue_len_max));
+        let (send_tx, send_rx) = bounded::<Message>(self.config.send_queue_len_max);
+        let stopping = Arc::new(AtomicBool::new(false));
+        self.socket.set_read_timeout(Some(LISTENER_POLL))?;
+
+        let mut threads = Vec::with_capacity(3);
+        let listener = Listener {
+            me,
+            socket: self.socket.try_clone()?,
+            queue: datagram_tx,
+            pool: pool_rx,
+            stopping: Arc::clone(&stopping),
+            stats: Arc::clone(&self.stats),
+        };
+        let processor = Processor::new(
+            me,
+            &self.codec,
+            self.directory.clone(),
+            Arc::clone(&self.stats),
+        );
+        let stats = Arc::clone(&self.stats);
+        let sender = SenderLoop {
+            me,
+            socket: self.socket.try_clone()?,
+            queue: send_rx,
+            sealer: self.codec.sealer(me),
+            directory: self.directory.clone(),
+            stats: Arc::clone(&self.stats),
+        };
+        let spawned = (|| -> io::Result<()> {
+            threads.push(self.spawn("listener", move || listener.run())?);
+            threads.push(self.spawn("processor", move || {
+                process_loop(processor, datagram_rx, pool_tx, inbox, stats)
+            })?);
+            threads.push(self.spawn("sender", move || sender.run())?);
+            Ok(())
+        })();
+        self.state = State::Running {
+            send_queue: send_tx,
+            stopping,
+            threads,
+        };
+        if let Err(e) = spawned {
+            self.stop();
+            return Err(e.into());
+        }
+        log::debug!("n{me}: transport threads started");
+        Ok(())
+    }
+
+    fn send(&mut self, messages: Vec<Message>) {
+        let State::Running { send_queue, .. } = &self.state else {
+            for _ in &messages {
+                self.stats.record_drop(DropKind::NotRunning);
+            }
+            return;
+        };
+        for msg in messages {
+            match send_queue.try_send(msg) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => self.stats.record_drop(DropKind::SendQueueFull),
+                Err(TrySendError::Disconnected(_)) => self.stats.record_drop(DropKind::NotRunning),
+            }
+        }
+    }
+
+    fn max_append_bytes(&self) -> u64 {
+        self.codec.max_append_bytes()
+    }
+
+    fn counters(&self) -> TransportCounters {
+        self.stats.snapshot().counters()
+    }
+
+    fn stop(&mut self) {
+        let State::Running {
+            send_queue,
+            stopping,
+            threads,
+        } = std::mem::replace(&mut self.state, State::Stopped)
+        else {
+            self.state = State::Stopped;
+            return;
+        };
+        let me = self.node_id;
+        stopping.store(true, Ordering::SeqCst);
+        // The sender drains what is queued and exits when the queue disconnects.
+        drop(send_queue);
+        // Wake the listener out of recv_from; the poll timeout covers a lost wake-up.
+        let _ = self.socket.send_to(&[], wake_addr(self.local_addr));
+        for handle in threads {
+            let name = handle.thread().name().unwrap_or("?").to_string();
+            if let Err(panic) = handle.join() {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "non-string panic".into());
+                log::error!("n{me}: thread {name} panicked: {what}");
+            }
+        }
+        log::info!("n{me}: transport stopped: {}", self.stats.snapshot());
+    }
+}
+
+impl Drop for UdpTransport {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Opens a UDP socket with large buffers, binds it, and logs what the kernel granted.
+fn open_socket(me: NodeId, addr: SocketAddr, buffer_bytes: usize) -> io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if let Err(e) = socket.set_recv_buffer_size(buffer_bytes) {
+        log::warn!("n{me}: cannot set the socket receive buffer to {buffer_bytes} B: {e}");
+    }
+    if let Err(e) = socket.set_send_buffer_size(buffer_bytes) {
+        log::warn!("n{me}: cannot set the socket send buffer to {buffer_bytes} B: {e}");
+    }
+    socket
+        .bind(&addr.into())
+        .map_err(|e| io::Error::new(e.kind(), format!("bind {addr}: {e}")))?;
+    let granted_recv = socket.recv_buffer_size()?;
+    let granted_send = socket.send_buffer_size()?;
+    // Linux doubles the requested size for its bookkeeping and reports that, capped at
+    // twice net.core.rmem_max / wmem_max; half the reported value is the usable part.
+    log::info!(
+        "n{me}: socket buffers: asked {buffer_bytes} B, kernel granted receive {granted_recv} B, send {granted_send} B"
+    );
+    if granted_recv < buffer_bytes {
+        log::warn!(
+            "n{me}: receive buffer {granted_recv} B < {buffer_bytes} B asked: bursts will be lost; \
+             raise net.core.rmem_max (sysctl) to at least {buffer_bytes}"
+        );
+    }
+    Ok(socket.into())
+}
+
+/// Where to send the listener its wake-up datagram: our own port, via loopback if we
+/// are bound to a wildcard address.
+fn wake_addr(local: SocketAddr) -> SocketAddr {
+    let ip = match local.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, local.port())
+}
+
+/// Logs a warning of one kind at most every [`LOG_INTERVAL`].
+#[derive(Debug, Default)]
+struct Every {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Every {
+    /// `Some(suppressed since the last line)` if a line may be logged now.
+    fn ready(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) < LOG_INTERVAL)
+        {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+/// Socket -> bounded queue, as fast as possible: no parsing here.
+struct Listener {
+    me: NodeId,
+    socket: UdpSocket,
+    queue: Sender<Datagram>,
+    pool: Receiver<Vec<u8>>,
+    stopping: Arc<AtomicBool>,
+    stats: Arc<NetStats>,
+}
+
+impl Listener {
+    fn run(self) {
+        // One byte more than UDP's limit, so a longer (IPv6) datagram shows as oversized
+        // instead of silently truncated.
+        let mut buf = vec![0u8; wire::MAX_UDP_PAYLOAD_BYTES + 1];
+        let mut errors = Every::default();
+        loop {
+            let received = self.socket.recv_from(&mut buf);
+            if self.stopping.load(Ordering::SeqCst) {
+                break;
+            }
+            match received {
+                Ok((n, from)) => {
+                    self.stats.record_received(n);
+                    let mut datagram = self.pool.try_recv().unwrap_or_default();
+                    datagram.clear();
+                    datagram.extend_from_slice(&buf[..n]);
+                    match self.queue.try_send((datagram, from)) {
+                        Ok(()) => {}
+                        Err(TrySendError::Full(_)) => {
+                            self.stats.record_drop(DropKind::ReceiveQueueFull)
+                        }
+                        Err(TrySendError::Disconnected(_)) => break,
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => {
+                    // E.g. an ICMP error surfacing on some platforms; keep listening.
+                    if let Some(more) = errors.ready() {
+                        log::warn!(
+                            "n{}: recv_from failed: {e} ({more} more since the last such line)",
+                            self.me
+                        );
+                    }
+                }
+            }
+        }
+        log::debug!("n{}: listener exits", self.me);
+    }
+}
+
+/// Queue -> processor -> node inbox. Ends when the listener drops the queue.
+fn process_loop(
+    mut processor: Processor,
+    queue: Receiver<Datagram>,
+    pool: Sender<Vec<u8>>,
+    inbox: Sender<Message>,
+    stats: Arc<NetStats>,
+) {
+    for (datagram, from) in queue.iter() {
+        if let Some(msg) = processor.process(&datagram, from, Instant::now()) {
+            match inbox.try_send(msg) {
+                Ok(()) => stats.record_delivered(),
+                Err(_) => stats.record_drop(DropKind::InboxFull),
+            }
+        }
+        let _ = pool.try_send(datagram);
+    }
+}
+
+/// Queue of messages -> seal -> socket. Ends when `stop` drops the queue's sender.
+struct SenderLoop {
+    me: NodeId,
+    socket: UdpSocket,
+    queue: Receiver<Message>,
+    sealer: Sealer,
+    directory: PeerDirectory,
+    stats: Arc<NetStats>,
+}
+
+impl SenderLoop {
+    fn run(mut self) {
+        let mut no_address = Every::default();
+        let mut too_large = Every::default();
+        let mut failed = Every::default();
+        for msg in self.queue.iter() {
+            let Some(addr) = self.directory.addr(msg.to) else {
+                self.stats.record_drop(DropKind::NoAddress);
+                if let Some(more) = no_address.ready() {
+                    log::warn!("n{}: no address for n{}: dropped {} ({more} more since the last such line)", self.me, msg.to, msg.body.kind());
+                }
+                continue;
+            };
+            let datagram = match self.sealer.seal(&msg) {
+                Ok(datagram) => datagram,
+                Err(e) => {
+                    self.stats.record_drop(DropKind::TooLarge);
+                    if let Some(more) = too_large.ready() {
+                        log::error!(
+                            "n{}: dropped {} to n{}: {e}; appends must stay within max_append_bytes ({more} more since the last such line)",
+                            self.me,
+                            msg.body.kind(),
+                            msg.to
+                        );
+                    }
+                    continue;
+                }
+            };
+            match self.socket.send_to(datagram, addr) {
+                Ok(n) => self.stats.record_sent(n),
+                Err(e) => {
+                    self.stats.record_drop(DropKind::SendFailed);
+                    if let Some(more) = failed.ready() {
+                        log::warn!("n{}: send to n{} at {addr} failed: {e} ({more} more since the last such line)", self.me, msg.to);
+                    }
+                }
+            }
+        }
+        log::debug!("n{}: sender exits", self.me);
+    }
+}

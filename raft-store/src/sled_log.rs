@@ -1,0 +1,879 @@
+//! `SledLog`: a durable [`Log`] on sled 0.34.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use raft_core::storage::check_contiguous;
+use raft_core::{Entry, HardState, Log, LogIndex, NodeId, SnapshotMeta, StorageError, Term};
+
+use crate::durable::SledFiles;
+use crate::marker::{Mark, SyncMarker};
+use crate::record::{
+    decode_meta, encode_meta, encode_record, parse_record_key, record_bytes, record_key,
+    ByteBudget, Owner, Record, State, FORMAT_VERSION, OWNER_KEY, RECORD_PREFIX, SNAPSHOT_KEY,
+    STATE_KEY,
+};
+
+/// The largest entry payload a record can hold (its length is stored in 32 bits).
+const ENTRY_DATA_BYTES_MAX: usize = u32::MAX as usize;
+/// The most entries one record holds (the count is stored in 32 bits).
+const RECORD_ENTRIES_MAX: usize = u32::MAX as usize;
+
+/// What [`Log::sync`] of a [`SledLog`] guarantees.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SyncMode {
+    /// sled's flush, then `fdatasync` of sled's files and `fsync` of its directories when
+    /// their listing changed: a synced write survives a process crash and a power loss.
+    #[default]
+    Fdatasync,
+    /// sled's flush only (`pwrite` and `sync_file_range`): a synced write survives a
+    /// process crash but NOT a power loss or kernel crash. For tests, benchmarks and
+    /// clusters that accept losing the newest writes of every node at once.
+    FlushOnly,
+}
+
+/// Where the time of [`SledLog`]'s syncs went, cumulative since it was opened: for
+/// metrics, and to see what the durability point costs on a given disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SyncStats {
+    /// Syncs that wrote something (a sync with nothing to write costs nothing).
+    pub syncs: u64,
+    /// Time in sled applying the batches (CPU: sled's per-key cost).
+    pub apply: Duration,
+    /// Time in sled's flush: `pwrite` and `sync_file_range` to the device.
+    pub flush: Duration,
+    /// Time making it durable: `fdatasync` of sled's files, directory `fsync`s.
+    pub fsync: Duration,
+}
+
+/// How to open a [`SledLog`].
+#[derive(Clone, Debug)]
+pub struct SledLogOptions {
+    /// The cluster the directory belongs to; a directory of another cluster is refused.
+    pub cluster_id: String,
+    /// This node's id (never 0); a directory of another node is refused.
+    pub node_id: NodeId,
+    /// The durability of [`Log::sync`].
+    pub sync_mode: SyncMode,
+    /// sled's page cache, in bytes.
+    pub cache_capacity_bytes: u64,
+    /// An append larger than this is split into several records of at most this size
+    /// (a single larger entry gets a record of its own).
+    ///
+    /// Small enough that a sled leaf (up to 17 keys before sled splits it) stays under
+    /// sled's blob threshold (a quarter of its 512 KiB segment): a larger leaf is written
+    /// to a new file under `blobs/`, which then costs an extra `fdatasync` and a directory
+    /// `fsync` in the next sync. Large enough that sled's per-key cost is paid once per
+    /// ~40 small entries rather than per entry.
+    pub record_bytes_max: usize,
+    /// How many of the newest entries stay decoded in memory, so that the leader's
+    /// replication of what it just appended does not read sled.
+    pub tail_cache_entries_max: usize,
+    /// How long `open` waits for the directory's lock. sled releases it only when its
+    /// background threads let go of the database, a moment after the previous `SledLog`
+    /// on the directory was dropped (a restart inside one process) or its process died.
+    pub lock_wait_ms: u64,
+}
+
+impl SledLogOptions {
+    /// Defaults for `cluster_id` and `node_id`: real durability, 64 MiB page cache,
+    /// records up to 6 KiB, the newest 8192 entries cached, 5 s wait for the lock.
+    pub fn new(cluster_id: impl Into<String>, node_id: NodeId) -> Self {
+        Self {
+            cluster_id: cluster_id.into(),
+            node_id,
+            sync_mode: SyncMode::default(),
+            cache_capacity_bytes: 64 << 20,
+            record_bytes_max: 6 << 10,
+            tail_cache_entries_max: 8192,
+            lock_wait_ms: 5_000,
+        }
+    }
+
+    /// Checks the options.
+    ///
+    /// # Errors
+    /// [`StorageError::Io`] describing the first invalid field.
+    pub fn validate(&self) -> Result<(), StorageError> {
+        let invalid =
+            |what: &str| Err(StorageError::Io(format!("invalid SledLog options: {what}")));
+        if self.node_id == 0 {
+            return invalid("node_id must not be 0");
+        }
+        if self.cluster_id.is_empty() {
+            return invalid("cluster_id must not be empty");
+        }
+        if self.record_bytes_max == 0 {
+            return invalid("record_bytes_max must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// A durable [`Log`] on [sled](https://docs.rs/sled/0.34).
+///
+/// Writes are buffered in memory and reach sled in [`Log::sync`] as one atomic sled batch
+/// (every appended record, every removal, the hard state and snapshot metadata), followed
+/// by the durability point of [`SyncMode`]. So after a crash the directory holds exactly
+/// the state of some completed or interrupted sync: everything synced, never a part of a
+/// batch. Each `append` is stored under one key; every entry and every metadata record
+/// carries a crc32 checked on every read.
+///
+/// Opening checks every record: damage inside the synced log is refused with
+/// [`StorageError::Corrupt`] naming the index, rather than silently dropping an entry that
+/// may be committed; a record past the last synced index (which an atomic batch should
+/// never leave) is discarded with a warning.
+///
+/// ```
+/// use raft_core::{Entry, EntryKind, HardState, Log};
+/// use raft_store::SledLog;
+///
+/// let dir = tempfile::tempdir()?;
+/// let e = |index, term| Entry { index, term, kind: EntryKind::Command, data: "x".into() };
+/// {
+///     let mut log = SledLog::open(dir.path(), "demo", 1)?;
+///     log.append(&[e(1, 1), e(2, 1)])?;
+///     log.set_hard_state(HardState { term: 1, vote: Some(1), commit: 2 })?;
+///     log.sync()?; // the durability point: now it survives a crash
+/// }
+/// let log = SledLog::open(dir.path(), "demo", 1)?;
+/// assert_eq!((log.last_index(), log.hard_state().vote), (2, Some(1)));
+/// // Another node's directory is refused.
+/// drop(log);
+/// assert!(SledLog::open(dir.path(), "demo", 2).is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct SledLog {
+    dir: PathBuf,
+    db: sled::Db,
+    files: SledFiles,
+    marker: SyncMarker,
+    /// The latest intact mark found in the marker file when opening.
+    mark_on_open: Option<Mark>,
+    /// The sequence number of the last sync that wrote a state record.
+    seq: u64,
+    stats: SyncStats,
+    options: SledLogOptions,
+    hard_state: HardState,
+    snapshot: SnapshotMeta,
+    /// The in-memory state differs from the stored state record.
+    state_dirty: bool,
+    /// `terms[i]` is the term of entry `first_index() + i`; its length is the entry count.
+    terms: VecDeque<Term>,
+    /// Every record, stored or pending: first index -> last index. Contiguous, the last
+    /// one ends at `last_index()`, the first one holds `first_index()` (it may start
+    /// below it after a compaction, whose entries are then ignored).
+    records: BTreeMap<LogIndex, LogIndex>,
+    /// Record writes not yet handed to sled, applied at the next sync: first index ->
+    /// new bytes, or `None` for a removal.
+    pending: BTreeMap<LogIndex, Option<sled::IVec>>,
+    /// The newest entries, decoded: a contiguous run ending at `last_index()`, or empty.
+    tail: VecDeque<Entry>,
+    /// A saved snapshot (encoded record) not yet written, written at the next sync.
+    pending_snapshot: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for SledLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SledLog")
+            .field("dir", &self.dir)
+            .field("cluster_id", &self.options.cluster_id)
+            .field("node_id", &self.options.node_id)
+            .field("first_index", &self.first_index())
+            .field("last_index", &self.last_index())
+            .field("hard_state", &self.hard_state)
+            .field("snapshot", &self.snapshot)
+            .field("records", &self.records.len())
+            .field("pending_records", &self.pending.len())
+            .finish()
+    }
+}
+
+fn sled_err(e: sled::Error) -> StorageError {
+    match e {
+        sled::Error::Corruption { at, .. } => StorageError::Corrupt {
+            index: 0,
+            detail: format!("sled finds its own file damaged (at {at:?})"),
+        },
+        other => StorageError::Io(format!("sled: {other}")),
+    }
+}
+
+fn io_err(what: &str, dir: &Path, e: std::io::Error) -> StorageError {
+    StorageError::Io(format!("{what} {}: {e}", dir.display()))
+}
+
+fn corrupt(index: LogIndex, detail: String) -> StorageError {
+    StorageError::Corrupt { index, detail }
+}
+
+/// Opens sled, waiting up to `lock_wait_ms` for the directory's lock.
+fn open_db(config: &sled::Config, dir: &Path, lock_wait_ms: u64) -> Result<sled::Db, StorageError> {
+    let deadline = Instant::now() + Duration::from_millis(lock_wait_ms);
+    let mut backoff = Duration::from_millis(1);
+    loop {
+        // sled 0.34 may panic on some damaged files; a damaged directory must be an
+        // error, never a crash of the node.
+        let error = match catch_unwind(AssertUnwindSafe(|| config.open())) {
+            Ok(Ok(db)) => return Ok(db),
+            Ok(Err(e)) => e,
+            Err(_) => {
+                return Err(corrupt(
+                    0,
+                    format!("sled panicked while recovering {}", dir.display()),
+                ))
+            }
+        };
+        let locked = matches!(&error, sled::Error::Io(e) if e.to_string().contains("could not acquire lock"));
+        if locked && Instant::now() < deadline {
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_millis(50));
+            continue;
+        }
+        return Err(match sled_err(error) {
+            StorageError::Io(msg) if locked => StorageError::Io(format!(
+                "cannot open {}: {msg} (is another process using it?)",
+                dir.display()
+            )),
+            StorageError::Io(msg) => {
+                StorageError::Io(format!("cannot open {}: {msg}", dir.display()))
+            }
+            other => other,
+        });
+    }
+}
+
+impl SledLog {
+    /// Opens (or creates) the log in `dir` for node `node_id` of cluster `cluster_id`,
+    /// with default [`SledLogOptions`].
+    ///
+    /// # Errors
+    /// See [`SledLog::open_with`].
+    pub fn open(
+        dir: impl AsRef<Path>,
+        cluster_id: &str,
+        node_id: NodeId,
+    ) -> Result<Self, StorageError> {
+        Self::open_with(dir, SledLogOptions::new(cluster_id, node_id))
+    }
+
+    /// Opens (or creates) the log in `dir`, restoring hard state, entries and snapshot
+    /// metadata, and checking every stored record.
+    ///
+    /// # Errors
+    /// - [`StorageError::WrongOwner`] when another cluster or node wrote `dir`;
+    /// - [`StorageError::Corrupt`] naming the first damaged index (0 for metadata) when
+    ///   a synced record fails its checksum or the log has a hole;
+    /// - [`StorageError::Io`] when the directory cannot be used (for example another
+    ///   process still holds it open after [`SledLogOptions::lock_wait_ms`]) or the
+    ///   options are invalid.
+    pub fn open_with(dir: impl AsRef<Path>, options: SledLogOptions) -> Result<Self, StorageError> {
+        options.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|e| io_err("cannot create", &dir, e))?;
+        let config = sled::Config::new()
+            .path(&dir)
+            .cache_capacity(options.cache_capacity_bytes)
+            .mode(sled::Mode::HighThroughput)
+            // No background flusher: only `sync` writes to the files, so what a crash
+            // leaves is always the state of some sync.
+            .flush_every_ms(None);
+        let db = open_db(&config, &dir, options.lock_wait_ms)?;
+        let files = SledFiles::open(&dir).map_err(|e| io_err("cannot sync", &dir, e))?;
+        let (marker, mark_on_open) = SyncMarker::open(&dir)
+            .map_err(|e| io_err("cannot open the sync marker in", &dir, e))?;
+        let mut log = Self {
+            dir,
+            db,
+            files,
+            marker,
+            mark_on_open,
+            seq: 0,
+            stats: SyncStats::default(),
+            options,
+            hard_state: HardState::default(),
+            snapshot: SnapshotMeta::default(),
+            state_dirty: false,
+            terms: VecDeque::new(),
+            records: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            tail: VecDeque::new(),
+            pending_snapshot: None,
+        };
+        log.check_owner()?;
+        log.restore()?;
+        log::info!(
+            "n{} opened sled log {}: entries {}..={}, term {}, snapshot at {}",
+            log.options.node_id,
+            log.dir.display(),
+            log.first_index(),
+            log.last_index(),
+            log.hard_state.term,
+            log.snapshot.last_index
+        );
+        Ok(log)
+    }
+
+    /// The directory this log lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The options the log was opened with.
+    pub fn options(&self) -> &SledLogOptions {
+        &self.options
+    }
+
+    /// Where the time of the syncs so far went.
+    pub fn sync_stats(&self) -> SyncStats {
+        self.stats
+    }
+
+    /// Bytes sled uses on disk.
+    ///
+    /// # Errors
+    /// Storage failure.
+    pub fn size_on_disk_bytes(&self) -> Result<u64, StorageError> {
+        self.db.size_on_disk().map_err(sled_err)
+    }
+
+    fn me(&self) -> Owner {
+        Owner {
+            format_version: FORMAT_VERSION,
+            cluster_id: self.options.cluster_id.clone(),
+            node_id: self.options.node_id,
+        }
+    }
+
+    /// Claims a new directory, or checks that an existing one is ours.
+    fn check_owner(&mut self) -> Result<(), StorageError> {
+        let me = self.me();
+        match self.db.get(OWNER_KEY).map_err(sled_err)? {
+            Some(bytes) => {
+                let found: Owner = decode_meta(OWNER_KEY, &bytes)?;
+                if found.format_version != FORMAT_VERSION {
+                    return Err(corrupt(
+                        0,
+                        format!(
+                            "directory has format version {}, this build reads {}",
+                            found.format_version, FORMAT_VERSION
+                        ),
+                    ));
+                }
+                if found != me {
+                    return Err(StorageError::WrongOwner {
+                        expected: me.describe(),
+                        found: found.describe(),
+                    });
+                }
+                Ok(())
+            }
+            None => {
+                let keys = self.db.len();
+                if keys != 0 {
+                    return Err(corrupt(
+                        0,
+                        format!("no owner record but {keys} other keys: not a SledLog directory, or damaged"),
+                    ));
+                }
+                if let Some(mark) = self.mark_on_open {
+                    return Err(corrupt(
+                        0,
+                        format!(
+                            "sled holds nothing, but sync {} (entries up to {}) had completed: \
+                             were sled's files removed or damaged?",
+                            mark.seq, mark.last_index
+                        ),
+                    ));
+                }
+                let mut batch = sled::Batch::default();
+                batch.insert(OWNER_KEY, encode_meta(OWNER_KEY, &me)?);
+                self.write(batch)
+            }
+        }
+    }
+
+    /// Rebuilds the in-memory state from the stored records, checking all of them.
+    fn restore(&mut self) -> Result<(), StorageError> {
+        let state: State = match self.db.get(STATE_KEY).map_err(sled_err)? {
+            Some(bytes) => decode_meta(STATE_KEY, &bytes)?,
+            None => return Err(corrupt(0, "the state record is missing".into())),
+        };
+        if state.last_index < state.snapshot.last_index {
+            return Err(corrupt(
+                0,
+                format!(
+                    "state record says the log ends at {}, before its snapshot at {}",
+                    state.last_index, state.snapshot.last_index
+                ),
+            ));
+        }
+        if let Some(mark) = self.mark_on_open.filter(|m| m.seq > state.seq) {
+            // sled stops recovering at the first damaged message of its own log, so a
+            // damaged byte in the middle of its file looks like an older, consistent state.
+            return Err(corrupt(
+                state.last_index + 1,
+                format!(
+                    "sled recovered up to sync {} (entries up to {}), but sync {} (entries up \
+                     to {}) had completed: the file is damaged at or after the write of entry {}",
+                    state.seq,
+                    state.last_index,
+                    mark.seq,
+                    mark.last_index,
+                    state.last_index + 1
+                ),
+            ));
+        }
+        self.seq = state.seq;
+        self.hard_state = state.hard_state;
+        self.snapshot = state.snapshot;
+        let first_index = self.first_index();
+        let synced_last = state.last_index;
+        let mut next: Option<LogIndex> = None;
+        let mut discard = Vec::new();
+        for item in self.db.scan_prefix([RECORD_PREFIX]) {
+            let (key, value) = item.map_err(sled_err)?;
+            let Some(first) = parse_record_key(&key) else {
+                return Err(corrupt(0, format!("unexpected key {key:?}")));
+            };
+            if first > synced_last {
+                // Only a sync writes records, together with the state record in one atomic
+                // batch, so this cannot come from a sync that completed.
+                log::warn!(
+                    "n{} discarding record at {first} past the last synced index {synced_last}",
+                    self.options.node_id
+                );
+                discard.push(first);
+                continue;
+            }
+            let record = Record::parse(first, Bytes::from_owner(value))?;
+            let last = record.last();
+            if last < first_index {
+                discard.push(first);
+                continue;
+            }
+            if last > synced_last {
+                return Err(corrupt(
+                    synced_last + 1,
+                    format!("record at {first} runs to {last}, past the last synced index {synced_last}"),
+                ));
+            }
+            let expected = next.unwrap_or(first_index);
+            if next.is_none() && first > first_index || next.is_some() && first > expected {
+                return Err(corrupt(
+                    expected,
+                    format!("entries {expected}..{first} are missing"),
+                ));
+            }
+            if next.is_some() && first < expected {
+                return Err(corrupt(
+                    first,
+                    format!(
+                        "record at {first} overlaps the one before, which ends at {}",
+                        expected - 1
+                    ),
+                ));
+            }
+            let mut entries = Vec::new();
+            record.read(
+                first.max(first_index),
+                last + 1,
+                &mut ByteBudget::unlimited(),
+                &mut entries,
+            )?;
+            // Terms are not checked for order here: `append` does not check them across
+            // calls either, and the checksums already vouch for every entry.
+            for e in entries {
+                self.terms.push_back(e.term);
+                self.push_tail(e);
+            }
+            self.records.insert(first, last);
+            next = Some(last + 1);
+        }
+        let last = self.last_index();
+        if last < synced_last {
+            return Err(corrupt(
+                last + 1,
+                format!("the log ends at {last} but the last sync wrote up to {synced_last}"),
+            ));
+        }
+        if last > self.snapshot.last_index && self.terms.back() != Some(&state.last_term) {
+            return Err(corrupt(
+                last,
+                format!(
+                    "last entry has term {:?}, the state record says {}",
+                    self.terms.back(),
+                    state.last_term
+                ),
+            ));
+        }
+        if !discard.is_empty() {
+            let mut batch = sled::Batch::default();
+            for first in discard {
+                batch.remove(&record_key(first)[..]);
+            }
+            self.write(batch)?;
+        } else if self.mark_on_open.map(|m| m.seq) != Some(self.seq) {
+            // The marker lags (it is not synced, so a power loss can leave it behind).
+            self.write_mark();
+        }
+        Ok(())
+    }
+
+    /// Applies `batch` and a new state record atomically, and makes them durable per the
+    /// sync mode; then records the completed sync in the marker.
+    fn write(&mut self, mut batch: sled::Batch) -> Result<(), StorageError> {
+        let mut state = self.state();
+        state.seq = self.seq + 1;
+        batch.insert(STATE_KEY, encode_meta(STATE_KEY, &state)?);
+        let start = Instant::now();
+        self.db.apply_batch(batch).map_err(sled_err)?;
+        let applied = Instant::now();
+        self.db.flush().map_err(sled_err)?;
+        let flushed = Instant::now();
+        if self.options.sync_mode == SyncMode::Fdatasync {
+            self.files
+                .sync()
+                .map_err(|e| io_err("cannot sync", &self.dir, e))?;
+        }
+        let synced = Instant::now();
+        self.seq = state.seq;
+        self.write_mark();
+        self.stats.syncs += 1;
+        self.stats.apply += applied - start;
+        self.stats.flush += flushed - applied;
+        self.stats.fsync += synced - flushed;
+        Ok(())
+    }
+
+    /// Records the last completed sync in the marker. Failing to is not an error of the
+    /// sync, which is durable: only the detection of a later rollback is weakened.
+    fn write_mark(&mut self) {
+        let state = self.state();
+        let mark = Mark {
+            seq: self.seq,
+            last_index: state.last_index,
+            last_term: state.last_term,
+        };
+        if let Err(e) = self.marker.write(mark) {
+            log::warn!(
+                "n{} cannot write the sync marker in {}: {e}",
+                self.options.node_id,
+                self.dir.display()
+            );
+        }
+    }
+
+    fn push_tail(&mut self, e: Entry) {
+        if self.options.tail_cache_entries_max == 0 {
+            return;
+        }
+        if self.tail.len() == self.options.tail_cache_entries_max {
+            self.tail.pop_front();
+        }
+        self.tail.push_back(e);
+    }
+
+    /// The record that starts at `first`, from the pending writes or from sled.
+    fn load(&self, first: LogIndex) -> Result<Record, StorageError> {
+        let bytes = match self.pending.get(&first) {
+            Some(Some(bytes)) => bytes.clone(),
+            Some(None) => return Err(corrupt(first, format!("record at {first} was removed"))),
+            None => self
+                .db
+                .get(record_key(first))
+                .map_err(sled_err)?
+                .ok_or_else(|| corrupt(first, format!("record at {first} is missing")))?,
+        };
+        Record::parse(first, Bytes::from_owner(bytes))
+    }
+
+    /// The record holding `index`, as (first, last).
+    fn record_of(&self, index: LogIndex) -> Result<(LogIndex, LogIndex), StorageError> {
+        match self.records.range(..=index).next_back() {
+            Some((&first, &last)) if last >= index => Ok((first, last)),
+            _ => Err(corrupt(index, format!("no record holds entry {index}"))),
+        }
+    }
+
+    /// Removes entries `from..` (with `first_index() <= from <= last_index()`).
+    fn truncate_from(&mut self, from: LogIndex) -> Result<(), StorageError> {
+        let first_index = self.first_index();
+        // The record holding `from` keeps its entries before it: read them before
+        // changing anything, so a failed read leaves the log as it was.
+        let (holder, _) = self.record_of(from)?;
+        let kept = if holder < from {
+            let keep_from = holder.max(first_index);
+            let mut kept = Vec::new();
+            self.load(holder)?
+                .read(keep_from, from, &mut ByteBudget::unlimited(), &mut kept)?;
+            kept
+        } else {
+            Vec::new()
+        };
+        let doomed: Vec<LogIndex> = self.records.range(holder..).map(|(&f, _)| f).collect();
+        for first in doomed {
+            self.records.remove(&first);
+            self.pending.insert(first, None);
+        }
+        if let Some(head) = kept.first() {
+            self.records.insert(head.index, from - 1);
+            self.pending
+                .insert(head.index, Some(encode_record(&kept).into()));
+        }
+        self.terms.truncate((from - first_index) as usize);
+        while self.tail.back().is_some_and(|e| e.index >= from) {
+            self.tail.pop_back();
+        }
+        self.state_dirty = true;
+        Ok(())
+    }
+
+    /// Stores `entries` (contiguous, following the log) as records of bounded size.
+    fn add_records(&mut self, entries: &[Entry]) {
+        let mut start = 0;
+        while start < entries.len() {
+            let mut end = start + 1;
+            let mut bytes = record_bytes(&entries[start..end]);
+            while end < entries.len() && end - start < RECORD_ENTRIES_MAX {
+                let more = record_bytes(&entries[end..end + 1]) - record_bytes(&[]);
+                if bytes + more > self.options.record_bytes_max {
+                    break;
+                }
+                bytes += more;
+                end += 1;
+            }
+            let chunk = &entries[start..end];
+            let (first, last) = (chunk[0].index, chunk[chunk.len() - 1].index);
+            self.records.insert(first, last);
+            self.pending
+                .insert(first, Some(encode_record(chunk).into()));
+            start = end;
+        }
+    }
+
+    fn state(&self) -> State {
+        let last_index = self.last_index();
+        State {
+            hard_state: self.hard_state,
+            snapshot: self.snapshot,
+            last_index,
+            last_term: self
+                .terms
+                .back()
+                .copied()
+                .unwrap_or(self.snapshot.last_term),
+            seq: self.seq,
+        }
+    }
+}
+
+impl Log for SledLog {
+    fn hard_state(&self) -> HardState {
+        self.hard_state
+    }
+
+    fn set_hard_state(&mut self, hard_state: HardState) -> Result<(), StorageError> {
+        if hard_state != self.hard_state {
+            self.hard_state = hard_state;
+            self.state_dirty = true;
+        }
+        Ok(())
+    }
+
+    fn snapshot_meta(&self) -> SnapshotMeta {
+        self.snapshot
+    }
+
+    fn first_index(&self) -> LogIndex {
+        self.snapshot.last_index + 1
+    }
+
+    fn last_index(&self) -> LogIndex {
+        self.snapshot.last_index + self.terms.len() as u64
+    }
+
+    fn term(&self, index: LogIndex) -> Result<Term, StorageError> {
+        if index == self.snapshot.last_index {
+            return Ok(self.snapshot.last_term);
+        }
+        if index < self.snapshot.last_index {
+            return Err(StorageError::Compacted {
+                index,
+                first_index: self.first_index(),
+            });
+        }
+        match self.terms.get((index - self.first_index()) as usize) {
+            Some(&term) => Ok(term),
+            None => Err(StorageError::Unavailable {
+                index,
+                last_index: self.last_index(),
+            }),
+        }
+    }
+
+    fn entries(
+        &self,
+        low: LogIndex,
+        high: LogIndex,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let first_index = self.first_index();
+        let last_index = self.last_index();
+        if low < first_index {
+            return Err(StorageError::Compacted {
+                index: low,
+                first_index,
+            });
+        }
+        if high > last_index + 1 {
+            return Err(StorageError::Unavailable {
+                index: high - 1,
+                last_index,
+            });
+        }
+        let mut out = Vec::new();
+        let mut budget = ByteBudget::new(max_bytes);
+        let tail_first = self.tail.front().map_or(last_index + 1, |e| e.index);
+        let mut index = low;
+        // Older entries come from their records, the newest from the tail cache.
+        while index < high.min(tail_first) {
+            let (first, last) = self.record_of(index)?;
+            let to = high.min(tail_first).min(last + 1);
+            self.load(first)?.read(index, to, &mut budget, &mut out)?;
+            if budget.spent() {
+                return Ok(out);
+            }
+            index = to;
+        }
+        if index < high {
+            let skip = (index - tail_first) as usize;
+            let take = (high - index) as usize;
+            for e in self.tail.range(skip..skip + take) {
+                if !budget.admit(e) {
+                    break;
+                }
+                out.push(e.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        check_contiguous(entries)?;
+        if let Some(big) = entries.iter().find(|e| e.data.len() > ENTRY_DATA_BYTES_MAX) {
+            return Err(StorageError::InvalidAppend(format!(
+                "entry {} carries {} bytes, more than the {ENTRY_DATA_BYTES_MAX} a record holds",
+                big.index,
+                big.data.len()
+            )));
+        }
+        if first.index < self.first_index() {
+            return Err(StorageError::InvalidAppend(format!(
+                "entry {} is at or below the snapshot at {}",
+                first.index, self.snapshot.last_index
+            )));
+        }
+        if first.index > self.last_index() + 1 {
+            return Err(StorageError::InvalidAppend(format!(
+                "entry {} leaves a gap after last index {}",
+                first.index,
+                self.last_index()
+            )));
+        }
+        if first.index <= self.last_index() {
+            self.truncate_from(first.index)?;
+        }
+        self.add_records(entries);
+        for e in entries {
+            self.terms.push_back(e.term);
+            self.push_tail(e.clone());
+        }
+        self.state_dirty = true;
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), StorageError> {
+        if self.pending.is_empty() && !self.state_dirty && self.pending_snapshot.is_none() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for (&first, bytes) in &self.pending {
+            let key = &record_key(first)[..];
+            match bytes {
+                Some(bytes) => batch.insert(key, bytes.clone()),
+                None => batch.remove(key),
+            }
+        }
+        if let Some(snapshot) = &self.pending_snapshot {
+            batch.insert(SNAPSHOT_KEY, snapshot.clone());
+        }
+        // On failure the pending writes stay, so a retried sync writes them again.
+        self.write(batch)?;
+        self.pending.clear();
+        self.pending_snapshot = None;
+        self.state_dirty = false;
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Result<Option<raft_core::Snapshot>, StorageError> {
+        if let Some(bytes) = &self.pending_snapshot {
+            return decode_meta(SNAPSHOT_KEY, bytes).map(Some);
+        }
+        match self.db.get(SNAPSHOT_KEY).map_err(sled_err)? {
+            Some(bytes) => decode_meta(SNAPSHOT_KEY, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn save_snapshot(&mut self, snapshot: &raft_core::Snapshot) -> Result<(), StorageError> {
+        self.pending_snapshot = Some(encode_meta(SNAPSHOT_KEY, snapshot)?);
+        Ok(())
+    }
+
+    fn compact(&mut self, meta: SnapshotMeta) -> Result<(), StorageError> {
+        if meta.last_index <= self.snapshot.last_index {
+            return Ok(());
+        }
+        let keep_suffix = self.term(meta.last_index).ok() == Some(meta.last_term);
+        let doomed: Vec<LogIndex> = if keep_suffix {
+            self.records
+                .iter()
+                .take_while(|(_, &last)| last <= meta.last_index)
+                .map(|(&first, _)| first)
+                .collect()
+        } else {
+            self.records.keys().copied().collect()
+        };
+        for first in doomed {
+            self.records.remove(&first);
+            self.pending.insert(first, None);
+        }
+        if keep_suffix {
+            let drop = (meta.last_index + 1 - self.first_index()) as usize;
+            self.terms.drain(..drop);
+            while self
+                .tail
+                .front()
+                .is_some_and(|e| e.index <= meta.last_index)
+            {
+                self.tail.pop_front();
+            }
+        } else {
+            self.terms.clear();
+            self.tail.clear();
+        }
+        self.snapshot = meta;
+        self.state_dirty = true;
+        Ok(())
+    }
+}
