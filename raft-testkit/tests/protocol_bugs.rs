@@ -2,11 +2,13 @@
 //! `Raft` instances by hand, delivering exactly the messages that matter, so the bug
 //! stays pinned down even when the simulator's random choices change.
 
-use raft_core::{Config, Log, MemLog, Message, MessageBody, Raft, ReadMode, Role};
+use raft_core::{Config, Log, Message, MessageBody, Raft, ReadMode, Role, Snapshot};
+use raft_testkit::SimLog;
 
 /// A tiny hand-driven cluster: readies are handled at once, messages queue in `net`.
+/// The logs are `SimLog`s, so a node can crash with unsynced writes.
 struct Cluster {
-    nodes: Vec<Raft<MemLog>>,
+    nodes: Vec<Raft<SimLog>>,
     net: Vec<Message>,
 }
 
@@ -16,7 +18,7 @@ impl Cluster {
             .map(|id| {
                 let mut c = Config::new(id, 1..=n);
                 tweak(&mut c);
-                Raft::new(c, MemLog::new(), id).unwrap()
+                Raft::new(c, SimLog::new(), id).unwrap()
             })
             .collect();
         Self {
@@ -25,16 +27,25 @@ impl Cluster {
         }
     }
 
-    fn node(&mut self, id: u64) -> &mut Raft<MemLog> {
+    fn node(&mut self, id: u64) -> &mut Raft<SimLog> {
         &mut self.nodes[(id - 1) as usize]
     }
 
     /// Handles every node's ready: persist, queue messages, advance. Returns read states.
     fn flush(&mut self) -> Vec<(u64, raft_core::ReadState)> {
+        self.flush_where(|_| true)
+    }
+
+    /// [`Cluster::flush`] for the nodes `which` selects.
+    fn flush_where(&mut self, which: impl Fn(u64) -> bool) -> Vec<(u64, raft_core::ReadState)> {
         let mut reads = Vec::new();
-        for r in &mut self.nodes {
+        for r in self.nodes.iter_mut().filter(|r| which(r.id())) {
             while r.has_ready() {
                 let ready = r.ready();
+                if let Some(s) = &ready.snapshot {
+                    r.log_mut().save_snapshot(s).unwrap();
+                    r.log_mut().compact(s.meta).unwrap();
+                }
                 r.log_mut().append(&ready.entries).unwrap();
                 if let Some(hs) = ready.hard_state {
                     r.log_mut().set_hard_state(hs).unwrap();
@@ -208,4 +219,113 @@ fn a_restarted_follower_does_not_vote_inside_the_lease_it_granted() {
             c.node(4).commit_index()
         );
     }
+}
+
+/// Simulator seed 13 (5 nodes, snapshots every 2 entries): a follower far behind gets a
+/// snapshot from the leader and writes what the ready asks (save the snapshot, compact
+/// the log to it, store the hard state), then crashes before the sync. The crash kept
+/// the snapshot but not the compaction (writes survive in order, as a prefix), so the
+/// disk held a snapshot up to 10 over a log ending at 3. `Raft::new` then took the
+/// snapshot's index as applied and committed but looked up the term of entry 10 in the
+/// log, which does not have it: the checker saw the node commit entries its log lacks,
+/// and the protocol would panic at the first `last_term()` ("the last index always has
+/// a term"). A restarted node must finish the interrupted compaction itself.
+#[test]
+fn a_snapshot_kept_without_its_compaction_is_usable_after_a_restart() {
+    let mut c = Cluster::new(3, |_| {});
+    c.node(1).campaign();
+    c.run(|_| false);
+    assert_eq!(c.node(1).role(), Role::Leader);
+    for k in 0..2u8 {
+        c.node(1).propose(vec![k].into()).unwrap();
+    }
+    c.run(|_| false);
+    let behind = c.node(3).last_index();
+    // n3 is cut off while n1 and n2 commit more, and n1 snapshots and compacts.
+    for k in 0..7u8 {
+        c.node(1).propose(vec![10 + k].into()).unwrap();
+    }
+    c.run(|m| m.to == 3 || m.from == 3);
+    let leader = c.node(1);
+    let index = leader.applied_index();
+    assert!(index > behind + 1);
+    let snapshot = Snapshot {
+        meta: raft_core::SnapshotMeta {
+            last_index: index,
+            last_term: leader.term_at(index).unwrap(),
+        },
+        data: b"the state machine at that index".to_vec().into(),
+    };
+    let meta = leader.compaction_meta(index).unwrap();
+    leader.log_mut().save_snapshot(&snapshot).unwrap();
+    leader.log_mut().compact(meta).unwrap();
+    leader.log_mut().sync().unwrap();
+
+    // A heartbeat round: n1 finds n3 behind its log start and sends the snapshot.
+    for _ in 0..2 {
+        c.node(1).tick();
+    }
+    let mut install = None;
+    for _ in 0..20 {
+        c.flush_where(|id| id != 3);
+        let r = &mut c.nodes[2];
+        while install.is_none() && r.has_ready() {
+            let ready = r.ready();
+            if ready.snapshot.is_some() {
+                install = Some(ready);
+                break;
+            }
+            r.log_mut().append(&ready.entries).unwrap();
+            if let Some(hs) = ready.hard_state {
+                r.log_mut().set_hard_state(hs).unwrap();
+            }
+            r.log_mut().sync().unwrap();
+            c.net.extend(ready.messages.iter().cloned());
+            r.advance(ready);
+        }
+        if install.is_some() {
+            break;
+        }
+        for m in std::mem::take(&mut c.net) {
+            let to = m.to;
+            c.node(to).step(m);
+        }
+    }
+    // n3 writes the install, in contract order, and crashes before the sync, keeping
+    // only the first write: the snapshot.
+    let ready = install.expect("n3 got the snapshot");
+    let n3 = c.node(3);
+    let installed = ready.snapshot.clone().expect("a snapshot");
+    assert_eq!(installed.meta, snapshot.meta);
+    n3.log_mut().save_snapshot(&installed).unwrap();
+    n3.log_mut().compact(installed.meta).unwrap();
+    if let Some(hs) = ready.hard_state {
+        n3.log_mut().set_hard_state(hs).unwrap();
+    }
+    let (disk, outcome) = n3.log().crash_keeping(1, None);
+    assert!(outcome.snapshot_without_compaction);
+    assert_eq!(disk.snapshot().unwrap().unwrap().meta, snapshot.meta);
+    assert_eq!(disk.last_index(), behind);
+
+    let mut cfg = c.node(3).config().clone();
+    cfg.id = 3;
+    c.nodes[2] = Raft::new(cfg, disk, 7).unwrap();
+    let n3 = c.node(3);
+    assert_eq!(n3.applied_index(), index);
+    assert_eq!(
+        n3.term_at(index),
+        Some(snapshot.meta.last_term),
+        "the restarted node's log must start right after its snapshot"
+    );
+    assert_eq!(n3.last_index(), index);
+    // And it works: it catches up with the leader and can stand for election.
+    c.node(1).propose(b"after".to_vec().into()).unwrap();
+    for _ in 0..3 {
+        c.node(1).tick();
+        c.run(|_| false);
+    }
+    assert_eq!(c.node(3).last_index(), c.node(1).last_index());
+    assert_eq!(c.node(3).commit_index(), c.node(1).commit_index());
+    c.node(3).campaign();
+    c.run(|_| false);
 }

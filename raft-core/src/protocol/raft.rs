@@ -215,17 +215,18 @@ impl<L: Log> std::fmt::Debug for Raft<L> {
 
 impl<L: Log> Raft<L> {
     /// A node that resumes from whatever `log` holds (term, vote, commit and entries),
-    /// as a follower. `seed` drives its randomized election timeouts.
+    /// as a follower. `seed` drives its randomized election timeouts. A log whose stored
+    /// snapshot is ahead of its compaction point (a crash between the two writes of an
+    /// install) is compacted to the snapshot first.
     ///
     /// # Errors
     /// An invalid config.
-    pub fn new(config: Config, log: L, seed: u64) -> Result<Self, ConfigError> {
+    pub fn new(config: Config, mut log: L, seed: u64) -> Result<Self, ConfigError> {
         config.validate()?;
         let hard = log.hard_state();
         // The state machine starts from the stored snapshot, if any (the runtime restores it).
-        let snapshot_index = match log.snapshot() {
-            Ok(Some(snap)) => snap.meta.last_index,
-            Ok(None) => 0,
+        let snapshot = match log.snapshot() {
+            Ok(snap) => snap.map(|s| s.meta),
             Err(e) => {
                 return Err(ConfigError::new(
                     "log",
@@ -233,6 +234,23 @@ impl<L: Log> Raft<L> {
                 ))
             }
         };
+        // Installing a snapshot is two writes, save then compact, and a crash before the
+        // sync may keep only the first: the snapshot then lies beyond a log that does not
+        // hold its last entry (or disagrees there). Finish the compaction, or the log
+        // would have no term for the index the node resumes from.
+        if let Some(meta) = snapshot {
+            if meta.last_index > log.snapshot_meta().last_index
+                && log.term(meta.last_index).ok() != Some(meta.last_term)
+            {
+                log.compact(meta).map_err(|e| {
+                    ConfigError::new(
+                        "log",
+                        format!("cannot compact the log to the stored snapshot: {e}"),
+                    )
+                })?;
+            }
+        }
+        let snapshot_index = snapshot.map_or(0, |m| m.last_index);
         let applied = snapshot_index.max(log.snapshot_meta().last_index);
         let log = RaftLog::new(log, applied);
         let voters: Vec<NodeId> = config.voters.iter().copied().collect();
