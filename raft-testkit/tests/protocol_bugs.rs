@@ -59,6 +59,39 @@ impl Cluster {
         reads
     }
 
+    /// Elects n1, commits a few entries everywhere, then more while n3 is cut off, and
+    /// has n1 snapshot (with `data`) and compact its log past n3's end. Returns n3's last
+    /// index and the snapshot.
+    fn leave_n3_behind_a_snapshot(&mut self, data: Vec<u8>) -> (u64, Snapshot) {
+        self.node(1).campaign();
+        self.run(|_| false);
+        assert_eq!(self.node(1).role(), Role::Leader);
+        for k in 0..2u8 {
+            self.node(1).propose(vec![k].into()).unwrap();
+        }
+        self.run(|_| false);
+        let behind = self.node(3).last_index();
+        for k in 0..7u8 {
+            self.node(1).propose(vec![10 + k].into()).unwrap();
+        }
+        self.run(|m| m.to == 3 || m.from == 3);
+        let leader = self.node(1);
+        let index = leader.applied_index();
+        assert!(index > behind + 1);
+        let snapshot = Snapshot {
+            meta: raft_core::SnapshotMeta {
+                last_index: index,
+                last_term: leader.term_at(index).unwrap(),
+            },
+            data: data.into(),
+        };
+        let meta = leader.compaction_meta(index).unwrap();
+        leader.log_mut().save_snapshot(&snapshot).unwrap();
+        leader.log_mut().compact(meta).unwrap();
+        leader.log_mut().sync().unwrap();
+        (behind, snapshot)
+    }
+
     /// Delivers queued messages until none is left, dropping those `drop` rejects.
     fn run(&mut self, drop: impl Fn(&Message) -> bool) -> Vec<(u64, raft_core::ReadState)> {
         let mut reads = self.flush();
@@ -233,33 +266,8 @@ fn a_restarted_follower_does_not_vote_inside_the_lease_it_granted() {
 #[test]
 fn a_snapshot_kept_without_its_compaction_is_usable_after_a_restart() {
     let mut c = Cluster::new(3, |_| {});
-    c.node(1).campaign();
-    c.run(|_| false);
-    assert_eq!(c.node(1).role(), Role::Leader);
-    for k in 0..2u8 {
-        c.node(1).propose(vec![k].into()).unwrap();
-    }
-    c.run(|_| false);
-    let behind = c.node(3).last_index();
-    // n3 is cut off while n1 and n2 commit more, and n1 snapshots and compacts.
-    for k in 0..7u8 {
-        c.node(1).propose(vec![10 + k].into()).unwrap();
-    }
-    c.run(|m| m.to == 3 || m.from == 3);
-    let leader = c.node(1);
-    let index = leader.applied_index();
-    assert!(index > behind + 1);
-    let snapshot = Snapshot {
-        meta: raft_core::SnapshotMeta {
-            last_index: index,
-            last_term: leader.term_at(index).unwrap(),
-        },
-        data: b"the state machine at that index".to_vec().into(),
-    };
-    let meta = leader.compaction_meta(index).unwrap();
-    leader.log_mut().save_snapshot(&snapshot).unwrap();
-    leader.log_mut().compact(meta).unwrap();
-    leader.log_mut().sync().unwrap();
+    let (behind, snapshot) = c.leave_n3_behind_a_snapshot(b"the state machine".to_vec());
+    let index = snapshot.meta.last_index;
 
     // A heartbeat round: n1 finds n3 behind its log start and sends the snapshot.
     for _ in 0..2 {
@@ -328,4 +336,58 @@ fn a_snapshot_kept_without_its_compaction_is_usable_after_a_restart() {
     assert_eq!(c.node(3).commit_index(), c.node(1).commit_index());
     c.node(3).campaign();
     c.run(|_| false);
+}
+
+/// Simulator seeds 71, 74, 116 and 143 (5 nodes, snapshots on): a snapshot transfer
+/// under reordering and duplication turned into a storm of chunks (49,000 chunk
+/// messages per seed for 11 installs of ~40 chunks), and followers fell further behind
+/// than the liveness bound. Every snapshot answer made the leader send at least one
+/// chunk whether or not its window had room, so the chunks in flight never decreased;
+/// and an answer delayed behind later ones moved `acked` and `sent` back, so the leader
+/// resent from there a window at a time. Answers below what was acknowledged are stale
+/// (unless the follower asks from 0: it lost its partial snapshot), and chunks go out
+/// only while the window has room; the heartbeat timeout resends lost ones.
+#[test]
+fn stale_snapshot_answers_do_not_multiply_chunks() {
+    let chunk_bytes = 100;
+    let chunks = 30;
+    let mut c = Cluster::new(3, |c| {
+        c.snapshot_chunk_bytes = chunk_bytes;
+        c.append_bytes_max = chunk_bytes;
+        c.inflight_messages_max = 4;
+        c.inflight_bytes_max = 4 * chunk_bytes;
+    });
+    let data = vec![7u8; (chunk_bytes * chunks) as usize];
+    let (_, snapshot) = c.leave_n3_behind_a_snapshot(data);
+    // The network delivers each round's snapshot answers newest first and twice, the
+    // rest in order; the leader's clock ticks every round.
+    let mut sent = 0;
+    for round in 0..2_000 {
+        if c.node(3).commit_index() >= snapshot.meta.last_index {
+            break;
+        }
+        assert!(round < 1_999, "n3 never installed the snapshot");
+        c.node(1).tick();
+        c.flush();
+        let (mut answers, msgs): (Vec<_>, Vec<_>) = std::mem::take(&mut c.net)
+            .into_iter()
+            .partition(|m| matches!(m.body, MessageBody::SnapshotResponse { .. }));
+        answers.reverse();
+        for m in msgs.into_iter().chain(answers) {
+            if matches!(m.body, MessageBody::InstallSnapshot { .. }) {
+                sent += 1;
+            }
+            if matches!(m.body, MessageBody::SnapshotResponse { .. }) {
+                c.node(m.to).step(m.clone());
+            }
+            let to = m.to;
+            c.node(to).step(m);
+        }
+        c.flush();
+    }
+    println!("{sent} chunks sent for a snapshot of {chunks} chunks");
+    assert!(
+        sent <= 3 * chunks,
+        "{sent} chunks sent for a snapshot of {chunks} chunks"
+    );
 }

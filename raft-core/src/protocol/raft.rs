@@ -1295,8 +1295,13 @@ impl<L: Log> Raft<L> {
                     return;
                 }
                 if next_offset < o.acked {
-                    // The follower restarted its receive: resume from what it has.
-                    o.sent = next_offset;
+                    if next_offset != 0 {
+                        // Stale: overtaken by a later answer (reordered or duplicated).
+                        return;
+                    }
+                    // The follower lost its partial snapshot (it restarted, or the
+                    // checksum failed): start again.
+                    o.sent = 0;
                 }
                 o.acked = next_offset.min(o.snapshot.data.len() as u64);
                 o.sent = o.sent.max(o.acked);
@@ -1494,8 +1499,10 @@ impl<L: Log> Raft<L> {
         self.send_snapshot_chunks(to);
     }
 
-    /// Sends snapshot chunks to `to` while the in-flight byte window allows (at least one
-    /// chunk per call, so a resend always goes out).
+    /// Sends snapshot chunks to `to` while the in-flight byte window allows. Not one
+    /// more: every chunk is answered, so sending on a full window would keep the chunks
+    /// in flight from ever decreasing. Lost chunks are resent when a heartbeat answer
+    /// shows no progress (that rewinds `sent` to `acked`, which opens the window).
     fn send_snapshot_chunks(&mut self, to: NodeId) {
         let chunk_max = self
             .config
@@ -1506,9 +1513,7 @@ impl<L: Log> Raft<L> {
         if let Some(o) = self.progress.get_mut(&to).and_then(|p| p.outgoing.as_mut()) {
             let len = o.snapshot.data.len() as u64;
             let mut empty_sent = false;
-            while (o.sent < len || (len == 0 && !empty_sent))
-                && (chunks.is_empty() || o.sent - o.acked < window)
-            {
+            while (o.sent < len || (len == 0 && !empty_sent)) && o.sent - o.acked < window {
                 let end = (o.sent + chunk_max).min(len);
                 let data = o.snapshot.data.slice(o.sent as usize..end as usize);
                 let done = (end == len).then_some(o.checksum);
