@@ -25,11 +25,19 @@
 //!   the commit index is what the durable hard state says.
 //! - Term never goes back and a vote never changes within a term, within a life and
 //!   across restarts (against the last synced hard state).
+//!
+//! Compacted logs: a log no longer holds the entries below its compaction point
+//! ([`LogView::compacted_to`]); its snapshot stands for them. The checks that read a log
+//! compare only the indexes it still holds, and at the compaction point itself the
+//! snapshot's term, which must be the committed one. A node that restores a snapshot
+//! ([`SafetyChecker::observe_snapshot_restored`]) has applied everything up to its index,
+//! so its applied sequence continues from there; that the snapshot's *contents* equal the
+//! committed prefix is checked by the simulator, which owns the state machine.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
-use raft_core::{HardState, LogIndex, NodeId, Role, Term};
+use raft_core::{HardState, LogIndex, NodeId, Role, SnapshotMeta, Term};
 
 /// A broken safety or liveness property, with enough detail to start debugging.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,6 +97,15 @@ pub enum Violation {
         expected_term: Term,
         /// What this node has.
         found_term: Option<Term>,
+    },
+    /// A node restored a snapshot that is not the committed prefix it claims to be.
+    BadSnapshot {
+        /// The node.
+        node: NodeId,
+        /// The snapshot's last index.
+        index: LogIndex,
+        /// What was wrong.
+        detail: String,
     },
     /// A node applied out of order or beyond its commit.
     BadApply {
@@ -219,6 +236,14 @@ impl fmt::Display for Violation {
                 "state machine safety: n{node} has {found_term:?} at committed index {index}, \
                  committed elsewhere with term {expected_term}"
             ),
+            Violation::BadSnapshot {
+                node,
+                index,
+                detail,
+            } => write!(
+                f,
+                "state machine safety: n{node} restored a bad snapshot at {index}: {detail}"
+            ),
             Violation::BadApply { node, detail } => write!(f, "apply order: n{node}: {detail}"),
             Violation::CommitWentBack { node, from, to } => {
                 write!(f, "commit went back on n{node}: {from} -> {to}")
@@ -294,8 +319,15 @@ struct NodeWatch {
 
 /// A view of one node's log for the checks that read it.
 pub trait LogView {
-    /// The term at `index`, if the log holds it.
+    /// The term at `index`, if the log holds it (at the compaction point: the
+    /// snapshot's term).
     fn term_at(&self, index: LogIndex) -> Option<Term>;
+
+    /// The compaction point: a snapshot covers every index up to it, and the log holds
+    /// none below it. 0 for a log that was never compacted.
+    fn compacted_to(&self) -> LogIndex {
+        0
+    }
 }
 
 impl<F: Fn(LogIndex) -> Option<Term>> LogView for F {
@@ -438,9 +470,11 @@ impl SafetyChecker {
             }
         }
         self.current_leaders.insert(node, term);
+        // Below the compaction point the leader's snapshot stands for its entries.
+        let compacted = log.compacted_to();
         for (i, c) in self.committed.iter().enumerate() {
-            if c.seen_at_term < term {
-                let index = i as LogIndex + 1;
+            let index = i as LogIndex + 1;
+            if c.seen_at_term < term && index >= compacted {
                 let found = log.term_at(index);
                 if found != Some(c.term) {
                     return Err(Violation::LeaderIncomplete {
@@ -501,9 +535,25 @@ impl SafetyChecker {
             });
         }
         w.commit = commit;
+        let compacted = log.compacted_to();
         for index in from + 1..=commit {
-            let found = log.term_at(index);
             let i = (index - 1) as usize;
+            if index < compacted {
+                // The node's snapshot stands for this entry: it must be known committed
+                // (some node committed it before any snapshot could hold it).
+                match self.committed.get_mut(i) {
+                    Some(c) => c.seen_at_term = c.seen_at_term.min(term),
+                    None => {
+                        return Err(Violation::BadSnapshot {
+                            node,
+                            index: compacted,
+                            detail: format!("it covers {index}, which no node committed"),
+                        })
+                    }
+                }
+                continue;
+            }
+            let found = log.term_at(index);
             if let Some(c) = self.committed.get_mut(i) {
                 if found != Some(c.term) {
                     return Err(Violation::StateMachineDivergence {
@@ -532,6 +582,9 @@ impl SafetyChecker {
                     continue;
                 }
                 if let Some(view) = leader_logs(leader) {
+                    if index < view.compacted_to() {
+                        continue; // in the leader's snapshot
+                    }
                     let has = view.term_at(index);
                     if has != Some(found) {
                         return Err(Violation::LeaderIncomplete {
@@ -601,6 +654,44 @@ impl SafetyChecker {
         Ok(())
     }
 
+    /// A node's state machine was restored from the snapshot ending at `meta` (installed
+    /// from the leader, or read from its disk at a restart): it has now applied everything
+    /// up to `meta.last_index`, and its applied sequence continues from there.
+    ///
+    /// # Errors
+    /// [`Violation::BadSnapshot`] if the snapshot does not end on the committed entry at
+    /// its index, or is behind what the node already applied in this life.
+    pub fn observe_snapshot_restored(
+        &mut self,
+        node: NodeId,
+        meta: SnapshotMeta,
+    ) -> Result<(), Violation> {
+        let index = meta.last_index;
+        match self.committed_term(index) {
+            Some(t) if t == meta.last_term => {}
+            expected => {
+                return Err(Violation::BadSnapshot {
+                    node,
+                    index,
+                    detail: format!(
+                        "it ends at term {}, the committed entry there has term {expected:?}",
+                        meta.last_term
+                    ),
+                })
+            }
+        }
+        let w = self.nodes.entry(node).or_default();
+        if index < w.applied {
+            return Err(Violation::BadSnapshot {
+                node,
+                index,
+                detail: format!("the node had already applied up to {}", w.applied),
+            });
+        }
+        w.applied = index;
+        Ok(())
+    }
+
     /// A node made `hard_state` durable.
     pub fn observe_sync(&mut self, node: NodeId, hard_state: HardState) {
         self.nodes.entry(node).or_default().synced = hard_state;
@@ -614,8 +705,9 @@ impl SafetyChecker {
         w.role = None;
     }
 
-    /// A node restarted from a disk holding `hard_state` and `last_index`, and the
-    /// protocol came up with `term`, `vote` and `commit`.
+    /// A node restarted from a disk holding `hard_state`, entries up to `last_index` and
+    /// a snapshot up to `snapshot_index` (0: none), and the protocol came up with `term`,
+    /// `vote` and `commit`.
     ///
     /// # Errors
     /// [`Violation::TermWentBack`] or [`Violation::VoteChanged`] against the last
@@ -626,6 +718,7 @@ impl SafetyChecker {
         node: NodeId,
         disk: HardState,
         last_index: LogIndex,
+        snapshot_index: LogIndex,
         term: Term,
         vote: Option<NodeId>,
         commit: LogIndex,
@@ -656,11 +749,14 @@ impl SafetyChecker {
                 ),
             });
         }
-        if commit != disk.commit.min(last_index) {
+        // The snapshot is committed state even when the hard state that would say so
+        // was not synced with it.
+        if commit != disk.commit.min(last_index).max(snapshot_index) {
             return Err(Violation::BadRestart {
                 node,
                 detail: format!(
-                    "came up with commit {commit}, disk says {} (last index {last_index})",
+                    "came up with commit {commit}, disk says {} (last index {last_index}, \
+                     snapshot {snapshot_index})",
                     disk.commit
                 ),
             });
@@ -822,6 +918,113 @@ mod tests {
         ));
     }
 
+    /// A log compacted to `at`: it holds `terms` (1-based) from `at` on.
+    struct Compacted {
+        at: LogIndex,
+        terms: &'static [Term],
+    }
+
+    impl LogView for Compacted {
+        fn term_at(&self, index: LogIndex) -> Option<Term> {
+            (index >= self.at)
+                .then(|| self.terms.get(index as usize - 1).copied())
+                .flatten()
+        }
+        fn compacted_to(&self) -> LogIndex {
+            self.at
+        }
+    }
+
+    #[test]
+    fn compacted_logs_are_compared_where_they_hold_entries_and_at_the_snapshot() {
+        let mut c = SafetyChecker::new();
+        c.observe_commit(1, 4, 2, &log_of(&[1, 1, 2, 2]), &no_leaders)
+            .unwrap();
+        // Compacted to 3 with the right snapshot term: agrees.
+        let good = Compacted {
+            at: 3,
+            terms: &[0, 0, 2, 2],
+        };
+        c.observe_commit(2, 4, 2, &good, &no_leaders).unwrap();
+        c.observe_state(2, Role::Leader, 3, Some(2), &good).unwrap();
+        // A snapshot ending on the wrong term at 3 is a divergence there.
+        let bad = Compacted {
+            at: 3,
+            terms: &[0, 0, 1, 2],
+        };
+        let v = c.observe_commit(3, 4, 2, &bad, &no_leaders);
+        assert!(
+            matches!(
+                v,
+                Err(Violation::StateMachineDivergence {
+                    node: 3,
+                    index: 3,
+                    ..
+                })
+            ),
+            "{v:?}"
+        );
+        // A leader whose log holds entries past its snapshot must still hold the
+        // committed ones.
+        let short = Compacted {
+            at: 2,
+            terms: &[0, 1, 2],
+        };
+        let v = c.observe_state(4, Role::Leader, 4, Some(4), &short);
+        assert!(
+            matches!(v, Err(Violation::LeaderIncomplete { index: 4, .. })),
+            "{v:?}"
+        );
+        // A snapshot covering what nobody committed.
+        let ahead = Compacted {
+            at: 7,
+            terms: &[0, 0, 0, 0, 0, 0, 3],
+        };
+        let v = c.observe_commit(5, 7, 3, &ahead, &no_leaders);
+        assert!(matches!(v, Err(Violation::BadSnapshot { .. })), "{v:?}");
+    }
+
+    #[test]
+    fn a_restored_snapshot_must_end_on_a_committed_entry_and_not_go_back() {
+        let mut c = SafetyChecker::new();
+        c.observe_write(1, 0, &[(1, 1, 10), (2, 1, 20), (3, 2, 30)])
+            .unwrap();
+        c.observe_commit(1, 3, 2, &log_of(&[1, 1, 2]), &no_leaders)
+            .unwrap();
+        let meta = |last_index, last_term| SnapshotMeta {
+            last_index,
+            last_term,
+        };
+        let v = c.observe_snapshot_restored(2, meta(2, 2));
+        assert!(
+            matches!(v, Err(Violation::BadSnapshot { index: 2, .. })),
+            "{v:?}"
+        );
+        let v = c.observe_snapshot_restored(2, meta(4, 2));
+        assert!(
+            matches!(v, Err(Violation::BadSnapshot { index: 4, .. })),
+            "{v:?}"
+        );
+        // After a good restore the applied sequence continues from the snapshot.
+        c.observe_snapshot_restored(2, meta(2, 1)).unwrap();
+        c.observe_applied(2, 3, &[(3, 2, 30)]).unwrap();
+        let v = c.observe_snapshot_restored(2, meta(2, 1));
+        assert!(matches!(v, Err(Violation::BadSnapshot { .. })), "{v:?}");
+        // A new life starts from the disk again.
+        c.observe_crash(2);
+        let disk = HardState {
+            term: 2,
+            vote: None,
+            commit: 1,
+        };
+        c.observe_restart(2, disk, 1, 2, 2, None, 2).unwrap();
+        c.observe_snapshot_restored(2, meta(2, 1)).unwrap();
+        assert!(matches!(
+            c.observe_applied(2, 3, &[(2, 1, 20)]),
+            Err(Violation::BadApply { .. })
+        ));
+    }
+
     #[test]
     fn applying_out_of_order_or_beyond_commit_is_caught() {
         let mut c = SafetyChecker::new();
@@ -858,7 +1061,7 @@ mod tests {
             commit: 2,
         };
         c.observe_crash(1);
-        c.observe_restart(1, disk, 3, 1, None, 2).unwrap();
+        c.observe_restart(1, disk, 3, 0, 1, None, 2).unwrap();
         c.observe_commit(1, 2, 1, &log, &no_leaders).unwrap();
     }
 
@@ -896,7 +1099,7 @@ mod tests {
             commit: 0,
         };
         assert!(matches!(
-            c.observe_restart(1, older, 0, 4, Some(2), 0),
+            c.observe_restart(1, older, 0, 0, 4, Some(2), 0),
             Err(Violation::TermWentBack { from: 5, to: 4, .. })
         ));
         let other_vote = HardState {
@@ -905,7 +1108,7 @@ mod tests {
             commit: 0,
         };
         assert!(matches!(
-            c.observe_restart(1, other_vote, 0, 5, Some(3), 0),
+            c.observe_restart(1, other_vote, 0, 0, 5, Some(3), 0),
             Err(Violation::VoteChanged { .. })
         ));
         let good = HardState {
@@ -914,9 +1117,9 @@ mod tests {
             commit: 0,
         };
         assert!(matches!(
-            c.observe_restart(1, good, 0, 5, None, 0),
+            c.observe_restart(1, good, 0, 0, 5, None, 0),
             Err(Violation::BadRestart { .. })
         ));
-        c.observe_restart(1, good, 0, 5, Some(2), 0).unwrap();
+        c.observe_restart(1, good, 0, 0, 5, Some(2), 0).unwrap();
     }
 }

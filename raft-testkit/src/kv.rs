@@ -113,6 +113,16 @@ impl KvState {
         self.applied_index
     }
 
+    /// How many keys have a value.
+    pub fn key_count(&self) -> usize {
+        self.map.len()
+    }
+
+    /// How many operations have taken effect.
+    pub fn operation_count(&self) -> usize {
+        self.applied_ops.len()
+    }
+
     /// The whole state as bytes: applied index, then the map, then the applied operation
     /// table, each as a count followed by little-endian `u64` pairs.
     pub fn snapshot(&self) -> Bytes {

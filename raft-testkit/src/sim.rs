@@ -13,7 +13,16 @@
 //!    network is clean). Within [`SimConfig::liveness_bound_ticks`] a leader must exist,
 //!    a new write must commit, and every node must apply it.
 //!
-//! Then no acknowledged write may be missing and the client history must be linearizable.
+//! Then no acknowledged write may be missing, every node's state machine must equal the
+//! state the committed log prefix it applied produces, and the client history must be
+//! linearizable.
+//!
+//! Snapshots ([`SnapshotPolicy`]): nodes snapshot their state machine every so many
+//! applied entries and compact their logs behind it, keeping a trailing window, so
+//! followers that fall behind catch up by InstallSnapshot, whose chunks the network
+//! loses, duplicates and reorders like any message. A node restores its state machine
+//! from an installed snapshot, and from its stored snapshot when it restarts; each
+//! restore is compared with the state the committed prefix produces.
 //!
 //! Everything random comes from one ChaCha RNG seeded by [`SimConfig::seed`]; nothing
 //! that decides iterates a `HashMap`; so a seed replays exactly ([`RunReport::trace_hash`]).
@@ -22,9 +31,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use bytes::Bytes;
 use raft_core::{
     Config, Entry, EntryKind, Log, LogIndex, Message, MessageBody, NodeId, ProposeError, Raft,
-    ReadMode, Ready, Role, Term,
+    ReadMode, Ready, Role, Snapshot, SnapshotMeta, StorageError, Term,
 };
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -53,6 +63,53 @@ pub enum Broken {
     VoteWithoutLogCheck,
     /// Entries of older terms committed by counting replicas (Figure 8).
     CommitOlderTerms,
+}
+
+/// When nodes snapshot their state machine and compact their logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotPolicy {
+    /// A node snapshots once it has applied this many entries past its last snapshot.
+    pub every_applied_entries: u64,
+    /// Entries kept below the snapshot for slow followers: the log is compacted to the
+    /// snapshot's index minus this (and never past what is applied and persisted).
+    pub trailing_entries: u64,
+}
+
+/// A fault at a chosen moment, for scenarios written by hand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scripted {
+    /// Cut `node` off from every other node (both ways) until [`Scripted::Heal`].
+    Isolate(NodeId),
+    /// Heal the network.
+    Heal,
+    /// Crash `node`; it restarts after `down_ticks`.
+    Crash {
+        /// The node.
+        node: NodeId,
+        /// Ticks until it restarts.
+        down_ticks: u64,
+    },
+    /// Crash `node` right after the next snapshot chunk it receives that does not
+    /// complete the snapshot (a transfer interrupted half way); it restarts after
+    /// `down_ticks`.
+    CrashWhileReceivingSnapshot {
+        /// The node.
+        node: NodeId,
+        /// Ticks until it restarts.
+        down_ticks: u64,
+    },
+    /// Crash `node` right after it writes the next snapshot it installs from the leader
+    /// (saved, log compacted, entries and hard state written) and before the sync,
+    /// keeping the first `kept_writes` of the unsynced writes (the save is the first,
+    /// the compaction the second); it restarts after `down_ticks`.
+    CrashBeforeSnapshotSync {
+        /// The node.
+        node: NodeId,
+        /// How many unsynced writes survive.
+        kept_writes: usize,
+        /// Ticks until it restarts.
+        down_ticks: u64,
+    },
 }
 
 /// Which faults a run injects and how hard. Chosen per seed ("swarm testing": each seed
@@ -182,6 +239,10 @@ pub struct SimConfig {
     pub partition_ticks_max: u64,
     /// A deliberately broken protocol variant, if any.
     pub broken: Option<Broken>,
+    /// Snapshots and log compaction; `None`: logs are never compacted.
+    pub snapshots: Option<SnapshotPolicy>,
+    /// Faults at fixed ticks of the safety phase, besides the random ones.
+    pub script: Vec<(u64, Scripted)>,
 }
 
 impl SimConfig {
@@ -204,6 +265,8 @@ impl SimConfig {
             node_down_ticks_max: 60,
             partition_ticks_max: 80,
             broken: None,
+            snapshots: None,
+            script: Vec::new(),
         }
     }
 
@@ -272,6 +335,20 @@ impl SimConfig {
         c.clients = rng.gen_range(2..=6);
         c.keys = rng.gen_range(1..=5);
         c.safety_ticks = rng.gen_range(600..=1500);
+        // Snapshots are drawn from their own stream, so the choices above stay what they
+        // were before snapshots existed. Some seeds snapshot every few entries with no
+        // trailing window (compaction all the time, transfers to any follower one entry
+        // behind), others rarely; chunks are sometimes smaller than the snapshot's
+        // header, so a transfer takes many messages that the network can lose,
+        // duplicate and reorder.
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x736e_6170_7368_6f74);
+        c.snapshots = Some(SnapshotPolicy {
+            every_applied_entries: *[2, 5, 20, 80, 300].choose(&mut rng).expect("not empty"),
+            trailing_entries: *[0, 0, 1, 5, 30].choose(&mut rng).expect("not empty"),
+        });
+        c.raft.snapshot_chunk_bytes = *[16, 100, 1024, 64 * 1024]
+            .choose(&mut rng)
+            .expect("not empty");
         c
     }
 
@@ -353,6 +430,8 @@ pub struct RunReport {
     pub lin_unknown: bool,
     /// A hash of every event: equal for two runs of the same seed.
     pub trace_hash: u64,
+    /// Snapshots each node installed from a leader.
+    pub snapshots_installed: BTreeMap<NodeId, u64>,
     /// The failure, if any.
     pub failure: Option<Failure>,
 }
@@ -372,6 +451,22 @@ enum Ev {
     SyncDone {
         node: usize,
         life: u32,
+    },
+    /// The sync after a node stored a snapshot of its own.
+    SnapshotSync {
+        node: usize,
+        life: u32,
+    },
+    /// The `k`th scripted fault.
+    Script {
+        k: usize,
+    },
+    /// A crash a scripted trigger fired; `kept_writes` as in [`SimLog::crash_keeping`].
+    TriggeredCrash {
+        node: usize,
+        life: u32,
+        kept_writes: Option<usize>,
+        down_ticks: u64,
     },
     Fault,
     /// One more fault, outside the regular schedule.
@@ -457,6 +552,11 @@ struct SimNode {
     /// Last role and term and commit reported to the trace.
     last_role: Option<(Role, Term)>,
     last_commit: LogIndex,
+    /// The node got a chunk of a snapshot it has not installed yet (in this life).
+    receiving_snapshot: bool,
+    snapshots_installed: u64,
+    /// A scripted crash waiting for its moment.
+    crash_trigger: Option<Scripted>,
 }
 
 struct ClientOp {
@@ -485,6 +585,93 @@ impl LogView for RaftView<'_> {
     fn term_at(&self, index: LogIndex) -> Option<Term> {
         self.0.term_at(index)
     }
+
+    fn compacted_to(&self) -> LogIndex {
+        let stored = self.0.log().snapshot_meta().last_index;
+        // A snapshot installed from the leader moves the protocol's log start (and its
+        // applied index) before the driver has stored it: the log then holds the
+        // snapshot's last index but not the one before.
+        let applied = self.0.applied_index();
+        let installing = applied > stored
+            && self.0.term_at(applied).is_some()
+            && self.0.term_at(applied - 1).is_none();
+        if installing {
+            applied
+        } else {
+            stored
+        }
+    }
+}
+
+/// The state each committed prefix produces: the ground truth that restored snapshots
+/// and final state machines are compared with.
+#[derive(Default)]
+struct Reference {
+    /// The committed entries' data: `entries[i - 1]` is index `i`. Filled as nodes
+    /// apply (the checker has verified that they agree).
+    entries: Vec<Bytes>,
+    /// States already built, by applied index, to build later ones from.
+    states: BTreeMap<LogIndex, KvState>,
+}
+
+impl Reference {
+    const STATES_MAX: usize = 64;
+
+    fn applied(&mut self, index: LogIndex, data: &Bytes) {
+        if index == self.entries.len() as LogIndex + 1 {
+            self.entries.push(data.clone());
+        }
+    }
+
+    /// The state after applying the committed entries up to `index`, if all are known.
+    fn state_at(&mut self, index: LogIndex) -> Option<KvState> {
+        if index > self.entries.len() as LogIndex {
+            return None;
+        }
+        let (from, mut state) = self
+            .states
+            .range(..=index)
+            .next_back()
+            .map_or((0, KvState::default()), |(&i, s)| (i, s.clone()));
+        for i in from + 1..=index {
+            state.apply(i, &self.entries[(i - 1) as usize]);
+        }
+        if self.states.len() >= Self::STATES_MAX {
+            self.states.pop_first();
+        }
+        self.states.insert(index, state.clone());
+        Some(state)
+    }
+
+    /// Checks a state machine against the committed prefix it claims to hold.
+    fn check(&mut self, node: NodeId, kv: &KvState) -> Result<(), Violation> {
+        let index = kv.applied_index();
+        let Some(expected) = self.state_at(index) else {
+            return Err(Violation::BadSnapshot {
+                node,
+                index,
+                detail: format!(
+                    "it holds {index} entries, only {} are known committed",
+                    self.entries.len()
+                ),
+            });
+        };
+        if *kv != expected {
+            return Err(Violation::BadSnapshot {
+                node,
+                index,
+                detail: format!(
+                    "its state ({} keys, {} operations) differs from the committed \
+                     prefix's ({} keys, {} operations)",
+                    kv.key_count(),
+                    kv.operation_count(),
+                    expected.key_count(),
+                    expected.operation_count()
+                ),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// A simulation of one seed. See the module docs.
@@ -511,6 +698,7 @@ pub struct Simulator {
     link_delivered: BTreeMap<(NodeId, NodeId), u64>,
     /// Acknowledged writes: (op, index where it took effect).
     acked: Vec<(u64, LogIndex)>,
+    reference: Reference,
     liveness_start: u64,
     marker: Option<(usize, LogIndex, Term)>,
     liveness_ticks: Option<u64>,
@@ -563,6 +751,9 @@ impl Simulator {
                 read_waiting: Vec::new(),
                 last_role: None,
                 last_commit: 0,
+                receiving_snapshot: false,
+                snapshots_installed: 0,
+                crash_trigger: None,
             });
         }
         let clients = (0..cfg.clients)
@@ -592,6 +783,7 @@ impl Simulator {
             pause_counter: 0,
             link_delivered: BTreeMap::new(),
             acked: Vec::new(),
+            reference: Reference::default(),
             liveness_start: 0,
             marker: None,
             liveness_ticks: None,
@@ -609,6 +801,10 @@ impl Simulator {
         if !sim.cfg.faults.kinds().is_empty() {
             let at = sim.fault_gap();
             sim.schedule(at, Ev::Fault);
+        }
+        for k in 0..sim.cfg.script.len() {
+            let at = sim.cfg.script[k].0 * UNITS_PER_TICK;
+            sim.schedule(at, Ev::Script { k });
         }
         let end = sim.cfg.safety_ticks * UNITS_PER_TICK;
         sim.schedule(end, Ev::EndSafety);
@@ -653,6 +849,11 @@ impl Simulator {
             liveness_ticks: self.liveness_ticks,
             lin_unknown: self.lin_unknown,
             trace_hash: self.trace.hash(),
+            snapshots_installed: self
+                .nodes
+                .iter()
+                .map(|n| (n.id, n.snapshots_installed))
+                .collect(),
             failure,
         }
     }
@@ -731,6 +932,11 @@ impl Simulator {
             .expect("a stopped node has a disk");
         let durable = disk.hard_state();
         let last_index = disk.last_index();
+        let id = self.nodes[i].id;
+        let stored = disk.snapshot().map_err(|e| Violation::Storage {
+            node: id,
+            detail: e.to_string(),
+        })?;
         let config = self.cfg.node_config(self.nodes[i].id);
         let seed = self.rng.gen();
         #[allow(unused_mut)]
@@ -743,12 +949,13 @@ impl Simulator {
                 Broken::CommitOlderTerms => BrokenVariant::CommitOlderTerms,
             }));
         }
-        let id = self.nodes[i].id;
+        let snapshot_index = stored.as_ref().map_or(0, |s| s.meta.last_index);
         if self.nodes[i].life > 0 {
             self.checker.observe_restart(
                 id,
                 durable,
                 last_index,
+                snapshot_index,
                 raft.term(),
                 raft.vote(),
                 raft.commit_index(),
@@ -761,26 +968,19 @@ impl Simulator {
             });
         }
         // The state machine starts from the stored snapshot, as `Raft::new` expects.
-        let kv = match raft.log().snapshot() {
-            Ok(Some(snapshot)) => {
-                KvState::restore(&snapshot.data).map_err(|detail| Violation::Storage {
-                    node: id,
-                    detail: format!("the stored snapshot does not decode: {detail}"),
-                })?
-            }
-            Ok(None) => KvState::new(),
-            Err(e) => {
-                return Err(Violation::Storage {
-                    node: id,
-                    detail: e.to_string(),
-                })
-            }
+        let kv = match &stored {
+            Some(snapshot) => self.restore_snapshot(id, snapshot)?,
+            None => KvState::new(),
         };
+        if stored.is_some() && self.nodes[i].life > 0 {
+            self.count("snapshot_restored_at_restart");
+        }
         let node = &mut self.nodes[i];
         node.raft = Some(raft);
         node.kv = kv;
         node.last_role = None;
         node.last_commit = 0;
+        node.receiving_snapshot = false;
         let life = node.life;
         let first_tick = self.rng.gen_range(1..=self.nodes[i].tick_units);
         self.schedule_in(first_tick, Ev::Tick { node: i, life });
@@ -788,10 +988,32 @@ impl Simulator {
     }
 
     fn crash(&mut self, i: usize) -> Result<(), Violation> {
-        let Some(raft) = self.nodes[i].raft.take() else {
+        self.crash_keeping(i, None)
+    }
+
+    /// Crashes node `i`, keeping `kept_writes` of its unsynced writes (random if `None`).
+    fn crash_keeping(&mut self, i: usize, kept_writes: Option<usize>) -> Result<(), Violation> {
+        let Some(raft) = self.nodes[i].raft.as_ref() else {
             return Ok(());
         };
-        let (disk, outcome) = raft.log().crash(&mut self.rng);
+        let snapshot_unsynced = raft.log().snapshot_pending();
+        let (disk, outcome) = match kept_writes {
+            Some(k) => raft.log().crash_keeping(k, None),
+            None => raft.log().crash(&mut self.rng),
+        };
+        if snapshot_unsynced {
+            self.count("crash_before_snapshot_sync");
+        }
+        if self.nodes[i].receiving_snapshot {
+            self.count("crash_while_receiving_snapshot");
+        }
+        if outcome.lost_snapshot {
+            self.count("crash_lost_unsynced_snapshot");
+        }
+        if outcome.snapshot_without_compaction {
+            self.count("crash_kept_snapshot_not_compaction");
+        }
+        self.nodes[i].raft = None;
         let node = &mut self.nodes[i];
         node.disk = Some(disk);
         node.life += 1;
@@ -803,6 +1025,7 @@ impl Simulator {
         node.applying.clear();
         node.reading.clear();
         node.read_waiting.clear();
+        node.receiving_snapshot = false;
         let id = node.id;
         self.checker.observe_crash(id);
         self.count("crash");
@@ -823,6 +1046,22 @@ impl Simulator {
             Ev::Tick { node, life } => self.on_tick(node, life),
             Ev::Deliver { msg, send_seq } => self.on_deliver(msg, send_seq),
             Ev::SyncDone { node, life } => self.on_sync_done(node, life),
+            Ev::SnapshotSync { node, life } => self.on_snapshot_sync(node, life),
+            Ev::Script { k } => self.on_script(k),
+            Ev::TriggeredCrash {
+                node,
+                life,
+                kept_writes,
+                down_ticks,
+            } => {
+                if self.nodes[node].life != life || self.phase != Phase::Safety {
+                    return Ok(());
+                }
+                self.count("scripted_crash");
+                self.crash_keeping(node, kept_writes)?;
+                self.schedule_in(down_ticks * UNITS_PER_TICK, Ev::Restart { node });
+                Ok(())
+            }
             Ev::Fault => self.on_fault(),
             Ev::ExtraFault => self.inject_fault(),
             Ev::HealPartition { generation } => {
@@ -953,8 +1192,23 @@ impl Simulator {
             kind: msg.body.kind(),
             detail: msg_detail(&msg.body),
         });
+        let partial_chunk = match &msg.body {
+            MessageBody::InstallSnapshot { done, .. } => {
+                if reordered {
+                    self.count("snapshot_chunk_reordered");
+                }
+                self.nodes[i].receiving_snapshot = true;
+                done.is_none()
+            }
+            _ => false,
+        };
         self.nodes[i].raft.as_mut().expect("up").step(msg);
         self.drive(i)?;
+        if partial_chunk {
+            self.fire_trigger(i, |t| {
+                matches!(t, Scripted::CrashWhileReceivingSnapshot { .. })
+            });
+        }
         self.after_node_event(i)
     }
 
@@ -979,6 +1233,93 @@ impl Simulator {
         self.finish_ready(i, ready)?;
         self.drive(i)?;
         self.after_node_event(i)
+    }
+
+    fn on_snapshot_sync(&mut self, i: usize, life: u32) -> Result<(), Violation> {
+        let node = &mut self.nodes[i];
+        if node.life != life {
+            return Ok(());
+        }
+        let Some(raft) = node.raft.as_mut() else {
+            return Ok(());
+        };
+        // A paused process does not run its disk syncs either.
+        if node.paused.is_some() {
+            node.pause_inbox.push(Ev::SnapshotSync { node: i, life });
+            return Ok(());
+        }
+        raft.log_mut().sync().map_err(|e| Violation::Storage {
+            node: node.id,
+            detail: e.to_string(),
+        })?;
+        let hs = raft.log().hard_state();
+        self.checker.observe_sync(node.id, hs);
+        Ok(())
+    }
+
+    fn on_script(&mut self, k: usize) -> Result<(), Violation> {
+        if self.phase != Phase::Safety {
+            return Ok(());
+        }
+        let action = self.cfg.script[k].1;
+        self.count("scripted_fault");
+        match action {
+            Scripted::Isolate(node) => {
+                let others: Vec<NodeId> = self
+                    .nodes
+                    .iter()
+                    .map(|n| n.id)
+                    .filter(|&id| id != node)
+                    .collect();
+                self.net.cut_between(&[node], &others);
+                self.partition_generation += 1;
+                self.record(TraceEvent::Partition {
+                    description: format!("n{node} isolated (scripted)"),
+                });
+            }
+            Scripted::Heal => {
+                self.net.heal();
+                self.record(TraceEvent::Heal);
+            }
+            Scripted::Crash { node, down_ticks } => {
+                let i = (node - 1) as usize;
+                self.crash(i)?;
+                self.schedule_in(down_ticks * UNITS_PER_TICK, Ev::Restart { node: i });
+            }
+            Scripted::CrashWhileReceivingSnapshot { node, .. }
+            | Scripted::CrashBeforeSnapshotSync { node, .. } => {
+                self.nodes[(node - 1) as usize].crash_trigger = Some(action);
+            }
+        }
+        Ok(())
+    }
+
+    /// Fires node `i`'s scripted crash if `now` is its moment: right away, before any
+    /// other event (the pending sync in particular).
+    fn fire_trigger(&mut self, i: usize, moment: fn(&Scripted) -> bool) {
+        let Some(trigger) = self.nodes[i].crash_trigger.filter(moment) else {
+            return;
+        };
+        let (kept_writes, down_ticks) = match trigger {
+            Scripted::CrashBeforeSnapshotSync {
+                kept_writes,
+                down_ticks,
+                ..
+            } => (Some(kept_writes), down_ticks),
+            Scripted::CrashWhileReceivingSnapshot { down_ticks, .. } => (None, down_ticks),
+            _ => return,
+        };
+        self.nodes[i].crash_trigger = None;
+        let life = self.nodes[i].life;
+        self.schedule_in(
+            0,
+            Ev::TriggeredCrash {
+                node: i,
+                life,
+                kept_writes,
+                down_ticks,
+            },
+        );
     }
 
     /// Handles readies until none is left or one waits for its sync.
@@ -1038,6 +1379,7 @@ impl Simulator {
                     })?;
             }
             // 2. The sync completes after a disk delay; a crash before then tears the tail.
+            let installs = ready.snapshot.is_some();
             node.syncing = Some(ready);
             let life = node.life;
             let delay = if self.rng.gen_bool(0.05) {
@@ -1046,6 +1388,9 @@ impl Simulator {
                 self.rng.gen_range(10..=UNITS_PER_TICK / 4)
             };
             self.schedule_in(delay, Ev::SyncDone { node: i, life });
+            if installs {
+                self.fire_trigger(i, |t| matches!(t, Scripted::CrashBeforeSnapshotSync { .. }));
+            }
             return Ok(());
         }
     }
@@ -1073,14 +1418,16 @@ impl Simulator {
         // The state machine restarts from an installed snapshot before it applies the
         // entries that follow it.
         if let Some(snapshot) = &snapshot {
-            let kv = KvState::restore(&snapshot.data).map_err(|detail| Violation::Storage {
+            let kv = self.restore_snapshot(id, snapshot)?;
+            let node = &mut self.nodes[i];
+            node.kv = kv;
+            node.receiving_snapshot = false;
+            node.snapshots_installed += 1;
+            self.count("snapshot_installed");
+            self.record(TraceEvent::SnapshotInstalled {
                 node: id,
-                detail: format!(
-                    "the snapshot at {} does not decode: {detail}",
-                    snapshot.meta.last_index
-                ),
-            })?;
-            self.nodes[i].kv = kv;
+                index: snapshot.meta.last_index,
+            });
         }
         if !committed.is_empty() {
             let raft = self.nodes[i].raft.as_ref().expect("up");
@@ -1093,6 +1440,7 @@ impl Simulator {
             let kv = &mut self.nodes[i].kv;
             for e in &committed {
                 kv.apply(e.index, &e.data);
+                self.reference.applied(e.index, &e.data);
             }
         }
         let mut replies = Vec::new();
@@ -1130,6 +1478,84 @@ impl Simulator {
         for (w, reply) in replies {
             self.client_reply(w, reply);
         }
+        self.maybe_snapshot(i)
+    }
+
+    /// A state machine restored from `snapshot` on node `id`, checked against the
+    /// committed prefix it claims to hold.
+    fn restore_snapshot(&mut self, id: NodeId, snapshot: &Snapshot) -> Result<KvState, Violation> {
+        let index = snapshot.meta.last_index;
+        let kv = KvState::restore(&snapshot.data).map_err(|detail| Violation::BadSnapshot {
+            node: id,
+            index,
+            detail: format!("it does not decode: {detail}"),
+        })?;
+        if kv.applied_index() != index {
+            return Err(Violation::BadSnapshot {
+                node: id,
+                index,
+                detail: format!("its state machine is at {}", kv.applied_index()),
+            });
+        }
+        self.checker.observe_snapshot_restored(id, snapshot.meta)?;
+        self.reference.check(id, &kv)?;
+        Ok(kv)
+    }
+
+    /// Snapshots node `i`'s state machine and compacts its log, if the policy says so.
+    /// Like the runtime, it saves the snapshot, compacts, and syncs a little later (a
+    /// crash before then keeps the old snapshot or the new one, whole).
+    fn maybe_snapshot(&mut self, i: usize) -> Result<(), Violation> {
+        let Some(policy) = self.cfg.snapshots else {
+            return Ok(());
+        };
+        let node = &mut self.nodes[i];
+        let id = node.id;
+        let Some(raft) = node.raft.as_mut() else {
+            return Ok(());
+        };
+        let storage = |e: StorageError| Violation::Storage {
+            node: id,
+            detail: e.to_string(),
+        };
+        let applied = node.kv.applied_index();
+        let last = raft.log().snapshot().map_err(storage)?;
+        let last = last.map_or(0, |s| s.meta.last_index);
+        if applied < last + policy.every_applied_entries {
+            return Ok(());
+        }
+        let Some(last_term) = raft.term_at(applied) else {
+            return Ok(()); // compacted already: a newer snapshot was installed
+        };
+        let snapshot = Snapshot {
+            meta: SnapshotMeta {
+                last_index: applied,
+                last_term,
+            },
+            data: node.kv.snapshot(),
+        };
+        raft.log_mut().save_snapshot(&snapshot).map_err(storage)?;
+        let keep_from = applied.saturating_sub(policy.trailing_entries);
+        if let Some(meta) = raft.compaction_meta(keep_from) {
+            raft.log_mut().compact(meta).map_err(storage)?;
+            self.count("log_compacted");
+        }
+        let compacted_to = self.nodes[i]
+            .raft
+            .as_ref()
+            .expect("up")
+            .log()
+            .snapshot_meta()
+            .last_index;
+        self.count("snapshot_taken");
+        self.record(TraceEvent::SnapshotTaken {
+            node: id,
+            index: applied,
+            compacted_to,
+        });
+        let life = self.nodes[i].life;
+        let delay = self.rng.gen_range(10..=UNITS_PER_TICK / 2);
+        self.schedule_in(delay, Ev::SnapshotSync { node: i, life });
         Ok(())
     }
 
@@ -1162,6 +1588,13 @@ impl Simulator {
 
     fn send(&mut self, msg: Message) {
         let fate = self.net.fate(msg.from, msg.to, &mut self.rng);
+        let chunk = matches!(msg.body, MessageBody::InstallSnapshot { .. });
+        if let MessageBody::InstallSnapshot { offset, .. } = msg.body {
+            self.count("snapshot_chunk_sent");
+            if offset == 0 {
+                self.count("snapshot_transfer_started");
+            }
+        }
         match fate {
             Fate::Dropped => {
                 let cut = !self.net.connected(msg.from, msg.to);
@@ -1170,10 +1603,16 @@ impl Simulator {
                 } else {
                     "msg_lost"
                 });
+                if chunk && !cut {
+                    self.count("snapshot_chunk_lost");
+                }
             }
             Fate::Delivered(delays) => {
                 if delays.len() > 1 {
                     self.count("msg_duplicated");
+                    if chunk {
+                        self.count("snapshot_chunk_duplicated");
+                    }
                 }
                 self.seq += 1;
                 let send_seq = self.seq;
@@ -1328,10 +1767,24 @@ impl Simulator {
                     .copied()
                     .filter(|&i| self.nodes[i].syncing.is_some())
                     .collect();
+                // And a node in the middle of a snapshot: receiving one, or with one
+                // stored but not synced.
+                let snapshotting: Vec<usize> = up
+                    .iter()
+                    .copied()
+                    .filter(|&i| {
+                        let n = &self.nodes[i];
+                        n.receiving_snapshot
+                            || n.raft.as_ref().is_some_and(|r| r.log().snapshot_pending())
+                    })
+                    .collect();
                 let pick = self.rng.gen_range(0..10);
                 let victim = match (pick, self.leader()) {
                     (0..=2, Some(l)) => Some(l),
-                    (3..=5, _) if !unsynced.is_empty() => unsynced.choose(&mut self.rng).copied(),
+                    (3..=4, _) if !unsynced.is_empty() => unsynced.choose(&mut self.rng).copied(),
+                    (5, _) if !snapshotting.is_empty() => {
+                        snapshotting.choose(&mut self.rng).copied()
+                    }
                     _ => up.choose(&mut self.rng).copied(),
                 };
                 if let Some(i) = victim {
@@ -1781,6 +2234,11 @@ impl Simulator {
                 }
             }
         }
+        // Every state machine is the state its applied committed prefix produces.
+        for i in 0..self.nodes.len() {
+            let (id, kv) = (self.nodes[i].id, self.nodes[i].kv.clone());
+            self.reference.check(id, &kv)?;
+        }
         // The history: open operations never returned.
         for c in 0..self.clients.len() {
             if self.clients[c].op.take().is_some() {
@@ -1850,6 +2308,21 @@ fn msg_detail(body: &MessageBody) -> [u64; 4] {
             read_round,
             last_index,
         } => [*read_round, *last_index, 0, 0],
+        MessageBody::InstallSnapshot {
+            meta,
+            offset,
+            data,
+            done,
+        } => [
+            meta.last_index,
+            *offset,
+            data.len() as u64,
+            u64::from(done.is_some()),
+        ],
+        MessageBody::SnapshotResponse {
+            last_index,
+            next_offset,
+        } => [*last_index, *next_offset, 0, 0],
         _ => [0; 4],
     }
 }

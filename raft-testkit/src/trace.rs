@@ -87,6 +87,18 @@ pub enum TraceEvent {
     Phase {
         description: &'static str,
     },
+    /// A node snapshotted its state machine at `index` and compacted its log to
+    /// `compacted_to` (unchanged if the trailing window kept everything).
+    SnapshotTaken {
+        node: NodeId,
+        index: LogIndex,
+        compacted_to: LogIndex,
+    },
+    /// A node installed a snapshot from the leader and restored its state machine.
+    SnapshotInstalled {
+        node: NodeId,
+        index: LogIndex,
+    },
 }
 
 impl TraceEvent {
@@ -162,6 +174,12 @@ impl TraceEvent {
             ],
             GiveUp { client, op } => [15, *client as u64, *op, 0, 0, 0],
             Phase { description } => [16, digest(description.as_bytes()), 0, 0, 0, 0],
+            SnapshotTaken {
+                node,
+                index,
+                compacted_to,
+            } => [17, *node, *index, *compacted_to, 0, 0],
+            SnapshotInstalled { node, index } => [18, *node, *index, 0, 0, 0],
         }
     }
 }
@@ -200,6 +218,15 @@ impl fmt::Display for TraceEvent {
                     }
                     "heartbeat" => write!(f, " commit {} round {}", d[0], d[1]),
                     "heartbeat_response" => write!(f, " round {} last {}", d[0], d[1]),
+                    "install_snapshot" => write!(
+                        f,
+                        " up to {} offset {} +{} bytes{}",
+                        d[0],
+                        d[1],
+                        d[2],
+                        if d[3] == 1 { " (last chunk)" } else { "" }
+                    ),
+                    "snapshot_response" => write!(f, " {} next offset {}", d[0], d[1]),
                     _ => Ok(()),
                 }
             }
@@ -224,11 +251,21 @@ impl fmt::Display for TraceEvent {
             Commit { node, index } => write!(f, "n{node} commit -> {index}"),
             Crash { node, outcome } => write!(
                 f,
-                "CRASH n{node}: kept {}/{} unsynced writes{}",
+                "CRASH n{node}: kept {}/{} unsynced writes{}{}{}",
                 outcome.kept_writes,
                 outcome.pending_writes,
                 if outcome.torn_append {
                     ", last append torn"
+                } else {
+                    ""
+                },
+                if outcome.lost_snapshot {
+                    ", unsynced snapshot lost"
+                } else {
+                    ""
+                },
+                if outcome.snapshot_without_compaction {
+                    ", snapshot kept without its compaction"
                 } else {
                     ""
                 }
@@ -264,6 +301,17 @@ impl fmt::Display for TraceEvent {
             },
             GiveUp { client, op } => write!(f, "c{client} op{op} timed out (never returns)"),
             Phase { description } => write!(f, "== {description}"),
+            SnapshotTaken {
+                node,
+                index,
+                compacted_to,
+            } => write!(
+                f,
+                "n{node} snapshots at {index}, log compacted to {compacted_to}"
+            ),
+            SnapshotInstalled { node, index } => {
+                write!(f, "n{node} installs the leader's snapshot up to {index}")
+            }
         }
     }
 }
