@@ -217,17 +217,18 @@ impl<L: Log> std::fmt::Debug for Raft<L> {
 
 impl<L: Log> Raft<L> {
     /// A node that resumes from whatever `log` holds (term, vote, commit and entries),
-    /// as a follower. `seed` drives its randomized election timeouts.
+    /// as a follower. `seed` drives its randomized election timeouts. A log whose stored
+    /// snapshot is ahead of its compaction point (a crash between the two writes of an
+    /// install) is compacted to the snapshot first.
     ///
     /// # Errors
     /// An invalid config.
-    pub fn new(config: Config, log: L, seed: u64) -> Result<Self, ConfigError> {
+    pub fn new(config: Config, mut log: L, seed: u64) -> Result<Self, ConfigError> {
         config.validate()?;
         let hard = log.hard_state();
         // The state machine starts from the stored snapshot, if any (the runtime restores it).
-        let snapshot_index = match log.snapshot() {
-            Ok(Some(snap)) => snap.meta.last_index,
-            Ok(None) => 0,
+        let snapshot = match log.snapshot() {
+            Ok(snap) => snap.map(|s| s.meta),
             Err(e) => {
                 return Err(ConfigError::new(
                     "log",
@@ -235,6 +236,23 @@ impl<L: Log> Raft<L> {
                 ))
             }
         };
+        // Installing a snapshot is two writes, save then compact, and a crash before the
+        // sync may keep only the first: the snapshot then lies beyond a log that does not
+        // hold its last entry (or disagrees there). Finish the compaction, or the log
+        // would have no term for the index the node resumes from.
+        if let Some(meta) = snapshot {
+            if meta.last_index > log.snapshot_meta().last_index
+                && log.term(meta.last_index).ok() != Some(meta.last_term)
+            {
+                log.compact(meta).map_err(|e| {
+                    ConfigError::new(
+                        "log",
+                        format!("cannot compact the log to the stored snapshot: {e}"),
+                    )
+                })?;
+            }
+        }
+        let snapshot_index = snapshot.map_or(0, |m| m.last_index);
         let applied = snapshot_index.max(log.snapshot_meta().last_index);
         let log = RaftLog::new(log, applied);
         let voters: Vec<NodeId> = config.voters.iter().copied().collect();
@@ -1280,8 +1298,13 @@ impl<L: Log> Raft<L> {
                     return;
                 }
                 if next_offset < o.acked {
-                    // The follower restarted its receive: resume from what it has.
-                    o.sent = next_offset;
+                    if next_offset != 0 {
+                        // Stale: overtaken by a later answer (reordered or duplicated).
+                        return;
+                    }
+                    // The follower lost its partial snapshot (it restarted, or the
+                    // checksum failed): start again.
+                    o.sent = 0;
                 }
                 o.acked = next_offset.min(o.snapshot.data.len() as u64);
                 o.sent = o.sent.max(o.acked);
@@ -1479,8 +1502,10 @@ impl<L: Log> Raft<L> {
         self.send_snapshot_chunks(to);
     }
 
-    /// Sends snapshot chunks to `to` while the in-flight byte window allows (at least one
-    /// chunk per call, so a resend always goes out).
+    /// Sends snapshot chunks to `to` while the in-flight byte window allows. Not one
+    /// more: every chunk is answered, so sending on a full window would keep the chunks
+    /// in flight from ever decreasing. Lost chunks are resent when a heartbeat answer
+    /// shows no progress (that rewinds `sent` to `acked`, which opens the window).
     fn send_snapshot_chunks(&mut self, to: NodeId) {
         let chunk_max = self
             .config
@@ -1491,9 +1516,7 @@ impl<L: Log> Raft<L> {
         if let Some(o) = self.progress.get_mut(&to).and_then(|p| p.outgoing.as_mut()) {
             let len = o.snapshot.data.len() as u64;
             let mut empty_sent = false;
-            while (o.sent < len || (len == 0 && !empty_sent))
-                && (chunks.is_empty() || o.sent - o.acked < window)
-            {
+            while (o.sent < len || (len == 0 && !empty_sent)) && o.sent - o.acked < window {
                 let end = (o.sent + chunk_max).min(len);
                 let data = o.snapshot.data.slice(o.sent as usize..end as usize);
                 let done = (end == len).then_some(o.checksum);

@@ -1,0 +1,163 @@
+//! `sim`: run many simulator seeds and summarize, or replay one seed with its trace.
+//!
+//! ```text
+//! cargo run --release -p raft-testkit --bin sim -- --seeds 10000 --nodes 5
+//! cargo run --release -p raft-testkit --bin sim -- --seed 1234 --nodes 5 --trace
+//! ```
+
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use clap::Parser;
+use raft_testkit::sim::{Broken, RunReport, SimConfig, Simulator};
+
+/// Run the deterministic Raft simulator over many seeds.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// How many seeds to run (from --start).
+    #[arg(long, default_value_t = 100)]
+    seeds: u64,
+    /// The first seed.
+    #[arg(long, default_value_t = 0)]
+    start: u64,
+    /// Run only this seed (overrides --seeds and --start).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Cluster size; random 3 to 7 per seed if absent.
+    #[arg(long)]
+    nodes: Option<usize>,
+    /// Worker threads (each seed runs on one thread; results do not depend on this).
+    #[arg(long, default_value_t = 2)]
+    jobs: usize,
+    /// Print every event of the run (use with --seed).
+    #[arg(long)]
+    trace: bool,
+    /// Run a deliberately broken protocol variant: vote-without-log-check or
+    /// commit-older-terms (needs the broken-variants feature).
+    #[arg(long)]
+    broken: Option<String>,
+    /// Stop after this many failures.
+    #[arg(long, default_value_t = 10)]
+    max_failures: usize,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let broken = match args.broken.as_deref() {
+        None => None,
+        Some("vote-without-log-check") => Some(Broken::VoteWithoutLogCheck),
+        Some("commit-older-terms") => Some(Broken::CommitOlderTerms),
+        Some(other) => bail!("unknown broken variant {other:?}"),
+    };
+    if broken.is_some() && !cfg!(feature = "broken-variants") {
+        bail!("--broken needs: cargo run --release -p raft-testkit --features broken-variants --bin sim");
+    }
+    let (start, count) = match args.seed {
+        Some(s) => (s, 1),
+        None => (args.start, args.seeds),
+    };
+    let make = |seed: u64| {
+        let mut cfg = SimConfig::random(seed, args.nodes);
+        cfg.broken = broken;
+        cfg
+    };
+    if count == 1 {
+        let mut sim = Simulator::new(make(start));
+        sim.set_verbose(args.trace);
+        let report = sim.run();
+        print_summary(std::slice::from_ref(&report), 0.0);
+        if let Some(f) = &report.failure {
+            println!("{f}");
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
+
+    // Quiet panics: a protocol panic is reported as a failure with its message.
+    std::panic::set_hook(Box::new(|_| {}));
+    let began = Instant::now();
+    let next = AtomicU64::new(0);
+    let failures = AtomicU64::new(0);
+    let reports = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..args.jobs.max(1) {
+            s.spawn(|| loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                if k >= count || failures.load(Ordering::Relaxed) >= args.max_failures as u64 {
+                    return;
+                }
+                let report = Simulator::new(make(start + k)).run();
+                if let Some(f) = &report.failure {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                    println!("{f}\n");
+                }
+                let done = {
+                    let mut r = reports.lock().expect("not poisoned");
+                    r.push(report);
+                    r.len()
+                };
+                if done % 1000 == 0 {
+                    eprintln!("{done} seeds in {:.0?}", began.elapsed());
+                }
+            });
+        }
+    });
+    let mut reports = reports.into_inner().expect("not poisoned");
+    reports.sort_by_key(|r| r.seed);
+    print_summary(&reports, began.elapsed().as_secs_f64());
+    if reports.iter().any(|r| r.failure.is_some()) {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn print_summary(reports: &[RunReport], secs: f64) {
+    let mut faults: BTreeMap<&str, u64> = BTreeMap::new();
+    let (mut writes, mut reads, mut ok, mut never, mut checked, mut events, mut ticks) =
+        (0, 0, 0, 0, 0, 0, 0);
+    let mut liveness_max = 0;
+    let mut unknown = 0;
+    for r in reports {
+        for (k, v) in &r.faults {
+            *faults.entry(k).or_insert(0) += v;
+        }
+        writes += r.ops.writes;
+        reads += r.ops.reads;
+        ok += r.ops.ok;
+        never += r.ops.never_returned;
+        checked += r.ops.checked;
+        events += r.events;
+        ticks += r.ticks;
+        liveness_max = liveness_max.max(r.liveness_ticks.unwrap_or(0));
+        unknown += u64::from(r.lin_unknown);
+    }
+    let failed: Vec<u64> = reports
+        .iter()
+        .filter(|r| r.failure.is_some())
+        .map(|r| r.seed)
+        .collect();
+    println!("seeds run:        {}", reports.len());
+    println!("failures:         {} {:?}", failed.len(), failed);
+    println!("simulated:        {ticks} ticks, {events} events");
+    println!("operations:       {writes} writes + {reads} reads invoked; {ok} returned, {never} never returned");
+    println!("ops checked:      {checked} by the linearizability checker ({unknown} seeds with a key over budget)");
+    println!(
+        "liveness:         slowest recovery {liveness_max} ticks to a new commit after healing"
+    );
+    println!("faults injected:");
+    for (k, v) in &faults {
+        println!("  {k:<28} {v}");
+    }
+    if secs > 0.0 {
+        println!("time:             {secs:.1} s");
+    }
+    if let Some(r) = reports.first().filter(|_| reports.len() == 1) {
+        println!("trace hash:       {:016x}", r.trace_hash);
+    }
+}

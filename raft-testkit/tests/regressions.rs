@@ -1,0 +1,32 @@
+//! Seeds that once failed, kept so the bug they found stays fixed. Each names the bug;
+//! `tests/protocol_bugs.rs` pins each protocol bug down with a scripted scenario too,
+//! because a seed replays the same run only while the simulator makes the same random
+//! choices: a change to the simulator can move a bug away from its seed.
+
+use raft_testkit::run_seed;
+
+fn assert_passes(seed: u64, nodes: Option<usize>) {
+    let report = run_seed(seed, nodes);
+    if let Some(f) = report.failure {
+        panic!("{f}");
+    }
+}
+
+/// A leader in replicate state whose whole in-flight window of appends was lost never
+/// sent again: heartbeat answers did not reopen the window, so the follower stalled
+/// forever and, with enough followers stalled, nothing committed ("liveness: no leader
+/// accepted a write" once the uncommitted tail filled up).
+#[test]
+fn lost_appends_in_a_full_replicate_window_are_resent() {
+    for seed in [6, 20, 22, 24] {
+        assert_passes(seed, Some(5));
+    }
+}
+
+/// A leader that had started a leadership transfer kept serving lease reads; the
+/// transferee's election (which followers honour even inside a lease) elected a new
+/// leader that committed a write the old one's reads did not see: not linearizable.
+#[test]
+fn no_lease_reads_after_a_transfer_started() {
+    assert_passes(2088, None);
+}
