@@ -9,7 +9,12 @@ const T: Duration = Duration::from_secs(120);
 
 #[test]
 fn a_node_down_while_100k_entries_commit_rejoins_by_snapshot_encrypted() {
-    let _ = env_logger::builder().is_test(true).try_init();
+    // Millisecond timestamps: with RUST_LOG=info the "sending"/"installing" lines give
+    // the snapshot transfer time.
+    let _ = env_logger::builder()
+        .is_test(true)
+        .format_timestamp_millis()
+        .try_init();
     let entries: usize = std::env::var("RAFT_SNAPSHOT_TEST_ENTRIES")
         .ok()
         .and_then(|v| v.parse().ok())
