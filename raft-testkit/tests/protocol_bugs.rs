@@ -391,3 +391,74 @@ fn stale_snapshot_answers_do_not_multiply_chunks() {
         "{sent} chunks sent for a snapshot of {chunks} chunks"
     );
 }
+
+/// Simulator seeds 776 and 914 (5 nodes): with answers below `acked` ignored as stale
+/// (the fix above), a follower that lost its partial snapshot could stall its transfer
+/// for good. It restarted mid-transfer and asked from 0; a delayed answer from before
+/// the restart then raised the leader's `acked` past what the follower had, and a chunk
+/// resent after the rewind was lost: the follower asked for that offset forever, the
+/// leader took every such answer for a stale one and resent only from `acked`. With
+/// no progress for a heartbeat interval, the leader now believes the answers below
+/// `acked`.
+#[test]
+fn a_follower_behind_what_the_leader_counted_is_believed() {
+    let chunk_bytes = 100;
+    let mut c = Cluster::new(3, |c| {
+        c.snapshot_chunk_bytes = chunk_bytes;
+        c.append_bytes_max = chunk_bytes;
+        c.inflight_messages_max = 4;
+        c.inflight_bytes_max = 4 * chunk_bytes;
+    });
+    let (_, snapshot) = c.leave_n3_behind_a_snapshot(vec![5u8; 10 * chunk_bytes as usize]);
+    let answer = |m: &Message| match m.body {
+        MessageBody::SnapshotResponse { next_offset, .. } if m.from == 3 => Some(next_offset),
+        _ => None,
+    };
+    let mut stale = None;
+    let mut restarted = false;
+    let mut rewound = false;
+    let mut dropped = false;
+    for round in 0..300 {
+        if c.node(3).commit_index() >= snapshot.meta.last_index {
+            assert!(rewound && dropped, "the scenario did not happen");
+            return;
+        }
+        if stale.is_some() && !restarted {
+            // n3 restarts and forgets the chunks it had.
+            let disk = c.node(3).log().clone();
+            let mut cfg = c.node(3).config().clone();
+            cfg.id = 3;
+            c.nodes[2] = Raft::new(cfg, disk, 5).unwrap();
+            restarted = true;
+        }
+        c.node(1).tick();
+        c.flush();
+        for m in std::mem::take(&mut c.net) {
+            if stale.is_none() && answer(&m) == Some(2 * chunk_bytes) {
+                stale = Some(m); // delayed until after the restart
+                continue;
+            }
+            let offset = match m.body {
+                MessageBody::InstallSnapshot { offset, .. } => Some(offset),
+                _ => None,
+            };
+            if rewound && !dropped && offset == Some(chunk_bytes) {
+                dropped = true; // lost
+                continue;
+            }
+            if rewound && answer(&m) == Some(0) {
+                continue; // more of the same answer: lost, to keep the script simple
+            }
+            let restart_answer = restarted && !rewound && answer(&m) == Some(0);
+            let to = m.to;
+            c.node(to).step(m);
+            if restart_answer {
+                // The leader starts again from 0; then the delayed answer arrives.
+                c.node(1).step(stale.clone().expect("held"));
+                rewound = true;
+            }
+        }
+        c.flush();
+        assert!(round < 299, "n3 never installed the snapshot");
+    }
+}

@@ -1296,7 +1296,9 @@ impl<L: Log> Raft<L> {
                 }
                 if next_offset < o.acked {
                     if next_offset != 0 {
-                        // Stale: overtaken by a later answer (reordered or duplicated).
+                        // Stale, most likely: overtaken by a later answer (reordered or
+                        // duplicated). Kept in case it is not (see `behind`).
+                        o.behind = o.behind.max(Some(next_offset));
                         return;
                     }
                     // The follower lost its partial snapshot (it restarted, or the
@@ -1336,9 +1338,14 @@ impl<L: Log> Raft<L> {
                     ProgressState::Snapshot => {
                         if let Some(o) = pr.outgoing.as_mut() {
                             if o.acked == o.acked_at_last_heartbeat {
-                                // No progress for a heartbeat interval: chunks were lost.
+                                // No progress for a heartbeat interval: chunks were lost,
+                                // or the follower has less than we counted.
+                                if let Some(behind) = o.behind {
+                                    o.acked = behind;
+                                }
                                 o.sent = o.acked;
                             }
+                            o.behind = None;
                             o.acked_at_last_heartbeat = o.acked;
                         }
                         self.release_confirmed_reads();
