@@ -2185,7 +2185,12 @@ impl Simulator {
                     self.marker = None;
                     return Ok(());
                 };
-                if raft.term_at(index) != Some(term) {
+                // Once compacted, the log no longer says; the committed record does.
+                let ours = match raft.term_at(index) {
+                    Some(t) => t == term,
+                    None => self.checker.committed_term(index) == Some(term),
+                };
+                if !ours {
                     self.marker = None; // overwritten by a newer leader: propose again
                     return Ok(());
                 }
