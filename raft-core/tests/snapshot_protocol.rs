@@ -111,7 +111,7 @@ fn a_consistent_suffix_after_the_snapshot_is_kept() {
 }
 
 #[test]
-fn chunks_are_acknowledged_by_offset_and_a_gap_or_bad_checksum_restarts_cleanly() {
+fn chunks_are_acknowledged_by_offset_a_gap_is_filled_and_a_bad_checksum_restarts_cleanly() {
     let mut f = follower(&[(1, 1), (2, 1), (3, 1)]);
     let data: Vec<u8> = (0..100u8).collect();
     let crc = crc32fast::hash(&data);
@@ -128,15 +128,14 @@ fn chunks_are_acknowledged_by_offset_and_a_gap_or_bad_checksum_restarts_cleanly(
     // A duplicate chunk is harmless.
     f.step(chunk(META, 0, &data[..40], None));
     assert_eq!(next_offset(&handle(&mut f)), 40);
-    // The chunk at 40 was lost: the one at 80 is not taken; the leader is told 40.
-    f.step(chunk(META, 80, &data[80..], Some(crc)));
+    // The chunk at 40 is late (or lost): the one at 80 waits for it, and the leader is
+    // told 40. This last chunk carries a checksum the whole will fail.
+    f.step(chunk(META, 80, &data[80..], Some(crc ^ 1)));
     assert_eq!(next_offset(&handle(&mut f)), 40);
     assert_eq!(f.last_index(), 3, "nothing installed yet");
-    // Resumed from 40.
+    // The chunk at 40 fills the gap; the snapshot is whole but fails its checksum:
+    // start over from 0.
     f.step(chunk(META, 40, &data[40..80], None));
-    assert_eq!(next_offset(&handle(&mut f)), 80);
-    // A last chunk whose whole fails the checksum: start over from 0.
-    f.step(chunk(META, 80, &data[80..], Some(crc ^ 1)));
     assert_eq!(next_offset(&handle(&mut f)), 0);
     assert_eq!(f.last_index(), 3, "a corrupt snapshot is never installed");
     // The whole transfer again, correctly.
@@ -190,4 +189,55 @@ fn a_snapshot_at_or_below_the_commit_index_is_ignored() {
     )));
     assert_eq!(f.log().snapshot().unwrap(), None);
     assert_eq!(f.last_index(), 6);
+}
+
+#[test]
+fn chunks_ahead_of_a_gap_wait_within_the_window_and_leftovers_beyond_it_take_no_room() {
+    let mut mem = MemLog::new();
+    mem.append(&[entry(1, 1)]).unwrap();
+    let mut c = Config::new(3, [1, 2, 3]);
+    c.append_bytes_max = 10;
+    c.inflight_bytes_max = 40;
+    let mut f = Raft::new(c, mem, 1).unwrap();
+    let data: Vec<u8> = (0..100u8).collect();
+    let crc = crc32fast::hash(&data);
+    let at = |o: usize| &data[o..o + 10];
+    let next_offset = |msgs: &[Message]| {
+        msgs.iter()
+            .find_map(|m| match m.body {
+                MessageBody::SnapshotResponse { next_offset, .. } => Some(next_offset),
+                _ => None,
+            })
+            .expect("a snapshot response")
+    };
+    // Leftovers far past the window (from an attempt before the follower restarted,
+    // say) are not kept: they would fill the room reordered chunks need.
+    for o in [60, 70, 80] {
+        f.step(chunk(META, o as u64, at(o), None));
+        handle(&mut f);
+    }
+    // The window's chunks arrive newest first: each waits for the gap before it.
+    for o in [30, 20, 10] {
+        f.step(chunk(META, o as u64, at(o), None));
+        assert_eq!(next_offset(&handle(&mut f)), 0);
+    }
+    f.step(chunk(META, 0, at(0), None));
+    assert_eq!(next_offset(&handle(&mut f)), 40, "the gap filled");
+    // The next window, newest first again; then the last chunk before the one it
+    // follows.
+    for o in [70, 60, 50] {
+        f.step(chunk(META, o as u64, at(o), None));
+        handle(&mut f);
+    }
+    f.step(chunk(META, 40, at(40), None));
+    assert_eq!(next_offset(&handle(&mut f)), 80);
+    f.step(chunk(META, 90, at(90), Some(crc)));
+    assert_eq!(next_offset(&handle(&mut f)), 80);
+    f.step(chunk(META, 80, at(80), None));
+    handle(&mut f);
+    assert_eq!(f.last_index(), 5, "installed");
+    assert_eq!(
+        f.log().snapshot().unwrap().unwrap().data.as_ref(),
+        &data[..]
+    );
 }

@@ -139,6 +139,16 @@ impl KvState {
         b.into()
     }
 
+    /// A broken snapshot that leaves out the applied operation table, for proving
+    /// that the simulator checks what a restore produces.
+    pub fn snapshot_without_sessions(&self) -> Bytes {
+        KvState {
+            applied_ops: BTreeMap::new(),
+            ..self.clone()
+        }
+        .snapshot()
+    }
+
     /// The state a [`KvState::snapshot`] holds.
     ///
     /// # Errors

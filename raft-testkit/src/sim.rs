@@ -65,6 +65,14 @@ pub enum Broken {
     CommitOlderTerms,
 }
 
+/// A deliberately broken state machine snapshot, to prove that restores are checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BrokenSnapshot {
+    /// Snapshots leave out the table of applied operation ids (client sessions): a
+    /// node restored from one would apply a retried write a second time.
+    WithoutSessions,
+}
+
 /// When nodes snapshot their state machine and compact their logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SnapshotPolicy {
@@ -241,6 +249,8 @@ pub struct SimConfig {
     pub broken: Option<Broken>,
     /// Snapshots and log compaction; `None`: logs are never compacted.
     pub snapshots: Option<SnapshotPolicy>,
+    /// A deliberately broken state machine snapshot, if any.
+    pub broken_snapshot: Option<BrokenSnapshot>,
     /// Faults at fixed ticks of the safety phase, besides the random ones.
     pub script: Vec<(u64, Scripted)>,
 }
@@ -266,6 +276,7 @@ impl SimConfig {
             partition_ticks_max: 80,
             broken: None,
             snapshots: None,
+            broken_snapshot: None,
             script: Vec::new(),
         }
     }
@@ -1532,7 +1543,10 @@ impl Simulator {
                 last_index: applied,
                 last_term,
             },
-            data: node.kv.snapshot(),
+            data: match self.cfg.broken_snapshot {
+                None => node.kv.snapshot(),
+                Some(BrokenSnapshot::WithoutSessions) => node.kv.snapshot_without_sessions(),
+            },
         };
         raft.log_mut().save_snapshot(&snapshot).map_err(storage)?;
         let keep_from = applied.saturating_sub(policy.trailing_entries);
@@ -2185,7 +2199,12 @@ impl Simulator {
                     self.marker = None;
                     return Ok(());
                 };
-                if raft.term_at(index) != Some(term) {
+                // Once compacted, the log no longer says; the committed record does.
+                let ours = match raft.term_at(index) {
+                    Some(t) => t == term,
+                    None => self.checker.committed_term(index) == Some(term),
+                };
+                if !ours {
                     self.marker = None; // overwritten by a newer leader: propose again
                     return Ok(());
                 }

@@ -111,6 +111,18 @@ fn the_campaign_injects_every_fault_kind() {
         "msg_reordered",
         "msg_cut_by_partition",
         "clock_skewed_nodes",
+        "snapshot_taken",
+        "log_compacted",
+        "snapshot_transfer_started",
+        "snapshot_installed",
+        "snapshot_restored_at_restart",
+        "snapshot_chunk_lost",
+        "snapshot_chunk_duplicated",
+        "snapshot_chunk_reordered",
+        "crash_while_receiving_snapshot",
+        "crash_before_snapshot_sync",
+        "crash_lost_unsynced_snapshot",
+        "crash_kept_snapshot_not_compaction",
     ] {
         assert!(seen.contains(kind), "no {kind} in 40 seeds: {seen:?}");
     }

@@ -70,7 +70,16 @@ struct HandedOut {
 #[derive(Debug)]
 struct IncomingSnapshot {
     meta: SnapshotMeta,
+    /// The bytes received contiguously from offset 0.
     data: Vec<u8>,
+    /// Chunks that arrived ahead of a gap (reordered), by offset, to be appended once
+    /// the gap fills. Only chunks starting less than `inflight_bytes_max` bytes past
+    /// `data` (the most a leader sends beyond what was acknowledged), and at most that
+    /// many bytes.
+    ahead: BTreeMap<u64, Bytes>,
+    ahead_bytes: u64,
+    /// From the last chunk: the snapshot's length and checksum.
+    end: Option<(u64, u32)>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -1122,8 +1131,9 @@ impl<L: Log> Raft<L> {
         );
     }
 
-    /// A chunk of a snapshot from the leader. Chunks are accepted in order only; every
-    /// chunk is answered with the next offset needed, so the leader resumes after loss.
+    /// A chunk of a snapshot from the leader. Chunks ahead of a gap are kept (within the
+    /// leader's window) until the gap fills; every chunk is answered with the next
+    /// offset needed, so the leader resumes after loss.
     fn handle_snapshot_chunk(
         &mut self,
         leader: NodeId,
@@ -1145,7 +1155,11 @@ impl<L: Log> Raft<L> {
             return;
         }
         if self.incoming.as_ref().map(|i| i.meta) != Some(meta) {
-            if offset != 0 {
+            let newer = self
+                .incoming
+                .as_ref()
+                .is_none_or(|i| meta.last_index > i.meta.last_index);
+            if offset != 0 && !newer {
                 // A chunk of a transfer we do not have the start of: ask from 0.
                 self.send(
                     leader,
@@ -1165,24 +1179,53 @@ impl<L: Log> Raft<L> {
             self.incoming = Some(IncomingSnapshot {
                 meta,
                 data: Vec::new(),
+                ahead: BTreeMap::new(),
+                ahead_bytes: 0,
+                end: None,
             });
         }
         let bytes_max = self.config.snapshot_bytes_max;
+        let window = self.config.inflight_bytes_max;
         let incoming = self.incoming.as_mut().expect("set above");
-        let have = incoming.data.len() as u64;
-        if offset == have {
-            if have + data.len() as u64 > bytes_max {
-                log::error!(
-                    "n{} refusing a snapshot larger than snapshot_bytes_max ({bytes_max} bytes)",
-                    self.id
-                );
-                self.incoming = None;
-                return;
-            }
-            incoming.data.extend_from_slice(data);
+        let len = data.len() as u64;
+        if offset + len > bytes_max {
+            log::error!(
+                "n{} refusing a snapshot larger than snapshot_bytes_max ({bytes_max} bytes)",
+                self.id
+            );
+            self.incoming = None;
+            return;
+        }
+        if let Some(checksum) = done {
+            incoming.end = Some((offset + len, checksum));
         }
         let have = incoming.data.len() as u64;
-        let complete = done.is_some() && offset + data.len() as u64 == have;
+        if offset == have {
+            incoming.data.extend_from_slice(data);
+            // The chunks that waited for this one follow it now.
+            while let Some(entry) = incoming.ahead.first_entry() {
+                let at = *entry.key();
+                if at > incoming.data.len() as u64 {
+                    break;
+                }
+                let chunk = entry.remove();
+                incoming.ahead_bytes -= chunk.len() as u64;
+                if at == incoming.data.len() as u64 {
+                    incoming.data.extend_from_slice(&chunk);
+                }
+            }
+        } else if offset > have
+            && offset < have + window
+            && incoming.ahead_bytes + len <= window
+            && !incoming.ahead.contains_key(&offset)
+        {
+            // Within the leader's window past what we have: anything further is a
+            // leftover of an earlier attempt and would only take the room.
+            incoming.ahead.insert(offset, Bytes::copy_from_slice(data));
+            incoming.ahead_bytes += len;
+        }
+        let have = incoming.data.len() as u64;
+        let complete = incoming.end.is_some_and(|(end, _)| have >= end);
         if !complete {
             self.send(
                 leader,
@@ -1194,7 +1237,7 @@ impl<L: Log> Raft<L> {
             return;
         }
         let incoming = self.incoming.take().expect("set above");
-        if Some(crc32fast::hash(&incoming.data)) != done {
+        if Some(crc32fast::hash(&incoming.data)) != incoming.end.map(|(_, checksum)| checksum) {
             log::warn!(
                 "n{} snapshot up to {} failed its checksum; asking for it again",
                 self.id,
@@ -1299,7 +1342,9 @@ impl<L: Log> Raft<L> {
                 }
                 if next_offset < o.acked {
                     if next_offset != 0 {
-                        // Stale: overtaken by a later answer (reordered or duplicated).
+                        // Stale, most likely: overtaken by a later answer (reordered or
+                        // duplicated). Kept in case it is not (see `behind`).
+                        o.behind = o.behind.max(Some(next_offset));
                         return;
                     }
                     // The follower lost its partial snapshot (it restarted, or the
@@ -1339,9 +1384,14 @@ impl<L: Log> Raft<L> {
                     ProgressState::Snapshot => {
                         if let Some(o) = pr.outgoing.as_mut() {
                             if o.acked == o.acked_at_last_heartbeat {
-                                // No progress for a heartbeat interval: chunks were lost.
+                                // No progress for a heartbeat interval: chunks were lost,
+                                // or the follower has less than we counted.
+                                if let Some(behind) = o.behind {
+                                    o.acked = behind;
+                                }
                                 o.sent = o.acked;
                             }
+                            o.behind = None;
                             o.acked_at_last_heartbeat = o.acked;
                         }
                         self.release_confirmed_reads();
