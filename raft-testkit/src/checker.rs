@@ -713,6 +713,7 @@ impl SafetyChecker {
     /// [`Violation::TermWentBack`] or [`Violation::VoteChanged`] against the last
     /// synced hard state, or [`Violation::BadRestart`] if the protocol's state is not
     /// the durable one.
+    #[allow(clippy::too_many_arguments)] // one observation: the disk and what came up
     pub fn observe_restart(
         &mut self,
         node: NodeId,
