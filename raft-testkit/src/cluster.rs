@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use raft_core::node::{KvStore, Node, NodeConfig, NodeError};
+use raft_core::node::{KvStore, Node, NodeConfig, NodeError, StateMachine};
 use raft_core::{MemLog, NodeId, Role};
 use raft_net::{NetConfig, PeerConfig, UdpTransport};
 use raft_store::SledLog;
@@ -52,21 +52,56 @@ impl Default for ClusterOptions {
     }
 }
 
+/// Makes each node's state machine (given the node's id).
+type MakeStateMachine<S> = Box<dyn Fn(NodeId) -> S + Send + Sync>;
+/// Adjusts each node's config after the cluster's defaults are applied.
+type TuneConfig = Box<dyn Fn(&mut NodeConfig) + Send + Sync>;
+
 /// A cluster of real nodes on 127.0.0.1. Nodes can be stopped and started again on the
-/// same address and the same storage directory.
-pub struct LocalCluster {
+/// same address and the same storage directory. The nodes replicate a [`Kv`] unless
+/// started with [`LocalCluster::start_with`].
+pub struct LocalCluster<S: StateMachine = Kv> {
     options: ClusterOptions,
     addrs: Vec<SocketAddr>,
     dirs: Vec<tempfile::TempDir>,
-    nodes: Vec<Option<Node<Kv>>>,
+    nodes: Vec<Option<Node<S>>>,
+    make_state_machine: MakeStateMachine<S>,
+    tune: TuneConfig,
 }
 
-impl LocalCluster {
-    /// Starts every node.
+impl LocalCluster<Kv> {
+    /// Starts every node, each with an empty [`Kv`].
     ///
     /// # Errors
     /// A node that cannot start (ports, storage).
     pub fn start(options: ClusterOptions) -> anyhow::Result<Self> {
+        Self::start_with(options, |_| Kv::new())
+    }
+}
+
+impl<S: StateMachine> LocalCluster<S> {
+    /// Starts every node, each with the state machine `make` returns for its id (also
+    /// called again when a node is restarted).
+    ///
+    /// # Errors
+    /// A node that cannot start (ports, storage).
+    pub fn start_with(
+        options: ClusterOptions,
+        make: impl Fn(NodeId) -> S + Send + Sync + 'static,
+    ) -> anyhow::Result<Self> {
+        Self::start_tuned(options, make, |_| {})
+    }
+
+    /// As [`LocalCluster::start_with`], and `tune` adjusts every node's config (timeouts,
+    /// limits) before the node starts.
+    ///
+    /// # Errors
+    /// A node that cannot start (ports, storage).
+    pub fn start_tuned(
+        options: ClusterOptions,
+        make: impl Fn(NodeId) -> S + Send + Sync + 'static,
+        tune: impl Fn(&mut NodeConfig) + Send + Sync + 'static,
+    ) -> anyhow::Result<Self> {
         let mut addrs = Vec::new();
         // Reserve one free port per node; each node rebinds its own port at start.
         for _ in 0..options.nodes {
@@ -81,6 +116,8 @@ impl LocalCluster {
             options,
             addrs,
             dirs,
+            make_state_machine: Box::new(make),
+            tune: Box::new(tune),
         };
         for id in 1..=cluster.options.nodes {
             cluster.start_node(id)?;
@@ -122,6 +159,7 @@ impl LocalCluster {
         c.join_attempt_interval_ms = self.options.join_attempt_interval_ms;
         c.snapshot_after_entries = self.options.snapshot_after_entries;
         c.snapshot_trailing_entries = self.options.snapshot_trailing_entries;
+        (self.tune)(&mut c);
         c
     }
 
@@ -129,12 +167,12 @@ impl LocalCluster {
     ///
     /// # Errors
     /// The node cannot start.
-    pub fn start_node(&mut self, id: NodeId) -> anyhow::Result<Node<Kv>> {
+    pub fn start_node(&mut self, id: NodeId) -> anyhow::Result<Node<S>> {
         anyhow::ensure!(self.node(id).is_none(), "node {id} is already running");
         let transport = bind_retrying(self.net_config(id))?;
         let builder = Node::builder(self.node_config(id))
             .transport(transport)
-            .state_machine(Kv::new());
+            .state_machine((self.make_state_machine)(id));
         let builder = if self.options.sled {
             builder.log(SledLog::open(self.dir(id), &self.options.name, id)?)
         } else {
@@ -153,12 +191,12 @@ impl LocalCluster {
     }
 
     /// Node `id` if running.
-    pub fn node(&self, id: NodeId) -> Option<&Node<Kv>> {
+    pub fn node(&self, id: NodeId) -> Option<&Node<S>> {
         self.nodes[(id - 1) as usize].as_ref()
     }
 
     /// Every running node.
-    pub fn running(&self) -> Vec<&Node<Kv>> {
+    pub fn running(&self) -> Vec<&Node<S>> {
         self.nodes.iter().flatten().collect()
     }
 
@@ -192,7 +230,7 @@ impl LocalCluster {
         &self,
         what: &str,
         timeout: Duration,
-        cond: impl Fn(&Node<Kv>) -> bool,
+        cond: impl Fn(&Node<S>) -> bool,
     ) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
         while !self.running().iter().all(|n| cond(n)) {
@@ -213,7 +251,7 @@ impl LocalCluster {
     }
 }
 
-impl Drop for LocalCluster {
+impl<S: StateMachine> Drop for LocalCluster<S> {
     fn drop(&mut self) {
         self.stop_all();
     }

@@ -1,0 +1,202 @@
+//! Throughput and commit latency: closed-loop clients writing through the leader.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use raft_core::node::{Node, NodeCounters, NodeError};
+use raft_core::NodeId;
+
+use super::floor;
+use super::histogram::Histogram;
+use super::proc_stats;
+use super::report::{
+    CpuReport, Floors, LatencyReport, MemoryReport, NodeActivity, ThroughputReport,
+};
+use super::{BenchConfig, LogKind, Sink};
+use crate::cluster::LocalCluster;
+
+/// How long one client waits for one write before counting it as failed.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the cluster may take to elect its first leader.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+const WARMUP: u8 = 0;
+const MEASURE: u8 = 1;
+const DONE: u8 = 2;
+
+/// What one client thread saw in the measured window.
+struct ClientOutcome {
+    latencies: Histogram,
+    acked: u64,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+/// Measures the floor, starts the cluster, runs the clients for the warm-up and the
+/// measured window, and reports.
+///
+/// # Errors
+/// A floor measurement or the cluster could not run; no leader in time.
+pub fn run_throughput(config: &BenchConfig) -> anyhow::Result<ThroughputReport> {
+    anyhow::ensure!(config.clients > 0, "at least one client");
+    anyhow::ensure!(config.seconds > 0.0, "a positive duration");
+    let floors = measure_floors(config)?;
+    let rss_before = proc_stats::rss_bytes();
+
+    let cluster = config
+        .start_cluster(|_| Sink::default())
+        .context("start the cluster")?;
+    let leader_id = cluster.wait_for_leader(START_TIMEOUT)?;
+    for n in cluster.running() {
+        n.wait_for_cluster(START_TIMEOUT)?;
+    }
+    let leader = cluster.node(leader_id).expect("running").clone();
+    // One write first, so the leader has committed in its term before the clock starts.
+    leader.propose_with_retry(Bytes::from_static(b"warm"), START_TIMEOUT)?;
+
+    let phase = Arc::new(AtomicU8::new(WARMUP));
+    let entry = Bytes::from(vec![0x5a; config.entry_bytes]);
+    let clients: Vec<_> = (0..config.clients)
+        .map(|i| {
+            let (node, phase, entry) = (leader.clone(), phase.clone(), entry.clone());
+            thread::Builder::new()
+                .name(format!("bench-client-{i}"))
+                .spawn(move || client(&node, &phase, &entry))
+                .context("spawn a client")
+        })
+        .collect::<anyhow::Result<_>>()?;
+
+    thread::sleep(Duration::from_secs_f64(config.warmup_seconds));
+    let follower_id = (1..=config.nodes).find(|&id| id != leader_id);
+    let activity_before = activity(&cluster, leader_id, follower_id);
+    let cpu_before = proc_stats::process_cpu();
+    let threads_before = proc_stats::cpu_by_thread_kind();
+    let started = Instant::now();
+    phase.store(MEASURE, Ordering::Release);
+    thread::sleep(Duration::from_secs_f64(config.seconds));
+    phase.store(DONE, Ordering::Release);
+    let window = started.elapsed();
+    let cpu_after = proc_stats::process_cpu();
+    let threads_after = proc_stats::cpu_by_thread_kind();
+    let activity_after = activity(&cluster, leader_id, follower_id);
+
+    let mut latencies = Histogram::new();
+    let (mut acked, mut errors, mut first_error) = (0, 0, None);
+    for c in clients {
+        let outcome = c
+            .join()
+            .map_err(|_| anyhow::anyhow!("a client thread panicked"))?;
+        latencies.merge(&outcome.latencies);
+        acked += outcome.acked;
+        errors += outcome.errors;
+        first_error = first_error.or(outcome.first_error);
+    }
+    let leader_after = cluster.node(leader_id).map(|n| n.status());
+    drop(cluster);
+    let peak = proc_stats::peak_rss_bytes();
+
+    let cpu = match (cpu_before, cpu_after) {
+        (Some(b), Some(a)) => Some(a.saturating_sub(b)),
+        _ => None,
+    };
+    let by_thread = proc_stats::cpu_delta(&threads_before, &threads_after);
+    let secs = window.as_secs_f64();
+    let latency = LatencyReport::of(&latencies, &floors, config.log);
+    Ok(ThroughputReport {
+        config: config.clone(),
+        leader: leader_id,
+        leader_changed: leader_after.map(|s| s.role != raft_core::Role::Leader),
+        window_seconds: secs,
+        committed_entries: acked,
+        entries_per_second: acked as f64 / secs,
+        errors,
+        first_error,
+        latency,
+        cpu: CpuReport::of(cpu, &by_thread, acked, secs),
+        memory: MemoryReport::of(rss_before, peak, config.nodes),
+        floors,
+        leader_activity: NodeActivity::delta(activity_before.0, activity_after.0, secs),
+        follower_activity: match (activity_before.1, activity_after.1) {
+            (Some(b), Some(a)) => Some(NodeActivity::delta(b, a, secs)),
+            _ => None,
+        },
+    })
+}
+
+fn measure_floors(config: &BenchConfig) -> anyhow::Result<Floors> {
+    let udp = floor::udp_round_trip(config.entry_bytes).context("loopback UDP round trip")?;
+    let (sync, fs) = match config.log {
+        LogKind::Mem => (None, None),
+        LogKind::Sled => (
+            Some(floor::sled_sync(config.entry_bytes).context("one SledLog sync")?),
+            super::filesystem_of(&std::env::temp_dir()),
+        ),
+    };
+    let ceiling =
+        floor::client_ceiling(config.clients, Duration::from_secs(1)).context("client ceiling")?;
+    Ok(Floors {
+        udp_round_trip: udp,
+        sled_sync: sync,
+        sled_filesystem: fs,
+        client_ceiling_per_second: ceiling,
+    })
+}
+
+/// The counters and commit index of the leader and of one follower.
+fn activity(
+    cluster: &LocalCluster<Sink>,
+    leader: NodeId,
+    follower: Option<NodeId>,
+) -> ((NodeCounters, u64), Option<(NodeCounters, u64)>) {
+    let read = |id: NodeId| {
+        cluster.node(id).map(|n| {
+            let s = n.status();
+            (s.counters, s.commit_index)
+        })
+    };
+    (read(leader).unwrap_or_default(), follower.and_then(read))
+}
+
+fn client(node: &Node<Sink>, phase: &AtomicU8, entry: &Bytes) -> ClientOutcome {
+    let mut out = ClientOutcome {
+        latencies: Histogram::new(),
+        acked: 0,
+        errors: 0,
+        first_error: None,
+    };
+    loop {
+        let before = phase.load(Ordering::Acquire);
+        if before == DONE {
+            return out;
+        }
+        let start = Instant::now();
+        let result = node
+            .propose(entry.clone())
+            .and_then(|p| p.wait(WRITE_TIMEOUT));
+        let elapsed = start.elapsed();
+        // Counted when it completes inside the window.
+        let measuring = phase.load(Ordering::Acquire) == MEASURE;
+        match result {
+            Ok(()) => {
+                if measuring {
+                    out.latencies.record(elapsed);
+                    out.acked += 1;
+                }
+            }
+            Err(e) => {
+                if measuring {
+                    out.errors += 1;
+                    out.first_error.get_or_insert_with(|| e.to_string());
+                }
+                if matches!(e, NodeError::Stopped) {
+                    return out;
+                }
+                thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+}
