@@ -135,21 +135,29 @@ mod tests {
 
     #[test]
     fn buckets_are_monotonic_and_precise() {
-        let mut last = 0;
-        for ns in (0..10_000u64).chain((1..60).map(|s| 1u64 << s).flat_map(|v| [v - 1, v, v + 1])) {
+        let check = |ns: u64| {
             let b = bucket_of(ns);
             let low = lowest_of(b);
             assert!(low <= ns, "{ns}: bucket {b} starts at {low}");
             assert!(
-                (ns - low) as f64 <= ns as f64 / 32.0,
+                (ns - low) as f64 <= ns as f64 / 64.0,
                 "{ns}: bucket {b} starts at {low}, too coarse"
             );
-            if ns < 10_000 {
-                assert!(b >= last, "{ns}");
-                last = b;
+            b
+        };
+        let mut last = 0;
+        for ns in 0..100_000u64 {
+            let b = check(ns);
+            assert!(b == last || b == last + 1, "{ns}: bucket {b} after {last}");
+            last = b;
+        }
+        for shift in 17..64 {
+            let v = 1u64 << shift;
+            for ns in [v - 1, v, v + 1, v + v / 3] {
+                check(ns);
             }
         }
-        assert!(bucket_of(u64::MAX) < BUCKETS);
+        assert_eq!(bucket_of(u64::MAX), BUCKETS - 1);
     }
 
     #[test]

@@ -136,8 +136,11 @@ fn measure_floors(config: &BenchConfig) -> anyhow::Result<Floors> {
             super::filesystem_of(&std::env::temp_dir()),
         ),
     };
-    let ceiling =
-        floor::client_ceiling(config.clients, Duration::from_secs(1)).context("client ceiling")?;
+    let ceiling = floor::client_ceiling(
+        config.clients,
+        Duration::from_secs_f64(config.seconds.min(1.0)),
+    )
+    .context("client ceiling")?;
     Ok(Floors {
         udp_round_trip: udp,
         sled_sync: sync,
