@@ -32,6 +32,13 @@ pub struct FloorLatency {
 }
 
 impl FloorLatency {
+    /// A floor that was not measured.
+    pub const NOT_MEASURED: FloorLatency = FloorLatency {
+        samples: 0,
+        p50_us: 0.0,
+        p99_us: 0.0,
+    };
+
     fn of(h: &Histogram) -> Self {
         Self {
             samples: h.len(),

@@ -77,6 +77,9 @@ pub struct BenchConfig {
     pub warmup_seconds: f64,
     /// Failover trials.
     pub trials: u32,
+    /// Skip the floor measurements (they read as zero), so that a profiler attached to
+    /// the whole run sees only the cluster.
+    pub skip_floor: bool,
     /// Every node's runtime settings (id, voters and join settings are the cluster's).
     /// The library's defaults unless `--node-config` says otherwise.
     pub node_config: NodeConfig,
@@ -94,6 +97,7 @@ impl Default for BenchConfig {
             seconds: 10.0,
             warmup_seconds: 1.0,
             trials: 20,
+            skip_floor: false,
             node_config: NodeConfig::default(),
         }
     }

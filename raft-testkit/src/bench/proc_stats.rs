@@ -79,6 +79,32 @@ pub fn cpu_by_thread_kind() -> BTreeMap<String, Duration> {
     out
 }
 
+/// Context switches of every live thread so far (voluntary: it blocked; involuntary: it
+/// was preempted), summed. Each hand-off between threads costs at least one.
+pub fn context_switches() -> (u64, u64) {
+    let mut total = (0, 0);
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return total;
+    };
+    for task in tasks.flatten() {
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+            continue;
+        };
+        for line in status.lines() {
+            let field = |name: &str| {
+                line.strip_prefix(name)
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            };
+            if let Some(n) = field("voluntary_ctxt_switches:") {
+                total.0 += n;
+            } else if let Some(n) = field("nonvoluntary_ctxt_switches:") {
+                total.1 += n;
+            }
+        }
+    }
+    total
+}
+
 /// `raft-loop-n12` -> `raft-loop`; `raft-processor-` -> `raft-processor`;
 /// `bench-client-7` -> `bench-client`.
 fn thread_kind(name: &str) -> String {

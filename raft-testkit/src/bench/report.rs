@@ -88,16 +88,22 @@ pub struct CpuReport {
     pub cores_busy: Option<f64>,
     /// CPU seconds by thread kind (all nodes together), e.g. `raft-loop`, `bench-client`.
     pub by_thread_kind: BTreeMap<String, f64>,
+    /// Voluntary context switches (a thread blocked) per committed entry, all threads.
+    pub voluntary_switches_per_entry: f64,
+    /// Involuntary context switches (a thread was preempted) per committed entry.
+    pub involuntary_switches_per_entry: f64,
 }
 
 impl CpuReport {
     pub(crate) fn of(
         cpu: Option<Duration>,
         by_thread: &BTreeMap<String, Duration>,
+        switches: (u64, u64),
         entries: u64,
         window_seconds: f64,
     ) -> Self {
         let seconds = cpu.map(|d| d.as_secs_f64());
+        let per_entry = |n: u64| n as f64 / entries.max(1) as f64;
         Self {
             seconds,
             seconds_per_100k_entries: seconds
@@ -109,6 +115,8 @@ impl CpuReport {
                 .filter(|(_, d)| !d.is_zero())
                 .map(|(k, d)| (k.clone(), d.as_secs_f64()))
                 .collect(),
+            voluntary_switches_per_entry: per_entry(switches.0),
+            involuntary_switches_per_entry: per_entry(switches.1),
         }
     }
 }
@@ -190,6 +198,9 @@ pub struct ThroughputReport {
     pub leader: u64,
     /// Whether the leader lost its role during the run (it should not).
     pub leader_changed: Option<bool>,
+    /// Entries committed over the whole run, warm-up included (the leader's commit
+    /// index at the end), to divide whole-run profiler counts by.
+    pub run_entries: u64,
     /// The measured window, seconds.
     pub window_seconds: f64,
     /// Writes acknowledged to clients in the window.
@@ -306,6 +317,11 @@ impl ThroughputReport {
             .map(|(k, v)| format!("{k} {:.0}%", 100.0 * **v / total.max(1e-9)))
             .collect();
         let _ = writeln!(s, "                  by thread: {}", parts.join(", "));
+        let _ = writeln!(
+            s,
+            "                  context switches per entry: {:.1} voluntary, {:.1} involuntary",
+            cpu.voluntary_switches_per_entry, cpu.involuntary_switches_per_entry
+        );
         let m = &self.memory;
         let _ = writeln!(
             s,

@@ -75,6 +75,7 @@ pub fn run_throughput(config: &BenchConfig) -> anyhow::Result<ThroughputReport> 
     let activity_before = activity(&cluster, leader_id, follower_id);
     let cpu_before = proc_stats::process_cpu();
     let threads_before = proc_stats::cpu_by_thread_kind();
+    let switches_before = proc_stats::context_switches();
     let started = Instant::now();
     phase.store(MEASURE, Ordering::Release);
     thread::sleep(Duration::from_secs_f64(config.seconds));
@@ -82,6 +83,7 @@ pub fn run_throughput(config: &BenchConfig) -> anyhow::Result<ThroughputReport> 
     let window = started.elapsed();
     let cpu_after = proc_stats::process_cpu();
     let threads_after = proc_stats::cpu_by_thread_kind();
+    let switches_after = proc_stats::context_switches();
     let activity_after = activity(&cluster, leader_id, follower_id);
 
     let mut latencies = Histogram::new();
@@ -109,14 +111,26 @@ pub fn run_throughput(config: &BenchConfig) -> anyhow::Result<ThroughputReport> 
     Ok(ThroughputReport {
         config: config.clone(),
         leader: leader_id,
-        leader_changed: leader_after.map(|s| s.role != raft_core::Role::Leader),
+        leader_changed: leader_after
+            .as_ref()
+            .map(|s| s.role != raft_core::Role::Leader),
+        run_entries: leader_after.map_or(0, |s| s.commit_index),
         window_seconds: secs,
         committed_entries: acked,
         entries_per_second: acked as f64 / secs,
         errors,
         first_error,
         latency,
-        cpu: CpuReport::of(cpu, &by_thread, acked, secs),
+        cpu: CpuReport::of(
+            cpu,
+            &by_thread,
+            (
+                switches_after.0.saturating_sub(switches_before.0),
+                switches_after.1.saturating_sub(switches_before.1),
+            ),
+            acked,
+            secs,
+        ),
         memory: MemoryReport::of(rss_before, peak, config.nodes),
         floors,
         leader_activity: NodeActivity::delta(activity_before.0, activity_after.0, secs),
@@ -128,6 +142,14 @@ pub fn run_throughput(config: &BenchConfig) -> anyhow::Result<ThroughputReport> 
 }
 
 fn measure_floors(config: &BenchConfig) -> anyhow::Result<Floors> {
+    if config.skip_floor {
+        return Ok(Floors {
+            udp_round_trip: floor::FloorLatency::NOT_MEASURED,
+            sled_sync: None,
+            sled_filesystem: None,
+            client_ceiling_per_second: 0.0,
+        });
+    }
     let udp = floor::udp_round_trip(config.entry_bytes).context("loopback UDP round trip")?;
     let (sync, fs) = match config.log {
         LogKind::Mem => (None, None),

@@ -50,6 +50,9 @@ struct Args {
     /// "tick_interval_ms = 5" or "protocol.inflight_messages_max = 4".
     #[arg(long, value_name = "TOML")]
     node_config: Option<String>,
+    /// Skip measuring the floor (for profiling the cluster alone).
+    #[arg(long)]
+    skip_floor: bool,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -68,6 +71,7 @@ fn main() -> anyhow::Result<()> {
         seconds: args.seconds,
         warmup_seconds: args.warmup,
         trials: args.trials,
+        skip_floor: args.skip_floor,
         node_config: match &args.node_config {
             Some(t) => toml::from_str(t).context("--node-config")?,
             None => NodeConfig::default(),
