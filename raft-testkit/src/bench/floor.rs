@@ -119,6 +119,61 @@ pub fn sled_sync(entry_bytes: usize) -> anyhow::Result<FloorLatency> {
     Ok(FloorLatency::of(&h))
 }
 
+/// What `logs` SledLogs syncing at once (one thread each, each appending one
+/// `entry_bytes` entry then syncing, in a loop, for `run`) get from the disk: the
+/// syncs per second of all of them together, and the latency of one sync. The nodes of
+/// a local cluster share one disk like this, so this is the ceiling of their syncs.
+///
+/// # Errors
+/// Storage that cannot be opened or written.
+pub fn sled_parallel_syncs(
+    logs: usize,
+    entry_bytes: usize,
+    run: Duration,
+) -> anyhow::Result<(f64, FloorLatency)> {
+    let dirs = (0..logs)
+        .map(|_| tempfile::tempdir())
+        .collect::<Result<Vec<_>, _>>()?;
+    let start = Instant::now() + Duration::from_millis(50);
+    let threads = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, dir)| {
+            let path = dir.path().to_path_buf();
+            let data = bytes::Bytes::from(vec![7u8; entry_bytes]);
+            thread::Builder::new()
+                .name(format!("bench-sync-{i}"))
+                .spawn(move || -> anyhow::Result<Histogram> {
+                    let mut log = SledLog::open(&path, "bench floor", i as u64 + 1)?;
+                    let mut h = Histogram::new();
+                    thread::sleep(start.saturating_duration_since(Instant::now()));
+                    let mut index = 0;
+                    while start.elapsed() < run {
+                        index += 1;
+                        let t = Instant::now();
+                        log.append(&[Entry {
+                            term: 1,
+                            index,
+                            kind: EntryKind::Command,
+                            data: data.clone(),
+                        }])?;
+                        log.sync()?;
+                        h.record(t.elapsed());
+                    }
+                    Ok(h)
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut all = Histogram::new();
+    for t in threads {
+        let h = t
+            .join()
+            .map_err(|_| anyhow::anyhow!("sync thread panicked"))??;
+        all.merge(&h);
+    }
+    Ok((all.len() as f64 / run.as_secs_f64(), FloorLatency::of(&all)))
+}
+
 /// The most writes per second `clients` closed-loop client threads can complete when
 /// nothing but the hand-offs costs anything: each client sends a request carrying a
 /// fresh reply channel to one server thread (which answers whole bursts at once) and

@@ -18,6 +18,11 @@ pub struct Floors {
     pub udp_round_trip: FloorLatency,
     /// One `SledLog` append of one entry and sync (sled runs only).
     pub sled_sync: Option<FloorLatency>,
+    /// One SledLog per node syncing at once on the same disk (sled runs only): syncs
+    /// per second of all of them together, the disk's ceiling for the cluster.
+    pub sled_parallel_syncs_per_second: Option<f64>,
+    /// The latency of one sync while the others sync too.
+    pub sled_parallel_sync: Option<FloorLatency>,
     /// The filesystem of the temporary directory the sled logs live in.
     pub sled_filesystem: Option<String>,
     /// Writes per second the same number of closed-loop client threads reach against
@@ -297,6 +302,13 @@ impl ThroughputReport {
                 f.sled_filesystem.as_deref().unwrap_or("?")
             ))
         );
+        if let (Some(rate), Some(one)) = (f.sled_parallel_syncs_per_second, f.sled_parallel_sync) {
+            let _ = writeln!(
+                s,
+                "                  {} SledLogs syncing at once on this disk: {:.0} syncs/s together, p50 {:.1} us each",
+                c.nodes, rate, one.p50_us
+            );
+        }
         let _ = writeln!(
             s,
             "                  {} client threads against a no-op server: {:.0} writes/s (the ceiling of thread-per-client)",

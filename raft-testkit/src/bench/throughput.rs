@@ -146,15 +146,25 @@ fn measure_floors(config: &BenchConfig) -> anyhow::Result<Floors> {
         return Ok(Floors {
             udp_round_trip: floor::FloorLatency::NOT_MEASURED,
             sled_sync: None,
+            sled_parallel_syncs_per_second: None,
+            sled_parallel_sync: None,
             sled_filesystem: None,
             client_ceiling_per_second: 0.0,
         });
     }
     let udp = floor::udp_round_trip(config.entry_bytes).context("loopback UDP round trip")?;
-    let (sync, fs) = match config.log {
-        LogKind::Mem => (None, None),
+    let (sync, parallel, fs) = match config.log {
+        LogKind::Mem => (None, None, None),
         LogKind::Sled => (
             Some(floor::sled_sync(config.entry_bytes).context("one SledLog sync")?),
+            Some(
+                floor::sled_parallel_syncs(
+                    config.nodes as usize,
+                    config.entry_bytes,
+                    Duration::from_secs_f64(config.seconds.min(1.0)),
+                )
+                .context("parallel SledLog syncs")?,
+            ),
             super::filesystem_of(&std::env::temp_dir()),
         ),
     };
@@ -166,6 +176,8 @@ fn measure_floors(config: &BenchConfig) -> anyhow::Result<Floors> {
     Ok(Floors {
         udp_round_trip: udp,
         sled_sync: sync,
+        sled_parallel_syncs_per_second: parallel.map(|p| p.0),
+        sled_parallel_sync: parallel.map(|p| p.1),
         sled_filesystem: fs,
         client_ceiling_per_second: ceiling,
     })
