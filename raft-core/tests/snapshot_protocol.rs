@@ -196,7 +196,8 @@ fn chunks_ahead_of_a_gap_wait_within_the_window_and_leftovers_beyond_it_take_no_
     let mut mem = MemLog::new();
     mem.append(&[entry(1, 1)]).unwrap();
     let mut c = Config::new(3, [1, 2, 3]);
-    c.append_bytes_max = 10;
+    c.append_bytes_max = 40;
+    c.snapshot_chunk_bytes = 10;
     c.inflight_bytes_max = 40;
     let mut f = Raft::new(c, mem, 1).unwrap();
     let data: Vec<u8> = (0..100u8).collect();
