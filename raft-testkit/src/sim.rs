@@ -40,7 +40,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::checker::{digest, LogView, SafetyChecker, Violation};
+use crate::checker::{digest, DiskState, LogView, SafetyChecker, Violation};
 use crate::kv::{KvCommand, KvState};
 use crate::linearizability::{check_kv, format_op, KvInput, LinResult, Operation};
 use crate::network::{Fate, LinkProfile, Network, PartitionKind};
@@ -962,11 +962,14 @@ impl Simulator {
         }
         let snapshot_index = stored.as_ref().map_or(0, |s| s.meta.last_index);
         if self.nodes[i].life > 0 {
-            self.checker.observe_restart(
-                id,
-                durable,
+            let disk = DiskState {
+                hard_state: durable,
                 last_index,
                 snapshot_index,
+            };
+            self.checker.observe_restart(
+                id,
+                disk,
                 raft.term(),
                 raft.vote(),
                 raft.commit_index(),
