@@ -47,3 +47,10 @@ fn late_snapshot_answers_do_not_storm() {
         .unwrap_or(0);
     assert!(chunks < 500_000, "{chunks} snapshot chunks sent");
 }
+
+/// Without pre-vote, candidates with logs too short to win kept restarting everyone's
+/// election timer with their refused vote requests: no leader for 900 ticks.
+#[test]
+fn refused_vote_requests_do_not_hold_off_elections() {
+    assert_passes(103_648, None);
+}

@@ -870,7 +870,15 @@ impl<L: Log> Raft<L> {
                         m.body.kind(),
                         m.from
                     );
+                    // A follower's election timer restarts when it hears from a leader
+                    // or grants its vote (Figure 2), not when a vote request merely
+                    // raises its term: a candidate whose log is too short to win would
+                    // otherwise hold off, election after election, the nodes that could.
+                    let elapsed = self.election_elapsed;
                     self.become_follower(m.term, None);
+                    if is_vote_request {
+                        self.election_elapsed = elapsed;
+                    }
                 }
             }
         } else if m.term < self.term {
