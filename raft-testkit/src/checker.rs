@@ -317,6 +317,17 @@ struct NodeWatch {
     synced: HardState,
 }
 
+/// What a restarting node's disk held.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DiskState {
+    /// The stored hard state.
+    pub hard_state: HardState,
+    /// The last index in the log.
+    pub last_index: LogIndex,
+    /// The stored snapshot's last index (0: none).
+    pub snapshot_index: LogIndex,
+}
+
 /// A view of one node's log for the checks that read it.
 pub trait LogView {
     /// The term at `index`, if the log holds it (at the compaction point: the
@@ -705,9 +716,8 @@ impl SafetyChecker {
         w.role = None;
     }
 
-    /// A node restarted from a disk holding `hard_state`, entries up to `last_index` and
-    /// a snapshot up to `snapshot_index` (0: none), and the protocol came up with `term`,
-    /// `vote` and `commit`.
+    /// A node restarted from `disk`, and the protocol came up with `term`, `vote` and
+    /// `commit`.
     ///
     /// # Errors
     /// [`Violation::TermWentBack`] or [`Violation::VoteChanged`] against the last
@@ -717,13 +727,16 @@ impl SafetyChecker {
     pub fn observe_restart(
         &mut self,
         node: NodeId,
-        disk: HardState,
-        last_index: LogIndex,
-        snapshot_index: LogIndex,
+        disk: DiskState,
         term: Term,
         vote: Option<NodeId>,
         commit: LogIndex,
     ) -> Result<(), Violation> {
+        let DiskState {
+            hard_state: disk,
+            last_index,
+            snapshot_index,
+        } = disk;
         let w = self.nodes.entry(node).or_default();
         let synced = w.synced;
         if disk.term < synced.term {
@@ -789,6 +802,14 @@ mod tests {
 
     fn no_leaders(_: NodeId) -> Option<Box<dyn LogView>> {
         None
+    }
+
+    fn on_disk(hard_state: HardState, last_index: LogIndex, snapshot_index: LogIndex) -> DiskState {
+        DiskState {
+            hard_state,
+            last_index,
+            snapshot_index,
+        }
     }
 
     #[test]
@@ -1018,7 +1039,8 @@ mod tests {
             vote: None,
             commit: 1,
         };
-        c.observe_restart(2, disk, 1, 2, 2, None, 2).unwrap();
+        c.observe_restart(2, on_disk(disk, 1, 2), 2, None, 2)
+            .unwrap();
         c.observe_snapshot_restored(2, meta(2, 1)).unwrap();
         assert!(matches!(
             c.observe_applied(2, 3, &[(2, 1, 20)]),
@@ -1062,7 +1084,8 @@ mod tests {
             commit: 2,
         };
         c.observe_crash(1);
-        c.observe_restart(1, disk, 3, 0, 1, None, 2).unwrap();
+        c.observe_restart(1, on_disk(disk, 3, 0), 1, None, 2)
+            .unwrap();
         c.observe_commit(1, 2, 1, &log, &no_leaders).unwrap();
     }
 
@@ -1100,7 +1123,7 @@ mod tests {
             commit: 0,
         };
         assert!(matches!(
-            c.observe_restart(1, older, 0, 0, 4, Some(2), 0),
+            c.observe_restart(1, on_disk(older, 0, 0), 4, Some(2), 0),
             Err(Violation::TermWentBack { from: 5, to: 4, .. })
         ));
         let other_vote = HardState {
@@ -1109,7 +1132,7 @@ mod tests {
             commit: 0,
         };
         assert!(matches!(
-            c.observe_restart(1, other_vote, 0, 0, 5, Some(3), 0),
+            c.observe_restart(1, on_disk(other_vote, 0, 0), 5, Some(3), 0),
             Err(Violation::VoteChanged { .. })
         ));
         let good = HardState {
@@ -1118,9 +1141,10 @@ mod tests {
             commit: 0,
         };
         assert!(matches!(
-            c.observe_restart(1, good, 0, 0, 5, None, 0),
+            c.observe_restart(1, on_disk(good, 0, 0), 5, None, 0),
             Err(Violation::BadRestart { .. })
         ));
-        c.observe_restart(1, good, 0, 0, 5, Some(2), 0).unwrap();
+        c.observe_restart(1, on_disk(good, 0, 0), 5, Some(2), 0)
+            .unwrap();
     }
 }

@@ -40,7 +40,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::checker::{digest, LogView, SafetyChecker, Violation};
+use crate::checker::{digest, DiskState, LogView, SafetyChecker, Violation};
 use crate::kv::{KvCommand, KvState};
 use crate::linearizability::{check_kv, format_op, KvInput, LinResult, Operation};
 use crate::network::{Fate, LinkProfile, Network, PartitionKind};
@@ -224,6 +224,9 @@ pub struct SimConfig {
     pub seed: u64,
     /// Cluster size (3 to 7).
     pub nodes: usize,
+    /// [`SimConfig::random`] drew the size from the seed (no fixed size was given): a
+    /// replay must not fix it either, or the seed's other choices change.
+    pub nodes_drawn: bool,
     /// The protocol configuration shared by all nodes (`id` and `voters` are set per node).
     pub raft: Config,
     /// The faults to inject.
@@ -264,6 +267,7 @@ impl SimConfig {
         Self {
             seed,
             nodes,
+            nodes_drawn: false,
             raft,
             faults: FaultProfile::none(),
             clients: 3,
@@ -285,8 +289,10 @@ impl SimConfig {
     /// drawn from the seed. `nodes` fixes the cluster size (else 3 to 7).
     pub fn random(seed: u64, nodes: Option<usize>) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5157_5f63_6f6e_6669);
+        let nodes_drawn = nodes.is_none();
         let nodes = nodes.unwrap_or_else(|| rng.gen_range(3..=7));
         let mut c = Self::calm(seed, nodes);
+        c.nodes_drawn = nodes_drawn;
         let r = &mut c.raft;
         r.election_timeout_ticks = 10;
         r.heartbeat_interval_ticks = rng.gen_range(1..=3);
@@ -391,8 +397,10 @@ pub struct OpCounts {
 pub struct Failure {
     /// The seed, to replay.
     pub seed: u64,
-    /// Cluster size, to replay.
+    /// Cluster size.
     pub nodes: usize,
+    /// Whether the size was drawn from the seed (replay without `--nodes`).
+    pub nodes_drawn: bool,
     /// What broke.
     pub violation: Violation,
     /// When, in ticks.
@@ -412,10 +420,15 @@ impl fmt::Display for Failure {
         for line in &self.trace {
             writeln!(f, "  {line}")?;
         }
+        let nodes = if self.nodes_drawn {
+            String::new()
+        } else {
+            format!(" --nodes {}", self.nodes)
+        };
         write!(
             f,
-            "replay: cargo run --release -p raft-testkit --bin sim -- --seed {} --nodes {} --trace",
-            self.seed, self.nodes
+            "replay: cargo run --release -p raft-testkit --bin sim -- --seed {}{nodes} --trace",
+            self.seed
         )
     }
 }
@@ -846,6 +859,7 @@ impl Simulator {
         let failure = violation.map(|violation| Failure {
             seed: self.cfg.seed,
             nodes: self.cfg.nodes,
+            nodes_drawn: self.cfg.nodes_drawn,
             violation,
             at_tick: self.now as f64 / UNITS_PER_TICK as f64,
             trace: self.trace.last_events(UNITS_PER_TICK),
@@ -962,11 +976,14 @@ impl Simulator {
         }
         let snapshot_index = stored.as_ref().map_or(0, |s| s.meta.last_index);
         if self.nodes[i].life > 0 {
-            self.checker.observe_restart(
-                id,
-                durable,
+            let disk = DiskState {
+                hard_state: durable,
                 last_index,
                 snapshot_index,
+            };
+            self.checker.observe_restart(
+                id,
+                disk,
                 raft.term(),
                 raft.vote(),
                 raft.commit_index(),

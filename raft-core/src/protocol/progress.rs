@@ -30,10 +30,11 @@ pub(crate) struct OutgoingSnapshot {
     /// `acked` at the previous heartbeat answer: no progress since means chunks were
     /// lost, and the leader resends from `acked`.
     pub(crate) acked_at_last_heartbeat: u64,
-    /// The highest answer below `acked` since the previous heartbeat answer. Usually
-    /// one overtaken by later answers; but if the follower lost its partial snapshot
-    /// and a delayed answer from before raised `acked`, every answer is below it, and
-    /// with no progress for a heartbeat interval the leader believes this one.
+    /// The highest answer below `acked` since the previous heartbeat answer, unless an
+    /// answer at or above `acked` came after it. Usually one overtaken by later
+    /// answers; but if the follower lost its partial snapshot (or a delayed answer
+    /// from before it lost it raised `acked`), every answer is below `acked`, and with
+    /// no progress for a heartbeat interval the leader believes this one.
     pub(crate) behind: Option<u64>,
 }
 

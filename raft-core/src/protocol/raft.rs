@@ -873,7 +873,15 @@ impl<L: Log> Raft<L> {
                         m.body.kind(),
                         m.from
                     );
+                    // A follower's election timer restarts when it hears from a leader
+                    // or grants its vote (Figure 2), not when a vote request merely
+                    // raises its term: a candidate whose log is too short to win would
+                    // otherwise hold off, election after election, the nodes that could.
+                    let elapsed = self.election_elapsed;
                     self.become_follower(m.term, None);
+                    if is_vote_request {
+                        self.election_elapsed = elapsed;
+                    }
                 }
             }
         } else if m.term < self.term {
@@ -1341,16 +1349,17 @@ impl<L: Log> Raft<L> {
                     return;
                 }
                 if next_offset < o.acked {
-                    if next_offset != 0 {
-                        // Stale, most likely: overtaken by a later answer (reordered or
-                        // duplicated). Kept in case it is not (see `behind`).
-                        o.behind = o.behind.max(Some(next_offset));
-                        return;
-                    }
-                    // The follower lost its partial snapshot (it restarted, or the
-                    // checksum failed): start again.
-                    o.sent = 0;
+                    // Stale, most likely: overtaken by a later answer (reordered or
+                    // duplicated); even an answer of 0 may only say that the first
+                    // chunk had not arrived yet. But the follower may also have lost
+                    // its partial snapshot (restart, checksum failure): kept, and
+                    // believed if the transfer makes no progress for a heartbeat
+                    // interval (see `behind`). Rewinding at once let every late answer
+                    // resend a whole window.
+                    o.behind = o.behind.max(Some(next_offset));
+                    return;
                 }
+                o.behind = None;
                 o.acked = next_offset.min(o.snapshot.data.len() as u64);
                 o.sent = o.sent.max(o.acked);
                 self.send_snapshot_chunks(from);
