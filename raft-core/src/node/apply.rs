@@ -255,8 +255,9 @@ impl<S: StateMachine> Applier<S> {
         }
         let response = sm.apply(entry.index, command);
         if let Some(request_id) = ours {
-            if let Some(w) = self.shared.waiters.lock().remove(&request_id) {
-                let _ = w.send(Ok(response));
+            let waiter = self.shared.waiters.lock().remove(&request_id);
+            if let Some(w) = waiter {
+                w.send(Ok(response));
             }
         }
         if publish {
@@ -271,8 +272,9 @@ impl<S: StateMachine> Applier<S> {
     }
 
     fn answer(&self, request_id: u64, result: Result<S::Response, NodeError>) {
-        if let Some(w) = self.shared.waiters.lock().remove(&request_id) {
-            let _ = w.send(result);
+        let waiter = self.shared.waiters.lock().remove(&request_id);
+        if let Some(w) = waiter {
+            w.send(result);
         }
     }
 }

@@ -39,6 +39,7 @@ mod envelope;
 mod error;
 mod events;
 mod kv;
+mod reply;
 mod shared;
 mod snapshot;
 mod state_machine;
@@ -65,7 +66,8 @@ pub use state_machine::{RestoreError, StateMachine};
 pub use status::{ClusterState, NodeCounters, NodeStatus, PeerLag};
 
 use apply::Applier;
-use shared::Shared;
+use reply::ReplyReceiver;
+use shared::{ForgetWaiter, Shared};
 use wait_loop::{JoinSearch, Request, WaitLoop};
 
 use crate::protocol::{ProposeError, Raft, Role, SoftState};
@@ -267,9 +269,9 @@ impl<S: StateMachine> std::fmt::Debug for Node<S> {
 /// A proposal on its way: wait for the state machine's response.
 #[must_use = "wait for the response, or the proposal's outcome is unknown"]
 pub struct Proposal<R> {
-    rx: Receiver<Result<R, NodeError>>,
+    rx: ReplyReceiver<R>,
     request_id: u64,
-    waiters: Arc<dyn Fn(u64) + Send + Sync>,
+    waiters: Arc<dyn ForgetWaiter>,
 }
 
 impl<R> Proposal<R> {
@@ -280,17 +282,15 @@ impl<R> Proposal<R> {
     /// [`NodeError::NoLeader`], [`NodeError::Rejected`] or [`NodeError::Dropped`] (it did
     /// not take effect; retry), [`NodeError::Stopped`].
     pub fn wait(self, timeout: Duration) -> Result<R, NodeError> {
-        match self.rx.recv_timeout(timeout) {
-            Ok(result) => result,
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(NodeError::Timeout(timeout)),
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(NodeError::Stopped),
-        }
+        self.rx
+            .wait(timeout)
+            .unwrap_or(Err(NodeError::Timeout(timeout)))
     }
 }
 
 impl<R> Drop for Proposal<R> {
     fn drop(&mut self) {
-        (self.waiters)(self.request_id);
+        self.waiters.forget(self.request_id);
     }
 }
 
@@ -386,15 +386,15 @@ impl<S: StateMachine> Node<S> {
         if self.shared.stopped.load(Ordering::Acquire) {
             return Err(NodeError::Stopped);
         }
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        self.shared.waiters.lock().insert(request_id, tx);
-        let shared = self.shared.clone();
+        let (tx, rx) = reply::reply_slot();
+        // A retry under the same id replaces the earlier waiter, which is answered
+        // `Stopped` as it is dropped: nobody waits on it any more.
+        let replaced = self.shared.waiters.lock().insert(request_id, tx);
+        drop(replaced);
         let proposal = Proposal {
             rx,
             request_id,
-            waiters: Arc::new(move |id| {
-                shared.waiters.lock().remove(&id);
-            }),
+            waiters: self.shared.clone(),
         };
         match self.requests.try_send(Request::Propose {
             request_id,

@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
 use parking_lot::{Condvar, Mutex};
 
 use super::error::NodeError;
@@ -14,7 +13,7 @@ use super::status::{ClusterState, NodeStatus};
 use crate::types::{LogIndex, NodeId};
 
 /// A proposer waiting for its command's response.
-pub(crate) type ProposalWaiter<R> = Sender<Result<R, NodeError>>;
+pub(crate) type ProposalWaiter<R> = super::reply::ReplySender<R>;
 
 pub(crate) struct Shared<S: StateMachine> {
     pub(crate) id: NodeId,
@@ -89,8 +88,21 @@ impl<S: StateMachine> Shared<S> {
 
     /// Fails every waiting proposer (at stop or on a fatal error).
     pub(crate) fn fail_all_waiters(&self, make: impl Fn() -> NodeError) {
-        for (_, w) in self.waiters.lock().drain() {
-            let _ = w.send(Err(make()));
+        let waiters: Vec<_> = self.waiters.lock().drain().map(|(_, w)| w).collect();
+        for w in waiters {
+            w.send(Err(make()));
         }
+    }
+}
+
+/// Forgets a proposer that stopped waiting; lets a [`super::Proposal`] clean up without
+/// knowing the state machine's type.
+pub(crate) trait ForgetWaiter: Send + Sync {
+    fn forget(&self, request_id: u64);
+}
+
+impl<S: StateMachine> ForgetWaiter for Shared<S> {
+    fn forget(&self, request_id: u64) {
+        self.waiters.lock().remove(&request_id);
     }
 }

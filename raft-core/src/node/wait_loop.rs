@@ -211,8 +211,9 @@ impl<S: StateMachine> WaitLoop<S> {
             if sent.is_none() {
                 self.unplaced.remove(&request_id);
                 self.counters.proposals_failed += 1;
-                if let Some(w) = self.shared.waiters.lock().remove(&request_id) {
-                    let _ = w.send(Err(NodeError::NoLeader));
+                let waiter = self.shared.waiters.lock().remove(&request_id);
+                if let Some(w) = waiter {
+                    w.send(Err(NodeError::NoLeader));
                 }
             }
             return;
@@ -226,8 +227,9 @@ impl<S: StateMachine> WaitLoop<S> {
                 // Too large, too many uncommitted, or a transfer under way: tell the caller.
                 self.counters.proposals_failed += 1;
                 self.unplaced.remove(&request_id);
-                if let Some(w) = self.shared.waiters.lock().remove(&request_id) {
-                    let _ = w.send(Err(NodeError::Rejected(e)));
+                let waiter = self.shared.waiters.lock().remove(&request_id);
+                if let Some(w) = waiter {
+                    w.send(Err(NodeError::Rejected(e)));
                 }
             }
         }
