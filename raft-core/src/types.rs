@@ -63,7 +63,10 @@ pub struct HardState {
     /// Who this node voted for in `term`, if anyone.
     pub vote: Option<NodeId>,
     /// The highest index known committed. Persisted so a restarted node can replay its
-    /// committed entries at once (the original's OnNewCommitedEntry on load).
+    /// committed entries at once (the original's OnNewCommitedEntry on load). Written
+    /// with every change but made durable only by the next sync that other writes need
+    /// (see `Ready::must_sync_after`), so after a crash it may lag: the entries past it
+    /// are replayed once the leader is heard from.
     pub commit: LogIndex,
 }
 

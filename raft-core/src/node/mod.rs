@@ -146,6 +146,7 @@ impl<S: StateMachine> NodeBuilder<S> {
             }
             None => (Default::default(), 0),
         };
+        let durable = log.hard_state();
         let raft = Raft::new(config.protocol.clone(), log, seed)?;
         let replay_to = raft.commit_index();
         let applied_from = raft.applied_index();
@@ -188,6 +189,8 @@ impl<S: StateMachine> NodeBuilder<S> {
             },
             soft,
             snapshot_index,
+            durable,
+            synced_since_tick: false,
             config: config.clone(),
         };
         if config.protocol.voters.len() == 1 {

@@ -49,7 +49,7 @@ pub struct ForwardedProposal {
 /// A batch of work for the driver. Handle it in this order:
 ///
 /// 1. store [`Ready::snapshot`] if any, append [`Ready::entries`] and store
-///    [`Ready::hard_state`], then sync the log;
+///    [`Ready::hard_state`], then sync the log (see [`Ready::must_sync_after`]);
 /// 2. send [`Ready::messages`] (only now: they may promise what step 1 made durable);
 /// 3. apply [`Ready::committed`] in order; answer [`Ready::read_states`] and
 ///    [`Ready::forwarded`];
@@ -90,8 +90,33 @@ impl Ready {
             && self.forwarded.is_empty()
     }
 
-    /// Whether the log must be synced before the messages may be sent.
+    /// Whether the log must be synced before the messages may be sent: a conservative
+    /// answer that needs no memory of earlier readies (any change of hard state counts).
+    /// [`Ready::must_sync_after`] is the precise one.
     pub fn must_sync(&self) -> bool {
         self.hard_state.is_some() || !self.entries.is_empty() || self.snapshot.is_some()
+    }
+
+    /// Whether the log must be synced before the messages may be sent, given the hard
+    /// state last made durable: yes for entries, a snapshot, or a new term or vote; not
+    /// for a new commit index alone. Nothing sent depends on the commit index being
+    /// durable (a restarted node learns it again from the leader), so it is written with
+    /// this ready and becomes durable at the next sync. Syncing for it would cost the
+    /// leader a sync per commit and every follower one per commit it learns.
+    ///
+    /// ```
+    /// use raft_core::{HardState, Ready};
+    /// let durable = HardState { term: 2, vote: Some(1), commit: 5 };
+    /// let commit_only = Ready { hard_state: Some(HardState { commit: 7, ..durable }), ..Ready::default() };
+    /// assert!(commit_only.must_sync() && !commit_only.must_sync_after(&durable));
+    /// let new_term = Ready { hard_state: Some(HardState { term: 3, vote: None, commit: 5 }), ..Ready::default() };
+    /// assert!(new_term.must_sync_after(&durable));
+    /// ```
+    pub fn must_sync_after(&self, durable: &HardState) -> bool {
+        !self.entries.is_empty()
+            || self.snapshot.is_some()
+            || self
+                .hard_state
+                .is_some_and(|hs| hs.term != durable.term || hs.vote != durable.vote)
     }
 }
