@@ -64,6 +64,12 @@ pub struct Config {
     pub inflight_messages_max: u32,
     /// Most entry bytes in flight to one follower; keep well under the receiver's socket buffer.
     pub inflight_bytes_max: u64,
+    /// Most appends in flight to one follower that are not full (`append_bytes_max`):
+    /// beyond it, new entries wait for an answer and then go in one append (batching,
+    /// like Nagle's algorithm). 1 batches the most; `inflight_messages_max` turns
+    /// batching off. A follower that is catching up gets full appends, which are not
+    /// held back.
+    pub inflight_small_appends_max: u32,
     /// Most uncommitted entries the leader holds before it refuses new proposals with
     /// `Busy` (bounds memory when followers cannot keep up).
     pub uncommitted_entries_max: u64,
@@ -88,6 +94,7 @@ impl Default for Config {
             append_bytes_max: 60 * 1024,
             inflight_messages_max: 64,
             inflight_bytes_max: 2 * 1024 * 1024,
+            inflight_small_appends_max: 1,
             uncommitted_entries_max: 100_000,
             snapshot_chunk_bytes: 48 * 1024,
             snapshot_bytes_max: 4 * 1024 * 1024 * 1024,
@@ -186,6 +193,14 @@ impl Config {
             return Err(ConfigError::new(
                 "inflight_messages_max",
                 "must be positive",
+            ));
+        }
+        if self.inflight_small_appends_max == 0
+            || self.inflight_small_appends_max > self.inflight_messages_max
+        {
+            return Err(ConfigError::new(
+                "inflight_small_appends_max",
+                "must be between 1 and inflight_messages_max",
             ));
         }
         if self.inflight_bytes_max < self.append_bytes_max {

@@ -408,6 +408,24 @@ impl<L: Log> Raft<L> {
         self.log.entries(low, high, max_bytes)
     }
 
+    /// Whether new entries would wait anyway: this node leads, and every follower's
+    /// appends are held back (`inflight_small_appends_max` small appends unanswered) or
+    /// paused. A driver may then leave proposals queued until an answer arrives and
+    /// propose them together: one write and one append for the lot.
+    pub fn replication_held(&self) -> bool {
+        let (messages_max, bytes_max) = (
+            self.config.inflight_messages_max,
+            self.config.inflight_bytes_max,
+        );
+        let small_max = self.config.inflight_small_appends_max as usize;
+        self.role == Role::Leader
+            && !self.progress.is_empty()
+            && self.progress.values().all(|pr| {
+                pr.is_paused(messages_max, bytes_max)
+                    || (pr.state == ProgressState::Replicate && pr.inflight_messages() >= small_max)
+            })
+    }
+
     /// The randomized election timeout currently in force, in ticks.
     pub fn randomized_election_timeout(&self) -> u32 {
         self.randomized_election_timeout
@@ -766,7 +784,7 @@ impl<L: Log> Raft<L> {
         if self.progress[&to].match_index == self.log.last_index() {
             self.send_timeout_now(to);
         } else {
-            self.send_append(to, true);
+            self.send_append(to, Send::Forced);
         }
         Ok(())
     }
@@ -1326,7 +1344,7 @@ impl<L: Log> Raft<L> {
                     }
                 }
                 if self.log.last_index() > self.progress[&from].match_index {
-                    self.send_append(from, false);
+                    self.send_append(from, Send::EntriesBatched);
                 }
             }
             MessageBody::AppendResponse {
@@ -1414,7 +1432,7 @@ impl<L: Log> Raft<L> {
                     // Forced: if every entry was already sent (optimistically) and lost,
                     // an empty append at `next_index - 1` makes the follower reject and
                     // the leader fall back to probing from the follower's real end.
-                    self.send_append(from, true);
+                    self.send_append(from, Send::Forced);
                 }
             }
             MessageBody::Append { .. } | MessageBody::Heartbeat { .. } => {
@@ -1454,12 +1472,11 @@ impl<L: Log> Raft<L> {
         );
         pr.become_probe();
         pr.next_index = next;
-        self.send_append(from, false);
+        self.send_append(from, Send::Entries);
     }
 
-    /// Sends the next append to `to` if its window allows. `force` sends even an empty
-    /// one (to carry the commit index or probe).
-    fn send_append(&mut self, to: NodeId, force: bool) {
+    /// Sends the next append to `to` if its window allows, as `how` says.
+    fn send_append(&mut self, to: NodeId, how: Send) {
         let last = self.log.last_index();
         let (messages_max, bytes_max) = (
             self.config.inflight_messages_max,
@@ -1499,7 +1516,18 @@ impl<L: Log> Raft<L> {
         } else {
             Vec::new()
         };
-        if entries.is_empty() && !force && self.progress[&to].state == ProgressState::Replicate {
+        let pr = &self.progress[&to];
+        if entries.is_empty() && !how.even_empty() && pr.state == ProgressState::Replicate {
+            return;
+        }
+        // Batching: while small appends are unanswered, entries that do not fill an
+        // append wait for the answer, and then go together.
+        let fills = entries.len() as u64 <= last - next && next <= last;
+        if how.batched()
+            && pr.state == ProgressState::Replicate
+            && pr.inflight_messages() >= self.config.inflight_small_appends_max as usize
+            && !fills
+        {
             return;
         }
         let bytes: u64 = entries.iter().map(Entry::size_bytes).sum();
@@ -1599,7 +1627,7 @@ impl<L: Log> Raft<L> {
 
     fn broadcast_append(&mut self) {
         for peer in self.peers().collect::<Vec<_>>() {
-            self.send_append(peer, true);
+            self.send_append(peer, Send::Batched);
         }
     }
 
@@ -1845,6 +1873,30 @@ impl<L: Log> Raft<L> {
         if let Some(index) = applied {
             self.log.applied_to(index);
         }
+    }
+}
+
+/// How [`Raft::send_append`] sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Send {
+    /// Only if there are entries to send.
+    Entries,
+    /// Only if there are entries to send, and held back while
+    /// `inflight_small_appends_max` appends are unanswered unless they fill an append.
+    EntriesBatched,
+    /// Even an empty one (to carry the commit index), but held back as `EntriesBatched`.
+    Batched,
+    /// Even an empty one, at once (a probe, loss recovery, a leadership transfer).
+    Forced,
+}
+
+impl Send {
+    fn even_empty(self) -> bool {
+        matches!(self, Send::Batched | Send::Forced)
+    }
+
+    fn batched(self) -> bool {
+        matches!(self, Send::Batched | Send::EntriesBatched)
     }
 }
 
