@@ -90,14 +90,24 @@ impl<S: StateMachine> WaitLoop<S> {
         let mut next_tick = Instant::now() + tick;
         let mut requests = self.requests.clone();
         let mut inbox = self.inbox.clone();
+        let held_back = never();
         loop {
             let timeout = next_tick.saturating_duration_since(Instant::now());
+            // While the leader's appends are held back (see `Raft::replication_held`),
+            // proposals stay queued, without waking this thread, until an answer arrives
+            // (or the next tick): then they are proposed, written and sent together.
+            let listened = if self.raft.replication_held() {
+                &held_back
+            } else {
+                &requests
+            };
             select! {
                 recv(self.shutdown) -> _ => break,
                 recv(inbox) -> m => match m {
                     Ok(m) => self.on_message(m),
                     Err(_) => inbox = never(),
-                },                recv(requests) -> r => match r {
+                },
+                recv(listened) -> r => match r {
                     Ok(r) => self.on_request(r),
                     Err(_) => requests = never(),
                 },
@@ -115,13 +125,15 @@ impl<S: StateMachine> WaitLoop<S> {
                     Err(_) => break,
                 }
             }
-            for _ in 0..self.config.batch_messages_max {
-                match self.requests.try_recv() {
-                    Ok(r) => self.on_request(r),
-                    Err(_) => break,
+            let now = Instant::now();
+            if now >= next_tick || !self.raft.replication_held() {
+                for _ in 0..self.config.batch_messages_max {
+                    match self.requests.try_recv() {
+                        Ok(r) => self.on_request(r),
+                        Err(_) => break,
+                    }
                 }
             }
-            let now = Instant::now();
             if now >= next_tick {
                 if let Err(e) = self.sync_commit_index_if_idle() {
                     log::error!("n{id} stopping: storage failed: {e}");
