@@ -1,16 +1,17 @@
 //! The apply thread: applies committed entries to the state machine in order, answers
 //! each proposer, and publishes `Applied` events.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
 
 use super::dedup::Dedup;
 use super::envelope;
 use super::error::NodeError;
 use super::events::Event;
+use super::queue::QueueReceiver;
 use super::shared::Shared;
 use super::snapshot;
 use super::state_machine::StateMachine;
@@ -41,7 +42,7 @@ pub(crate) type TakenSnapshot = (LogIndex, Bytes);
 
 pub(crate) struct Applier<S: StateMachine> {
     shared: Arc<Shared<S>>,
-    tasks: Receiver<ApplyTask>,
+    tasks: QueueReceiver<ApplyTask>,
     applied: LogIndex,
     /// Entries up to here were committed before this start: applying them is a replay.
     replay_to: LogIndex,
@@ -60,7 +61,7 @@ impl<S: StateMachine> Applier<S> {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         shared: Arc<Shared<S>>,
-        tasks: Receiver<ApplyTask>,
+        tasks: QueueReceiver<ApplyTask>,
         applied: LogIndex,
         replay_to: LogIndex,
         dedup: Dedup,
@@ -91,10 +92,10 @@ impl<S: StateMachine> Applier<S> {
 
     /// Runs until the task channel closes (the WaitLoop ended).
     pub(crate) fn run(mut self) {
-        while let Ok(task) = self.tasks.recv() {
-            self.handle(task);
-            // Drain a burst before publishing the applied index once.
-            while let Ok(task) = self.tasks.try_recv() {
+        let mut batch = VecDeque::new();
+        // Everything queued at once, so the applied index is published once per burst.
+        while self.tasks.recv_all(&mut batch) {
+            while let Some(task) = batch.pop_front() {
                 self.handle(task);
             }
             self.shared.set_applied(self.applied);

@@ -39,6 +39,7 @@ mod envelope;
 mod error;
 mod events;
 mod kv;
+mod queue;
 mod reply;
 mod shared;
 mod snapshot;
@@ -158,7 +159,7 @@ impl<S: StateMachine> NodeBuilder<S> {
         transport.start(inbox_tx)?;
         let (req_tx, req_rx) = crossbeam_channel::bounded(config.proposal_queue_max);
         let (shutdown_tx, shutdown_rx) = crossbeam_channel::bounded(1);
-        let (apply_tx, apply_rx) = crossbeam_channel::unbounded();
+        let (apply_tx, apply_rx) = queue::queue();
         let (snapshots_tx, snapshots_rx) = crossbeam_channel::bounded(1);
 
         let now = Instant::now();

@@ -15,6 +15,7 @@ use super::config::NodeConfig;
 use super::envelope;
 use super::error::NodeError;
 use super::events::Event;
+use super::queue::QueueSender;
 use super::shared::Shared;
 use super::state_machine::StateMachine;
 use super::status::{ClusterState, NodeCounters, PeerLag};
@@ -52,7 +53,7 @@ pub(crate) struct WaitLoop<S: StateMachine> {
     pub(crate) shutdown: Receiver<()>,
     /// Snapshots the apply thread took, to store and compact behind.
     pub(crate) snapshots: Receiver<TakenSnapshot>,
-    pub(crate) apply: Sender<ApplyTask>,
+    pub(crate) apply: QueueSender<ApplyTask>,
     pub(crate) shared: Arc<Shared<S>>,
     pub(crate) config: NodeConfig,
     /// Proposals not yet placed by a leader, by request id: the enveloped command and
@@ -221,7 +222,7 @@ impl<S: StateMachine> WaitLoop<S> {
                 );
             }
             Request::Snapshot => {
-                let _ = self.apply.send(ApplyTask::TakeSnapshot);
+                self.apply.send(ApplyTask::TakeSnapshot);
             }
         }
     }
@@ -454,14 +455,14 @@ impl<S: StateMachine> WaitLoop<S> {
         }
         if let Some(snapshot) = ready.snapshot.take() {
             self.snapshot_index = snapshot.meta.last_index;
-            let _ = self.apply.send(ApplyTask::Restore(snapshot));
+            self.apply.send(ApplyTask::Restore(snapshot));
         }
         for placed in ready.forwarded.drain(..) {
             // A refusal (the node we forwarded to no longer leads) leaves the proposal
             // unplaced: it is sent again when a leader is known.
             if let Some((index, _term)) = placed.placed {
                 if self.unplaced.remove(&placed.request_id).is_some() {
-                    let _ = self.apply.send(ApplyTask::Placed {
+                    self.apply.send(ApplyTask::Placed {
                         request_id: placed.request_id,
                         index,
                     });
@@ -469,8 +470,7 @@ impl<S: StateMachine> WaitLoop<S> {
             }
         }
         if !ready.committed.is_empty() {
-            let _ = self
-                .apply
+            self.apply
                 .send(ApplyTask::Entries(std::mem::take(&mut ready.committed)));
         }
         for rs in ready.read_states.drain(..) {
