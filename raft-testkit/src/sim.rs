@@ -366,6 +366,13 @@ impl SimConfig {
         c.raft.snapshot_chunk_bytes = *[16, 100, 1024, 64 * 1024]
             .choose(&mut rng)
             .expect("not empty");
+        // Append batching (Nagle-like), also from its own stream: mostly on, as by
+        // default; sometimes looser or off.
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6e61_676c_6521);
+        let window = c.raft.inflight_messages_max;
+        c.raft.inflight_small_appends_max = *[1, 1, 2.min(window), window]
+            .choose(&mut rng)
+            .expect("not empty");
         c
     }
 
@@ -1366,6 +1373,24 @@ impl Simulator {
             let id = node.id;
             let ready = raft.ready();
             if !ready.must_sync() {
+                self.finish_ready(i, ready)?;
+                continue;
+            }
+            // A ready that moves only the commit index is written but not synced, as the
+            // runtime does (`Ready::must_sync_after`): a crash may lose it, and the node
+            // must then learn the commit index again from the leader.
+            if !ready.must_sync_after(&raft.log().durable_hard_state()) {
+                if let Some(hs) = ready.hard_state {
+                    raft.log_mut()
+                        .set_hard_state(hs)
+                        .map_err(|e| Violation::Storage {
+                            node: id,
+                            detail: e.to_string(),
+                        })?;
+                }
+                self.count("commit_written_unsynced");
+                // The checker sees the new commit index before anything is applied.
+                self.after_node_event(i)?;
                 self.finish_ready(i, ready)?;
                 continue;
             }
