@@ -138,3 +138,38 @@ fn full_appends_are_not_held_back() {
     }
     assert_eq!(to_n2, vec![3, 3, 3], "streamed in full appends");
 }
+
+/// Regression: when the first answer commits an entry, the commit index for the other
+/// follower is held back (its append is unanswered). Its own answer must then release
+/// the commit index even though no entries are left to send, or it learns the commit
+/// only from the next heartbeat (the runtime's followers applied a heartbeat late).
+#[test]
+fn a_commit_index_held_back_goes_out_with_the_next_answer() {
+    let mut raft = leader(Config::new(1, [1, 2, 3]));
+    raft.propose(Bytes::from_static(b"a")).unwrap();
+    drain(&mut raft);
+    let a = raft.last_index();
+    raft.step(ack(2, a));
+    assert_eq!(raft.commit_index(), a, "n1 and n2 make a majority");
+    let mut commits_to_3 = Vec::new();
+    let mut collect = |raft: &mut Raft<MemLog>| {
+        while raft.has_ready() {
+            let ready = raft.ready();
+            raft.log_mut().append(&ready.entries).unwrap();
+            for m in &ready.messages {
+                if let (3, MessageBody::Append { commit, .. }) = (m.to, &m.body) {
+                    commits_to_3.push(*commit);
+                }
+            }
+            raft.advance(ready);
+        }
+    };
+    collect(&mut raft);
+    raft.step(ack(3, a));
+    collect(&mut raft);
+    assert_eq!(
+        commits_to_3.last(),
+        Some(&a),
+        "n3 is told the commit index once its answer frees the window: {commits_to_3:?}"
+    );
+}

@@ -668,11 +668,29 @@ fn appends_are_batched_up_to_append_bytes_max() {
     net.drop_in_flight();
     let start = net.delivered.len();
     run_until(&mut net, 30, |net| net.node(3).last_index() == 21);
+    // Appends the follower refused (the leader's guess at its end was wrong: with
+    // batching, the entries proposed during the partition were never sent, and the
+    // first append after it starts at the leader's end) carry no batch of catch-up.
+    let refused: Vec<u64> = net.delivered[start..]
+        .iter()
+        .filter(|m| m.from == 3)
+        .filter_map(|m| match &m.body {
+            MessageBody::AppendResponse {
+                index,
+                reject: Some(_),
+            } => Some(*index),
+            _ => None,
+        })
+        .collect();
     let sizes: Vec<usize> = net.delivered[start..]
         .iter()
         .filter(|m| m.to == 3)
         .filter_map(|m| match &m.body {
-            MessageBody::Append { entries, .. } if !entries.is_empty() => Some(entries.len()),
+            MessageBody::Append {
+                entries,
+                prev_index,
+                ..
+            } if !entries.is_empty() && !refused.contains(prev_index) => Some(entries.len()),
             _ => None,
         })
         .collect();

@@ -60,6 +60,11 @@ pub(crate) struct Progress {
     /// The leader's read round when `match_index` last advanced: a heartbeat answer of a
     /// later round reflects a log that must hold everything up to `match_index`.
     pub(crate) match_round: u64,
+    /// The commit index the last append to this follower carried. An append held back
+    /// for batching may have been the one to carry a new commit index: when an answer
+    /// frees the window and nothing else is to be sent, the leader still sends the
+    /// commit index if this is behind it.
+    pub(crate) commit_sent: LogIndex,
 }
 
 impl Progress {
@@ -75,6 +80,7 @@ impl Progress {
             read_round_acked: 0,
             match_round: 0,
             outgoing: None,
+            commit_sent: 0,
         }
     }
 

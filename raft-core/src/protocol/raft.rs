@@ -1343,8 +1343,13 @@ impl<L: Log> Raft<L> {
                         self.send_timeout_now(from);
                     }
                 }
-                if self.log.last_index() > self.progress[&from].match_index {
+                let pr = &self.progress[&from];
+                if self.log.last_index() > pr.match_index {
                     self.send_append(from, Send::EntriesBatched);
+                } else if pr.commit_sent < self.log.committed {
+                    // The append that would have told it the commit index was held
+                    // back for batching while this answer was on its way.
+                    self.send_append(from, Send::Batched);
                 }
             }
             MessageBody::AppendResponse {
@@ -1535,10 +1540,9 @@ impl<L: Log> Raft<L> {
             return; // the next entry does not fit the window: wait for acknowledgements
         }
         let last_sent = prev_index + entries.len() as u64;
-        self.progress
-            .get_mut(&to)
-            .expect("peer exists")
-            .sent(last_sent, bytes);
+        let pr = self.progress.get_mut(&to).expect("peer exists");
+        pr.sent(last_sent, bytes);
+        pr.commit_sent = self.log.committed;
         log::trace!(
             "n{} -> n{to}: append {} entries after {prev_index}@{prev_term}, commit {}",
             self.id,
