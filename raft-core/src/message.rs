@@ -145,6 +145,19 @@ pub enum MessageBody {
 }
 
 impl MessageBody {
+    /// Whether a message of this kind may be sent before the sender's pending writes are
+    /// durable: only what a leader sends its followers (appends, heartbeats, snapshot
+    /// chunks), which carries its log but promises nothing about its own storage. See
+    /// [`crate::Ready::take_messages_before_sync`].
+    pub fn may_precede_sync(&self) -> bool {
+        matches!(
+            self,
+            MessageBody::Append { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::InstallSnapshot { .. }
+        )
+    }
+
     /// A short name for logs and counters.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -352,6 +352,13 @@ impl<S: StateMachine> WaitLoop<S> {
     fn handle_readies(&mut self) -> Result<(), crate::StorageError> {
         while self.raft.has_ready() {
             let mut ready = self.raft.ready();
+            // The leader's appends go out before its own write, which then overlaps the
+            // followers' (thesis §10.2.1); acknowledgements and votes wait for the sync.
+            let early = ready.take_messages_before_sync();
+            if !early.is_empty() {
+                self.counters.messages_sent += early.len() as u64;
+                self.transport.send(early);
+            }
             self.persist(&ready)?;
             if !ready.messages.is_empty() {
                 self.counters.messages_sent += ready.messages.len() as u64;

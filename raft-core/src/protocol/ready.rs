@@ -48,6 +48,8 @@ pub struct ForwardedProposal {
 
 /// A batch of work for the driver. Handle it in this order:
 ///
+/// 0. optionally, send [`Ready::take_messages_before_sync`] first: the leader's appends,
+///    heartbeats and snapshot chunks, which promise nothing about this node's storage;
 /// 1. store [`Ready::snapshot`] if any, append [`Ready::entries`] and store
 ///    [`Ready::hard_state`], then sync the log (see [`Ready::must_sync_after`]);
 /// 2. send [`Ready::messages`] (only now: they may promise what step 1 made durable);
@@ -88,6 +90,24 @@ impl Ready {
             && self.committed.is_empty()
             && self.read_states.is_empty()
             && self.forwarded.is_empty()
+    }
+
+    /// Removes and returns the messages that may go out before this ready's writes are
+    /// durable: a leader's appends, heartbeats and snapshot chunks (Raft thesis §10.2.1).
+    /// They carry the leader's log, not a promise about it: the leader counts itself
+    /// towards a commit only for entries it has persisted (those of readies it has
+    /// [`crate::Raft::advance`]d), so a follower may persist an entry while the leader
+    /// is still writing it, and the two writes overlap. Everything that does promise
+    /// durable state (a vote, an append acknowledgement) stays in [`Ready::messages`].
+    pub fn take_messages_before_sync(&mut self) -> Vec<Message> {
+        if self.messages.iter().all(|m| m.body.may_precede_sync()) {
+            return std::mem::take(&mut self.messages);
+        }
+        let (early, late) = std::mem::take(&mut self.messages)
+            .into_iter()
+            .partition(|m| m.body.may_precede_sync());
+        self.messages = late;
+        early
     }
 
     /// Whether the log must be synced before the messages may be sent: a conservative

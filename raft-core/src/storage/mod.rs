@@ -5,9 +5,12 @@
 //! The protocol reads a `Log`; the runtime writes it. For each [`crate::Ready`] the runtime
 //! (1) appends the ready's entries and stores its hard state, (2) calls [`Log::sync`],
 //! and only then (3) sends the ready's messages. A vote or an append acknowledgement is
-//! therefore never on the wire before the state it promises is durable. The sync may be
-//! skipped when a ready changes nothing but the commit index (`Ready::must_sync_after`),
-//! which promises nothing and becomes durable with the next sync.
+//! therefore never on the wire before the state it promises is durable. Two exceptions
+//! promise nothing about this node's storage: a leader's appends, heartbeats and snapshot
+//! chunks may be sent before its own write (`Ready::take_messages_before_sync`, thesis
+//! §10.2.1; the leader counts itself towards a commit only once persisted), and the sync
+//! may be skipped when a ready changes nothing but the commit index
+//! (`Ready::must_sync_after`), which then becomes durable with the next sync.
 
 mod mem;
 
