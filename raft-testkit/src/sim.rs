@@ -1431,9 +1431,21 @@ impl Simulator {
                         detail: e.to_string(),
                     })?;
             }
-            // 2. The sync completes after a disk delay; a crash before then tears the tail.
+            // 2. The leader's appends, heartbeats and snapshot chunks go out before its
+            // own write is durable, as the runtime sends them (Ready::take_messages_before_sync):
+            // a crash before the sync then leaves followers with entries the leader lost.
+            let mut ready = ready;
+            let early = ready.take_messages_before_sync();
+            // 3. The sync completes after a disk delay; a crash before then tears the tail.
             let installs = ready.snapshot.is_some();
             node.syncing = Some(ready);
+            if !early.is_empty() {
+                self.count("sent_before_sync");
+                for msg in early {
+                    self.send(msg);
+                }
+            }
+            let node = &mut self.nodes[i];
             let life = node.life;
             let delay = if self.rng.gen_bool(0.05) {
                 self.rng.gen_range(UNITS_PER_TICK..=3 * UNITS_PER_TICK)

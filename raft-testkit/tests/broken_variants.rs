@@ -56,6 +56,7 @@ fn figure8_profile(seed: u64) -> SimConfig {
     let entry = 25 + raft_core::Entry::OVERHEAD_BYTES;
     c.raft.append_bytes_max = entry;
     c.raft.inflight_messages_max = 1;
+    c.raft.inflight_small_appends_max = 1;
     c.raft.inflight_bytes_max = entry;
     c.snapshots = None;
     c
