@@ -108,8 +108,9 @@ pub enum Scripted {
     },
     /// Crash `node` right after it writes the next snapshot it installs from the leader
     /// (saved, log compacted, entries and hard state written) and before the sync,
-    /// keeping the first `kept_writes` of the unsynced writes (the save is the first,
-    /// the compaction the second); it restarts after `down_ticks`.
+    /// keeping the first `kept_writes` of that ready's unsynced writes (the save is the
+    /// first, the compaction the second; earlier unsynced writes, such as commit-only
+    /// hard states, all survive); it restarts after `down_ticks`.
     CrashBeforeSnapshotSync {
         /// The node.
         node: NodeId,
@@ -1240,7 +1241,7 @@ impl Simulator {
         self.nodes[i].raft.as_mut().expect("up").step(msg);
         self.drive(i)?;
         if partial_chunk {
-            self.fire_trigger(i, |t| {
+            self.fire_trigger(i, 0, |t| {
                 matches!(t, Scripted::CrashWhileReceivingSnapshot { .. })
             });
         }
@@ -1331,7 +1332,8 @@ impl Simulator {
 
     /// Fires node `i`'s scripted crash if `now` is its moment: right away, before any
     /// other event (the pending sync in particular).
-    fn fire_trigger(&mut self, i: usize, moment: fn(&Scripted) -> bool) {
+    /// `writes_before`: unsynced writes the node had before the moment's own writes.
+    fn fire_trigger(&mut self, i: usize, writes_before: usize, moment: fn(&Scripted) -> bool) {
         let Some(trigger) = self.nodes[i].crash_trigger.filter(moment) else {
             return;
         };
@@ -1340,7 +1342,7 @@ impl Simulator {
                 kept_writes,
                 down_ticks,
                 ..
-            } => (Some(kept_writes), down_ticks),
+            } => (Some(writes_before.saturating_add(kept_writes)), down_ticks),
             Scripted::CrashWhileReceivingSnapshot { down_ticks, .. } => (None, down_ticks),
             _ => return,
         };
@@ -1401,6 +1403,7 @@ impl Simulator {
             // 1. Store the snapshot and compact the log to it, before the entries that
             // follow it; then write entries and hard state. All of it is visible now and
             // durable at the sync.
+            let writes_before = raft.log().pending_writes();
             if let Some(snapshot) = &ready.snapshot {
                 let log = raft.log_mut();
                 log.save_snapshot(snapshot).map_err(storage)?;
@@ -1454,7 +1457,9 @@ impl Simulator {
             };
             self.schedule_in(delay, Ev::SyncDone { node: i, life });
             if installs {
-                self.fire_trigger(i, |t| matches!(t, Scripted::CrashBeforeSnapshotSync { .. }));
+                self.fire_trigger(i, writes_before, |t| {
+                    matches!(t, Scripted::CrashBeforeSnapshotSync { .. })
+                });
             }
             return Ok(());
         }

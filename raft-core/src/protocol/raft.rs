@@ -1346,9 +1346,10 @@ impl<L: Log> Raft<L> {
                 let pr = &self.progress[&from];
                 if self.log.last_index() > pr.match_index {
                     self.send_append(from, Send::EntriesBatched);
-                } else if pr.commit_sent < self.log.committed {
+                } else if pr.commit_sent < self.log.committed && !self.broadcast_needed {
                     // The append that would have told it the commit index was held
-                    // back for batching while this answer was on its way.
+                    // back for batching while this answer was on its way. (A pending
+                    // broadcast tells it anyway.)
                     self.send_append(from, Send::Batched);
                 }
             }
