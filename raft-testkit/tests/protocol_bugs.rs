@@ -256,6 +256,58 @@ fn a_restarted_follower_does_not_vote_inside_the_lease_it_granted() {
     }
 }
 
+/// Simulator seed 106384 (3 nodes, lease reads): a follower that had just acknowledged
+/// the leader's heartbeat, and so held up its lease, was forced to campaign
+/// (`Raft::campaign`); it voted for itself at once, a third node that had not heard from
+/// the leader lately voted too, and the new leader committed a write while the old one,
+/// cut off, still served lease reads that did not see it. A node forced to campaign
+/// inside a lease it granted now stops answering the leader and campaigns only once the
+/// lease has run out.
+#[test]
+fn a_follower_forced_to_campaign_waits_out_the_lease_it_granted() {
+    let mut c = Cluster::new(3, |c| {
+        c.check_quorum = true;
+        c.pre_vote = true;
+        c.read_mode = ReadMode::Lease;
+    });
+    c.node(1).campaign();
+    c.run(|_| false);
+    assert_eq!(c.node(1).role(), Role::Leader);
+    let timeout = c.node(1).config().election_timeout_ticks;
+    // A heartbeat round: n2 and n3 answer, holding up n1's lease.
+    for _ in 0..c.node(1).config().heartbeat_interval_ticks {
+        c.node(1).tick();
+    }
+    c.run(|_| false);
+    // n1 is cut off from everyone; n3 has not heard from it for an election timeout
+    // (as in the seed: it would vote), n2 is forced to campaign right away.
+    let isolated = |m: &Message| m.from == 1 || m.to == 1;
+    for _ in 0..timeout {
+        c.node(3).tick();
+    }
+    c.node(2).campaign();
+    c.run(isolated);
+    assert_ne!(
+        c.node(2).role(),
+        Role::Leader,
+        "n2 was elected inside the lease it granted n1"
+    );
+    // n1 may serve lease reads now, and does: nothing newer can commit elsewhere.
+    c.node(1).read_index(7).unwrap();
+    let reads = c.run(isolated);
+    assert!(
+        reads.iter().any(|(n, rs)| *n == 1 && rs.request_id == 7 && rs.index.is_some()),
+        "n1 still holds its lease: {reads:?}"
+    );
+    // Once the lease n2 granted has run out, n2 campaigns and wins with n3.
+    for _ in 0..timeout {
+        c.node(2).tick();
+        c.node(3).tick();
+        c.run(isolated);
+    }
+    assert_eq!(c.node(2).role(), Role::Leader, "n2 campaigned after the lease");
+}
+
 /// Simulator seed 13 (5 nodes, snapshots every 2 entries): a follower far behind gets a
 /// snapshot from the leader and writes what the ready asks (save the snapshot, compact
 /// the log to it, store the hard state), then crashes before the sync. The crash kept

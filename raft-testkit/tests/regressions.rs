@@ -54,3 +54,12 @@ fn late_snapshot_answers_do_not_storm() {
 fn refused_vote_requests_do_not_hold_off_elections() {
     assert_passes(103_648, None);
 }
+
+/// Lease reads: a follower that held up the leader's lease was forced to campaign
+/// (`Raft::campaign`) and elected at once; the cut-off old leader then served a lease
+/// read that missed a write the new one had committed. (Scripted:
+/// protocol_bugs.rs::a_follower_forced_to_campaign_waits_out_the_lease_it_granted.)
+#[test]
+fn a_forced_campaign_waits_out_the_lease_it_granted() {
+    assert_passes(106_384, None);
+}

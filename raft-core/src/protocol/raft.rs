@@ -196,6 +196,10 @@ pub struct Raft<L: Log> {
     timeout_now_sent: bool,
     /// Started from a log that had seen a term: this is a restart, not a first boot.
     restarted: bool,
+    /// `campaign()` was asked for while a lease this node granted may still hold (see
+    /// [`Raft::campaign`]): the node no longer answers the leader, and campaigns once an
+    /// election timeout has passed since it last did.
+    campaign_pending: bool,
     prev_soft: SoftState,
     prev_hard: HardState,
     /// What the outstanding ready handed out: its last entry (index, term) and its last
@@ -296,6 +300,7 @@ impl<L: Log> Raft<L> {
             lead_transferee: None,
             timeout_now_sent: false,
             restarted: hard.term > 0,
+            campaign_pending: false,
             prev_soft: soft,
             prev_hard: HardState {
                 commit: log.committed,
@@ -583,6 +588,11 @@ impl<L: Log> Raft<L> {
 
     fn tick_election(&mut self) {
         self.election_elapsed += 1;
+        if self.campaign_pending && !self.granted_lease_may_hold() {
+            self.election_elapsed = 0;
+            self.start_election(false);
+            return;
+        }
         if self.election_elapsed >= self.randomized_election_timeout {
             self.election_elapsed = 0;
             if self.voters.contains(&self.id) {
@@ -626,15 +636,47 @@ impl<L: Log> Raft<L> {
         active >= quorum::majority(self.voters.len())
     }
 
-    /// Starts an election now (pre-vote first when configured), as if the election
-    /// timer had fired. Does nothing on a leader.
+    /// Starts an election (pre-vote first when configured), as if the election timer had
+    /// fired. Does nothing on a leader.
+    ///
+    /// Under lease reads ([`ReadMode::Lease`]) a follower that heard from the leader
+    /// within the last election timeout (or restarted less than one ago) may hold up that
+    /// leader's lease: the leader serves reads alone, trusting that this node will not
+    /// help elect anyone, itself included, before the lease runs out. Such a node stops
+    /// answering the leader and campaigns once an election timeout has passed since it
+    /// last heard from it, at most one election timeout later. (Electing a given node at
+    /// once is what [`Raft::transfer_leadership`] is for: the leader then stops its
+    /// lease reads.) Simulator seed 106384 found the immediate version serving a stale
+    /// lease read.
     pub fn campaign(&mut self) {
-        if self.role != Role::Leader {
-            self.start_election(false);
+        if self.role == Role::Leader {
+            return;
         }
+        if self.granted_lease_may_hold() {
+            log::info!(
+                "n{} will campaign once the lease it granted n{:?} runs out ({} of {} ticks)",
+                self.id,
+                self.leader,
+                self.election_elapsed,
+                self.config.election_timeout_ticks
+            );
+            self.campaign_pending = true;
+            return;
+        }
+        self.start_election(false);
+    }
+
+    /// Whether a lease this node granted (by answering a leader) may still hold.
+    fn granted_lease_may_hold(&self) -> bool {
+        let timeout = u64::from(self.config.election_timeout_ticks);
+        self.config.read_mode == ReadMode::Lease
+            && self.config.check_quorum
+            && ((self.leader.is_some() && u64::from(self.election_elapsed) < timeout)
+                || (self.restarted && self.now_ticks < timeout))
     }
 
     fn start_election(&mut self, transfer: bool) {
+        self.campaign_pending = false;
         if self.config.pre_vote && !transfer {
             self.become_pre_candidate();
             self.votes.insert(self.id, true);
@@ -802,6 +844,20 @@ impl<L: Log> Raft<L> {
                 self.id,
                 m.from
             );
+            self.counters.messages_ignored += 1;
+            return;
+        }
+        // A node waiting to campaign (see `campaign`) no longer answers its leader, so
+        // the lease it granted runs out.
+        if self.campaign_pending
+            && m.term == self.term
+            && matches!(
+                m.body,
+                MessageBody::Append { .. }
+                    | MessageBody::Heartbeat { .. }
+                    | MessageBody::InstallSnapshot { .. }
+            )
+        {
             self.counters.messages_ignored += 1;
             return;
         }
