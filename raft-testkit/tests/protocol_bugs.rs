@@ -296,7 +296,9 @@ fn a_follower_forced_to_campaign_waits_out_the_lease_it_granted() {
     c.node(1).read_index(7).unwrap();
     let reads = c.run(isolated);
     assert!(
-        reads.iter().any(|(n, rs)| *n == 1 && rs.request_id == 7 && rs.index.is_some()),
+        reads
+            .iter()
+            .any(|(n, rs)| *n == 1 && rs.request_id == 7 && rs.index.is_some()),
         "n1 still holds its lease: {reads:?}"
     );
     // Once the lease n2 granted has run out, n2 campaigns and wins with n3.
@@ -305,7 +307,11 @@ fn a_follower_forced_to_campaign_waits_out_the_lease_it_granted() {
         c.node(3).tick();
         c.run(isolated);
     }
-    assert_eq!(c.node(2).role(), Role::Leader, "n2 campaigned after the lease");
+    assert_eq!(
+        c.node(2).role(),
+        Role::Leader,
+        "n2 campaigned after the lease"
+    );
 }
 
 /// Simulator seed 13 (5 nodes, snapshots every 2 entries): a follower far behind gets a
