@@ -764,6 +764,38 @@ fn leadership_transfer_to_an_unreachable_node_is_abandoned() {
     ));
 }
 
+/// Starting a leadership transfer does not postpone check-quorum: a leader cut off from
+/// every follower that keeps asking for transfers still steps down within two election
+/// timeouts. (It used to restart its check-quorum timer with every transfer request,
+/// so one asked for every half timeout led on forever.)
+#[test]
+fn transfer_requests_do_not_postpone_check_quorum() {
+    let mut net = Network::builder(3)
+        .config(|c| c.check_quorum = true)
+        .build();
+    net.elect(1);
+    net.isolate(1);
+    let timeout = net.node(1).config().election_timeout_ticks;
+    let mut ticks = 0;
+    while net.role(1) == Role::Leader && ticks < 4 * timeout {
+        if ticks % (timeout / 2).max(1) == 0 {
+            let _ = net.node_mut(1).transfer_leadership(2);
+        }
+        net.tick(1);
+        net.deliver_all();
+        ticks += 1;
+    }
+    assert_ne!(
+        net.role(1),
+        Role::Leader,
+        "n1 still leads after {ticks} ticks alone"
+    );
+    assert!(
+        ticks <= 2 * timeout,
+        "stepped down only after {ticks} ticks"
+    );
+}
+
 /// A follower forwards a proposal to the leader and hears back where it was placed; the
 /// command commits everywhere.
 #[test]

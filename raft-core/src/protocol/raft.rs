@@ -190,6 +190,10 @@ pub struct Raft<L: Log> {
     round_sent_ticks: VecDeque<u64>,
     broadcast_needed: bool,
     lead_transferee: Option<NodeId>,
+    /// Ticks since the current leadership transfer started; it is abandoned after an
+    /// election timeout. Kept apart from `election_elapsed`, which times check-quorum:
+    /// starting a transfer must not postpone a leader's check that it still has a quorum.
+    transfer_elapsed: u32,
     /// Leader: a TimeoutNow went out this term. The transferee's election is honoured by
     /// followers even inside our lease, and a delayed TimeoutNow can start it long after
     /// the transfer was abandoned, so lease reads are off for the rest of the term.
@@ -298,6 +302,7 @@ impl<L: Log> Raft<L> {
             round_sent_ticks: VecDeque::new(),
             broadcast_needed: false,
             lead_transferee: None,
+            transfer_elapsed: 0,
             timeout_now_sent: false,
             restarted: hard.term > 0,
             campaign_pending: false,
@@ -615,8 +620,13 @@ impl<L: Log> Raft<L> {
                 self.become_follower(self.term, None);
                 return;
             }
-            if let Some(to) = self.lead_transferee.take() {
-                log::info!("n{} gave up transferring leadership to n{to}", self.id);
+        }
+        if self.lead_transferee.is_some() {
+            self.transfer_elapsed += 1;
+            if self.transfer_elapsed >= self.config.election_timeout_ticks {
+                if let Some(to) = self.lead_transferee.take() {
+                    log::info!("n{} gave up transferring leadership to n{to}", self.id);
+                }
             }
         }
         if self.heartbeat_elapsed >= self.config.heartbeat_interval_ticks {
@@ -822,7 +832,7 @@ impl<L: Log> Raft<L> {
             self.term
         );
         self.lead_transferee = Some(to);
-        self.election_elapsed = 0;
+        self.transfer_elapsed = 0;
         if self.progress[&to].match_index == self.log.last_index() {
             self.send_timeout_now(to);
         } else {
