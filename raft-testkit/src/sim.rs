@@ -1378,17 +1378,16 @@ impl Simulator {
                 self.finish_ready(i, ready)?;
                 continue;
             }
+            let storage = move |e: raft_core::StorageError| Violation::Storage {
+                node: id,
+                detail: e.to_string(),
+            };
             // A ready that moves only the commit index is written but not synced, as the
             // runtime does (`Ready::must_sync_after`): a crash may lose it, and the node
             // must then learn the commit index again from the leader.
             if !ready.must_sync_after(&raft.log().durable_hard_state()) {
                 if let Some(hs) = ready.hard_state {
-                    raft.log_mut()
-                        .set_hard_state(hs)
-                        .map_err(|e| Violation::Storage {
-                            node: id,
-                            detail: e.to_string(),
-                        })?;
+                    raft.log_mut().set_hard_state(hs).map_err(storage)?;
                 }
                 self.count("commit_written_unsynced");
                 // The checker sees the new commit index before anything is applied.
@@ -1396,10 +1395,6 @@ impl Simulator {
                 self.finish_ready(i, ready)?;
                 continue;
             }
-            let storage = |e: raft_core::StorageError| Violation::Storage {
-                node: id,
-                detail: e.to_string(),
-            };
             // 1. Store the snapshot and compact the log to it, before the entries that
             // follow it; then write entries and hard state. All of it is visible now and
             // durable at the sync.
@@ -1411,12 +1406,7 @@ impl Simulator {
             }
             if let Some(first) = ready.entries.first() {
                 let prev_term = raft.log().term(first.index - 1).unwrap_or(0);
-                raft.log_mut()
-                    .append(&ready.entries)
-                    .map_err(|e| Violation::Storage {
-                        node: id,
-                        detail: e.to_string(),
-                    })?;
+                raft.log_mut().append(&ready.entries).map_err(storage)?;
                 let written: Vec<(LogIndex, Term, u64)> = ready
                     .entries
                     .iter()
@@ -1427,12 +1417,7 @@ impl Simulator {
             let node = &mut self.nodes[i];
             let raft = node.raft.as_mut().expect("up");
             if let Some(hs) = ready.hard_state {
-                raft.log_mut()
-                    .set_hard_state(hs)
-                    .map_err(|e| Violation::Storage {
-                        node: id,
-                        detail: e.to_string(),
-                    })?;
+                raft.log_mut().set_hard_state(hs).map_err(storage)?;
             }
             // 2. The leader's appends, heartbeats and snapshot chunks go out before its
             // own write is durable, as the runtime sends them (Ready::take_messages_before_sync):

@@ -199,14 +199,9 @@ fn a_lost_full_window_is_resent_after_a_heartbeat() {
     );
 }
 
-/// A follower that acknowledged the leader's heartbeat counts towards the leader's
-/// lease; if it crashes and restarts at once, it has forgotten that it heard from a
-/// leader and votes for the first candidate that asks, inside the lease. A candidate
-/// that nobody else would vote for (cut off from the leader by a bridge partition) can
-/// then win and commit while the old leader still serves lease reads.
-#[test]
-fn a_restarted_follower_does_not_vote_inside_the_lease_it_granted() {
-    let mut c = Cluster::new(5, |c| {
+/// `nodes` nodes with check-quorum, pre-vote and lease reads; n1 elected.
+fn lease_cluster_led_by_n1(nodes: u64) -> Cluster {
+    let mut c = Cluster::new(nodes, |c| {
         c.check_quorum = true;
         c.pre_vote = true;
         c.read_mode = ReadMode::Lease;
@@ -214,6 +209,17 @@ fn a_restarted_follower_does_not_vote_inside_the_lease_it_granted() {
     c.node(1).campaign();
     c.run(|_| false);
     assert_eq!(c.node(1).role(), Role::Leader);
+    c
+}
+
+/// A follower that acknowledged the leader's heartbeat counts towards the leader's
+/// lease; if it crashes and restarts at once, it has forgotten that it heard from a
+/// leader and votes for the first candidate that asks, inside the lease. A candidate
+/// that nobody else would vote for (cut off from the leader by a bridge partition) can
+/// then win and commit while the old leader still serves lease reads.
+#[test]
+fn a_restarted_follower_does_not_vote_inside_the_lease_it_granted() {
+    let mut c = lease_cluster_led_by_n1(5);
     // Bridge partition: n1, n2 | n4, n5 with n3 reaching both sides.
     let cut = |m: &Message| {
         let side = |id| match id {
@@ -265,14 +271,7 @@ fn a_restarted_follower_does_not_vote_inside_the_lease_it_granted() {
 /// lease has run out.
 #[test]
 fn a_follower_forced_to_campaign_waits_out_the_lease_it_granted() {
-    let mut c = Cluster::new(3, |c| {
-        c.check_quorum = true;
-        c.pre_vote = true;
-        c.read_mode = ReadMode::Lease;
-    });
-    c.node(1).campaign();
-    c.run(|_| false);
-    assert_eq!(c.node(1).role(), Role::Leader);
+    let mut c = lease_cluster_led_by_n1(3);
     let timeout = c.node(1).config().election_timeout_ticks;
     // A heartbeat round: n2 and n3 answer, holding up n1's lease.
     for _ in 0..c.node(1).config().heartbeat_interval_ticks {
