@@ -535,7 +535,11 @@ impl<S: StateMachine> Node<S> {
             })
     }
 
-    /// Starts an election now (this node asks to lead).
+    /// Starts an election (this node asks to lead). Under lease reads
+    /// (`ReadMode::Lease`) a follower that heard from the leader within the last election
+    /// timeout first waits that lease out (it stops answering the leader), so the old
+    /// leader's lease reads stay correct; see `Raft::campaign`. To hand leadership over at
+    /// once, call [`Node::transfer_leadership`] on the leader.
     pub fn campaign(&self) {
         let _ = self.requests.try_send(Request::Campaign);
     }
