@@ -492,13 +492,13 @@ impl Forwarder {
             bump(&c.dropped);
             return;
         }
-        let copies = if faults.duplicate > 0.0 && self.rng.gen_bool(faults.duplicate.clamp(0.0, 1.0))
-        {
-            bump(&c.duplicated);
-            2
-        } else {
-            1
-        };
+        let copies =
+            if faults.duplicate > 0.0 && self.rng.gen_bool(faults.duplicate.clamp(0.0, 1.0)) {
+                bump(&c.duplicated);
+                2
+            } else {
+                1
+            };
         for _ in 0..copies {
             let jitter = faults.jitter.as_nanos().min(u64::MAX as u128) as u64;
             let extra = if jitter > 0 {
@@ -567,7 +567,10 @@ fn scheduler(shared: Arc<Shared>, sockets: Vec<Arc<UdpSocket>>, queue: Receiver<
             Err(RecvTimeoutError::Disconnected) => break,
         }
     }
-    log::debug!("proxy scheduler exits, {} delayed datagrams discarded", heap.len());
+    log::debug!(
+        "proxy scheduler exits, {} delayed datagrams discarded",
+        heap.len()
+    );
 }
 
 #[cfg(test)]
@@ -598,8 +601,10 @@ mod tests {
 
     #[test]
     fn rules_compound() {
-        let mut r = Rules::default();
-        r.default = Faults::lossy(0.5);
+        let mut r = Rules {
+            default: Faults::lossy(0.5),
+            ..Rules::default()
+        };
         r.nodes.insert(1, Faults::lossy(0.5));
         r.links.insert(
             (1, 2),
