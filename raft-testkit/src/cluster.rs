@@ -10,6 +10,8 @@ use raft_core::{MemLog, NodeId, Role};
 use raft_net::{NetConfig, PeerConfig, UdpTransport};
 use raft_store::SledLog;
 
+use crate::proxy::{ProxyHandle, UdpProxy};
+
 /// The replicated map the test clusters run.
 pub type Kv = KvStore<String, String>;
 
@@ -34,6 +36,12 @@ pub struct ClusterOptions {
     pub snapshot_after_entries: u64,
     /// Entries kept behind a snapshot.
     pub snapshot_trailing_entries: u64,
+    /// Route every node-to-node datagram through a [`UdpProxy`] (see
+    /// [`LocalCluster::proxy`]) that can drop, delay, duplicate or cut it.
+    pub proxy: bool,
+    /// Seed of the proxy's random choices; `None`: the `RAFT_PROXY_SEED` environment
+    /// variable if set, else drawn from the clock. The seed used is printed.
+    pub proxy_seed: Option<u64>,
 }
 
 impl Default for ClusterOptions {
@@ -48,6 +56,8 @@ impl Default for ClusterOptions {
             join_attempt_interval_ms: 2_000,
             snapshot_after_entries: NodeConfig::default().snapshot_after_entries,
             snapshot_trailing_entries: NodeConfig::default().snapshot_trailing_entries,
+            proxy: false,
+            proxy_seed: None,
         }
     }
 }
@@ -67,6 +77,8 @@ pub struct LocalCluster<S: StateMachine = Kv> {
     nodes: Vec<Option<Node<S>>>,
     make_state_machine: MakeStateMachine<S>,
     tune: TuneConfig,
+    /// Declared last: dropped after the nodes are stopped.
+    proxy: Option<UdpProxy>,
 }
 
 impl LocalCluster<Kv> {
@@ -111,7 +123,14 @@ impl<S: StateMachine> LocalCluster<S> {
         let dirs = (0..options.nodes)
             .map(|_| tempfile::tempdir())
             .collect::<Result<Vec<_>, _>>()?;
+        let proxy = if options.proxy {
+            let targets: Vec<_> = (1..=options.nodes).zip(addrs.iter().copied()).collect();
+            Some(UdpProxy::start(&targets, proxy_seed(options.proxy_seed))?)
+        } else {
+            None
+        };
         let mut cluster = Self {
+            proxy,
             nodes: (0..options.nodes).map(|_| None).collect(),
             options,
             addrs,
@@ -130,7 +149,19 @@ impl<S: StateMachine> LocalCluster<S> {
         self.dirs[(id - 1) as usize].path()
     }
 
-    /// The network config node `id` uses.
+    /// The handle of the proxy every datagram between nodes goes through, if the cluster
+    /// was started with [`ClusterOptions::proxy`].
+    pub fn proxy(&self) -> Option<ProxyHandle> {
+        self.proxy.as_ref().map(UdpProxy::handle)
+    }
+
+    /// The address node `id` listens on (its real one, not the proxy's).
+    pub fn addr(&self, id: NodeId) -> SocketAddr {
+        self.addrs[(id - 1) as usize]
+    }
+
+    /// The network config node `id` uses. With a proxy, its peers' addresses are the
+    /// proxy's sockets for them.
     pub fn net_config(&self, id: NodeId) -> NetConfig {
         let mut c = NetConfig::new(
             id,
@@ -142,6 +173,10 @@ impl<S: StateMachine> LocalCluster<S> {
         for (i, addr) in self.addrs.iter().enumerate() {
             let peer = i as u64 + 1;
             if peer != id {
+                let addr = match &self.proxy {
+                    Some(p) => p.handle().addr(peer).unwrap_or(*addr),
+                    None => *addr,
+                };
                 c.peers.push(PeerConfig::new(
                     peer,
                     format!("node{peer}"),
@@ -255,6 +290,17 @@ impl<S: StateMachine> Drop for LocalCluster<S> {
     fn drop(&mut self) {
         self.stop_all();
     }
+}
+
+/// The proxy seed: the option, else `RAFT_PROXY_SEED`, else the clock.
+fn proxy_seed(option: Option<u64>) -> u64 {
+    option
+        .or_else(|| std::env::var("RAFT_PROXY_SEED").ok()?.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+        })
 }
 
 /// Binds, retrying briefly: a restarted node's port may still be held for a moment by

@@ -12,7 +12,9 @@
 //!   durable term and vote);
 //! - [`linearizability`]: a Wing-Gong-Lowe linearizability checker for key/value histories;
 //! - [`SimLog`]: an in-memory `Log` with crash semantics;
-//! - [`cluster`]: real clusters of runtime nodes over loopback UDP.
+//! - [`cluster`]: real clusters of runtime nodes over loopback UDP;
+//! - [`proxy`]: a UDP proxy between real nodes that drops, delays, duplicates or
+//!   partitions their traffic on command.
 //!
 //! ```
 //! use raft_testkit::sim::{SimConfig, Simulator};
@@ -35,6 +37,7 @@ pub mod cluster;
 pub mod kv;
 pub mod linearizability;
 pub mod network;
+pub mod proxy;
 pub mod sim;
 pub mod sim_log;
 pub mod trace;
