@@ -1,15 +1,28 @@
-//! Client authentication on an encrypted cluster: the client port asks for proof that the
-//! client knows the cluster password before it answers anything.
+//! Client authentication and encryption on an encrypted cluster: the client port asks
+//! for proof that the client knows the cluster password before it answers anything, and
+//! then both directions of the connection are encrypted and authenticated.
 //!
-//! Challenge-response: on connect the node sends a random 32-byte nonce; the client
-//! answers `HMAC-SHA256(key, "raft-kv client auth v1" || nonce)`, where
-//! `key = PBKDF2-HMAC-SHA256(password, "raft-kv client:" + cluster name, iterations)` (the
-//! same iteration count as the Raft transport's, a different salt, so the two keys are
-//! unrelated). The node checks the answer in constant time. The password never crosses
-//! the wire, and a recorded answer is useless against another nonce. Requests and
-//! answers themselves are not encrypted: keep client addresses on trusted networks.
+//! Handshake (client protocol v2):
+//! 1. the node greets with a random 32-byte nonce `Ns`;
+//! 2. the client answers with its own random nonce `Nc` and
+//!    `proof = HMAC-SHA256(key, "raft-kv client auth v2" ‖ Ns ‖ Nc)`, where
+//!    `key = PBKDF2-HMAC-SHA256(password, "raft-kv client:" + cluster name, iterations)`
+//!    (the Raft transport's iteration count, a different salt, so the two keys are
+//!    unrelated). The node checks it in constant time and answers `Done` or
+//!    `Unauthorized` in the clear;
+//! 3. from then on every frame is sealed with session keys from
+//!    `secret = HMAC-SHA256(key, "raft-kv session v2" ‖ Ns ‖ Nc)`: one key pair per
+//!    direction (AES-256-CBC + HMAC-SHA256, encrypt-then-MAC, `raft_net::ClusterKeys`),
+//!    each frame authenticated with its sequence number in that direction, so a frame
+//!    replayed, dropped, reordered or reflected back fails and closes the connection.
+//!
+//! The password never crosses the wire; a recorded handshake is useless against another
+//! nonce; a man in the middle without the password can neither answer the challenge nor
+//! read or forge a frame (a node that does not know the key cannot produce frames the
+//! client accepts, so the client's first request fails against an impostor).
 
 use hmac::{Hmac, Mac};
+use raft_net::ClusterKeys;
 use sha2::Sha256;
 
 /// The key a client proves knowledge of.
@@ -22,7 +35,8 @@ impl std::fmt::Debug for ClientKey {
     }
 }
 
-const CONTEXT: &[u8] = b"raft-kv client auth v1";
+const CONTEXT: &[u8] = b"raft-kv client auth v2";
+const SESSION_CONTEXT: &[u8] = b"raft-kv session v2";
 
 impl ClientKey {
     /// Derives the key from the cluster password (slow on purpose: `iterations` rounds).
@@ -38,22 +52,41 @@ impl ClientKey {
         Self(key)
     }
 
-    fn mac(&self, nonce: &[u8]) -> Hmac<Sha256> {
+    fn mac(&self, context: &[u8], server_nonce: &[u8], client_nonce: &[u8]) -> Hmac<Sha256> {
         let mut mac =
             <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes keys of any size");
-        mac.update(CONTEXT);
-        mac.update(nonce);
+        mac.update(context);
+        mac.update(server_nonce);
+        mac.update(client_nonce);
         mac
     }
 
-    /// The answer to `nonce`.
-    pub fn prove(&self, nonce: &[u8]) -> [u8; 32] {
-        self.mac(nonce).finalize().into_bytes().into()
+    /// The answer to the node's `server_nonce`, bound to the client's `client_nonce`.
+    pub fn prove(&self, server_nonce: &[u8], client_nonce: &[u8]) -> [u8; 32] {
+        self.mac(CONTEXT, server_nonce, client_nonce)
+            .finalize()
+            .into_bytes()
+            .into()
     }
 
-    /// Whether `proof` answers `nonce` (constant time).
-    pub fn verify(&self, nonce: &[u8], proof: &[u8]) -> bool {
-        self.mac(nonce).verify_slice(proof).is_ok()
+    /// Whether `proof` answers the two nonces (constant time).
+    pub fn verify(&self, server_nonce: &[u8], client_nonce: &[u8], proof: &[u8]) -> bool {
+        self.mac(CONTEXT, server_nonce, client_nonce)
+            .verify_slice(proof)
+            .is_ok()
+    }
+
+    /// The connection's session keys, for both ends: `(client to node, node to client)`.
+    pub fn session(&self, server_nonce: &[u8], client_nonce: &[u8]) -> (ClusterKeys, ClusterKeys) {
+        let secret: [u8; 32] = self
+            .mac(SESSION_CONTEXT, server_nonce, client_nonce)
+            .finalize()
+            .into_bytes()
+            .into();
+        (
+            ClusterKeys::from_secret(&secret, "raft-kv client to node"),
+            ClusterKeys::from_secret(&secret, "raft-kv node to client"),
+        )
     }
 }
 
@@ -67,18 +100,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_the_right_key_answers_the_nonce() {
+    fn only_the_right_key_answers_the_nonces() {
         let key = ClientKey::derive("correct horse", "c", 10);
-        let n = nonce();
-        let proof = key.prove(&n);
-        assert!(key.verify(&n, &proof));
+        let (ns, nc) = (nonce(), nonce());
+        let proof = key.prove(&ns, &nc);
+        assert!(key.verify(&ns, &nc, &proof));
         assert!(
-            !key.verify(&nonce(), &proof),
-            "a proof is bound to its nonce"
+            !key.verify(&nonce(), &nc, &proof),
+            "a proof is bound to the node's nonce"
         );
-        assert!(!ClientKey::derive("wrong horse", "c", 10).verify(&n, &proof));
-        assert!(!ClientKey::derive("correct horse", "other", 10).verify(&n, &proof));
-        assert!(!key.verify(&n, &proof[..31]));
+        assert!(!key.verify(&ns, &nonce(), &proof), "and to the client's");
+        assert!(!ClientKey::derive("wrong horse", "c", 10).verify(&ns, &nc, &proof));
+        assert!(!ClientKey::derive("correct horse", "other", 10).verify(&ns, &nc, &proof));
+        assert!(!key.verify(&ns, &nc, &proof[..31]));
         assert_eq!(format!("{key:?}"), "ClientKey(<redacted>)");
+    }
+
+    #[test]
+    fn session_keys_agree_per_direction_and_differ_per_connection() {
+        let key = ClientKey::derive("pw", "c", 10);
+        let (ns, nc) = (nonce(), nonce());
+        let (c2n, n2c) = key.session(&ns, &nc);
+        let (c2n_node, n2c_node) = key.session(&ns, &nc);
+        let sealed = c2n.seal(b"0", b"put");
+        assert_eq!(c2n_node.open(b"0", &sealed).as_deref(), Some(&b"put"[..]));
+        assert!(
+            n2c_node.open(b"0", &sealed).is_none(),
+            "directions have their own keys"
+        );
+        assert!(n2c.open(b"0", &n2c_node.seal(b"0", b"ok")).is_some());
+        let (other, _) = key.session(&nonce(), &nc);
+        assert!(
+            other.open(b"0", &sealed).is_none(),
+            "each connection has its own keys"
+        );
+        let (wrong, _) = ClientKey::derive("wrong", "c", 10).session(&ns, &nc);
+        assert!(wrong.open(b"0", &sealed).is_none());
     }
 }

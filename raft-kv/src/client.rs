@@ -3,8 +3,10 @@
 //! TCP, each message a frame: a 4-byte big-endian length then that many bytes of
 //! postcard. Frames are at most [`FRAME_BYTES_MAX`]; anything longer or undecodable
 //! closes the connection. On connect the node sends a [`Greeting`]; on an encrypted
-//! cluster it carries a challenge the client must answer with [`Request::Auth`] (see
-//! [`crate::auth`]) before anything else. Then one request and one response at a time.
+//! cluster it carries a challenge the client must answer with [`Request::Auth`] before
+//! anything else, after which every frame in both directions is encrypted and
+//! authenticated with per-connection keys (see [`crate::auth`]; a frame that fails closes
+//! the connection). Then one request and one response at a time.
 //! Writes sent to a follower are forwarded to the leader by the node runtime; reads are
 //! linearizable (ReadIndex) unless the request asks for a stale local read.
 
@@ -15,6 +17,8 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use raft_net::ClusterKeys;
+
 use crate::auth::ClientKey;
 use crate::cluster::HostView;
 use crate::store::CommittedEntry;
@@ -23,7 +27,7 @@ use crate::store::CommittedEntry;
 pub const FRAME_BYTES_MAX: usize = 1 << 20;
 
 /// The version of this protocol, in every [`Greeting`].
-pub const CLIENT_PROTOCOL_VERSION: u32 = 1;
+pub const CLIENT_PROTOCOL_VERSION: u32 = 2;
 
 /// What a node sends first on every connection.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,10 +49,13 @@ pub enum Greeting {
 /// A request to a node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
-    /// The answer to the greeting's challenge: proof of the cluster password.
+    /// The answer to the greeting's challenge: proof of the cluster password, and the
+    /// client's half of the session keys.
     Auth {
-        /// `HMAC-SHA256(client key, context || nonce)`.
+        /// `HMAC-SHA256(client key, context ‖ node's nonce ‖ client_nonce)`.
         proof: [u8; 32],
+        /// The client's random nonce.
+        client_nonce: [u8; 32],
     },
     /// Set `key` to `value`.
     Put {
@@ -134,6 +141,11 @@ pub enum ErrorKind {
 pub fn write_frame<T: Serialize>(w: &mut impl Write, msg: &T) -> std::io::Result<()> {
     let body = postcard::to_allocvec(msg)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    write_bytes(w, &body)
+}
+
+/// Writes `body` as one frame (length prefix, then the bytes).
+fn write_bytes(w: &mut impl Write, body: &[u8]) -> std::io::Result<()> {
     if body.len() > FRAME_BYTES_MAX {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
@@ -143,7 +155,7 @@ pub fn write_frame<T: Serialize>(w: &mut impl Write, msg: &T) -> std::io::Result
     let len = u32::try_from(body.len()).expect("bounded by FRAME_BYTES_MAX");
     let mut buf = Vec::with_capacity(4 + body.len());
     buf.extend_from_slice(&len.to_be_bytes());
-    buf.extend_from_slice(&body);
+    buf.extend_from_slice(body);
     w.write_all(&buf)?;
     w.flush()
 }
@@ -153,6 +165,16 @@ pub fn write_frame<T: Serialize>(w: &mut impl Write, msg: &T) -> std::io::Result
 /// # Errors
 /// I/O, a length over [`FRAME_BYTES_MAX`], or bytes that do not decode.
 pub fn read_frame<T: DeserializeOwned>(r: &mut impl Read) -> std::io::Result<Option<T>> {
+    let Some(body) = read_bytes(r)? else {
+        return Ok(None);
+    };
+    postcard::from_bytes(&body)
+        .map(Some)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// Reads one frame's bytes; `Ok(None)` on a clean end of stream before it starts.
+fn read_bytes(r: &mut impl Read) -> std::io::Result<Option<Vec<u8>>> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len) {
         Ok(()) => {}
@@ -168,15 +190,110 @@ pub fn read_frame<T: DeserializeOwned>(r: &mut impl Read) -> std::io::Result<Opt
     }
     let mut body = vec![0u8; len];
     r.read_exact(&mut body)?;
-    postcard::from_bytes(&body)
-        .map(Some)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    Ok(Some(body))
+}
+
+/// One end of a client connection: frames in the clear until [`Framed::secure`], then
+/// sealed with the session keys, each authenticated with its sequence number in its
+/// direction (so a frame replayed, dropped, reordered or reflected fails).
+pub struct Framed<S> {
+    stream: S,
+    secure: Option<Secure>,
+}
+
+struct Secure {
+    send: ClusterKeys,
+    recv: ClusterKeys,
+    sent: u64,
+    received: u64,
+}
+
+impl<S> std::fmt::Debug for Framed<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Framed")
+            .field("encrypted", &self.secure.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Read + Write> Framed<S> {
+    /// A connection whose frames travel in the clear.
+    pub fn new(stream: S) -> Self {
+        Self {
+            stream,
+            secure: None,
+        }
+    }
+
+    /// From now on, seal what is written with `send` and open what is read with `recv`.
+    pub fn secure(&mut self, send: ClusterKeys, recv: ClusterKeys) {
+        self.secure = Some(Secure {
+            send,
+            recv,
+            sent: 0,
+            received: 0,
+        });
+    }
+
+    /// Whether frames are sealed.
+    pub fn is_secure(&self) -> bool {
+        self.secure.is_some()
+    }
+
+    /// The stream underneath.
+    pub fn get_ref(&self) -> &S {
+        &self.stream
+    }
+
+    /// Writes one message.
+    ///
+    /// # Errors
+    /// I/O, or a message larger than [`FRAME_BYTES_MAX`] (`InvalidInput`).
+    pub fn write<T: Serialize>(&mut self, msg: &T) -> std::io::Result<()> {
+        let Some(sec) = self.secure.as_mut() else {
+            return write_frame(&mut self.stream, msg);
+        };
+        let body = postcard::to_allocvec(msg)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        let sealed = sec.send.seal(&sec.sent.to_be_bytes(), &body);
+        write_bytes(&mut self.stream, &sealed)?;
+        sec.sent += 1;
+        Ok(())
+    }
+
+    /// Reads one message; `Ok(None)` on a clean end of stream before a frame starts.
+    ///
+    /// # Errors
+    /// I/O, an oversize or undecodable frame, or (once secure) a frame that fails
+    /// authentication (`InvalidData`: another password, tampering, replay, reordering).
+    pub fn read<T: DeserializeOwned>(&mut self) -> std::io::Result<Option<T>> {
+        let Some(sec) = self.secure.as_mut() else {
+            return read_frame(&mut self.stream);
+        };
+        let Some(sealed) = read_bytes(&mut self.stream)? else {
+            return Ok(None);
+        };
+        let body = sec
+            .recv
+            .open(&sec.received.to_be_bytes(), &sealed)
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "a frame failed authentication (another cluster password, tampering, \
+                     or a replayed or reordered frame)",
+                )
+            })?;
+        sec.received += 1;
+        postcard::from_bytes(&body)
+            .map(Some)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    }
 }
 
 /// A connection to one node's client port.
 #[derive(Debug)]
 pub struct Client {
-    stream: TcpStream,
+    conn: Framed<TcpStream>,
     addr: SocketAddr,
 }
 
@@ -201,7 +318,10 @@ impl Client {
                     stream.set_read_timeout(Some(timeout))?;
                     stream.set_write_timeout(Some(timeout))?;
                     let _ = stream.set_nodelay(true);
-                    let mut client = Self { stream, addr: a };
+                    let mut client = Self {
+                        conn: Framed::new(stream),
+                        addr: a,
+                    };
                     client.handshake(key)?;
                     return Ok(client);
                 }
@@ -218,7 +338,7 @@ impl Client {
 
     fn handshake(&mut self, key: Option<&ClientKey>) -> std::io::Result<()> {
         let denied = |m: String| std::io::Error::new(std::io::ErrorKind::PermissionDenied, m);
-        let greeting: Greeting = read_frame(&mut self.stream)?.ok_or_else(|| {
+        let greeting: Greeting = self.conn.read()?.ok_or_else(|| {
             std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
                 "the node closed the connection without a greeting",
@@ -251,10 +371,16 @@ impl Client {
                     .to_string(),
             ));
         };
+        let client_nonce = crate::auth::nonce();
         match self.call(&Request::Auth {
-            proof: key.prove(&nonce),
+            proof: key.prove(&nonce, &client_nonce),
+            client_nonce,
         })? {
-            Response::Done => Ok(()),
+            Response::Done => {
+                let (to_node, to_client) = key.session(&nonce, &client_nonce);
+                self.conn.secure(to_node, to_client);
+                Ok(())
+            }
             Response::Error { message, .. } => Err(denied(message)),
             other => Err(denied(format!("unexpected answer to auth: {other:?}"))),
         }
@@ -265,13 +391,19 @@ impl Client {
         self.addr
     }
 
+    /// Whether requests and answers on this connection are encrypted (the node's
+    /// cluster is).
+    pub fn is_encrypted(&self) -> bool {
+        self.conn.is_secure()
+    }
+
     /// Sends `request` and waits for the response.
     ///
     /// # Errors
     /// I/O (including a timeout), or the node closed the connection.
     pub fn call(&mut self, request: &Request) -> std::io::Result<Response> {
-        write_frame(&mut self.stream, request)?;
-        read_frame(&mut self.stream)?.ok_or_else(|| {
+        self.conn.write(request)?;
+        self.conn.read()?.ok_or_else(|| {
             std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
                 "the node closed the connection without answering",
@@ -310,5 +442,78 @@ mod tests {
         // Garbage does not decode.
         let junk = [0, 0, 0, 2, 0xff, 0xff];
         assert!(read_frame::<Request>(&mut &junk[..]).is_err());
+    }
+    /// A pipe-like stream over a shared buffer, for both ends of a `Framed` in one test.
+    #[derive(Default)]
+    struct Wire(Vec<u8>, usize);
+
+    impl Read for Wire {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(self.0.len() - self.1);
+            buf[..n].copy_from_slice(&self.0[self.1..self.1 + n]);
+            self.1 += n;
+            Ok(n)
+        }
+    }
+
+    impl Write for Wire {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn secure_frames_hide_the_data_and_refuse_replay_reorder_and_reflection() {
+        let key = ClientKey::derive("pw", "c", 10);
+        let (ns, nc) = (crate::auth::nonce(), crate::auth::nonce());
+        let (c2n, n2c) = key.session(&ns, &nc);
+        let mut client = Framed::new(Wire::default());
+        client.secure(c2n.clone(), n2c.clone());
+        let put = Request::Put {
+            key: "secret-key".into(),
+            value: "secret-value".into(),
+        };
+        client.write(&put).unwrap();
+        client.write(&Request::Stop).unwrap();
+        let wire = client.get_ref().0.clone();
+        assert!(
+            !wire.windows(12).any(|w| w == b"secret-value")
+                && !wire.windows(10).any(|w| w == b"secret-key"),
+            "the request is on the wire in the clear"
+        );
+        // The node reads both, in order.
+        let mut node = Framed::new(Wire(wire.clone(), 0));
+        node.secure(n2c.clone(), c2n.clone());
+        assert_eq!(node.read::<Request>().unwrap(), Some(put.clone()));
+        assert_eq!(node.read::<Request>().unwrap(), Some(Request::Stop));
+        // Replayed: the first frame again after both.
+        let first_len = 4 + u32::from_be_bytes(wire[..4].try_into().unwrap()) as usize;
+        let mut replayed = wire.clone();
+        replayed.extend_from_slice(&wire[..first_len]);
+        let mut node = Framed::new(Wire(replayed, 0));
+        node.secure(n2c.clone(), c2n.clone());
+        node.read::<Request>().unwrap();
+        node.read::<Request>().unwrap();
+        let err = node.read::<Request>().unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
+        // Reordered: the second frame first.
+        let mut reordered = wire[first_len..].to_vec();
+        reordered.extend_from_slice(&wire[..first_len]);
+        let mut node = Framed::new(Wire(reordered, 0));
+        node.secure(n2c.clone(), c2n.clone());
+        assert!(node.read::<Request>().is_err());
+        // Reflected: the client's own frame sent back to it.
+        let mut back = Framed::new(Wire(wire.clone(), 0));
+        back.secure(c2n.clone(), n2c.clone());
+        assert!(back.read::<Request>().is_err());
+        // Another password.
+        let (wrong_c2n, wrong_n2c) = ClientKey::derive("other", "c", 10).session(&ns, &nc);
+        let mut node = Framed::new(Wire(wire, 0));
+        node.secure(wrong_n2c, wrong_c2n);
+        assert!(node.read::<Request>().is_err());
     }
 }

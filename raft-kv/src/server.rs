@@ -14,7 +14,7 @@ use raft_core::node::{KvResponse, NodeError};
 use raft_core::ProposeError;
 
 use crate::client::{
-    read_frame, write_frame, ErrorKind, Greeting, Request, Response, CLIENT_PROTOCOL_VERSION,
+    write_frame, ErrorKind, Framed, Greeting, Request, Response, CLIENT_PROTOCOL_VERSION,
 };
 use crate::cluster::NodeHost;
 use crate::store::Command;
@@ -111,35 +111,37 @@ fn accept_loop(listener: TcpListener, host: Arc<NodeHost>, stopping: Arc<AtomicB
     }
 }
 
-fn serve(mut stream: TcpStream, host: &NodeHost) {
+fn serve(stream: TcpStream, host: &NodeHost) {
     let peer = stream
         .peer_addr()
         .map_or_else(|_| "?".to_string(), |a| a.to_string());
     let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
     let _ = stream.set_nodelay(true);
-    if !greet(&mut stream, host, &peer) {
+    let mut conn = Framed::new(stream);
+    if !greet(&mut conn, host, &peer) {
         return;
     }
     loop {
-        let request: Request = match read_frame(&mut stream) {
+        let request: Request = match conn.read() {
             Ok(Some(r)) => r,
             Ok(None) => return,
             Err(e) => {
-                log::debug!("client {peer}: closing: {e}");
+                if conn.is_secure() && e.kind() == std::io::ErrorKind::InvalidData {
+                    log::warn!("client {peer}: closing: {e}");
+                } else {
+                    log::debug!("client {peer}: closing: {e}");
+                }
                 return;
             }
         };
         log::debug!("client {peer}: {request:?}");
         let response = handle(host, request);
-        let written = match write_frame(&mut stream, &response) {
+        let written = match conn.write(&response) {
             // Too large for one frame (a status with many big entries): say so instead.
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => write_frame(
-                &mut stream,
-                &error(
-                    ErrorKind::BadRequest,
-                    &format!("the answer is too large: {e}; ask for fewer entries"),
-                ),
-            ),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => conn.write(&error(
+                ErrorKind::BadRequest,
+                &format!("the answer is too large: {e}; ask for fewer entries"),
+            )),
             other => other,
         };
         if let Err(e) = written {
@@ -150,33 +152,43 @@ fn serve(mut stream: TcpStream, host: &NodeHost) {
 }
 
 /// Sends the greeting and, on an encrypted cluster, checks the client's proof of the
-/// password. Returns whether to go on serving.
-fn greet(stream: &mut TcpStream, host: &NodeHost, peer: &str) -> bool {
+/// password and switches the connection to the session keys. Returns whether to go on
+/// serving.
+fn greet(conn: &mut Framed<TcpStream>, host: &NodeHost, peer: &str) -> bool {
     let key = host.client_key();
     let challenge = key.map(|_| crate::auth::nonce());
     let welcome = Greeting::Welcome {
         protocol: CLIENT_PROTOCOL_VERSION,
         challenge,
     };
-    if write_frame(stream, &welcome).is_err() {
+    if conn.write(&welcome).is_err() {
         return false;
     }
     let (Some(key), Some(nonce)) = (key, challenge) else {
         return true;
     };
-    let answer = match read_frame::<Request>(stream) {
-        Ok(Some(Request::Auth { proof })) if key.verify(&nonce, &proof) => Response::Done,
-        Ok(None) => return false,
+    match conn.read::<Request>() {
+        Ok(Some(Request::Auth {
+            proof,
+            client_nonce,
+        })) if key.verify(&nonce, &client_nonce, &proof) => {
+            if conn.write(&Response::Done).is_err() {
+                return false;
+            }
+            let (to_node, to_client) = key.session(&nonce, &client_nonce);
+            conn.secure(to_client, to_node);
+            true
+        }
+        Ok(None) => false,
         Ok(Some(_)) | Err(_) => {
             log::warn!("client {peer}: failed to prove the cluster password; closing");
-            error(
+            let _ = conn.write(&error(
                 ErrorKind::Unauthorized,
                 "authentication failed: the client's cluster password differs from the node's",
-            )
+            ));
+            false
         }
-    };
-    let ok = answer == Response::Done;
-    write_frame(stream, &answer).is_ok() && ok
+    }
 }
 
 /// Answers one request.
