@@ -20,6 +20,8 @@ use raft_testkit::proxy::{Faults, ProxyHandle};
 
 const CLIENTS: u64 = 5;
 const KEYS: u64 = 3;
+/// The client id of the driver's own reads.
+const PROBE: u64 = CLIENTS;
 
 /// 3% loss and 1-3 ms of delay on every link.
 fn light_loss() -> Faults {
@@ -89,8 +91,20 @@ fn lease_reads_stay_linearizable_through_isolation_and_one_way_cuts() {
                 1 => cut_one_way(&h, leader, true),
                 _ => cut_one_way(&h, leader, false),
             }
+            // The cut-off leader may go on serving reads from its lease for a while
+            // (at most the lease, shorter than an election timeout); these are the
+            // reads a broken lease would get wrong, so they go into the history.
+            let old = c.node(leader).unwrap();
+            let mut lease_reads = 0;
+            let probing = Instant::now();
+            while !rec.get(PROBE, old, lease_reads % KEYS, Duration::from_millis(200)) {
+                lease_reads += 1;
+                assert!(probing.elapsed() < T, "n{leader} {what} still serves reads");
+            }
             let new = wait_for_leader_without(&c, leader);
-            faults.push(format!("n{leader} {what}, n{new} took over"));
+            faults.push(format!(
+                "n{leader} {what} ({lease_reads} reads served after the cut), n{new} took over"
+            ));
             rec.phase(
                 &format!("operations while leader n{leader} {what}"),
                 100,

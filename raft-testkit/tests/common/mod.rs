@@ -139,6 +139,26 @@ impl Recorder {
             let r = r.map(|v| Some(v.map(|v| v.parse::<u64>().unwrap())));
             (KvInput::Get { key }, call, r)
         };
+        self.record(client, input, call, result)
+    }
+
+    /// A linearizable read of key `key` by `client` on `node`, recorded if it succeeds.
+    /// Returns whether it failed.
+    pub fn get(&self, client: u64, node: &Node<Kv>, key: u64, timeout: Duration) -> bool {
+        let call = self.clock.now();
+        let r = node.get(&format!("k{key}"), timeout);
+        let r = r.map(|v| Some(v.map(|v| v.parse::<u64>().unwrap())));
+        self.record(client, KvInput::Get { key }, call, r)
+    }
+
+    /// Records an operation that returned now; returns whether it failed.
+    fn record<E>(
+        &self,
+        client: u64,
+        input: KvInput,
+        call: u64,
+        result: Result<Option<Option<u64>>, E>,
+    ) -> bool {
         let ret = self.clock.now();
         let failed = result.is_err();
         let op = match (input, result) {
