@@ -2,35 +2,21 @@
 //! of a real loopback cluster: loss, duplication, jittered delay and partitions, ending
 //! with a linearizability check of a real client history.
 
+mod common;
+
 use std::net::UdpSocket;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{
+    assert_linearizable_and_checker_bites, init_log, wait_for_leader_without, wait_until, Recorder,
+    SetOnDrop, T,
+};
 use raft_core::{NodeId, Role};
 use raft_net::wire;
 use raft_testkit::cluster::{ClusterOptions, LocalCluster};
-use raft_testkit::linearizability::{check_kv, KvInput, LinResult, Operation};
 use raft_testkit::proxy::{Faults, ProxyHandle, UdpProxy};
-use rand::{Rng, SeedableRng};
-
-const T: Duration = Duration::from_secs(30);
-
-fn init_log() {
-    let _ = env_logger::builder().is_test(true).try_init();
-}
-
-/// Polls `cond` every few milliseconds until it holds; panics after `timeout`.
-fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting until {what}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
 
 /// A datagram with a valid header from `sender`, then `payload`.
 fn datagram(sender: NodeId, payload: &[u8]) -> Vec<u8> {
@@ -250,33 +236,6 @@ fn cluster_through_a_lossy_duplicating_jittery_proxy_commits_and_restarts() {
     assert_eq!(counters.malformed, 0, "{counters:?}");
 }
 
-/// Waits until the nodes other than `excluded` agree on a leader among them.
-fn wait_for_leader_without(c: &LocalCluster, excluded: NodeId) -> NodeId {
-    let mut found = None;
-    wait_until(
-        &format!("the nodes other than n{excluded} agree on a leader"),
-        T,
-        || {
-            let statuses: Vec<_> = c
-                .running()
-                .into_iter()
-                .filter(|n| n.id() != excluded)
-                .map(|n| n.status())
-                .collect();
-            let l = statuses[0].leader;
-            let agreed = l.is_some()
-                && l != Some(excluded)
-                && statuses.iter().all(|s| s.leader == l)
-                && statuses
-                    .iter()
-                    .any(|s| Some(s.id) == l && s.role == Role::Leader);
-            found = l;
-            agreed
-        },
-    );
-    found.unwrap()
-}
-
 #[test]
 fn isolated_leader_is_replaced_and_rejoins_as_follower_after_heal() {
     init_log();
@@ -325,33 +284,6 @@ fn isolated_leader_is_replaced_and_rejoins_as_follower_after_heal() {
     assert!(h.counters().cut > 0);
 }
 
-/// Sets the flag when dropped.
-struct SetOnDrop(Arc<AtomicBool>);
-
-impl Drop for SetOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-}
-
-/// A clock for the history: strictly increasing nanoseconds since `start`, so every
-/// event has a unique time and real-time order is kept.
-struct HistClock {
-    start: Instant,
-    last: AtomicU64,
-}
-
-impl HistClock {
-    fn now(&self) -> u64 {
-        let t = self.start.elapsed().as_nanos() as u64;
-        let prev = self
-            .last
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |l| Some((l + 1).max(t)))
-            .unwrap();
-        (prev + 1).max(t)
-    }
-}
-
 #[test]
 fn linearizable_history_through_loss_jitter_and_leader_isolation() {
     init_log();
@@ -365,93 +297,35 @@ fn linearizable_history_through_loss_jitter_and_leader_isolation() {
     h.set_default(lossy_jittery());
     c.wait_for_leader(T).unwrap();
     let nodes: Vec<_> = c.running().into_iter().cloned().collect();
-    let clock = HistClock {
-        start: Instant::now(),
-        last: AtomicU64::new(0),
-    };
-    let history = Mutex::new(Vec::<Operation>::new());
-    let next_value = AtomicU64::new(1);
-    let done = Arc::new(AtomicBool::new(false));
-    const KEYS: u64 = 3;
-    const CLIENTS: u64 = 5;
     let op_timeout = Duration::from_millis(1_500);
+    let rec = Recorder::new(3, op_timeout);
+    let done = Arc::new(AtomicBool::new(false));
+    const CLIENTS: u64 = 5;
     let seed = h.seed();
     let isolated = std::thread::scope(|s| {
         // Clients stop however the driver below ends, panics included.
         let _stop_clients = SetOnDrop(done.clone());
         for client in 0..CLIENTS {
-            let (nodes, clock, history, next_value, done) =
-                (&nodes, &clock, &history, &next_value, done.clone());
+            let (nodes, rec, done) = (&nodes, &rec, &done);
             s.spawn(move || {
-                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ client);
-                let mut at = client as usize % nodes.len();
-                while !done.load(Ordering::SeqCst) {
-                    let node = &nodes[at];
-                    let key = rng.gen_range(0..KEYS);
-                    let name = format!("k{key}");
-                    let (input, call, result) = if rng.gen_bool(0.5) {
-                        let value = next_value.fetch_add(1, Ordering::SeqCst);
-                        let call = clock.now();
-                        let r = node.put_with_retry(name, value.to_string(), op_timeout);
-                        (KvInput::Put { key, value }, call, r.map(|_| None))
-                    } else {
-                        let call = clock.now();
-                        let r = node.get(&name, op_timeout);
-                        let r = r.map(|v| Some(v.map(|v| v.parse::<u64>().unwrap())));
-                        (KvInput::Get { key }, call, r)
-                    };
-                    let ret = clock.now();
-                    let op = match (input, result) {
-                        (_, Ok(output)) => Some(Operation {
-                            client,
-                            input,
-                            output,
-                            call,
-                            ret: Some(ret),
-                        }),
-                        // A write that failed may still take effect: it never returned.
-                        (KvInput::Put { .. }, Err(_)) => Some(Operation {
-                            client,
-                            input,
-                            output: None,
-                            call,
-                            ret: None,
-                        }),
-                        // A read that failed tells nothing.
-                        (KvInput::Get { .. }, Err(_)) => None,
-                    };
-                    if op.as_ref().is_some_and(|o| o.ret.is_none()) {
-                        // Try another node next (this one may be cut off).
-                        at = (at + 1) % nodes.len();
-                    }
-                    if let Some(op) = op {
-                        history.lock().unwrap().push(op);
-                    }
-                }
+                rec.client(client, seed, nodes.len(), |i| Some(nodes[i].clone()), done)
             });
         }
         // The driver: some traffic, isolate the leader, more traffic, heal, more traffic.
         // Each phase lasts for some operations and for some time: the isolation outlasts
         // the operation timeout, so clients of the old leader see their operations fail.
-        let ops = || history.lock().unwrap().len();
-        let phase = |what: &str, n: usize, at_least: Duration| {
-            let (start, before) = (Instant::now(), ops());
-            wait_until(what, T, || {
-                ops() >= before + n && start.elapsed() >= at_least
-            });
-        };
-        phase("operations before the isolation", 200, Duration::ZERO);
+        rec.phase("operations before the isolation", 200, Duration::ZERO);
         let old = c.wait_for_leader(T).unwrap();
         h.isolate(old);
         let new = wait_for_leader_without(&c, old);
-        phase("operations during the isolation", 200, op_timeout * 2);
+        rec.phase("operations during the isolation", 200, op_timeout * 2);
         h.heal();
         c.wait_for_leader(T).unwrap();
-        phase("operations after the heal", 200, Duration::from_secs(1));
+        rec.phase("operations after the heal", 200, Duration::from_secs(1));
         done.store(true, Ordering::SeqCst);
         (old, new)
     });
-    let history = history.into_inner().unwrap();
+    let history = rec.ops.into_inner().unwrap();
     let returned = history.iter().filter(|o| o.ret.is_some()).count();
     let counters = h.counters();
     eprintln!(
@@ -461,24 +335,5 @@ fn linearizable_history_through_loss_jitter_and_leader_isolation() {
         isolated.1
     );
     assert!(counters.dropped > 0 && counters.cut > 0, "{counters:?}");
-    let reads_seen = history
-        .iter()
-        .filter(|o| matches!(o.output, Some(Some(_))))
-        .count();
-    assert!(reads_seen > 0, "no read saw a value");
-    match check_kv(&history, 5_000_000) {
-        LinResult::Ok => {}
-        other => panic!("not linearizable (proxy seed {}): {other:?}", h.seed()),
-    }
-    // The checker bites on this history: a read of a value never written is caught.
-    let mut broken = history.clone();
-    let read = broken
-        .iter_mut()
-        .find(|o| matches!(o.output, Some(Some(_))))
-        .unwrap();
-    read.output = Some(Some(u64::MAX));
-    assert!(matches!(
-        check_kv(&broken, 5_000_000),
-        LinResult::Illegal { .. }
-    ));
+    assert_linearizable_and_checker_bites(&history, seed);
 }
