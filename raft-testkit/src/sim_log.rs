@@ -13,8 +13,9 @@
 //! one. Because writes survive in order, a compaction survives only with the snapshot
 //! saved before it, so the stored snapshot always covers the compaction point.
 
-use raft_core::storage::check_contiguous;
-use raft_core::{Entry, HardState, Log, LogIndex, Snapshot, SnapshotMeta, StorageError, Term};
+use raft_core::{
+    Entry, HardState, Log, LogIndex, MemLog, Snapshot, SnapshotMeta, StorageError, Term,
+};
 use rand::Rng;
 
 /// One buffered write, kept until the next sync so a crash can tear it.
@@ -26,57 +27,18 @@ enum Write {
     Compact(SnapshotMeta),
 }
 
-/// A log state: hard state, stored snapshot, compaction point and the entries after it.
-#[derive(Clone, Debug, Default)]
-struct LogState {
-    hard_state: HardState,
-    /// The compaction point.
-    snapshot: SnapshotMeta,
-    /// Invariant: `entries[i].index == snapshot.last_index + 1 + i`.
-    entries: Vec<Entry>,
-    /// The stored snapshot. Invariant: it covers at least `snapshot.last_index`.
-    stored: Option<Snapshot>,
-}
-
-impl LogState {
-    fn offset(&self) -> LogIndex {
-        self.snapshot.last_index + 1
-    }
-
-    fn last_index(&self) -> LogIndex {
-        self.snapshot.last_index + self.entries.len() as u64
-    }
-
-    /// Applies a write that was already validated against this state's lineage.
-    fn apply(&mut self, write: &Write) {
-        match write {
-            Write::Append(entries) => {
-                let Some(first) = entries.first() else {
-                    return;
-                };
-                let keep = (first.index - self.offset()) as usize;
-                self.entries.truncate(keep);
-                self.entries.extend(entries.iter().cloned());
-            }
-            Write::HardState(hs) => self.hard_state = *hs,
-            Write::SaveSnapshot(snapshot) => self.stored = Some(snapshot.clone()),
-            Write::Compact(meta) => {
-                if meta.last_index <= self.snapshot.last_index {
-                    return;
-                }
-                let keep_suffix = meta.last_index <= self.last_index()
-                    && self.entries[(meta.last_index - self.offset()) as usize].term
-                        == meta.last_term;
-                if keep_suffix {
-                    let drop = (meta.last_index + 1 - self.offset()) as usize;
-                    self.entries.drain(..drop);
-                } else {
-                    self.entries.clear();
-                }
-                self.snapshot = *meta;
-            }
-        }
-    }
+/// Applies a write to a log state (a `MemLog`, whose semantics are the reference: the
+/// same truncation on append, the same suffix rule on compaction). Every write was
+/// validated by `SimLog` before it was buffered, so it applies to any state of its
+/// lineage (the durable state, a crash's prefix).
+fn apply(state: &mut MemLog, write: &Write) {
+    let applied = match write {
+        Write::Append(entries) => state.append(entries),
+        Write::HardState(hs) => state.set_hard_state(*hs),
+        Write::SaveSnapshot(snapshot) => state.save_snapshot(snapshot),
+        Write::Compact(meta) => state.compact(*meta),
+    };
+    applied.expect("a write validated when it was buffered applies to its lineage");
 }
 
 /// What a crash kept of the unsynced writes.
@@ -120,9 +82,9 @@ impl CrashOutcome {
 #[derive(Clone, Debug, Default)]
 pub struct SimLog {
     /// What reads see: durable plus every pending write.
-    current: LogState,
+    current: MemLog,
     /// What survives any crash.
-    durable: LogState,
+    durable: MemLog,
     /// Writes since the last sync, oldest first.
     pending: Vec<Write>,
     syncs: u64,
@@ -146,7 +108,7 @@ impl SimLog {
 
     /// The hard state that would survive a crash now.
     pub fn durable_hard_state(&self) -> HardState {
-        self.durable.hard_state
+        self.durable.hard_state()
     }
 
     /// The last index that would survive a crash now.
@@ -155,8 +117,8 @@ impl SimLog {
     }
 
     /// The snapshot that would survive a crash now, whatever else the crash keeps.
-    pub fn durable_snapshot(&self) -> Option<&Snapshot> {
-        self.durable.stored.as_ref()
+    pub fn durable_snapshot(&self) -> Option<Snapshot> {
+        self.durable.snapshot().expect("MemLog reads do not fail")
     }
 
     /// Whether a snapshot was saved since the last sync.
@@ -194,9 +156,9 @@ impl SimLog {
             match (write, cut_last_append) {
                 (Write::Append(entries), Some(n)) if i + 1 == kept_writes && n < entries.len() => {
                     torn_append = true;
-                    state.apply(&Write::Append(entries[..n.max(1)].to_vec()));
+                    apply(&mut state, &Write::Append(entries[..n.max(1)].to_vec()));
                 }
-                _ => state.apply(write),
+                _ => apply(&mut state, write),
             }
         }
         let is_save = |w: &Write| matches!(w, Write::SaveSnapshot(_));
@@ -219,24 +181,30 @@ impl SimLog {
     }
 }
 
+impl SimLog {
+    /// Buffers a write: visible to reads at once, durable at the next sync.
+    fn write(&mut self, write: Write) {
+        apply(&mut self.current, &write);
+        self.pending.push(write);
+    }
+}
+
 impl Log for SimLog {
     fn hard_state(&self) -> HardState {
-        self.current.hard_state
+        self.current.hard_state()
     }
 
     fn set_hard_state(&mut self, hard_state: HardState) -> Result<(), StorageError> {
-        let write = Write::HardState(hard_state);
-        self.current.apply(&write);
-        self.pending.push(write);
+        self.write(Write::HardState(hard_state));
         Ok(())
     }
 
     fn snapshot_meta(&self) -> SnapshotMeta {
-        self.current.snapshot
+        self.current.snapshot_meta()
     }
 
     fn first_index(&self) -> LogIndex {
-        self.current.offset()
+        self.current.first_index()
     }
 
     fn last_index(&self) -> LogIndex {
@@ -244,23 +212,7 @@ impl Log for SimLog {
     }
 
     fn term(&self, index: LogIndex) -> Result<Term, StorageError> {
-        let s = &self.current;
-        if index == s.snapshot.last_index {
-            return Ok(s.snapshot.last_term);
-        }
-        if index < s.snapshot.last_index {
-            return Err(StorageError::Compacted {
-                index,
-                first_index: s.offset(),
-            });
-        }
-        match s.entries.get((index - s.offset()) as usize) {
-            Some(e) => Ok(e.term),
-            None => Err(StorageError::Unavailable {
-                index,
-                last_index: s.last_index(),
-            }),
-        }
+        self.current.term(index)
     }
 
     fn entries(
@@ -269,73 +221,30 @@ impl Log for SimLog {
         high: LogIndex,
         max_bytes: u64,
     ) -> Result<Vec<Entry>, StorageError> {
-        let s = &self.current;
-        if low < s.offset() {
-            return Err(StorageError::Compacted {
-                index: low,
-                first_index: s.offset(),
-            });
-        }
-        if high > s.last_index() + 1 {
-            return Err(StorageError::Unavailable {
-                index: high - 1,
-                last_index: s.last_index(),
-            });
-        }
-        let mut out = Vec::new();
-        let mut bytes = 0u64;
-        let start = (low - s.offset()) as usize;
-        let end = (high.max(low) - s.offset()) as usize;
-        for e in &s.entries[start..end] {
-            bytes += e.size_bytes();
-            if !out.is_empty() && bytes > max_bytes {
-                break;
-            }
-            out.push(e.clone());
-        }
-        Ok(out)
+        self.current.entries(low, high, max_bytes)
     }
 
     fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
-        let Some(first) = entries.first() else {
-            return Ok(());
-        };
-        check_contiguous(entries)?;
-        if first.index < self.current.offset() {
-            return Err(StorageError::InvalidAppend(format!(
-                "entry {} is at or below the snapshot at {}",
-                first.index, self.current.snapshot.last_index
-            )));
-        }
-        if first.index > self.current.last_index() + 1 {
-            return Err(StorageError::InvalidAppend(format!(
-                "entry {} leaves a gap after last index {}",
-                first.index,
-                self.current.last_index()
-            )));
-        }
-        let write = Write::Append(entries.to_vec());
-        self.current.apply(&write);
-        self.pending.push(write);
+        // MemLog checks before it changes anything: a refused append buffers nothing.
+        self.current.append(entries)?;
+        self.pending.push(Write::Append(entries.to_vec()));
         Ok(())
     }
 
     fn sync(&mut self) -> Result<(), StorageError> {
         for write in self.pending.drain(..) {
-            self.durable.apply(&write);
+            apply(&mut self.durable, &write);
         }
         self.syncs += 1;
         Ok(())
     }
 
     fn snapshot(&self) -> Result<Option<Snapshot>, StorageError> {
-        Ok(self.current.stored.clone())
+        self.current.snapshot()
     }
 
     fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
-        let write = Write::SaveSnapshot(snapshot.clone());
-        self.current.apply(&write);
-        self.pending.push(write);
+        self.write(Write::SaveSnapshot(snapshot.clone()));
         Ok(())
     }
 
@@ -343,20 +252,14 @@ impl Log for SimLog {
     /// If no stored snapshot covers `meta`: the driver must save one first, or a crash
     /// could leave entries compacted that no snapshot holds.
     fn compact(&mut self, meta: SnapshotMeta) -> Result<(), StorageError> {
-        let covered = self
-            .current
-            .stored
-            .as_ref()
-            .map_or(0, |s| s.meta.last_index);
+        let covered = self.current.snapshot()?.map_or(0, |s| s.meta.last_index);
         assert!(
             meta.last_index <= covered,
             "compact({}) beyond the stored snapshot at {covered}: save a snapshot covering \
              the compaction point first",
             meta.last_index
         );
-        let write = Write::Compact(meta);
-        self.current.apply(&write);
-        self.pending.push(write);
+        self.write(Write::Compact(meta));
         Ok(())
     }
 }
@@ -502,7 +405,7 @@ mod tests {
         log.save_snapshot(&new).unwrap();
         log.compact(new.meta).unwrap();
         assert!(log.snapshot_pending());
-        assert_eq!(log.durable_snapshot(), Some(&old));
+        assert_eq!(log.durable_snapshot(), Some(old.clone()));
         // Nothing kept: the old snapshot and compaction point.
         let (after, outcome) = log.crash_keeping(0, None);
         assert_eq!(after.snapshot().unwrap(), Some(old.clone()));
