@@ -678,11 +678,20 @@ impl<L: Log> Raft<L> {
 
     /// Whether a lease this node granted (by answering a leader) may still hold.
     fn granted_lease_may_hold(&self) -> bool {
-        let timeout = u64::from(self.config.election_timeout_ticks);
         self.config.read_mode == ReadMode::Lease
             && self.config.check_quorum
-            && ((self.leader.is_some() && u64::from(self.election_elapsed) < timeout)
-                || (self.restarted && self.now_ticks < timeout))
+            && ((self.leader.is_some()
+                && self.election_elapsed < self.config.election_timeout_ticks)
+                || self.restarted_inside_a_lease_window())
+    }
+
+    /// Under lease reads, a node in its first election timeout after a restart may have
+    /// acknowledged a leader's heartbeat just before it crashed, holding up that leader's
+    /// lease, although it no longer knows of any leader.
+    fn restarted_inside_a_lease_window(&self) -> bool {
+        self.restarted
+            && self.config.read_mode == ReadMode::Lease
+            && self.now_ticks < u64::from(self.config.election_timeout_ticks)
     }
 
     fn start_election(&mut self, transfer: bool) {
@@ -912,9 +921,7 @@ impl<L: Log> Raft<L> {
             // may have acknowledged a leader's heartbeat just before it crashed, and
             // that acknowledgement may hold up the leader's lease: it must not vote
             // yet, although it no longer knows of any leader.
-            let just_restarted = self.restarted
-                && self.config.read_mode == ReadMode::Lease
-                && self.now_ticks < u64::from(self.config.election_timeout_ticks);
+            let just_restarted = self.restarted_inside_a_lease_window();
             let in_lease = self.config.check_quorum
                 && (self.leader.is_some() || just_restarted)
                 && self.election_elapsed < self.config.election_timeout_ticks;

@@ -105,18 +105,24 @@ pub fn sled_sync(entry_bytes: usize) -> anyhow::Result<FloorLatency> {
     let mut h = Histogram::new();
     for index in 1..=SYNCS + 20 {
         let start = Instant::now();
-        log.append(&[Entry {
-            term: 1,
-            index,
-            kind: EntryKind::Command,
-            data: data.clone(),
-        }])?;
-        log.sync()?;
+        append_and_sync(&mut log, index, &data)?;
         if index > 20 {
             h.record(start.elapsed());
         }
     }
     Ok(FloorLatency::of(&h))
+}
+
+/// One durable write of the floor measurements: entry `index` (term 1) then a sync.
+fn append_and_sync(log: &mut SledLog, index: u64, data: &bytes::Bytes) -> anyhow::Result<()> {
+    log.append(&[Entry {
+        term: 1,
+        index,
+        kind: EntryKind::Command,
+        data: data.clone(),
+    }])?;
+    log.sync()?;
+    Ok(())
 }
 
 /// What `logs` SledLogs syncing at once (one thread each, each appending one
@@ -151,13 +157,7 @@ pub fn sled_parallel_syncs(
                     while start.elapsed() < run {
                         index += 1;
                         let t = Instant::now();
-                        log.append(&[Entry {
-                            term: 1,
-                            index,
-                            kind: EntryKind::Command,
-                            data: data.clone(),
-                        }])?;
-                        log.sync()?;
+                        append_and_sync(&mut log, index, &data)?;
                         h.record(t.elapsed());
                     }
                     Ok(h)
