@@ -34,6 +34,7 @@
 pub mod bench;
 pub mod checker;
 pub mod cluster;
+pub mod faulty_log;
 pub mod kv;
 pub mod linearizability;
 pub mod network;

@@ -63,6 +63,11 @@ pub enum Broken {
     VoteWithoutLogCheck,
     /// Entries of older terms committed by counting replicas (Figure 8).
     CommitOlderTerms,
+    /// A driver bug, not a protocol one: a node that resumes from a pause or a stalled
+    /// sync handles what queued up meanwhile (messages, client requests) before it
+    /// catches up on the ticks it missed, as the WaitLoop did before issue 19. A leader
+    /// then answers a queued lease read with a lease that ran out during the stall.
+    TicksAfterQueue,
 }
 
 /// A deliberately broken state machine snapshot, to prove that restores are checked.
@@ -143,6 +148,11 @@ pub struct FaultProfile {
     pub quick_restart: bool,
     /// Pauses.
     pub pause: bool,
+    /// Stalled syncs: a node's next sync blocks it (as the runtime's WaitLoop blocks in
+    /// a long fsync), for up to `node_down_ticks_max`: it misses ticks and its queue
+    /// fills; when the sync returns it finishes that ready, catches up on the ticks,
+    /// then handles the queue, in the runtime's order.
+    pub stall: bool,
     /// Leadership transfers.
     pub transfer: bool,
     /// Forced elections (`campaign` on a random node).
@@ -168,6 +178,7 @@ impl FaultProfile {
             crash: false,
             quick_restart: false,
             pause: false,
+            stall: false,
             transfer: false,
             campaign: false,
             fault_gap_ticks: (10, 50),
@@ -195,6 +206,7 @@ impl FaultProfile {
             (self.crash, FaultKind::Crash),
             (self.quick_restart, FaultKind::QuickRestart),
             (self.pause, FaultKind::Pause),
+            (self.stall, FaultKind::Stall),
             (self.transfer, FaultKind::Transfer),
             (self.campaign, FaultKind::Campaign),
         ];
@@ -213,6 +225,7 @@ enum FaultKind {
     Crash,
     QuickRestart,
     Pause,
+    Stall,
     Transfer,
     Campaign,
 }
@@ -257,6 +270,8 @@ pub struct SimConfig {
     pub broken_snapshot: Option<BrokenSnapshot>,
     /// Faults at fixed ticks of the safety phase, besides the random ones.
     pub script: Vec<(u64, Scripted)>,
+    /// [`SimConfig::force_lease_reads`] was applied (a replay must apply it too).
+    pub lease_forced: bool,
 }
 
 impl SimConfig {
@@ -283,6 +298,7 @@ impl SimConfig {
             snapshots: None,
             broken_snapshot: None,
             script: Vec::new(),
+            lease_forced: false,
         }
     }
 
@@ -336,6 +352,7 @@ impl SimConfig {
             crash: rng.gen_bool(0.7),
             quick_restart: rng.gen_bool(0.5),
             pause: rng.gen_bool(0.6),
+            stall: false, // drawn below, from its own stream
             transfer: rng.gen_bool(0.5),
             campaign: rng.gen_bool(0.4),
             fault_gap_ticks: *[(1, 10), (5, 30), (20, 120)]
@@ -374,7 +391,22 @@ impl SimConfig {
         c.raft.inflight_small_appends_max = *[1, 1, 2.min(window), window]
             .choose(&mut rng)
             .expect("not empty");
+        // Stalled syncs (issue 19), from their own stream as well.
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7374_616c_6c21);
+        c.faults.stall = rng.gen_bool(0.5);
         c
+    }
+
+    /// Lease reads on every node (with the check-quorum they need), and clock rates kept
+    /// within the drift the lease allows, whatever the seed drew: the campaign for lease
+    /// safety (`sim --lease`). Pauses and stalled syncs are on as well.
+    pub fn force_lease_reads(&mut self) {
+        self.raft.check_quorum = true;
+        self.raft.read_mode = ReadMode::Lease;
+        self.faults.clock_skew_max = self.faults.clock_skew_max.min(0.05);
+        self.faults.pause = true;
+        self.faults.stall = true;
+        self.lease_forced = true;
     }
 
     fn node_config(&self, id: NodeId) -> Config {
@@ -409,6 +441,8 @@ pub struct Failure {
     pub nodes: usize,
     /// Whether the size was drawn from the seed (replay without `--nodes`).
     pub nodes_drawn: bool,
+    /// Whether lease reads were forced on (replay with `--lease`).
+    pub lease_forced: bool,
     /// What broke.
     pub violation: Violation,
     /// When, in ticks.
@@ -433,9 +467,10 @@ impl fmt::Display for Failure {
         } else {
             format!(" --nodes {}", self.nodes)
         };
+        let lease = if self.lease_forced { " --lease" } else { "" };
         write!(
             f,
-            "replay: cargo run --release -p raft-testkit --bin sim -- --seed {}{nodes} --trace",
+            "replay: cargo run --release -p raft-testkit --bin sim -- --seed {}{nodes}{lease} --trace",
             self.seed
         )
     }
@@ -570,6 +605,8 @@ struct SimNode {
     paused: Option<u64>,
     pause_inbox: Vec<Ev>,
     missed_ticks: u64,
+    /// The next sync stalls the node for this many ticks (a `Stall` fault).
+    stall_next_sync_ticks: Option<u64>,
     syncing: Option<Ready>,
     tick_units: u64,
     kv: KvState,
@@ -773,6 +810,7 @@ impl Simulator {
                 life: 0,
                 paused: None,
                 pause_inbox: Vec::new(),
+                stall_next_sync_ticks: None,
                 missed_ticks: 0,
                 syncing: None,
                 tick_units: ((UNITS_PER_TICK as f64) * (1.0 + skew)) as u64,
@@ -868,6 +906,7 @@ impl Simulator {
             seed: self.cfg.seed,
             nodes: self.cfg.nodes,
             nodes_drawn: self.cfg.nodes_drawn,
+            lease_forced: self.cfg.lease_forced,
             violation,
             at_tick: self.now as f64 / UNITS_PER_TICK as f64,
             trace: self.trace.last_events(UNITS_PER_TICK),
@@ -977,10 +1016,11 @@ impl Simulator {
         #[cfg(feature = "broken-variants")]
         if let Some(b) = self.cfg.broken {
             use raft_core::protocol::BrokenVariant;
-            raft.set_broken_variant(Some(match b {
-                Broken::VoteWithoutLogCheck => BrokenVariant::VoteWithoutLogCheck,
-                Broken::CommitOlderTerms => BrokenVariant::CommitOlderTerms,
-            }));
+            raft.set_broken_variant(match b {
+                Broken::VoteWithoutLogCheck => Some(BrokenVariant::VoteWithoutLogCheck),
+                Broken::CommitOlderTerms => Some(BrokenVariant::CommitOlderTerms),
+                Broken::TicksAfterQueue => None, // the driver's bug: see `resume`
+            });
         }
         let snapshot_index = stored.as_ref().map_or(0, |s| s.meta.last_index);
         if self.nodes[i].life > 0 {
@@ -1056,6 +1096,7 @@ impl Simulator {
         node.paused = None;
         node.pause_inbox.clear();
         node.missed_ticks = 0;
+        node.stall_next_sync_ticks = None;
         node.syncing = None;
         node.placing.clear();
         node.applying.clear();
@@ -1435,12 +1476,28 @@ impl Simulator {
             }
             let node = &mut self.nodes[i];
             let life = node.life;
-            let delay = if self.rng.gen_bool(0.05) {
-                self.rng.gen_range(UNITS_PER_TICK..=3 * UNITS_PER_TICK)
+            if let Some(ticks) = node.stall_next_sync_ticks.take() {
+                // The runtime's WaitLoop blocks in its sync: the node misses ticks and
+                // its queue fills until the sync returns (see `resume`).
+                self.pause_counter += 1;
+                let pause = self.pause_counter;
+                let node = &mut self.nodes[i];
+                node.paused = Some(pause);
+                node.missed_ticks = 0;
+                let id = node.id;
+                self.count("stall");
+                self.record(TraceEvent::Stall { node: id, ticks });
+                let delay = ticks * UNITS_PER_TICK;
+                self.schedule_in(delay, Ev::SyncDone { node: i, life });
+                self.schedule_in(delay + 1, Ev::Resume { node: i, pause });
             } else {
-                self.rng.gen_range(10..=UNITS_PER_TICK / 4)
-            };
-            self.schedule_in(delay, Ev::SyncDone { node: i, life });
+                let delay = if self.rng.gen_bool(0.05) {
+                    self.rng.gen_range(UNITS_PER_TICK..=3 * UNITS_PER_TICK)
+                } else {
+                    self.rng.gen_range(10..=UNITS_PER_TICK / 4)
+                };
+                self.schedule_in(delay, Ev::SyncDone { node: i, life });
+            }
             if installs {
                 self.fire_trigger(i, writes_before, |t| {
                     matches!(t, Scripted::CrashBeforeSnapshotSync { .. })
@@ -1887,6 +1944,18 @@ impl Simulator {
                     self.schedule_in(ticks * UNITS_PER_TICK, Ev::Resume { node: i, pause });
                 }
             }
+            FaultKind::Stall => {
+                // Half the time the leader: a leader that stalls while the others move on
+                // is the case lease reads must survive.
+                let up: Vec<usize> = (0..self.nodes.len())
+                    .filter(|&i| self.node_is_up(i) && self.nodes[i].paused.is_none())
+                    .collect();
+                let leader = self.leader().filter(|_| self.rng.gen_bool(0.5));
+                if let Some(i) = leader.or_else(|| up.choose(&mut self.rng).copied()) {
+                    let ticks = self.rng.gen_range(1..=self.cfg.node_down_ticks_max);
+                    self.nodes[i].stall_next_sync_ticks = Some(ticks);
+                }
+            }
             FaultKind::Transfer => {
                 if let Some(l) = self.leader() {
                     let others: Vec<NodeId> = self
@@ -1939,9 +2008,29 @@ impl Simulator {
             node: id,
             missed_ticks: missed,
         });
-        // The runtime notices the time that passed and catches up on ticks before it
-        // reads its inbox, as a runtime that counts ticks from a monotonic clock must
-        // (otherwise a paused leader would trust a lease that has long expired).
+        // The runtime's order (WaitLoop::keep_time): a sync the node was blocked in
+        // returns first; the ticks that passed are caught up before the node decides
+        // anything more (the rest of that ready, then its queue), as a runtime that counts
+        // ticks from a monotonic clock must: otherwise a paused leader would trust a lease
+        // that has long expired.
+        let (syncs, queued): (Vec<Ev>, Vec<Ev>) = inbox
+            .into_iter()
+            .partition(|ev| matches!(ev, Ev::SyncDone { .. } | Ev::SnapshotSync { .. }));
+        let ticks_first = self.cfg.broken != Some(Broken::TicksAfterQueue);
+        if ticks_first {
+            self.catch_up_ticks(i, missed)?;
+        }
+        for ev in syncs.into_iter().chain(queued) {
+            self.handle(ev)?;
+        }
+        if !ticks_first {
+            self.catch_up_ticks(i, missed)?;
+        }
+        self.drive(i)?;
+        self.after_node_event(i)
+    }
+
+    fn catch_up_ticks(&mut self, i: usize, missed: u64) -> Result<(), Violation> {
         for _ in 0..missed {
             if let Some(raft) = self.nodes[i].raft.as_mut() {
                 raft.tick();
@@ -1949,11 +2038,7 @@ impl Simulator {
             self.drive(i)?;
             self.after_node_event(i)?;
         }
-        for ev in inbox {
-            self.handle(ev)?;
-        }
-        self.drive(i)?;
-        self.after_node_event(i)
+        Ok(())
     }
 
     // ----- clients -----------------------------------------------------------------------
@@ -2186,6 +2271,7 @@ impl Simulator {
         self.net.heal();
         self.net.profile = LinkProfile::clean();
         for i in 0..self.nodes.len() {
+            self.nodes[i].stall_next_sync_ticks = None;
             if !self.node_is_up(i) {
                 self.start_node(i)?;
             } else if self.nodes[i].paused.is_some() {

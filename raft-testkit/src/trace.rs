@@ -54,6 +54,11 @@ pub enum TraceEvent {
         node: NodeId,
         ticks: u64,
     },
+    /// A node's sync blocks it (see `FaultProfile::stall`).
+    Stall {
+        node: NodeId,
+        ticks: u64,
+    },
     Resume {
         node: NodeId,
         missed_ticks: u64,
@@ -147,6 +152,7 @@ impl TraceEvent {
                 last_index,
             } => [6, *node, *term, *commit, *last_index, 0],
             Pause { node, ticks } => [7, *node, *ticks, 0, 0, 0],
+            Stall { node, ticks } => [19, *node, *ticks, 0, 0, 0],
             Resume { node, missed_ticks } => [8, *node, *missed_ticks, 0, 0, 0],
             Partition { description } => [9, digest(description.as_bytes()), 0, 0, 0, 0],
             Heal => [10, 0, 0, 0, 0, 0],
@@ -282,6 +288,9 @@ impl fmt::Display for TraceEvent {
                 )
             }
             Pause { node, ticks } => write!(f, "PAUSE n{node} for {ticks} ticks"),
+            Stall { node, ticks } => {
+                write!(f, "STALL n{node}: its sync blocks it for {ticks} ticks")
+            }
             Resume { node, missed_ticks } => {
                 write!(f, "RESUME n{node} ({missed_ticks} missed ticks)")
             }

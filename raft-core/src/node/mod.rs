@@ -192,6 +192,7 @@ impl<S: StateMachine> NodeBuilder<S> {
             snapshot_index,
             durable,
             synced_since_tick: false,
+            next_tick: now + config.tick(),
             config: config.clone(),
         };
         if config.protocol.voters.len() == 1 {

@@ -72,6 +72,17 @@ pub(crate) struct WaitLoop<S: StateMachine> {
     pub(crate) durable: HardState,
     /// Whether a sync ran since the last tick.
     pub(crate) synced_since_tick: bool,
+    /// When the next tick is due. Every tick before it has been delivered to `raft`.
+    pub(crate) next_tick: Instant,
+}
+
+/// What woke the WaitLoop for a turn.
+enum Turn {
+    Message(Message),
+    Request(Request),
+    Snapshot(TakenSnapshot),
+    /// The next tick came due, or a queue closed.
+    Idle,
 }
 
 /// Looking for the cluster at start (the original's join retry attempts).
@@ -85,15 +96,22 @@ pub(crate) struct JoinSearch {
 
 impl<S: StateMachine> WaitLoop<S> {
     /// Runs until shutdown or a fatal storage error; returns the log for reuse.
+    ///
+    /// Architecture invariant: the protocol's clock is current whenever the protocol
+    /// decides anything. Every call into `Raft` that can act on time (a message, a
+    /// request, `advance`) is preceded by [`WaitLoop::keep_time`], which delivers the
+    /// ticks that came due since the last call: a turn that starts after a stall (a long
+    /// sync, a snapshot stored on this thread, a paused process) first catches up on the
+    /// time that passed, then reads its queues. Otherwise a leader would answer a lease
+    /// read queued during the stall with a lease that ran out long ago (issue 19).
     pub(crate) fn run(mut self) -> Box<dyn Log> {
         let id = self.shared.id;
-        let tick = self.config.tick();
-        let mut next_tick = Instant::now() + tick;
         let mut requests = self.requests.clone();
         let mut inbox = self.inbox.clone();
+        let mut snapshots = self.snapshots.clone();
         let held_back = never();
         loop {
-            let timeout = next_tick.saturating_duration_since(Instant::now());
+            let timeout = self.next_tick.saturating_duration_since(Instant::now());
             // While the leader's appends are held back (see `Raft::replication_held`),
             // proposals stay queued, without waking this thread, until an answer arrives
             // (or the next tick): then they are proposed, written and sent together.
@@ -102,58 +120,32 @@ impl<S: StateMachine> WaitLoop<S> {
             } else {
                 &requests
             };
-            select! {
+            let turn = select! {
                 recv(self.shutdown) -> _ => break,
                 recv(inbox) -> m => match m {
-                    Ok(m) => self.on_message(m),
-                    Err(_) => inbox = never(),
+                    Ok(m) => Turn::Message(m),
+                    Err(_) => {
+                        inbox = never();
+                        Turn::Idle
+                    }
                 },
                 recv(listened) -> r => match r {
-                    Ok(r) => self.on_request(r),
-                    Err(_) => requests = never(),
+                    Ok(r) => Turn::Request(r),
+                    Err(_) => {
+                        requests = never();
+                        Turn::Idle
+                    }
                 },
-                recv(self.snapshots) -> s => {
-                    if let Ok((index, data)) = s {
-                        self.store_snapshot(index, data);
+                recv(snapshots) -> s => match s {
+                    Ok(s) => Turn::Snapshot(s),
+                    Err(_) => {
+                        snapshots = never();
+                        Turn::Idle
                     }
-                }
-                default(timeout) => {}
-            }
-            // Drain bursts so one turn (and one sync) serves a whole batch.
-            for _ in 0..self.config.batch_messages_max {
-                match self.inbox.try_recv() {
-                    Ok(m) => self.on_message(m),
-                    Err(_) => break,
-                }
-            }
-            let now = Instant::now();
-            if now >= next_tick || !self.raft.replication_held() {
-                for _ in 0..self.config.batch_messages_max {
-                    match self.requests.try_recv() {
-                        Ok(r) => self.on_request(r),
-                        Err(_) => break,
-                    }
-                }
-            }
-            if now >= next_tick {
-                if let Err(e) = self.sync_commit_index_if_idle() {
-                    log::error!("n{id} stopping: storage failed: {e}");
-                    self.shared.fail_all_waiters(|| NodeError::Stopped);
-                    break;
-                }
-                // Catch up every tick that passed (a long sync, a paused process): the
-                // protocol's sense of time must not lag real time, or a leader would
-                // believe in a lease that has run out. Past a few election timeouts more
-                // ticks change nothing, so the catch-up is bounded.
-                let missed = 1 + (now - next_tick).as_nanos() / tick.as_nanos().max(1);
-                let cap = 4 * u128::from(self.config.protocol.election_timeout_ticks);
-                for _ in 0..missed.min(cap) {
-                    self.raft.tick();
-                }
-                next_tick += tick * u32::try_from(missed).unwrap_or(u32::MAX);
-                self.on_tick(now);
-            }
-            if let Err(e) = self.handle_readies() {
+                },
+                default(timeout) => Turn::Idle,
+            };
+            if let Err(e) = self.turn(turn) {
                 log::error!("n{id} stopping: storage failed: {e}");
                 self.shared.fail_all_waiters(|| NodeError::Stopped);
                 break;
@@ -173,6 +165,62 @@ impl<S: StateMachine> WaitLoop<S> {
         log::info!("n{id} stopped");
         let Self { raft, .. } = self;
         raft.into_log()
+    }
+
+    /// One turn: the clock first, then the event that woke the loop, then bursts of
+    /// messages and requests (so one sync serves a whole batch), then every Ready.
+    /// Returns a storage error, which is fatal.
+    fn turn(&mut self, turn: Turn) -> Result<(), crate::StorageError> {
+        let mut ticked = self.keep_time()?;
+        match turn {
+            Turn::Message(m) => self.on_message(m),
+            Turn::Request(r) => self.on_request(r),
+            Turn::Snapshot((index, data)) => self.store_snapshot(index, data),
+            Turn::Idle => {}
+        }
+        for _ in 0..self.config.batch_messages_max {
+            match self.inbox.try_recv() {
+                Ok(m) => {
+                    ticked |= self.keep_time()?;
+                    self.on_message(m);
+                }
+                Err(_) => break,
+            }
+        }
+        if ticked || !self.raft.replication_held() {
+            for _ in 0..self.config.batch_messages_max {
+                match self.requests.try_recv() {
+                    Ok(r) => {
+                        self.keep_time()?;
+                        self.on_request(r);
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        self.handle_readies()
+    }
+
+    /// Delivers every tick that came due by now, so the protocol's clock never lags real
+    /// time when it decides (see [`WaitLoop::run`]). Ticks missed while the loop was
+    /// blocked (a long sync, a paused process) are caught up, up to four election
+    /// timeouts: past that more ticks change nothing. Returns whether any tick was due.
+    /// Cheap when none is: one clock read.
+    fn keep_time(&mut self) -> Result<bool, crate::StorageError> {
+        let now = Instant::now();
+        if now < self.next_tick {
+            return Ok(false);
+        }
+        self.sync_commit_index_if_idle()?;
+        let tick = self.config.tick();
+        let missed = 1 + (now - self.next_tick).as_nanos() / tick.as_nanos().max(1);
+        let cap = 4 * u128::from(self.config.protocol.election_timeout_ticks);
+        for _ in 0..missed.min(cap) {
+            self.raft.tick();
+        }
+        self.next_tick += tick * u32::try_from(missed).unwrap_or(u32::MAX);
+        self.on_tick(now);
+        Ok(true)
     }
 
     fn on_message(&mut self, m: Message) {
@@ -360,6 +408,9 @@ impl<S: StateMachine> WaitLoop<S> {
                 self.transport.send(early);
             }
             self.persist(&ready)?;
+            // The sync may have taken long (a slow disk, a paused process): what follows
+            // (advance releases reads that waited for a commit) decides on a fresh clock.
+            self.keep_time()?;
             if !ready.messages.is_empty() {
                 self.counters.messages_sent += ready.messages.len() as u64;
                 self.transport.send(std::mem::take(&mut ready.messages));

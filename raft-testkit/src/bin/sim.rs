@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release -p raft-testkit --bin sim -- --seeds 10000 --nodes 5
 //! cargo run --release -p raft-testkit --bin sim -- --seed 1234 --nodes 5 --trace
+//! cargo run --release -p raft-testkit --bin sim -- --seeds 10000 --nodes 5 --lease
 //! ```
 
 #![forbid(unsafe_code)]
@@ -32,14 +33,18 @@ struct Args {
     /// Cluster size; random 3 to 7 per seed if absent.
     #[arg(long)]
     nodes: Option<usize>,
+    /// Lease reads on every seed (with pauses and stalled syncs): the lease-safety
+    /// campaign. Without it, about a third of the seeds draw lease reads.
+    #[arg(long)]
+    lease: bool,
     /// Worker threads (each seed runs on one thread; results do not depend on this).
     #[arg(long, default_value_t = 2)]
     jobs: usize,
     /// Print every event of the run (use with --seed).
     #[arg(long)]
     trace: bool,
-    /// Run a deliberately broken protocol variant: vote-without-log-check or
-    /// commit-older-terms (needs the broken-variants feature).
+    /// Run a deliberately broken variant: vote-without-log-check, commit-older-terms or
+    /// ticks-after-queue (needs the broken-variants feature).
     #[arg(long)]
     broken: Option<String>,
     /// Stop after this many failures.
@@ -53,6 +58,7 @@ fn main() -> Result<()> {
         None => None,
         Some("vote-without-log-check") => Some(Broken::VoteWithoutLogCheck),
         Some("commit-older-terms") => Some(Broken::CommitOlderTerms),
+        Some("ticks-after-queue") => Some(Broken::TicksAfterQueue),
         Some(other) => bail!("unknown broken variant {other:?}"),
     };
     if broken.is_some() && !cfg!(feature = "broken-variants") {
@@ -64,6 +70,9 @@ fn main() -> Result<()> {
     };
     let make = |seed: u64| {
         let mut cfg = SimConfig::random(seed, args.nodes);
+        if args.lease {
+            cfg.force_lease_reads();
+        }
         cfg.broken = broken;
         cfg
     };
