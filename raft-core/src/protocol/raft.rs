@@ -1829,6 +1829,11 @@ impl<L: Log> Raft<L> {
     /// than `election_timeout - lease_drift` ticks ago, so no other leader can have been
     /// elected since (followers ignore votes for an election timeout after hearing from
     /// us, and we count from when we sent, not when they answered).
+    ///
+    /// `now_ticks` is only as good as the driver: it must deliver every tick that came
+    /// due before it steps a message, asks for a read or advances (the runtime's
+    /// `WaitLoop::keep_time`; the simulator's resume). A driver that handles input queued
+    /// during a stall before the missed ticks makes a run-out lease look fresh (issue 19).
     fn lease_valid(&self) -> bool {
         let oldest_round = self.read_round + 1 - self.round_sent_ticks.len() as u64;
         let sent_tick = |round: u64| -> u64 {
