@@ -44,6 +44,6 @@ pub mod types;
 pub use config::{Config, ConfigError, ReadMode};
 pub use message::{Message, MessageBody, RejectHint};
 pub use protocol::{ProposeError, Raft, ReadState, Ready, Role, SoftState, Status};
-pub use storage::{Log, MemLog, StorageError};
+pub use storage::{Log, MemLog, SnapshotWriter, StorageError, WrittenSnapshot};
 pub use transport::{Transport, TransportCounters, TransportError};
 pub use types::{Entry, EntryKind, HardState, LogIndex, NodeId, Snapshot, SnapshotMeta, Term};

@@ -17,11 +17,15 @@
 //! assert!(log.sync().is_ok()); // one failure only
 //! ```
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use raft_core::{Entry, HardState, Log, LogIndex, Snapshot, SnapshotMeta, StorageError, Term};
+use raft_core::{
+    Entry, HardState, Log, LogIndex, Snapshot, SnapshotMeta, SnapshotWriter, StorageError, Term,
+    WrittenSnapshot,
+};
 
 /// Commands and observations shared between a [`FaultyLog`] and the test.
 #[derive(Debug, Default)]
@@ -35,6 +39,14 @@ struct Faults {
     /// Stalls started and finished.
     stalls_started: AtomicU64,
     stalls_finished: AtomicU64,
+    /// How long storing a snapshot takes, in milliseconds: `save_snapshot`, or the
+    /// writer's `write` when the log has one.
+    snapshot_store_ms: AtomicU64,
+    /// Snapshots written by the writer and not yet adopted, by id.
+    written: Mutex<BTreeMap<u64, Snapshot>>,
+    next_written_id: AtomicU64,
+    /// Snapshots stored (saved or adopted).
+    snapshots_stored: AtomicU64,
 }
 
 /// The test's handle on a [`FaultyLog`]: arm faults, watch them happen. Clone freely.
@@ -67,6 +79,47 @@ impl FaultyLogControl {
     pub fn stalls_finished(&self) -> u64 {
         self.0.stalls_finished.load(Ordering::SeqCst)
     }
+
+    /// Every snapshot store from now on takes `duration` (as writing a big file does):
+    /// `save_snapshot` on the caller's thread, or the writer's `write` on its own.
+    pub fn set_snapshot_store_time(&self, duration: Duration) {
+        let ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+        self.0.snapshot_store_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// How many snapshots were stored (saved, or written and adopted).
+    pub fn snapshots_stored(&self) -> u64 {
+        self.0.snapshots_stored.load(Ordering::SeqCst)
+    }
+
+    fn snapshot_store_delay(&self) {
+        let ms = self.0.snapshot_store_ms.load(Ordering::SeqCst);
+        if ms > 0 {
+            std::thread::sleep(Duration::from_millis(ms));
+        }
+    }
+}
+
+/// The [`SnapshotWriter`] of a [`FaultyLog`] built with
+/// [`FaultyLog::with_snapshot_writer`]: takes the configured store time, then keeps the
+/// snapshot for `adopt_snapshot`.
+struct FaultyWriter(FaultyLogControl);
+
+impl SnapshotWriter for FaultyWriter {
+    fn write(&mut self, snapshot: &Snapshot) -> Result<WrittenSnapshot, StorageError> {
+        self.0.snapshot_store_delay();
+        let f = &self.0 .0;
+        let id = f.next_written_id.fetch_add(1, Ordering::SeqCst);
+        f.written
+            .lock()
+            .map_err(|_| StorageError::Io("poisoned".into()))?
+            .insert(id, snapshot.clone());
+        Ok(WrittenSnapshot {
+            meta: snapshot.meta,
+            id,
+            size_bytes: snapshot.data.len() as u64,
+        })
+    }
 }
 
 /// A [`Log`] that delegates to `L` except when a fault is armed through its
@@ -75,6 +128,8 @@ impl FaultyLogControl {
 pub struct FaultyLog<L> {
     inner: L,
     faults: FaultyLogControl,
+    /// Whether [`Log::snapshot_writer`] offers a writer.
+    has_writer: bool,
 }
 
 impl<L: Log> FaultyLog<L> {
@@ -85,9 +140,18 @@ impl<L: Log> FaultyLog<L> {
             Self {
                 inner,
                 faults: faults.clone(),
+                has_writer: false,
             },
             faults,
         )
+    }
+
+    /// As [`FaultyLog::new`], with a [`SnapshotWriter`]: the runtime then stores
+    /// snapshots off its WaitLoop, through the writer and [`Log::adopt_snapshot`].
+    pub fn with_snapshot_writer(inner: L) -> (Self, FaultyLogControl) {
+        let (mut log, control) = Self::new(inner);
+        log.has_writer = true;
+        (log, control)
     }
 }
 
@@ -142,7 +206,35 @@ impl<L: Log> Log for FaultyLog<L> {
         self.inner.snapshot()
     }
     fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
-        self.inner.save_snapshot(snapshot)
+        self.faults.snapshot_store_delay();
+        self.inner.save_snapshot(snapshot)?;
+        self.faults
+            .0
+            .snapshots_stored
+            .fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    fn snapshot_writer(&self) -> Option<Box<dyn SnapshotWriter>> {
+        self.has_writer
+            .then(|| Box::new(FaultyWriter(self.faults.clone())) as Box<dyn SnapshotWriter>)
+    }
+    fn adopt_snapshot(&mut self, written: &WrittenSnapshot) -> Result<(), StorageError> {
+        let snapshot = self
+            .faults
+            .0
+            .written
+            .lock()
+            .map_err(|_| StorageError::Io("poisoned".into()))?
+            .remove(&written.id)
+            .ok_or_else(|| {
+                StorageError::Io(format!("no written snapshot with id {}", written.id))
+            })?;
+        self.inner.save_snapshot(&snapshot)?;
+        self.faults
+            .0
+            .snapshots_stored
+            .fetch_add(1, Ordering::SeqCst);
+        Ok(())
     }
     fn compact(&mut self, meta: SnapshotMeta) -> Result<(), StorageError> {
         self.inner.compact(meta)

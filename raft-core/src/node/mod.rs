@@ -193,6 +193,7 @@ impl<S: StateMachine> NodeBuilder<S> {
             durable,
             synced_since_tick: false,
             next_tick: now + config.tick(),
+            storer: None,
             config: config.clone(),
         };
         if config.protocol.voters.len() == 1 {

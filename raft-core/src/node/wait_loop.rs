@@ -24,6 +24,7 @@ use crate::protocol::{ProposeError, Raft, Ready, Role, SoftState};
 use crate::storage::Log;
 use crate::transport::Transport;
 use crate::types::{HardState, LogIndex, NodeId, Snapshot, SnapshotMeta};
+use crate::WrittenSnapshot;
 
 /// A request from the node's handle to its WaitLoop.
 pub(crate) enum Request {
@@ -74,6 +75,94 @@ pub(crate) struct WaitLoop<S: StateMachine> {
     pub(crate) synced_since_tick: bool,
     /// When the next tick is due. Every tick before it has been delivered to `raft`.
     pub(crate) next_tick: Instant,
+    /// The thread that writes snapshots when the log has a [`crate::SnapshotWriter`]
+    /// (started by `run`).
+    pub(crate) storer: Option<SnapshotStorer>,
+}
+
+/// A snapshot written on the storer thread, or why it was not.
+type Written = (SnapshotMeta, Result<WrittenSnapshot, crate::StorageError>);
+
+/// The snapshot storer: a thread that writes snapshots with the log's
+/// [`crate::SnapshotWriter`], one at a time, so that a snapshot of any size never
+/// blocks the WaitLoop. The WaitLoop adopts each result (fast) and compacts behind it.
+pub(crate) struct SnapshotStorer {
+    to_write: Option<Sender<Snapshot>>,
+    written: Receiver<Written>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Whether a write is in progress (at most one at a time).
+    writing: bool,
+    /// The newest snapshot taken while a write was in progress: written next; an older
+    /// one waiting here is superseded.
+    next: Option<Snapshot>,
+}
+
+impl SnapshotStorer {
+    /// Starts the storer thread of node `id`, if the log has a writer.
+    fn start(id: NodeId, log: &dyn Log) -> Option<Self> {
+        let mut writer = log.snapshot_writer()?;
+        let (to_write, jobs) = crossbeam_channel::bounded::<Snapshot>(1);
+        let (done, written) = crossbeam_channel::bounded(1);
+        let spawned = std::thread::Builder::new()
+            .name(format!("raft-snap-n{id}"))
+            .spawn(move || {
+                for snapshot in jobs {
+                    let started = Instant::now();
+                    let result = writer.write(&snapshot);
+                    log::debug!(
+                        "n{id} wrote the snapshot at {} ({} bytes) in {:?}",
+                        snapshot.meta.last_index,
+                        snapshot.data.len(),
+                        started.elapsed()
+                    );
+                    if done.send((snapshot.meta, result)).is_err() {
+                        break;
+                    }
+                }
+            });
+        match spawned {
+            Ok(thread) => Some(Self {
+                to_write: Some(to_write),
+                written,
+                thread: Some(thread),
+                writing: false,
+                next: None,
+            }),
+            Err(e) => {
+                log::warn!("n{id} cannot start the snapshot storer ({e}); storing snapshots on the WaitLoop");
+                None
+            }
+        }
+    }
+
+    /// Queues `snapshot` for writing: now if the thread is idle, else after the write
+    /// in progress (replacing an older one waiting).
+    fn submit(&mut self, snapshot: Snapshot) {
+        if self.writing {
+            self.next = Some(snapshot);
+            return;
+        }
+        if let Some(tx) = &self.to_write {
+            self.writing = tx.send(snapshot).is_ok();
+        }
+    }
+
+    /// A write finished: start the next one, if any.
+    fn finished(&mut self) {
+        self.writing = false;
+        if let Some(next) = self.next.take() {
+            self.submit(next);
+        }
+    }
+
+    /// Lets a write in progress finish and stops the thread.
+    fn stop(&mut self) {
+        self.to_write = None;
+        self.next = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// What woke the WaitLoop for a turn.
@@ -81,6 +170,8 @@ enum Turn {
     Message(Message),
     Request(Request),
     Snapshot(TakenSnapshot),
+    /// The storer thread wrote a snapshot (or failed to).
+    Written(Written),
     /// The next tick came due, or a queue closed.
     Idle,
 }
@@ -109,6 +200,11 @@ impl<S: StateMachine> WaitLoop<S> {
         let mut requests = self.requests.clone();
         let mut inbox = self.inbox.clone();
         let mut snapshots = self.snapshots.clone();
+        self.storer = SnapshotStorer::start(id, &**self.raft.log());
+        let mut written = self
+            .storer
+            .as_ref()
+            .map_or_else(never, |s| s.written.clone());
         let held_back = never();
         loop {
             let timeout = self.next_tick.saturating_duration_since(Instant::now());
@@ -143,6 +239,13 @@ impl<S: StateMachine> WaitLoop<S> {
                         Turn::Idle
                     }
                 },
+                recv(written) -> w => match w {
+                    Ok(w) => Turn::Written(w),
+                    Err(_) => {
+                        written = never();
+                        Turn::Idle
+                    }
+                },
                 default(timeout) => Turn::Idle,
             };
             if let Err(e) = self.turn(turn) {
@@ -152,6 +255,9 @@ impl<S: StateMachine> WaitLoop<S> {
             }
         }
         self.transport.stop();
+        if let Some(storer) = self.storer.as_mut() {
+            storer.stop();
+        }
         // A clean stop leaves the latest commit index durable, so a restart replays every
         // committed entry at once (beta test 15).
         if let Err(e) = self.sync_commit_index() {
@@ -176,6 +282,7 @@ impl<S: StateMachine> WaitLoop<S> {
             Turn::Message(m) => self.on_message(m),
             Turn::Request(r) => self.on_request(r),
             Turn::Snapshot((index, data)) => self.store_snapshot(index, data),
+            Turn::Written((meta, result)) => self.adopt_snapshot(meta, result),
             Turn::Idle => {}
         }
         for _ in 0..self.config.batch_messages_max {
@@ -435,17 +542,15 @@ impl<S: StateMachine> WaitLoop<S> {
             },
             data,
         };
-        let keep = self.config.snapshot_trailing_entries;
+        if let Some(storer) = self.storer.as_mut() {
+            storer.submit(snapshot);
+            return;
+        }
         let result = (|| {
             let log = self.raft.log_mut();
             log.save_snapshot(&snapshot)?;
             log.sync()?;
-            if let Some(meta) = self.raft.compaction_meta(index.saturating_sub(keep)) {
-                let log = self.raft.log_mut();
-                log.compact(meta)?;
-                log.sync()?;
-            }
-            Ok::<(), crate::StorageError>(())
+            self.compact_behind(index)
         })();
         match result {
             Ok(()) => {
@@ -459,6 +564,74 @@ impl<S: StateMachine> WaitLoop<S> {
             }
             Err(e) => log::error!("n{id} could not store the snapshot at {index}: {e}"),
         }
+    }
+
+    /// Adopts a snapshot the storer thread wrote and compacts the log behind it: fast
+    /// (metadata), so the WaitLoop is never held up by a snapshot's size. A failure is
+    /// logged, not fatal: the log simply stays longer.
+    fn adopt_snapshot(
+        &mut self,
+        meta: SnapshotMeta,
+        result: Result<WrittenSnapshot, crate::StorageError>,
+    ) {
+        let id = self.shared.id;
+        if let Some(storer) = self.storer.as_mut() {
+            storer.finished();
+        }
+        let written = match result {
+            Ok(w) => w,
+            Err(e) => {
+                log::error!(
+                    "n{id} could not write the snapshot at {}: {e}",
+                    meta.last_index
+                );
+                return;
+            }
+        };
+        // A snapshot installed from the leader meanwhile may already cover it.
+        if meta.last_index <= self.snapshot_index
+            || self.raft.term_at(meta.last_index) != Some(meta.last_term)
+        {
+            log::debug!(
+                "n{id} drops the snapshot it wrote at {}: the log moved past it",
+                meta.last_index
+            );
+            return;
+        }
+        let result = (|| {
+            let log = self.raft.log_mut();
+            log.adopt_snapshot(&written)?;
+            log.sync()?;
+            self.compact_behind(meta.last_index)
+        })();
+        match result {
+            Ok(()) => {
+                self.snapshot_index = meta.last_index;
+                log::info!(
+                    "n{id} stored a snapshot at {} ({} bytes, written off the WaitLoop); log now starts at {}",
+                    meta.last_index,
+                    written.size_bytes,
+                    self.raft.log().first_index()
+                );
+                self.publish_status();
+            }
+            Err(e) => log::error!(
+                "n{id} could not adopt the snapshot at {}: {e}",
+                meta.last_index
+            ),
+        }
+    }
+
+    /// Compacts the log behind a snapshot at `index` that is now durable, keeping
+    /// `snapshot_trailing_entries`.
+    fn compact_behind(&mut self, index: LogIndex) -> Result<(), crate::StorageError> {
+        let keep = self.config.snapshot_trailing_entries;
+        if let Some(meta) = self.raft.compaction_meta(index.saturating_sub(keep)) {
+            let log = self.raft.log_mut();
+            log.compact(meta)?;
+            log.sync()?;
+        }
+        Ok(())
     }
 
     /// At a tick: if no sync ran since the previous tick (the node is idle) and a commit

@@ -146,6 +146,54 @@ pub trait Log: Send + 'static {
     /// # Errors
     /// Storage failure.
     fn compact(&mut self, meta: SnapshotMeta) -> Result<(), StorageError>;
+
+    /// A writer that stores this log's snapshots from another thread, for logs where
+    /// writing a snapshot is slow (a file of hundreds of MB and its fsync). The runtime
+    /// then writes each snapshot its state machine takes on a thread of its own and
+    /// hands the result to [`Log::adopt_snapshot`] on the WaitLoop, which keeps ticking,
+    /// replicating and voting meanwhile. `None` (the default): snapshots are stored with
+    /// [`Log::save_snapshot`] on the WaitLoop, which suits logs where that is fast
+    /// ([`MemLog`]).
+    fn snapshot_writer(&self) -> Option<Box<dyn SnapshotWriter>> {
+        None
+    }
+
+    /// Makes a snapshot that this log's [`Log::snapshot_writer`] wrote the stored one,
+    /// exactly as [`Log::save_snapshot`] would have (atomic replacement, durable at the
+    /// next [`Log::sync`]), without writing its data again.
+    ///
+    /// # Errors
+    /// The log does not know `written` (no writer, or another log's); storage failure.
+    fn adopt_snapshot(&mut self, written: &WrittenSnapshot) -> Result<(), StorageError> {
+        Err(StorageError::Io(format!(
+            "this log has no snapshot writer: cannot adopt the snapshot at {}",
+            written.meta.last_index
+        )))
+    }
+}
+
+/// Writes snapshots durably away from the WaitLoop: see [`Log::snapshot_writer`].
+///
+/// A writer only writes: until [`Log::adopt_snapshot`] is called with its result, the
+/// log's stored snapshot is unchanged, and a crash leaves at most an unreferenced file
+/// that the log may clean up when it is opened again.
+pub trait SnapshotWriter: Send + 'static {
+    /// Writes `snapshot` so that it survives a crash once this returns.
+    ///
+    /// # Errors
+    /// Storage failure; nothing was adopted, the log keeps its previous snapshot.
+    fn write(&mut self, snapshot: &Snapshot) -> Result<WrittenSnapshot, StorageError>;
+}
+
+/// A snapshot a [`SnapshotWriter`] wrote durably, for [`Log::adopt_snapshot`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WrittenSnapshot {
+    /// What the snapshot covers.
+    pub meta: SnapshotMeta,
+    /// Where the writer put it, meaningful to its log only (a file number, say).
+    pub id: u64,
+    /// The size of the snapshot's data, in bytes.
+    pub size_bytes: u64,
 }
 
 /// A [`Log`] shared with a test harness through a box.
@@ -190,5 +238,11 @@ impl<L: Log + ?Sized> Log for Box<L> {
     }
     fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
         (**self).save_snapshot(snapshot)
+    }
+    fn snapshot_writer(&self) -> Option<Box<dyn SnapshotWriter>> {
+        (**self).snapshot_writer()
+    }
+    fn adopt_snapshot(&mut self, written: &WrittenSnapshot) -> Result<(), StorageError> {
+        (**self).adopt_snapshot(written)
     }
 }
