@@ -76,6 +76,10 @@ pub enum BrokenSnapshot {
     /// Snapshots leave out the table of applied operation ids (client sessions): a
     /// node restored from one would apply a retried write a second time.
     WithoutSessions,
+    /// The log is compacted before the snapshot that covers it is stored, so a crash can
+    /// keep the compaction and lose the snapshot: what a runtime that adopted (or
+    /// compacted behind) a snapshot before its file was durable would do.
+    CompactBeforeSave,
 }
 
 /// When nodes snapshot their state machine and compact their logs.
@@ -1645,14 +1649,23 @@ impl Simulator {
                 last_term,
             },
             data: match self.cfg.broken_snapshot {
-                None => node.kv.snapshot(),
                 Some(BrokenSnapshot::WithoutSessions) => node.kv.snapshot_without_sessions(),
+                None | Some(BrokenSnapshot::CompactBeforeSave) => node.kv.snapshot(),
             },
         };
-        raft.log_mut().save_snapshot(&snapshot).map_err(storage)?;
+        let compact_first = self.cfg.broken_snapshot == Some(BrokenSnapshot::CompactBeforeSave);
+        if !compact_first {
+            raft.log_mut().save_snapshot(&snapshot).map_err(storage)?;
+        }
         let keep_from = applied.saturating_sub(policy.trailing_entries);
-        if let Some(meta) = raft.compaction_meta(keep_from) {
+        let compaction = raft.compaction_meta(keep_from);
+        if let Some(meta) = compaction {
             raft.log_mut().compact(meta).map_err(storage)?;
+        }
+        if compact_first {
+            raft.log_mut().save_snapshot(&snapshot).map_err(storage)?;
+        }
+        if compaction.is_some() {
             self.count("log_compacted");
         }
         let compacted_to = self.nodes[i]
