@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use raft_core::node::NodeConfig;
-use raft_core::NodeId;
+use raft_core::{NodeId, ReadMode};
 use serde::{Deserialize, Serialize};
 
 /// The environment variable `raft-kv init` suggests for the cluster password.
@@ -67,6 +67,12 @@ pub struct ClusterConfig {
     /// Ephemeral (memory) or persistent (sled) storage of each node's log.
     #[serde(default)]
     pub storage: Storage,
+    /// Protocol choices: how linearizable reads are confirmed.
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// Limits of each node's client port: connections, handshake and idle timeouts.
+    #[serde(default)]
+    pub client_port: ClientPort,
     /// Every node of the cluster.
     pub nodes: Vec<NodeEntry>,
     /// The directory relative paths are resolved against (the config file's own); not
@@ -158,6 +164,176 @@ impl Default for Storage {
     }
 }
 
+/// How linearizable reads (`raft-kv get` without `--stale`) are confirmed; the file's
+/// spelling of [`raft_core::ReadMode`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadModeName {
+    /// `read_index`: the leader confirms it still leads with a heartbeat round before it
+    /// answers (one round trip to a majority per batch of reads; no clock assumption).
+    #[default]
+    ReadIndex,
+    /// `lease`: the leader answers at once while its lease lasts (the election timeout
+    /// minus a drift margin after a majority last acknowledged it), assuming the nodes'
+    /// clocks run at nearly the same rate. Needs check-quorum, which raft-kv always
+    /// turns on.
+    Lease,
+}
+
+impl From<ReadModeName> for ReadMode {
+    fn from(mode: ReadModeName) -> Self {
+        match mode {
+            ReadModeName::ReadIndex => ReadMode::ReadIndex,
+            ReadModeName::Lease => ReadMode::Lease,
+        }
+    }
+}
+
+impl std::str::FromStr for ReadModeName {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "read_index" => Ok(Self::ReadIndex),
+            "lease" => Ok(Self::Lease),
+            other => Err(format!(
+                "{other:?} is not a read mode: use read_index or lease"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for ReadModeName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::ReadIndex => "read_index",
+            Self::Lease => "lease",
+        })
+    }
+}
+
+/// Protocol choices beyond timing.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Protocol {
+    /// `read_index` (the default) or `lease`: see [`ReadModeName`].
+    pub read_mode: ReadModeName,
+}
+
+/// The smallest handshake or idle timeout accepted, in ms.
+pub const CLIENT_TIMEOUT_MS_MIN: u64 = 50;
+/// The most client connections a node may be configured to serve at once (each is a
+/// thread and a socket).
+pub const CLIENT_CONNECTIONS_MAX_LIMIT: usize = 65_536;
+
+/// Limits of a node's client port (TCP): how many connections it serves, how many of
+/// them may still be in the handshake, and how long a connection may stay silent.
+/// See docs/operations.md ("Client port limits") for what an operator sees at each.
+///
+/// Invariant (checked by [`ClientPort::validate`]):
+/// `max_unauthenticated_per_ip <= max_unauthenticated_connections <= max_client_connections`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientPort {
+    /// Connections served at once, authenticated or not. Beyond it, when every slot is
+    /// held by an authenticated client, a new connection is refused ("retry").
+    pub max_client_connections: usize,
+    /// Connections still in the handshake (on an unencrypted cluster: that have not
+    /// sent their first request) held at once. A new connection beyond it takes the
+    /// slot of the oldest one still in the handshake, which is closed ("evicted"), so
+    /// idle sockets can never lock clients out.
+    pub max_unauthenticated_connections: usize,
+    /// Connections still in the handshake held at once from one source IP address;
+    /// beyond it a new one from that address evicts that address's oldest.
+    pub max_unauthenticated_per_ip: usize,
+    /// A connection must complete the handshake (or, unencrypted, send its first
+    /// request) within this many ms of being accepted, however it trickles its bytes.
+    pub client_handshake_timeout_ms: u64,
+    /// An authenticated connection is closed when its next request has not fully
+    /// arrived this many ms after the previous answer.
+    pub client_idle_timeout_ms: u64,
+}
+
+impl Default for ClientPort {
+    fn default() -> Self {
+        Self {
+            max_client_connections: 1_024,
+            max_unauthenticated_connections: 512,
+            max_unauthenticated_per_ip: 256,
+            client_handshake_timeout_ms: 2_000,
+            client_idle_timeout_ms: 300_000,
+        }
+    }
+}
+
+impl ClientPort {
+    /// Checks the limits and their order.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first wrong field and why.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let f = |name: &str| format!("client_port.{name}");
+        if !(1..=CLIENT_CONNECTIONS_MAX_LIMIT).contains(&self.max_client_connections) {
+            return Err(ConfigError::new(
+                f("max_client_connections"),
+                format!(
+                    "{} is outside 1..={CLIENT_CONNECTIONS_MAX_LIMIT}",
+                    self.max_client_connections
+                ),
+            ));
+        }
+        if !(1..=self.max_client_connections).contains(&self.max_unauthenticated_connections) {
+            return Err(ConfigError::new(
+                f("max_unauthenticated_connections"),
+                format!(
+                    "{} is outside 1..=max_client_connections ({})",
+                    self.max_unauthenticated_connections, self.max_client_connections
+                ),
+            ));
+        }
+        if !(1..=self.max_unauthenticated_connections).contains(&self.max_unauthenticated_per_ip)
+        {
+            return Err(ConfigError::new(
+                f("max_unauthenticated_per_ip"),
+                format!(
+                    "{} is outside 1..=max_unauthenticated_connections ({})",
+                    self.max_unauthenticated_per_ip, self.max_unauthenticated_connections
+                ),
+            ));
+        }
+        for (name, ms, max) in [
+            (
+                "client_handshake_timeout_ms",
+                self.client_handshake_timeout_ms,
+                600_000,
+            ),
+            (
+                "client_idle_timeout_ms",
+                self.client_idle_timeout_ms,
+                86_400_000,
+            ),
+        ] {
+            if !(CLIENT_TIMEOUT_MS_MIN..=max).contains(&ms) {
+                return Err(ConfigError::new(
+                    f(name),
+                    format!("{ms} is outside {CLIENT_TIMEOUT_MS_MIN}..={max}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// [`ClientPort::client_handshake_timeout_ms`] as a duration.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.client_handshake_timeout_ms)
+    }
+
+    /// [`ClientPort::client_idle_timeout_ms`] as a duration.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.client_idle_timeout_ms)
+    }
+}
+
 /// One node: its name, id and the two ports it listens on.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -192,6 +368,8 @@ impl ClusterConfig {
             timing: Timing::default(),
             encryption: Encryption::default(),
             storage: Storage::default(),
+            protocol: Protocol::default(),
+            client_port: ClientPort::default(),
             nodes: Vec::new(),
             base_dir: PathBuf::from("."),
         }
@@ -257,6 +435,7 @@ impl ClusterConfig {
         }
         self.timing.validate()?;
         self.encryption.validate()?;
+        self.client_port.validate()?;
         if self.storage.persistent && self.storage.dir.as_os_str().is_empty() {
             return Err(ConfigError::new(
                 "storage.dir",
@@ -375,7 +554,8 @@ impl ClusterConfig {
             .map_or_else(|| format!("n{id}"), |n| n.name.clone())
     }
 
-    /// The runtime config for node `id`: voters, ticks and join attempts from `timing`.
+    /// The runtime config for node `id`: voters, ticks and join attempts from `timing`,
+    /// the read mode from `protocol`.
     pub fn node_config(&self, id: NodeId) -> NodeConfig {
         let t = &self.timing;
         let mut c = NodeConfig::new(id, self.nodes.iter().map(|n| n.id));
@@ -386,6 +566,10 @@ impl ClusterConfig {
         c.join_attempt_interval_ms = t.join_attempt_interval_ms;
         c.snapshot_after_entries = self.storage.snapshot_after_entries;
         c.snapshot_trailing_entries = self.storage.snapshot_trailing_entries;
+        // Lease reads rely on check-quorum (a deposed leader must step down before its
+        // lease could outlive it); raft-kv never turns it off.
+        c.protocol.check_quorum = true;
+        c.protocol.read_mode = self.protocol.read_mode.into();
         c
     }
 

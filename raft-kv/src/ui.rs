@@ -724,6 +724,7 @@ mod tests {
             starts: 1,
             last_error: None,
             log_level: "info".into(),
+            client_port: None,
         }
     }
 
