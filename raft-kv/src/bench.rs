@@ -89,8 +89,8 @@ struct ClientRun {
 
 /// How many connections the node at `addr` serves at once, from its status.
 fn node_connection_limit(addr: &str, options: &BenchOptions) -> Result<usize> {
-    let mut client = connect_with_retry(addr, options)
-        .with_context(|| format!("cannot connect to {addr}"))?;
+    let mut client =
+        connect_with_retry(addr, options).with_context(|| format!("cannot connect to {addr}"))?;
     match client.call(&Request::Status { entries_max: 0 })? {
         Response::Status(view) => Ok(view
             .client_port

@@ -246,7 +246,7 @@ impl NodeHost {
             )
         })?;
         log::info!(
-            "{} (n{id}) starting on {}: {} storage, {}",
+            "{} (n{id}) starting on {}: {} storage, {}, {} reads",
             self.entry.name,
             transport.local_addr(),
             if self.config.storage.persistent {
@@ -258,7 +258,8 @@ impl NodeHost {
                 "encrypted"
             } else {
                 "unencrypted"
-            }
+            },
+            self.config.protocol.read_mode
         );
         let node = Node::builder(self.config.node_config(id))
             .boxed_log(log)

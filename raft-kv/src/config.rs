@@ -291,8 +291,7 @@ impl ClientPort {
                 ),
             ));
         }
-        if !(1..=self.max_unauthenticated_connections).contains(&self.max_unauthenticated_per_ip)
-        {
+        if !(1..=self.max_unauthenticated_connections).contains(&self.max_unauthenticated_per_ip) {
             return Err(ConfigError::new(
                 f("max_unauthenticated_per_ip"),
                 format!(
@@ -840,6 +839,34 @@ mod tests {
                 "nodes[1].client_addr",
             ),
             (|c| c.nodes[0].id = 0, "nodes[0].id"),
+            (
+                |c| c.client_port.max_client_connections = 0,
+                "client_port.max_client_connections",
+            ),
+            (
+                |c| c.client_port.max_client_connections = CLIENT_CONNECTIONS_MAX_LIMIT + 1,
+                "client_port.max_client_connections",
+            ),
+            (
+                |c| c.client_port.max_client_connections = 100,
+                "client_port.max_unauthenticated_connections",
+            ),
+            (
+                |c| c.client_port.max_unauthenticated_connections = 0,
+                "client_port.max_unauthenticated_connections",
+            ),
+            (
+                |c| c.client_port.max_unauthenticated_per_ip = 513,
+                "client_port.max_unauthenticated_per_ip",
+            ),
+            (
+                |c| c.client_port.client_handshake_timeout_ms = 10,
+                "client_port.client_handshake_timeout_ms",
+            ),
+            (
+                |c| c.client_port.client_idle_timeout_ms = 0,
+                "client_port.client_idle_timeout_ms",
+            ),
             // Valid by the file's own rules, but 2 ticks leave no room for lease drift.
             (
                 |c| {
@@ -863,6 +890,63 @@ mod tests {
         let text = valid().to_toml().replace("cluster_name", "clustr_name");
         let err = ClusterConfig::from_toml(&text).unwrap_err().to_string();
         assert!(err.contains("clustr_name"), "{err}");
+    }
+
+    #[test]
+    fn read_mode_maps_to_the_protocol_and_refuses_unknown_names() {
+        let mut c = valid();
+        assert_eq!(c.node_config(1).protocol.read_mode, ReadMode::ReadIndex);
+        c.protocol.read_mode = ReadModeName::Lease;
+        let text = c.to_toml();
+        assert!(text.contains("read_mode = \"lease\""), "{text}");
+        let back = ClusterConfig::from_toml(&text).unwrap();
+        assert_eq!(back, c);
+        let n = back.node_config(1);
+        assert_eq!(n.protocol.read_mode, ReadMode::Lease);
+        assert!(n.protocol.check_quorum, "lease reads need check-quorum");
+        n.validate().unwrap();
+        // An unknown mode is a TOML error naming the value, the choices and the line.
+        let bad = text.replace("read_mode = \"lease\"", "read_mode = \"leases\"");
+        let err = ClusterConfig::from_toml(&bad).unwrap_err().to_string();
+        assert!(
+            err.contains("leases") && err.contains("read_index") && err.contains("lease"),
+            "{err}"
+        );
+        assert_eq!("lease".parse::<ReadModeName>(), Ok(ReadModeName::Lease));
+        assert!("fast"
+            .parse::<ReadModeName>()
+            .unwrap_err()
+            .contains("read_index"));
+    }
+
+    #[test]
+    fn client_port_limits_have_defaults_and_round_trip() {
+        let d = ClientPort::default();
+        assert_eq!(d.max_client_connections, 1_024);
+        assert_eq!(d.max_unauthenticated_connections, 512);
+        assert_eq!(d.client_handshake_timeout_ms, 2_000);
+        assert_eq!(d.client_idle_timeout_ms, 300_000);
+        d.validate().unwrap();
+        // A file without the section gets the defaults.
+        let text = valid().to_toml();
+        let start = text.find("[client_port]").unwrap();
+        let end = text[start..].find("\n\n").map_or(text.len(), |e| start + e);
+        let without = format!("{}{}", &text[..start], &text[end..]);
+        assert!(!without.contains("max_client_connections"), "{without}");
+        assert_eq!(ClusterConfig::from_toml(&without).unwrap().client_port, d);
+        let mut c = valid();
+        c.client_port.max_client_connections = 8;
+        c.client_port.max_unauthenticated_connections = 4;
+        c.client_port.max_unauthenticated_per_ip = 2;
+        c.client_port.client_handshake_timeout_ms = 300;
+        assert_eq!(ClusterConfig::from_toml(&c.to_toml()).unwrap(), c);
+        let typo = c
+            .to_toml()
+            .replace("client_idle_timeout_ms", "client_idle_timeout");
+        assert!(ClusterConfig::from_toml(&typo)
+            .unwrap_err()
+            .to_string()
+            .contains("client_idle_timeout"));
     }
 
     #[test]

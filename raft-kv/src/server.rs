@@ -172,7 +172,10 @@ impl Slots {
     /// it held (an evicted connection holds none any more).
     pub fn release(&mut self, id: u64, authenticated: bool) {
         if authenticated {
-            assert!(self.authenticated > 0, "released more authenticated slots than held");
+            assert!(
+                self.authenticated > 0,
+                "released more authenticated slots than held"
+            );
             self.authenticated -= 1;
         } else {
             self.remove_pending(id);
@@ -499,7 +502,9 @@ fn accept_loop(
             state.release(id, false);
             state.counters.refused.fetch_add(1, Ordering::Relaxed);
             state.throttles.refused.warn(|| {
-                format!("n{node} client port: cannot spawn a connection thread ({e}); refused {peer}")
+                format!(
+                    "n{node} client port: cannot spawn a connection thread ({e}); refused {peer}"
+                )
             });
         }
     }
@@ -523,7 +528,9 @@ fn refuse(state: &PortState, stream: &TcpStream, peer: SocketAddr) {
     let _ = write_frame(
         &mut w,
         &Greeting::Refused {
-            message: format!("{max} client connections already (the node's max_client_connections); retry"),
+            message: format!(
+                "{max} client connections already (the node's max_client_connections); retry"
+            ),
         },
     );
 }
@@ -551,7 +558,10 @@ impl DeadlineStream {
 /// `WouldBlock` is how a socket timeout shows on Unix; call it what it is.
 fn timed_out(e: std::io::Error) -> std::io::Error {
     if e.kind() == std::io::ErrorKind::WouldBlock {
-        std::io::Error::new(std::io::ErrorKind::TimedOut, "the connection's deadline passed")
+        std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the connection's deadline passed",
+        )
     } else {
         e
     }
@@ -905,5 +915,107 @@ fn error(kind: ErrorKind, message: &str) -> Response {
     Response::Error {
         kind,
         message: message.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max: usize, unauth: usize, per_ip: usize) -> ClientPort {
+        ClientPort {
+            max_client_connections: max,
+            max_unauthenticated_connections: unauth,
+            max_unauthenticated_per_ip: per_ip,
+            ..ClientPort::default()
+        }
+    }
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([10, 0, 0, last])
+    }
+
+    #[test]
+    fn unauthenticated_connections_evict_the_oldest_beyond_their_share() {
+        let mut s = Slots::new(limits(4, 2, 2));
+        assert_eq!(s.admit(1, ip(1)), Admission::Admitted);
+        assert_eq!(s.admit(2, ip(2)), Admission::Admitted);
+        // The share is full: the newest takes the oldest's slot.
+        assert_eq!(s.admit(3, ip(3)), Admission::Evicting(1));
+        assert_eq!(s.unauthenticated(), 2);
+        assert!(!s.promote(1), "an evicted connection cannot authenticate");
+        assert!(s.promote(3));
+        assert!(s.promote(2));
+        assert_eq!((s.open(), s.unauthenticated()), (2, 0));
+        // Authenticated clients may take every slot; then a new connection is refused.
+        assert_eq!(s.admit(4, ip(4)), Admission::Admitted);
+        assert!(s.promote(4));
+        assert_eq!(s.admit(5, ip(5)), Admission::Admitted);
+        assert_eq!(s.open(), 4);
+        // Full with one unauthenticated: a newcomer evicts it rather than be refused.
+        assert_eq!(s.admit(6, ip(6)), Admission::Evicting(5));
+        assert!(s.promote(6));
+        assert_eq!(s.admit(7, ip(7)), Admission::Refused);
+        assert_eq!((s.open(), s.unauthenticated()), (4, 0));
+        s.release(6, true);
+        assert_eq!(s.admit(8, ip(8)), Admission::Admitted);
+        s.release(8, false);
+        // A released evicted connection frees nothing twice.
+        s.release(5, false);
+        assert_eq!((s.open(), s.unauthenticated()), (3, 0));
+    }
+
+    #[test]
+    fn one_address_cannot_evict_the_others() {
+        let mut s = Slots::new(limits(10, 6, 2));
+        assert_eq!(s.admit(1, ip(1)), Admission::Admitted);
+        assert_eq!(s.admit(2, ip(9)), Admission::Admitted);
+        assert_eq!(s.admit(3, ip(9)), Admission::Admitted);
+        // ip 9 is at its bound: its newest evicts its own oldest, not ip 1's older one.
+        assert_eq!(s.admit(4, ip(9)), Admission::Evicting(2));
+        assert_eq!(s.admit(5, ip(9)), Admission::Evicting(3));
+        assert_eq!(s.unauthenticated(), 3);
+        assert!(
+            s.promote(1),
+            "the other address's connection survived the flood"
+        );
+        assert!(s.promote(5));
+        // The address's count follows promotions and releases.
+        assert_eq!(s.admit(6, ip(9)), Admission::Admitted);
+        s.release(4, false);
+        assert_eq!(s.admit(7, ip(9)), Admission::Admitted);
+        assert_eq!(s.admit(8, ip(9)), Admission::Evicting(6));
+    }
+
+    #[test]
+    fn a_deadline_stream_times_out_at_its_deadline_however_the_bytes_trickle() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let started = Instant::now();
+        let mut s = DeadlineStream {
+            stream: Arc::new(server),
+            deadline: started + Duration::from_millis(300),
+        };
+        // Each byte arrives well within a per-read timeout; the total must not. (A
+        // per-read timeout would read all 60 bytes, 3 s.)
+        let writer = std::thread::spawn(move || {
+            for _ in 0..60 {
+                if client.write_all(b"x").is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let mut buf = [0u8; 64];
+        let err = s.read_exact(&mut buf).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_secs(2),
+            "{took:?}"
+        );
+        drop(s); // The writer's next writes fail: it stops.
+        writer.join().unwrap();
     }
 }

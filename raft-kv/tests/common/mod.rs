@@ -107,6 +107,25 @@ impl NodeProc {
         let _ = self.child.wait();
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the process to exit (at most `timeout`); its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Whether it has exited.
     pub fn exited(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(Some(_)))
@@ -253,6 +272,13 @@ impl Cluster {
             .remove(name)
             .unwrap_or_else(|| panic!("{name} is not running"))
             .kill();
+    }
+
+    /// Node `name`'s process.
+    pub fn proc_mut(&mut self, name: &str) -> &mut NodeProc {
+        self.procs
+            .get_mut(name)
+            .unwrap_or_else(|| panic!("{name} is not running"))
     }
 
     /// The stderr lines of node `name`'s process.
