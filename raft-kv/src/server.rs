@@ -50,6 +50,11 @@ pub const CONNECTION_STACK_BYTES: usize = 128 * 1024;
 /// once per this interval, with the count of those suppressed meanwhile.
 pub const LOG_THROTTLE_INTERVAL: Duration = Duration::from_secs(10);
 
+/// Connections the kernel queues for the listener before it drops new ones (capped by
+/// `net.core.somaxconn`). Deep enough that a burst of connections does not make a client
+/// wait for its SYN to be sent again (1 s).
+pub const LISTEN_BACKLOG: i32 = 1_024;
+
 /// File descriptors the process needs besides its client connections (listeners,
 /// the Raft socket, sled's files, stdio), for the `ulimit -n` check at start.
 const FDS_OTHER_MAX: u64 = 64;
@@ -330,7 +335,7 @@ impl ClientServer {
     /// The address cannot be bound.
     pub fn start(addr: &str, host: Arc<NodeHost>) -> Result<Self> {
         let listener =
-            TcpListener::bind(addr).with_context(|| format!("cannot bind client port {addr}"))?;
+            bind_listener(addr).with_context(|| format!("cannot bind client port {addr}"))?;
         let addr = listener.local_addr()?;
         let limits = host.config().client_port.clone();
         let node = host.id();
@@ -383,6 +388,38 @@ impl Drop for ClientServer {
         }
         self.state.shutdown_all();
     }
+}
+
+/// Binds a listener with a backlog of [`LISTEN_BACKLOG`] connections (std's is 128), on
+/// the first address `addr` resolves to that can be bound.
+fn bind_listener(addr: &str) -> std::io::Result<TcpListener> {
+    use std::net::ToSocketAddrs;
+    let mut last = None;
+    for a in addr.to_socket_addrs()? {
+        let bound = (|| {
+            let socket = socket2::Socket::new(
+                socket2::Domain::for_address(a),
+                socket2::Type::STREAM,
+                Some(socket2::Protocol::TCP),
+            )?;
+            // As std does for listeners: rebinding after a restart must not wait out
+            // TIME_WAIT.
+            socket.set_reuse_address(true)?;
+            socket.bind(&a.into())?;
+            socket.listen(LISTEN_BACKLOG)?;
+            Ok::<_, std::io::Error>(TcpListener::from(socket))
+        })();
+        match bound {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{addr} resolves to no address"),
+        )
+    }))
 }
 
 /// Warns at start if `ulimit -n` leaves too few file descriptors for

@@ -170,6 +170,63 @@ fn a_thousand_idle_sockets_do_not_lock_clients_out() {
 }
 
 #[test]
+fn a_flood_that_reconnects_at_once_does_not_lock_clients_out() {
+    let _heavy = HEAVY.lock();
+    assert_open_files(1_500);
+    let cluster = one_node(&encrypted(&[]));
+    let addr = client_addr(&cluster);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // The attacker keeps 600 sockets open, reopening each one the node closes.
+    let flood = {
+        let (addr, stop) = (addr.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let open = |addr: &str| {
+                let s = TcpStream::connect(addr).ok()?;
+                s.set_nonblocking(true).ok()?;
+                Some(s)
+            };
+            let mut sockets: Vec<Option<TcpStream>> = (0..600).map(|_| open(&addr)).collect();
+            let (mut reopened, started) = (0u64, Instant::now());
+            let mut buf = [0u8; 1024];
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) && started.elapsed() < WAIT {
+                for slot in &mut sockets {
+                    let closed = match slot {
+                        Some(s) => match s.read(&mut buf) {
+                            Ok(0) => true,
+                            Ok(_) => false,
+                            Err(e) => e.kind() != IoKind::WouldBlock,
+                        },
+                        None => true,
+                    };
+                    if closed {
+                        *slot = open(&addr);
+                        reopened += 1;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5)); // the attacker's pace
+            }
+            reopened
+        })
+    };
+    wait_until("the flood evicts", WAIT, || {
+        (counter(&cluster, "client_evicted") > 0).then_some(())
+    });
+    for i in 0..5 {
+        let started = Instant::now();
+        cluster.put("node1", "k", &i.to_string());
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_millis(2_000 + 1_000),
+            "put {i} took {took:?} during the flood"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let reopened = flood.join().unwrap();
+    assert!(reopened > 0, "the node never closed a flood socket");
+    assert_eq!(cluster.stale_get("node1", "k").as_deref(), Some("4"));
+}
+
+#[test]
 fn a_slow_client_never_holds_a_slot_past_the_handshake_deadline() {
     // Unencrypted: the first request must have arrived within the deadline.
     let cluster = one_node(&[
