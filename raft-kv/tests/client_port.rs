@@ -375,6 +375,43 @@ fn connections_are_refused_only_when_every_slot_is_authenticated() {
 }
 
 #[test]
+fn one_address_holds_at_most_its_share_of_handshakes() {
+    let cluster = one_node(&[
+        "--no-encrypt",
+        "--ephemeral",
+        "--max-unauthenticated-connections",
+        "8",
+        "--max-unauthenticated-per-ip",
+        "2",
+        // Long enough that only the per-address bound can close a socket here.
+        "--client-handshake-timeout-ms",
+        "60000",
+    ]);
+    let addr = client_addr(&cluster);
+    let mut raw: Vec<TcpStream> = (0..3).map(|_| greeted_socket(&addr)).collect();
+    // Room for 8 in the handshake, but 2 per address: the third took the first's slot.
+    let (_, words) = wait_closed(&mut raw[0], Instant::now() + WAIT).unwrap();
+    assert!(
+        matches!(
+            last_words(&words),
+            Some(Response::Error {
+                kind: ErrorKind::Busy,
+                ..
+            })
+        ),
+        "{words:?}"
+    );
+    // The other two are still open (a read waits, no end of stream).
+    for s in &mut raw[1..] {
+        s.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 16];
+        let e = s.read(&mut buf).unwrap_err();
+        assert_eq!(e.kind(), IoKind::WouldBlock, "{e}");
+    }
+    assert!(counter(&cluster, "client_evicted") >= 1);
+}
+
+#[test]
 fn bench_runs_200_clients_against_one_node_and_no_more_than_its_limit() {
     let _heavy = HEAVY.lock();
     let cluster = one_node(&encrypted(&[]));
