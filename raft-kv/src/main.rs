@@ -97,7 +97,7 @@ enum Command {
         #[arg(long, default_value_t = 2_000)]
         requests: usize,
         /// Concurrent clients, each with its own connection (at most the node's
-        /// max_client_connections minus one).
+        /// max_client_connections).
         #[arg(long, default_value_t = 8)]
         clients: usize,
         /// Bytes per value.

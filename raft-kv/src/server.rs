@@ -522,7 +522,7 @@ fn accept_loop(
             }
             Admission::Admitted => {}
         }
-        let (host2, state2) = (host.clone(), state.clone());
+        let (host2, state2, stream2) = (host.clone(), state.clone(), stream.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("kv-client-n{node}"))
             .stack_size(CONNECTION_STACK_BYTES)
@@ -533,7 +533,7 @@ fn accept_loop(
                     peer,
                     authenticated: false,
                 };
-                conn.serve(stream, evicted, accepted_at, &host2);
+                conn.serve(stream2, evicted, accepted_at, &host2);
             });
         if let Err(e) = spawned {
             state.release(id, false);
@@ -543,6 +543,11 @@ fn accept_loop(
                     "n{node} client port: cannot spawn a connection thread ({e}); refused {peer}"
                 )
             });
+            send_refusal(
+                &stream,
+                "the node cannot start a thread for this connection (out of memory or \
+                 threads); retry",
+            );
         }
     }
 }
@@ -558,16 +563,21 @@ fn refuse(state: &PortState, stream: &TcpStream, peer: SocketAddr) {
             state.node
         )
     });
-    // A fresh socket's send buffer takes the greeting at once; the timeout only guards
-    // the listener thread against the unexpected.
+    send_refusal(
+        stream,
+        &format!("{max} client connections already (the node's max_client_connections); retry"),
+    );
+}
+
+/// Sends [`Greeting::Refused`] with `message`. A fresh socket's send buffer takes it at
+/// once; the timeout only guards the listener thread against the unexpected.
+fn send_refusal(stream: &TcpStream, message: &str) {
     let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
     let mut w = stream;
     let _ = write_frame(
         &mut w,
         &Greeting::Refused {
-            message: format!(
-                "{max} client connections already (the node's max_client_connections); retry"
-            ),
+            message: message.to_string(),
         },
     );
 }

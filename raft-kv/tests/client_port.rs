@@ -427,10 +427,14 @@ fn bench_runs_200_clients_against_one_node_and_no_more_than_its_limit() {
     let text = stdout(&out);
     assert!(out.status.success(), "{text}\n{}", stderr(&out));
     assert!(text.contains("(1000 ok, 0 failed"), "{text}");
-    // 1,024 connections, one of them the bench's status request.
-    let out = cluster.cli(&["bench", "--clients", "1024", "--node", "node1"]);
+    // More clients than the node's max_client_connections (1,024) are refused upfront.
+    let out = cluster.cli(&["bench", "--clients", "1025", "--node", "node1"]);
     assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
-    assert!(stderr(&out).contains("at most 1023"), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("at most 1024") && err.contains("max_client_connections"),
+        "{err}"
+    );
 }
 
 /// VmRSS of process `pid`, in KiB.
