@@ -87,6 +87,43 @@ struct ClientRun {
     first_error: Option<String>,
 }
 
+/// How many connections the node at `addr` serves at once, from its status.
+fn node_connection_limit(addr: &str, options: &BenchOptions) -> Result<usize> {
+    let mut client = Client::connect(addr, options.timeout, options.key.as_ref())
+        .with_context(|| format!("cannot connect to {addr}"))?;
+    match client.call(&Request::Status { entries_max: 0 })? {
+        // This connection closes before the clients connect (they retry while its slot
+        // is being freed).
+        Response::Status(view) => Ok(view
+            .client_port
+            .map_or(usize::MAX, |p| p.max_client_connections)),
+        other => bail!("unexpected answer to a status request: {other:?}"),
+    }
+}
+
+/// Connects, retrying while the node sheds the connection (every slot taken, or
+/// evicted from the handshake by a burst of newer connections) until `options.timeout`.
+/// A wrong password or another protocol version fails at once.
+fn connect_with_retry(addr: &str, options: &BenchOptions) -> std::io::Result<Client> {
+    let deadline = Instant::now() + options.timeout;
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        match Client::connect(addr, options.timeout, options.key.as_ref()) {
+            Ok(c) => return Ok(c),
+            Err(e)
+                if !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::Unsupported
+                ) && Instant::now() + backoff < deadline =>
+            {
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_millis(200));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Runs `options.requests` puts against the node at `addr`.
 ///
 /// # Errors
@@ -95,11 +132,9 @@ pub fn run(addr: &str, options: &BenchOptions) -> Result<BenchReport> {
     if options.clients == 0 || options.requests == 0 {
         bail!("--clients and --requests must be positive");
     }
-    if options.clients > crate::server::CONNECTIONS_MAX {
-        bail!(
-            "--clients: at most {} (the node's connection limit)",
-            crate::server::CONNECTIONS_MAX
-        );
+    let limit = node_connection_limit(addr, options)?;
+    if options.clients > limit {
+        bail!("--clients: at most {limit} (the node's max_client_connections)");
     }
     let value = "v".repeat(options.value_bytes);
     let started = Instant::now();
@@ -110,9 +145,8 @@ pub fn run(addr: &str, options: &BenchOptions) -> Result<BenchReport> {
                 let value = value.clone();
                 let n = per_client.min(options.requests.saturating_sub(c * per_client));
                 s.spawn(move || -> Result<_> {
-                    let mut client =
-                        Client::connect(addr, options.timeout, options.key.as_ref())
-                            .with_context(|| format!("client {c} cannot connect to {addr}"))?;
+                    let mut client = connect_with_retry(addr, options)
+                        .with_context(|| format!("client {c} cannot connect to {addr}"))?;
                     let mut lat = Vec::with_capacity(n);
                     let (mut failed, mut first_error) = (0, None);
                     for i in 0..n {
@@ -130,8 +164,9 @@ pub fn run(addr: &str, options: &BenchOptions) -> Result<BenchReport> {
                             Err(e) => {
                                 failed += 1;
                                 first_error.get_or_insert(e.to_string());
-                                client =
-                                    Client::connect(addr, options.timeout, options.key.as_ref())?;
+                                client = connect_with_retry(addr, options).with_context(|| {
+                                    format!("client {c} cannot reconnect to {addr}")
+                                })?;
                             }
                         }
                     }

@@ -39,7 +39,8 @@ pub enum Greeting {
         /// On an encrypted cluster: the nonce to answer with [`Request::Auth`].
         challenge: Option<[u8; 32]>,
     },
-    /// The node will not serve this connection (too many connections); retry.
+    /// The node will not serve this connection (every slot is held by an authenticated
+    /// client: `max_client_connections`); retry.
     Refused {
         /// Why.
         message: String,
@@ -245,6 +246,12 @@ impl<S: Read + Write> Framed<S> {
         &self.stream
     }
 
+    /// The stream underneath, to change its settings (not to read or write around the
+    /// framing).
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.stream
+    }
+
     /// Writes one message.
     ///
     /// # Errors
@@ -381,7 +388,22 @@ impl Client {
                 self.conn.secure(to_node, to_client);
                 Ok(())
             }
-            Response::Error { message, .. } => Err(denied(message)),
+            Response::Error {
+                kind: ErrorKind::Unauthorized,
+                message,
+            } => Err(denied(message)),
+            // Evicted to make room, or too slow: not the password's fault; retry.
+            Response::Error {
+                kind: ErrorKind::Busy,
+                message,
+            } => Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                message,
+            )),
+            Response::Error { message, .. } => Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                message,
+            )),
             other => Err(denied(format!("unexpected answer to auth: {other:?}"))),
         }
     }

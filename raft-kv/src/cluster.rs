@@ -6,6 +6,7 @@
 //! with persistent storage it reopens its log and replays its committed entries at once.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -32,6 +33,8 @@ pub struct NodeHost {
     /// The client port's key, derived on first use (the KDF is slow on purpose).
     client_key: std::sync::OnceLock<Option<ClientKey>>,
     state: Mutex<HostState>,
+    /// The client port serving this node, once one is attached (for its counters).
+    client_port: Mutex<Option<Arc<crate::server::PortState>>>,
 }
 
 #[derive(Default)]
@@ -69,6 +72,7 @@ impl NodeHost {
             password,
             client_key: std::sync::OnceLock::new(),
             state: Mutex::new(HostState::default()),
+            client_port: Mutex::new(None),
         })
     }
 
@@ -87,6 +91,11 @@ impl NodeHost {
         self.client_key
             .get_or_init(|| self.password.as_deref().map(|p| self.config.client_key(p)))
             .as_ref()
+    }
+
+    /// Shows the counters of the client port serving this node in its status.
+    pub(crate) fn attach_client_port(&self, port: Arc<crate::server::PortState>) {
+        *self.client_port.lock() = Some(port);
     }
 
     /// This node's id.
@@ -173,6 +182,7 @@ impl NodeHost {
             starts,
             last_error,
             log_level: crate::logger::level().to_string().to_lowercase(),
+            client_port: self.client_port.lock().as_ref().map(|p| p.view()),
         };
         let Some(node) = node else {
             return view;
@@ -236,7 +246,7 @@ impl NodeHost {
             )
         })?;
         log::info!(
-            "{} (n{id}) starting on {}: {} storage, {}",
+            "{} (n{id}) starting on {}: {} storage, {}, {} reads",
             self.entry.name,
             transport.local_addr(),
             if self.config.storage.persistent {
@@ -248,7 +258,8 @@ impl NodeHost {
                 "encrypted"
             } else {
                 "unencrypted"
-            }
+            },
+            self.config.protocol.read_mode
         );
         let node = Node::builder(self.config.node_config(id))
             .boxed_log(log)
@@ -367,6 +378,9 @@ pub struct HostView {
     pub last_error: Option<String>,
     /// The process's log level.
     pub log_level: String,
+    /// The client port's connections and counters (`None` when no port serves the
+    /// node, as in the demo).
+    pub client_port: Option<crate::server::ClientPortView>,
 }
 
 /// A follower's replication progress, as its leader sees it.

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use raft_core::node::NodeConfig;
-use raft_core::NodeId;
+use raft_core::{NodeId, ReadMode};
 use serde::{Deserialize, Serialize};
 
 /// The environment variable `raft-kv init` suggests for the cluster password.
@@ -67,6 +67,12 @@ pub struct ClusterConfig {
     /// Ephemeral (memory) or persistent (sled) storage of each node's log.
     #[serde(default)]
     pub storage: Storage,
+    /// Protocol choices: how linearizable reads are confirmed.
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// Limits of each node's client port: connections, handshake and idle timeouts.
+    #[serde(default)]
+    pub client_port: ClientPort,
     /// Every node of the cluster.
     pub nodes: Vec<NodeEntry>,
     /// The directory relative paths are resolved against (the config file's own); not
@@ -158,6 +164,175 @@ impl Default for Storage {
     }
 }
 
+/// How linearizable reads (`raft-kv get` without `--stale`) are confirmed; the file's
+/// spelling of [`raft_core::ReadMode`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadModeName {
+    /// `read_index`: the leader confirms it still leads with a heartbeat round before it
+    /// answers (one round trip to a majority per batch of reads; no clock assumption).
+    #[default]
+    ReadIndex,
+    /// `lease`: the leader answers at once while its lease lasts (the election timeout
+    /// minus a drift margin after a majority last acknowledged it), assuming the nodes'
+    /// clocks run at nearly the same rate. Needs check-quorum, which raft-kv always
+    /// turns on.
+    Lease,
+}
+
+impl From<ReadModeName> for ReadMode {
+    fn from(mode: ReadModeName) -> Self {
+        match mode {
+            ReadModeName::ReadIndex => ReadMode::ReadIndex,
+            ReadModeName::Lease => ReadMode::Lease,
+        }
+    }
+}
+
+impl std::str::FromStr for ReadModeName {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "read_index" => Ok(Self::ReadIndex),
+            "lease" => Ok(Self::Lease),
+            other => Err(format!(
+                "{other:?} is not a read mode: use read_index or lease"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for ReadModeName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::ReadIndex => "read_index",
+            Self::Lease => "lease",
+        })
+    }
+}
+
+/// Protocol choices beyond timing.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Protocol {
+    /// `read_index` (the default) or `lease`: see [`ReadModeName`].
+    pub read_mode: ReadModeName,
+}
+
+/// The smallest handshake or idle timeout accepted, in ms.
+pub const CLIENT_TIMEOUT_MS_MIN: u64 = 50;
+/// The most client connections a node may be configured to serve at once (each is a
+/// thread and a socket).
+pub const CLIENT_CONNECTIONS_MAX_LIMIT: usize = 65_536;
+
+/// Limits of a node's client port (TCP): how many connections it serves, how many of
+/// them may still be in the handshake, and how long a connection may stay silent.
+/// See docs/operations.md ("Client port limits") for what an operator sees at each.
+///
+/// Invariant (checked by [`ClientPort::validate`]):
+/// `max_unauthenticated_per_ip <= max_unauthenticated_connections <= max_client_connections`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientPort {
+    /// Connections served at once, authenticated or not. Beyond it, when every slot is
+    /// held by an authenticated client, a new connection is refused ("retry").
+    pub max_client_connections: usize,
+    /// Connections still in the handshake (on an unencrypted cluster: that have not
+    /// sent their first request) held at once. A new connection beyond it takes the
+    /// slot of the oldest one still in the handshake, which is closed ("evicted"), so
+    /// idle sockets can never lock clients out.
+    pub max_unauthenticated_connections: usize,
+    /// Connections still in the handshake held at once from one source IP address;
+    /// beyond it a new one from that address evicts that address's oldest.
+    pub max_unauthenticated_per_ip: usize,
+    /// A connection must complete the handshake (or, unencrypted, send its first
+    /// request) within this many ms of being accepted, however it trickles its bytes.
+    pub client_handshake_timeout_ms: u64,
+    /// An authenticated connection is closed when its next request has not fully
+    /// arrived this many ms after the previous answer.
+    pub client_idle_timeout_ms: u64,
+}
+
+impl Default for ClientPort {
+    fn default() -> Self {
+        Self {
+            max_client_connections: 1_024,
+            max_unauthenticated_connections: 512,
+            max_unauthenticated_per_ip: 256,
+            client_handshake_timeout_ms: 2_000,
+            client_idle_timeout_ms: 300_000,
+        }
+    }
+}
+
+impl ClientPort {
+    /// Checks the limits and their order.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first wrong field and why.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let f = |name: &str| format!("client_port.{name}");
+        if !(1..=CLIENT_CONNECTIONS_MAX_LIMIT).contains(&self.max_client_connections) {
+            return Err(ConfigError::new(
+                f("max_client_connections"),
+                format!(
+                    "{} is outside 1..={CLIENT_CONNECTIONS_MAX_LIMIT}",
+                    self.max_client_connections
+                ),
+            ));
+        }
+        if !(1..=self.max_client_connections).contains(&self.max_unauthenticated_connections) {
+            return Err(ConfigError::new(
+                f("max_unauthenticated_connections"),
+                format!(
+                    "{} is outside 1..=max_client_connections ({})",
+                    self.max_unauthenticated_connections, self.max_client_connections
+                ),
+            ));
+        }
+        if !(1..=self.max_unauthenticated_connections).contains(&self.max_unauthenticated_per_ip) {
+            return Err(ConfigError::new(
+                f("max_unauthenticated_per_ip"),
+                format!(
+                    "{} is outside 1..=max_unauthenticated_connections ({})",
+                    self.max_unauthenticated_per_ip, self.max_unauthenticated_connections
+                ),
+            ));
+        }
+        for (name, ms, max) in [
+            (
+                "client_handshake_timeout_ms",
+                self.client_handshake_timeout_ms,
+                600_000,
+            ),
+            (
+                "client_idle_timeout_ms",
+                self.client_idle_timeout_ms,
+                86_400_000,
+            ),
+        ] {
+            if !(CLIENT_TIMEOUT_MS_MIN..=max).contains(&ms) {
+                return Err(ConfigError::new(
+                    f(name),
+                    format!("{ms} is outside {CLIENT_TIMEOUT_MS_MIN}..={max}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// [`ClientPort::client_handshake_timeout_ms`] as a duration.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.client_handshake_timeout_ms)
+    }
+
+    /// [`ClientPort::client_idle_timeout_ms`] as a duration.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.client_idle_timeout_ms)
+    }
+}
+
 /// One node: its name, id and the two ports it listens on.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -192,6 +367,8 @@ impl ClusterConfig {
             timing: Timing::default(),
             encryption: Encryption::default(),
             storage: Storage::default(),
+            protocol: Protocol::default(),
+            client_port: ClientPort::default(),
             nodes: Vec::new(),
             base_dir: PathBuf::from("."),
         }
@@ -257,6 +434,7 @@ impl ClusterConfig {
         }
         self.timing.validate()?;
         self.encryption.validate()?;
+        self.client_port.validate()?;
         if self.storage.persistent && self.storage.dir.as_os_str().is_empty() {
             return Err(ConfigError::new(
                 "storage.dir",
@@ -375,7 +553,8 @@ impl ClusterConfig {
             .map_or_else(|| format!("n{id}"), |n| n.name.clone())
     }
 
-    /// The runtime config for node `id`: voters, ticks and join attempts from `timing`.
+    /// The runtime config for node `id`: voters, ticks and join attempts from `timing`,
+    /// the read mode from `protocol`.
     pub fn node_config(&self, id: NodeId) -> NodeConfig {
         let t = &self.timing;
         let mut c = NodeConfig::new(id, self.nodes.iter().map(|n| n.id));
@@ -386,6 +565,10 @@ impl ClusterConfig {
         c.join_attempt_interval_ms = t.join_attempt_interval_ms;
         c.snapshot_after_entries = self.storage.snapshot_after_entries;
         c.snapshot_trailing_entries = self.storage.snapshot_trailing_entries;
+        // Lease reads rely on check-quorum (a deposed leader must step down before its
+        // lease could outlive it); raft-kv never turns it off.
+        c.protocol.check_quorum = true;
+        c.protocol.read_mode = self.protocol.read_mode.into();
         c
     }
 
@@ -656,6 +839,34 @@ mod tests {
                 "nodes[1].client_addr",
             ),
             (|c| c.nodes[0].id = 0, "nodes[0].id"),
+            (
+                |c| c.client_port.max_client_connections = 0,
+                "client_port.max_client_connections",
+            ),
+            (
+                |c| c.client_port.max_client_connections = CLIENT_CONNECTIONS_MAX_LIMIT + 1,
+                "client_port.max_client_connections",
+            ),
+            (
+                |c| c.client_port.max_client_connections = 100,
+                "client_port.max_unauthenticated_connections",
+            ),
+            (
+                |c| c.client_port.max_unauthenticated_connections = 0,
+                "client_port.max_unauthenticated_connections",
+            ),
+            (
+                |c| c.client_port.max_unauthenticated_per_ip = 513,
+                "client_port.max_unauthenticated_per_ip",
+            ),
+            (
+                |c| c.client_port.client_handshake_timeout_ms = 10,
+                "client_port.client_handshake_timeout_ms",
+            ),
+            (
+                |c| c.client_port.client_idle_timeout_ms = 0,
+                "client_port.client_idle_timeout_ms",
+            ),
             // Valid by the file's own rules, but 2 ticks leave no room for lease drift.
             (
                 |c| {
@@ -679,6 +890,63 @@ mod tests {
         let text = valid().to_toml().replace("cluster_name", "clustr_name");
         let err = ClusterConfig::from_toml(&text).unwrap_err().to_string();
         assert!(err.contains("clustr_name"), "{err}");
+    }
+
+    #[test]
+    fn read_mode_maps_to_the_protocol_and_refuses_unknown_names() {
+        let mut c = valid();
+        assert_eq!(c.node_config(1).protocol.read_mode, ReadMode::ReadIndex);
+        c.protocol.read_mode = ReadModeName::Lease;
+        let text = c.to_toml();
+        assert!(text.contains("read_mode = \"lease\""), "{text}");
+        let back = ClusterConfig::from_toml(&text).unwrap();
+        assert_eq!(back, c);
+        let n = back.node_config(1);
+        assert_eq!(n.protocol.read_mode, ReadMode::Lease);
+        assert!(n.protocol.check_quorum, "lease reads need check-quorum");
+        n.validate().unwrap();
+        // An unknown mode is a TOML error naming the value, the choices and the line.
+        let bad = text.replace("read_mode = \"lease\"", "read_mode = \"leases\"");
+        let err = ClusterConfig::from_toml(&bad).unwrap_err().to_string();
+        assert!(
+            err.contains("leases") && err.contains("read_index") && err.contains("lease"),
+            "{err}"
+        );
+        assert_eq!("lease".parse::<ReadModeName>(), Ok(ReadModeName::Lease));
+        assert!("fast"
+            .parse::<ReadModeName>()
+            .unwrap_err()
+            .contains("read_index"));
+    }
+
+    #[test]
+    fn client_port_limits_have_defaults_and_round_trip() {
+        let d = ClientPort::default();
+        assert_eq!(d.max_client_connections, 1_024);
+        assert_eq!(d.max_unauthenticated_connections, 512);
+        assert_eq!(d.client_handshake_timeout_ms, 2_000);
+        assert_eq!(d.client_idle_timeout_ms, 300_000);
+        d.validate().unwrap();
+        // A file without the section gets the defaults.
+        let text = valid().to_toml();
+        let start = text.find("[client_port]").unwrap();
+        let end = text[start..].find("\n\n").map_or(text.len(), |e| start + e);
+        let without = format!("{}{}", &text[..start], &text[end..]);
+        assert!(!without.contains("max_client_connections"), "{without}");
+        assert_eq!(ClusterConfig::from_toml(&without).unwrap().client_port, d);
+        let mut c = valid();
+        c.client_port.max_client_connections = 8;
+        c.client_port.max_unauthenticated_connections = 4;
+        c.client_port.max_unauthenticated_per_ip = 2;
+        c.client_port.client_handshake_timeout_ms = 300;
+        assert_eq!(ClusterConfig::from_toml(&c.to_toml()).unwrap(), c);
+        let typo = c
+            .to_toml()
+            .replace("client_idle_timeout_ms", "client_idle_timeout");
+        assert!(ClusterConfig::from_toml(&typo)
+            .unwrap_err()
+            .to_string()
+            .contains("client_idle_timeout"));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use crate::config::{
-    check_password, ClusterConfig, NodeEntry, Timing, DEFAULT_PASSWORD_ENV, NODES_MAX,
+    check_password, ClusterConfig, NodeEntry, ReadModeName, Timing, DEFAULT_PASSWORD_ENV, NODES_MAX,
 };
 
 /// Flags of `raft-kv init`.
@@ -101,6 +101,30 @@ pub struct InitArgs {
     /// Client request timeout in ms (default 5000).
     #[arg(long)]
     pub request_timeout_ms: Option<u64>,
+    /// How linearizable reads are confirmed: read_index (default; a heartbeat round per
+    /// read batch) or lease (the leader answers at once while its lease lasts; assumes
+    /// clocks that run at nearly the same rate).
+    #[arg(long, value_name = "MODE")]
+    pub read_mode: Option<ReadModeName>,
+    /// Client connections each node serves at once (default 1024). Unless given too,
+    /// --max-unauthenticated-connections becomes half of it.
+    #[arg(long)]
+    pub max_client_connections: Option<usize>,
+    /// Client connections still in the handshake held at once (default 512); more evict
+    /// the oldest.
+    #[arg(long)]
+    pub max_unauthenticated_connections: Option<usize>,
+    /// Client connections still in the handshake held at once from one IP address
+    /// (default 256, or --max-unauthenticated-connections if lower).
+    #[arg(long)]
+    pub max_unauthenticated_per_ip: Option<usize>,
+    /// A client must complete its handshake within this many ms (default 2000).
+    #[arg(long)]
+    pub client_handshake_timeout_ms: Option<u64>,
+    /// An authenticated client that sends no request for this many ms is disconnected
+    /// (default 300000).
+    #[arg(long)]
+    pub client_idle_timeout_ms: Option<u64>,
 }
 
 /// Asks the user for missing values.
@@ -436,6 +460,29 @@ pub fn plan(args: &InitArgs, ask: &mut dyn Ask) -> Result<Plan> {
         .request_timeout_ms
         .unwrap_or(defaults.request_timeout_ms);
 
+    // Reads and the client port.
+    if let Some(mode) = args.read_mode {
+        config.protocol.read_mode = mode;
+    }
+    let cp = &mut config.client_port;
+    if let Some(n) = args.max_client_connections {
+        cp.max_client_connections = n;
+        cp.max_unauthenticated_connections = (n / 2).max(1);
+    }
+    if let Some(n) = args.max_unauthenticated_connections {
+        cp.max_unauthenticated_connections = n;
+    }
+    cp.max_unauthenticated_per_ip = args.max_unauthenticated_per_ip.unwrap_or(
+        cp.max_unauthenticated_per_ip
+            .min(cp.max_unauthenticated_connections),
+    );
+    if let Some(ms) = args.client_handshake_timeout_ms {
+        cp.client_handshake_timeout_ms = ms;
+    }
+    if let Some(ms) = args.client_idle_timeout_ms {
+        cp.client_idle_timeout_ms = ms;
+    }
+
     config
         .validate()
         .map_err(|e| anyhow::anyhow!("{}: {}", flag_of(&e.field), e.reason))?;
@@ -606,6 +653,16 @@ pub fn describe(config: &ClusterConfig, path: &Path) -> String {
         fmt_secs(config.join_retry_time().as_secs_f64()),
         config.timing.join_attempts,
         fmt_secs(config.timing.join_attempt_interval_ms as f64 / 1000.0),
+    );
+    s += &format!("Reads: {}\n", config.protocol.read_mode);
+    let cp = &config.client_port;
+    s += &format!(
+        "Client port: at most {} connections, {} in the handshake ({} per address); handshake timeout {} s, idle timeout {} s\n",
+        cp.max_client_connections,
+        cp.max_unauthenticated_connections,
+        cp.max_unauthenticated_per_ip,
+        fmt_secs(cp.client_handshake_timeout_ms as f64 / 1000.0),
+        fmt_secs(cp.client_idle_timeout_ms as f64 / 1000.0),
     );
     s += &format!("Config: {}\nStart each node with:\n", path.display());
     for n in &config.nodes {

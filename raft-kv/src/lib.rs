@@ -20,7 +20,8 @@
 //!   ratatui's `TestBackend`); only `ui::run_*` touch the terminal;
 //! - every wait has a deadline and every queue, list and frame a bound
 //!   ([`store::ENTRIES_KEPT_MAX`], [`logger::LINES_KEPT_DEFAULT`],
-//!   [`client::FRAME_BYTES_MAX`], [`server::CONNECTIONS_MAX`]).
+//!   [`client::FRAME_BYTES_MAX`], and the client port's `[client_port]` limits in
+//!   [`config::ClientPort`], enforced by [`server::Slots`]).
 //!
 //! The library holds the pieces, so tests and other programs can use them:
 //! [`config`] (the TOML file), [`cluster`] (building and restarting a node),

@@ -96,7 +96,8 @@ enum Command {
         /// Writes in total.
         #[arg(long, default_value_t = 2_000)]
         requests: usize,
-        /// Concurrent clients.
+        /// Concurrent clients, each with its own connection (at most the node's
+        /// max_client_connections).
         #[arg(long, default_value_t = 8)]
         clients: usize,
         /// Bytes per value.
@@ -310,6 +311,20 @@ fn status_text(v: &HostView) -> String {
         v.persistent,
         v.log_level,
     );
+    if let Some(c) = &v.client_port {
+        s += &format!(
+            "client_connections: {}\nclient_unauthenticated: {}\nclient_max_connections: {}\nclient_accepted: {}\nclient_refused: {}\nclient_evicted: {}\nclient_handshake_timeouts: {}\nclient_idle_timeouts: {}\nclient_handshake_failures: {}\n",
+            c.open,
+            c.unauthenticated,
+            c.max_client_connections,
+            c.accepted,
+            c.refused,
+            c.evicted,
+            c.handshake_timeouts,
+            c.idle_timeouts,
+            c.handshake_failures,
+        );
+    }
     for p in &v.peers {
         s += &format!("peer: {} match {} lag {}\n", p.name, p.match_index, p.lag);
     }

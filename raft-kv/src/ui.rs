@@ -228,7 +228,7 @@ fn header_lines(view: &HostView) -> Vec<Line<'static>> {
             view.commit_index, view.applied_index, view.last_index, view.cluster
         )),
         Line::from(format!(
-            "Raft {} · client {} · {} · {} storage",
+            "Raft {} · client {} · {} · {} storage{}",
             view.raft_addr,
             view.client_addr,
             if view.encrypted {
@@ -240,7 +240,11 @@ fn header_lines(view: &HostView) -> Vec<Line<'static>> {
                 "persistent"
             } else {
                 "ephemeral"
-            }
+            },
+            view.client_port.as_ref().map_or(String::new(), |c| format!(
+                " · {} clients ({} in handshake)",
+                c.open, c.unauthenticated
+            ))
         )),
         Line::from(if view.peers.is_empty() {
             "Followers: (shown on the leader)".to_string()
@@ -724,6 +728,7 @@ mod tests {
             starts: 1,
             last_error: None,
             log_level: "info".into(),
+            client_port: None,
         }
     }
 
@@ -756,7 +761,12 @@ mod tests {
     #[test]
     fn node_screen_shows_role_leader_entries_and_log() {
         let mut terminal = Terminal::new(TestBackend::new(110, 24)).unwrap();
-        let v = view("node2", 2, "leader", Some((2, "node2")));
+        let mut v = view("node2", 2, "leader", Some((2, "node2")));
+        v.client_port = Some(crate::server::ClientPortView {
+            open: 3,
+            unauthenticated: 1,
+            ..Default::default()
+        });
         let lines = vec![log_line("n2 became leader at term 3")];
         let screen = Screen::default();
         terminal
@@ -777,6 +787,7 @@ mod tests {
             "Append entry",
             "encrypted",
             "Followers: node3 at 2 (lag 0)",
+            "3 clients (1 in handshake)",
         ] {
             assert!(text.contains(want), "screen lacks {want:?}:\n{text}");
         }

@@ -107,6 +107,25 @@ impl NodeProc {
         let _ = self.child.wait();
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the process to exit (at most `timeout`); its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Whether it has exited.
     pub fn exited(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(Some(_)))
@@ -127,6 +146,23 @@ pub struct Cluster {
     pub names: Vec<String>,
     pub envs: Vec<(String, String)>,
     pub procs: BTreeMap<String, NodeProc>,
+}
+
+/// The arguments of `raft-kv node` for node `name`.
+fn node_args(name: &str, config: &Path, level: &str) -> Vec<String> {
+    [
+        "node",
+        "--config",
+        config.to_str().unwrap(),
+        "--id",
+        name,
+        "--headless",
+        "--log-level",
+        level,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 /// Free ports for `n` nodes: `--addresses` and `--client-addresses` values.
@@ -191,21 +227,29 @@ impl Cluster {
     /// with extra environment `envs` overriding the cluster's.
     pub fn start_with(&mut self, name: &str, config: &Path, level: &str, envs: &[(&str, &str)]) {
         let mut cmd = Command::new(BIN);
-        cmd.args([
-            "node",
-            "--config",
-            config.to_str().unwrap(),
-            "--id",
-            name,
-            "--headless",
-            "--log-level",
-            level,
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .env_remove("RAFT_KV_CONFIG")
-        .env_remove("RAFT_KV_PASSWORD");
+        cmd.args(node_args(name, config, level));
+        self.spawn_node(name, cmd, envs);
+    }
+
+    /// Starts node `name` headless from the cluster's config at info level, in a shell
+    /// that first lowers the process's open files limit to `open_files_max`
+    /// (`ulimit -n`).
+    pub fn start_with_open_files(&mut self, name: &str, open_files_max: u64) {
+        let config = self.config.clone();
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "ulimit -n \"$0\" && exec \"$@\""])
+            .arg(open_files_max.to_string())
+            .arg(BIN)
+            .args(node_args(name, &config, "info"));
+        self.spawn_node(name, cmd, &[]);
+    }
+
+    fn spawn_node(&mut self, name: &str, mut cmd: Command, envs: &[(&str, &str)]) {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .env_remove("RAFT_KV_CONFIG")
+            .env_remove("RAFT_KV_PASSWORD");
         for (k, v) in &self.envs {
             cmd.env(k, v);
         }
@@ -253,6 +297,13 @@ impl Cluster {
             .remove(name)
             .unwrap_or_else(|| panic!("{name} is not running"))
             .kill();
+    }
+
+    /// Node `name`'s process.
+    pub fn proc_mut(&mut self, name: &str) -> &mut NodeProc {
+        self.procs
+            .get_mut(name)
+            .unwrap_or_else(|| panic!("{name} is not running"))
     }
 
     /// The stderr lines of node `name`'s process.
