@@ -13,15 +13,17 @@ use raft_core::{Entry, HardState, Log, LogIndex, NodeId, SnapshotMeta, StorageEr
 use crate::durable::SledFiles;
 use crate::marker::{Mark, SyncMarker};
 use crate::record::{
-    decode_meta, encode_meta, encode_record, parse_record_key, record_bytes, record_key,
-    ByteBudget, Owner, Record, State, FORMAT_VERSION, OWNER_KEY, RECORD_PREFIX, SNAPSHOT_KEY,
-    STATE_KEY,
+    chunk_count, decode_meta, encode_meta, encode_record, parse_record_key, record_bytes,
+    record_key, ByteBudget, Owner, Record, State, CHUNK_BYTES_MAX, FORMAT_VERSION, OWNER_KEY,
+    RECORD_PREFIX, STATE_KEY,
 };
+use crate::snapfile::{SnapshotDir, SnapshotRef};
 
 /// sled's segment size, fixed for a directory's lifetime (sled refuses to reopen with
 /// another). 16 times sled's default: sled stores a page larger than a quarter of a segment
 /// in a separate blob file, which costs an extra `fdatasync` and a directory `fsync` at the
-/// next sync; with 8 MiB segments a leaf of 17 records of 64 KiB stays inline.
+/// next sync, and is removed only when the segment pointing at it is cleaned; with 8 MiB
+/// segments a leaf of 17 record chunks of 64 KiB stays inline.
 pub(crate) const SLED_SEGMENT_BYTES: usize = 8 << 20;
 
 /// The largest entry payload a record can hold (its length is stored in 32 bits).
@@ -181,8 +183,15 @@ pub struct SledLog {
     pending: BTreeMap<LogIndex, Option<sled::IVec>>,
     /// The newest entries, decoded: a contiguous run ending at `last_index()`, or empty.
     tail: VecDeque<Entry>,
-    /// A saved snapshot (encoded record) not yet written, written at the next sync.
-    pending_snapshot: Option<Vec<u8>>,
+    /// How many chunks each record stored in sled has (records of the last sync):
+    /// first index -> chunks. Rewriting or removing a record removes all of them.
+    stored_chunks: BTreeMap<LogIndex, u32>,
+    /// The snapshot files; `Some` once the directory is open.
+    snapshots: Option<SnapshotDir>,
+    /// The current snapshot file as the stored state record names it.
+    snapshot_file: Option<SnapshotRef>,
+    /// A saved snapshot, its file written and durable, that the next sync makes current.
+    pending_snapshot: Option<SnapshotRef>,
 }
 
 impl fmt::Debug for SledLog {
@@ -317,6 +326,9 @@ impl SledLog {
             records: BTreeMap::new(),
             pending: BTreeMap::new(),
             tail: VecDeque::new(),
+            stored_chunks: BTreeMap::new(),
+            snapshots: None,
+            snapshot_file: None,
             pending_snapshot: None,
         };
         log.check_owner()?;
@@ -348,12 +360,36 @@ impl SledLog {
         self.stats
     }
 
-    /// Bytes sled uses on disk.
+    /// Bytes sled uses on disk (its files, blobs included; not the snapshot files).
     ///
     /// # Errors
     /// Storage failure.
     pub fn size_on_disk_bytes(&self) -> Result<u64, StorageError> {
         self.db.size_on_disk().map_err(sled_err)
+    }
+
+    /// Bytes of the snapshot files on disk (the current one, the one before it, and a
+    /// file being written).
+    ///
+    /// # Errors
+    /// Storage failure.
+    pub fn snapshot_bytes_on_disk(&self) -> Result<u64, StorageError> {
+        self.snapshot_dir()?.size_on_disk_bytes()
+    }
+
+    /// Bytes of every file under the log's directory: what the disk budget in
+    /// `docs/operations.md` bounds.
+    ///
+    /// # Errors
+    /// Storage failure.
+    pub fn dir_bytes(&self) -> Result<u64, StorageError> {
+        crate::dir_bytes(&self.dir).map_err(|e| io_err("cannot measure", &self.dir, e))
+    }
+
+    fn snapshot_dir(&self) -> Result<&SnapshotDir, StorageError> {
+        self.snapshots
+            .as_ref()
+            .ok_or_else(|| StorageError::Io("the snapshot directory is not open".into()))
     }
 
     fn me(&self) -> Owner {
@@ -443,6 +479,24 @@ impl SledLog {
                 ),
             ));
         }
+        if let Some(file) = state.snapshot_file {
+            if file.meta.last_index < state.snapshot.last_index {
+                return Err(corrupt(
+                    0,
+                    format!(
+                        "the current snapshot ends at {}, before the compaction point {}",
+                        file.meta.last_index, state.snapshot.last_index
+                    ),
+                ));
+            }
+        }
+        self.snapshots = Some(SnapshotDir::open(
+            &self.dir,
+            self.options.node_id,
+            self.options.sync_mode == SyncMode::Fdatasync,
+            state.snapshot_file.as_ref(),
+        )?);
+        self.snapshot_file = state.snapshot_file;
         self.seq = state.seq;
         self.hard_state = state.hard_state;
         self.snapshot = state.snapshot;
@@ -450,11 +504,9 @@ impl SledLog {
         let synced_last = state.last_index;
         let mut next: Option<LogIndex> = None;
         let mut discard = Vec::new();
-        for item in self.db.scan_prefix([RECORD_PREFIX]) {
-            let (key, value) = item.map_err(sled_err)?;
-            let Some(first) = parse_record_key(&key) else {
-                return Err(corrupt(0, format!("unexpected key {key:?}")));
-            };
+        for item in RecordScan::new(self.db.scan_prefix([RECORD_PREFIX])) {
+            let (first, chunks, value) = item?;
+            self.stored_chunks.insert(first, chunks);
             if first > synced_last {
                 // Only a sync writes records, together with the state record in one atomic
                 // batch, so this cannot come from a sync that completed.
@@ -465,7 +517,7 @@ impl SledLog {
                 discard.push(first);
                 continue;
             }
-            let record = Record::parse(first, Bytes::from_owner(value))?;
+            let record = Record::parse(first, value)?;
             let last = record.last();
             if last < first_index {
                 discard.push(first);
@@ -529,7 +581,10 @@ impl SledLog {
         if !discard.is_empty() {
             let mut batch = sled::Batch::default();
             for first in discard {
-                batch.remove(&record_key(first)[..]);
+                let chunks = self.stored_chunks.remove(&first).unwrap_or(1);
+                for chunk in 0..chunks {
+                    batch.remove(&record_key(first, chunk)[..]);
+                }
             }
             self.write(batch)?;
         } else if self.mark_on_open.map(|m| m.seq) != Some(self.seq) {
@@ -596,15 +651,33 @@ impl SledLog {
     /// The record that starts at `first`, from the pending writes or from sled.
     fn load(&self, first: LogIndex) -> Result<Record, StorageError> {
         let bytes = match self.pending.get(&first) {
-            Some(Some(bytes)) => bytes.clone(),
+            Some(Some(bytes)) => Bytes::from_owner(bytes.clone()),
             Some(None) => return Err(corrupt(first, format!("record at {first} was removed"))),
-            None => self
-                .db
-                .get(record_key(first))
-                .map_err(sled_err)?
-                .ok_or_else(|| corrupt(first, format!("record at {first} is missing")))?,
+            None => {
+                let chunks = self.stored_chunks.get(&first).copied().unwrap_or(1);
+                let chunk = |c: u32| {
+                    self.db
+                        .get(record_key(first, c))
+                        .map_err(sled_err)?
+                        .ok_or_else(|| {
+                            corrupt(
+                                first,
+                                format!("chunk {c} of the record at {first} is missing"),
+                            )
+                        })
+                };
+                if chunks == 1 {
+                    Bytes::from_owner(chunk(0)?)
+                } else {
+                    let mut all = Vec::with_capacity(chunks as usize * CHUNK_BYTES_MAX);
+                    for c in 0..chunks {
+                        all.extend_from_slice(&chunk(c)?);
+                    }
+                    Bytes::from(all)
+                }
+            }
         };
-        Record::parse(first, Bytes::from_owner(bytes))
+        Record::parse(first, bytes)
     }
 
     /// The record holding `index`, as (first, last).
@@ -676,6 +749,7 @@ impl SledLog {
         State {
             hard_state: self.hard_state,
             snapshot: self.snapshot,
+            snapshot_file: self.pending_snapshot.or(self.snapshot_file),
             last_index,
             last_term: self
                 .terms
@@ -821,35 +895,53 @@ impl Log for SledLog {
         }
         let mut batch = sled::Batch::default();
         for (&first, bytes) in &self.pending {
-            let key = &record_key(first)[..];
-            match bytes {
-                Some(bytes) => batch.insert(key, bytes.clone()),
-                None => batch.remove(key),
+            // The stored record at `first` goes whole; a later insert of the same key in
+            // the batch wins over its removal.
+            for chunk in 0..self.stored_chunks.get(&first).copied().unwrap_or(0) {
+                batch.remove(&record_key(first, chunk)[..]);
             }
-        }
-        if let Some(snapshot) = &self.pending_snapshot {
-            batch.insert(SNAPSHOT_KEY, snapshot.clone());
+            if let Some(bytes) = bytes {
+                for (chunk, part) in (0u32..).zip(bytes.chunks(CHUNK_BYTES_MAX)) {
+                    batch.insert(&record_key(first, chunk)[..], part);
+                }
+            }
         }
         // On failure the pending writes stay, so a retried sync writes them again.
         self.write(batch)?;
-        self.pending.clear();
-        self.pending_snapshot = None;
+        for (first, bytes) in std::mem::take(&mut self.pending) {
+            match bytes {
+                Some(bytes) => self.stored_chunks.insert(first, chunk_count(bytes.len())),
+                None => self.stored_chunks.remove(&first),
+            };
+        }
+        if let Some(adopted) = self.pending_snapshot.take() {
+            self.snapshot_file = Some(adopted);
+        }
         self.state_dirty = false;
         Ok(())
     }
 
     fn snapshot(&self) -> Result<Option<raft_core::Snapshot>, StorageError> {
-        if let Some(bytes) = &self.pending_snapshot {
-            return decode_meta(SNAPSHOT_KEY, bytes).map(Some);
-        }
-        match self.db.get(SNAPSHOT_KEY).map_err(sled_err)? {
-            Some(bytes) => decode_meta(SNAPSHOT_KEY, &bytes).map(Some),
+        match self.pending_snapshot.or(self.snapshot_file) {
+            Some(r) => self.snapshot_dir()?.read(&r).map(Some),
             None => Ok(None),
         }
     }
 
+    /// Writes the snapshot to a new file at once (durably: temporary file, fsync,
+    /// rename, directory fsync); the next [`Log::sync`] makes it the current one in the
+    /// same atomic sled batch as everything else. Until then a crash leaves the previous
+    /// snapshot current. Removes every file but the current one first, so the directory
+    /// holds at most the current snapshot and the new one.
     fn save_snapshot(&mut self, snapshot: &raft_core::Snapshot) -> Result<(), StorageError> {
-        self.pending_snapshot = Some(encode_meta(SNAPSHOT_KEY, snapshot)?);
+        let keep = self.snapshot_file;
+        let dir = self
+            .snapshots
+            .as_mut()
+            .ok_or_else(|| StorageError::Io("the snapshot directory is not open".into()))?;
+        let written = dir.write(snapshot, keep.as_ref())?;
+        self.pending_snapshot = Some(written);
+        self.state_dirty = true;
         Ok(())
     }
 
@@ -888,5 +980,59 @@ impl Log for SledLog {
         self.snapshot = meta;
         self.state_dirty = true;
         Ok(())
+    }
+}
+
+/// Reassembles records from sled's scan of their chunks, in key order: yields
+/// `(first index, chunk count, record bytes)`.
+struct RecordScan<I: Iterator> {
+    inner: std::iter::Peekable<I>,
+}
+
+impl<I: Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> RecordScan<I> {
+    fn new(inner: I) -> Self {
+        Self {
+            inner: inner.peekable(),
+        }
+    }
+}
+
+impl<I: Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> Iterator for RecordScan<I> {
+    type Item = Result<(LogIndex, u32, Bytes), StorageError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (key, value) = match self.inner.next()? {
+            Ok(kv) => kv,
+            Err(e) => return Some(Err(sled_err(e))),
+        };
+        let Some((first, chunk)) = parse_record_key(&key) else {
+            return Some(Err(corrupt(0, format!("unexpected key {key:?}"))));
+        };
+        if chunk != 0 {
+            return Some(Err(corrupt(
+                first,
+                format!("the record at {first} starts at chunk {chunk}, not 0"),
+            )));
+        }
+        let mut chunks = 1u32;
+        let mut joined: Option<Vec<u8>> = None;
+        let same_record = |item: &sled::Result<(sled::IVec, sled::IVec)>| matches!(item, Ok((k, _)) if parse_record_key(k).map(|(f, _)| f) == Some(first));
+        while let Some(Ok((next_key, part))) = self.inner.next_if(same_record) {
+            if parse_record_key(&next_key) != Some((first, chunks)) {
+                return Some(Err(corrupt(
+                    first,
+                    format!("the record at {first} lacks chunk {chunks}"),
+                )));
+            }
+            joined
+                .get_or_insert_with(|| value.to_vec())
+                .extend_from_slice(&part);
+            chunks += 1;
+        }
+        let bytes = match joined {
+            Some(all) => Bytes::from(all),
+            None => Bytes::from_owner(value),
+        };
+        Some(Ok((first, chunks, bytes)))
     }
 }

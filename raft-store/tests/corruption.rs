@@ -21,10 +21,17 @@ const RECORD_HEADER_BYTES: usize = 17;
 const ENTRY_HEADER_BYTES: usize = 13;
 const ENTRY_CRC_BYTES: usize = 4;
 
-fn key(first: LogIndex) -> Vec<u8> {
+/// The key of chunk `chunk` of the record starting at `first`.
+fn chunk_key(first: LogIndex, chunk: u32) -> Vec<u8> {
     let mut k = vec![b'e'];
     k.extend_from_slice(&first.to_be_bytes());
+    k.extend_from_slice(&chunk.to_be_bytes());
     k
+}
+
+/// The key of a record stored in one chunk.
+fn key(first: LogIndex) -> Vec<u8> {
+    chunk_key(first, 0)
 }
 
 /// Opens the directory with sled itself, waiting for the lock the dropped log's
@@ -370,10 +377,11 @@ fn removed_sled_files_are_refused() {
     );
 }
 
-/// Large entries make sled write blob files, which SledLog must sync itself; they survive
-/// a reopen, and a damaged blob is refused.
+/// Large entries are stored in chunks of at most 64 KiB, so sled writes no blob file for
+/// them (a blob per rewritten leaf was what made the disk grow without bound); they
+/// survive a reopen, and a missing or damaged chunk is refused with the entry's index.
 #[test]
-fn large_entries_use_blobs_and_damaged_blobs_are_refused() {
+fn large_entries_are_chunked_without_blobs_and_damaged_chunks_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     {
         let mut log = SledLog::open(dir.path(), CLUSTER, NODE).unwrap();
@@ -381,33 +389,48 @@ fn large_entries_use_blobs_and_damaged_blobs_are_refused() {
             log.append(&[sized(i, 1, 2_500_000)]).unwrap();
             log.sync().unwrap();
         }
+        // Overwrite entry 3 with a shorter one: its old chunks beyond the new record go.
+        log.append(&[sized(3, 2, 100_000)]).unwrap();
+        log.sync().unwrap();
     }
-    let blobs: Vec<_> = std::fs::read_dir(dir.path().join("blobs"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    assert!(
-        !blobs.is_empty(),
-        "2.5 MB records should be stored as sled blobs"
-    );
+    let blobs = std::fs::read_dir(dir.path().join("blobs"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(blobs, 0, "chunked records need no sled blob files");
     {
         let log = SledLog::open(dir.path(), CLUSTER, NODE).unwrap();
         let entries = log.entries(1, 4, u64::MAX).unwrap();
         assert_eq!(entries.len(), 3);
         assert!(entries.iter().all(intact));
+        assert_eq!(entries[2].data.len(), 100_000);
     }
-    for blob in &blobs {
-        let mut bytes = std::fs::read(blob).unwrap();
-        let at = bytes.len() / 2;
-        bytes[at] ^= 0x55;
-        std::fs::write(blob, &bytes).unwrap();
+    {
+        let db = open_raw(dir.path());
+        let chunks = db.scan_prefix(key(3)[..9].to_vec()).count();
+        assert_eq!(
+            chunks, 2,
+            "100 KB record in 2 chunks, the old chunks removed"
+        );
+        // Damage a byte in the middle chunk of entry 2's record.
+        let mut v = db.get(chunk_key(2, 20)).unwrap().unwrap().to_vec();
+        v[100] ^= 0x08;
+        db.insert(chunk_key(2, 20), v).unwrap();
+        db.flush().unwrap();
     }
-    // sled may notice on open or on read; either way no damaged entry is returned.
-    match SledLog::open(dir.path(), CLUSTER, NODE) {
-        Ok(log) => match log.entries(1, 4, u64::MAX) {
-            Ok(entries) => assert!(entries.iter().all(intact)),
-            Err(e) => assert!(matches!(e, StorageError::Corrupt { .. }), "{e}"),
-        },
-        Err(e) => println!("damaged blobs refused on open: {e}"),
+    let err = open_err(dir.path());
+    assert!(
+        matches!(err, StorageError::Corrupt { index: 2, .. }),
+        "{err}"
+    );
+    {
+        let db = open_raw(dir.path());
+        db.remove(chunk_key(2, 20)).unwrap();
+        db.flush().unwrap();
     }
+    let err = open_err(dir.path());
+    assert!(
+        matches!(err, StorageError::Corrupt { index: 2, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("chunk 20"), "{err}");
 }
