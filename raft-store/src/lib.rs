@@ -49,6 +49,7 @@ mod marker;
 mod record;
 mod sled_log;
 mod snapfile;
+mod vlog;
 
 #[doc(no_inline)]
 pub use raft_core::{Log, MemLog, StorageError};

@@ -18,6 +18,7 @@ use crate::record::{
     RECORD_PREFIX, STATE_KEY,
 };
 use crate::snapfile::{SnapshotDir, SnapshotRef};
+use crate::vlog::{ValueLog, ValueRef};
 
 /// sled's segment size, fixed for a directory's lifetime (sled refuses to reopen with
 /// another). 16 times sled's default: sled stores a page larger than a quarter of a segment
@@ -87,11 +88,22 @@ pub struct SledLogOptions {
     /// background threads let go of the database, a moment after the previous `SledLog`
     /// on the directory was dropped (a restart inside one process) or its process died.
     pub lock_wait_ms: u64,
+    /// A record larger than this (in practice: an entry larger than `record_bytes_max`)
+    /// is written to the value log, append-only segment files beside sled, and sled
+    /// keeps a 33-byte reference. sled rewrites large values several times over and
+    /// reclaims the space late; the value log writes them once and deletes a segment
+    /// whole once the log was compacted past it. Costs one more `fdatasync` in a sync
+    /// that writes such a record.
+    pub value_log_threshold_bytes: usize,
+    /// The size at which the value log starts a new segment file. The value log takes
+    /// at most its live records plus two segments.
+    pub value_log_segment_bytes: u64,
 }
 
 impl SledLogOptions {
     /// Defaults for `cluster_id` and `node_id`: real durability, 64 MiB page cache,
-    /// records up to 64 KiB, the newest 8192 entries cached, 5 s wait for the lock.
+    /// records up to 64 KiB, the newest 8192 entries cached, 5 s wait for the lock,
+    /// records over 64 KiB in the value log's 16 MiB segments.
     pub fn new(cluster_id: impl Into<String>, node_id: NodeId) -> Self {
         Self {
             cluster_id: cluster_id.into(),
@@ -101,6 +113,8 @@ impl SledLogOptions {
             record_bytes_max: 64 << 10,
             tail_cache_entries_max: 8192,
             lock_wait_ms: 5_000,
+            value_log_threshold_bytes: 64 << 10,
+            value_log_segment_bytes: 16 << 20,
         }
     }
 
@@ -119,6 +133,9 @@ impl SledLogOptions {
         }
         if self.record_bytes_max == 0 {
             return invalid("record_bytes_max must be at least 1");
+        }
+        if self.value_log_segment_bytes == 0 {
+            return invalid("value_log_segment_bytes must be at least 1");
         }
         Ok(())
     }
@@ -183,9 +200,11 @@ pub struct SledLog {
     pending: BTreeMap<LogIndex, Option<sled::IVec>>,
     /// The newest entries, decoded: a contiguous run ending at `last_index()`, or empty.
     tail: VecDeque<Entry>,
-    /// How many chunks each record stored in sled has (records of the last sync):
-    /// first index -> chunks. Rewriting or removing a record removes all of them.
-    stored_chunks: BTreeMap<LogIndex, u32>,
+    /// How each record of the last sync is stored: first index -> its chunks in sled, or
+    /// a reference into the value log. Rewriting or removing a record removes all of it.
+    stored: BTreeMap<LogIndex, Stored>,
+    /// Large records, out of sled; `Some` once the directory is open.
+    values: Option<ValueLog>,
     /// The snapshot files; `Some` once the directory is open.
     snapshots: Option<SnapshotDir>,
     /// The current snapshot file as the stored state record names it.
@@ -326,7 +345,8 @@ impl SledLog {
             records: BTreeMap::new(),
             pending: BTreeMap::new(),
             tail: VecDeque::new(),
-            stored_chunks: BTreeMap::new(),
+            stored: BTreeMap::new(),
+            values: None,
             snapshots: None,
             snapshot_file: None,
             pending_snapshot: None,
@@ -384,6 +404,12 @@ impl SledLog {
     /// Storage failure.
     pub fn dir_bytes(&self) -> Result<u64, StorageError> {
         crate::dir_bytes(&self.dir).map_err(|e| io_err("cannot measure", &self.dir, e))
+    }
+
+    fn value_log(&self) -> Result<&ValueLog, StorageError> {
+        self.values
+            .as_ref()
+            .ok_or_else(|| StorageError::Io("the value log is not open".into()))
     }
 
     fn snapshot_dir(&self) -> Result<&SnapshotDir, StorageError> {
@@ -500,13 +526,28 @@ impl SledLog {
         self.seq = state.seq;
         self.hard_state = state.hard_state;
         self.snapshot = state.snapshot;
+        let mut values = ValueLog::open(
+            &self.dir,
+            self.options.node_id,
+            self.options.sync_mode == SyncMode::Fdatasync,
+            self.options.value_log_segment_bytes,
+        )?;
         let first_index = self.first_index();
         let synced_last = state.last_index;
         let mut next: Option<LogIndex> = None;
         let mut discard = Vec::new();
         for item in RecordScan::new(self.db.scan_prefix([RECORD_PREFIX])) {
-            let (first, chunks, value) = item?;
-            self.stored_chunks.insert(first, chunks);
+            let (first, chunks, mut value) = item?;
+            if chunks == 1 && ValueRef::is_ref(&value) {
+                let r = ValueRef::decode(first, &value)?;
+                self.stored.insert(first, Stored::Value(r));
+                if first <= synced_last {
+                    value = values.read(first, &r)?;
+                    values.add_ref(r.seq);
+                }
+            } else {
+                self.stored.insert(first, Stored::Chunks(chunks));
+            }
             if first > synced_last {
                 // Only a sync writes records, together with the state record in one atomic
                 // batch, so this cannot come from a sync that completed.
@@ -520,6 +561,9 @@ impl SledLog {
             let record = Record::parse(first, value)?;
             let last = record.last();
             if last < first_index {
+                if let Some(Stored::Value(r)) = self.stored.get(&first) {
+                    values.drop_ref(r.seq)?;
+                }
                 discard.push(first);
                 continue;
             }
@@ -581,7 +625,7 @@ impl SledLog {
         if !discard.is_empty() {
             let mut batch = sled::Batch::default();
             for first in discard {
-                let chunks = self.stored_chunks.remove(&first).unwrap_or(1);
+                let chunks = self.stored.remove(&first).map_or(1, |s| s.keys());
                 for chunk in 0..chunks {
                     batch.remove(&record_key(first, chunk)[..]);
                 }
@@ -591,6 +635,9 @@ impl SledLog {
             // The marker lags (it is not synced, so a power loss can leave it behind).
             self.write_mark();
         }
+        // Only now that no stored record names them may unreferenced segments go.
+        values.remove_unreferenced()?;
+        self.values = Some(values);
         Ok(())
     }
 
@@ -653,29 +700,32 @@ impl SledLog {
         let bytes = match self.pending.get(&first) {
             Some(Some(bytes)) => Bytes::from_owner(bytes.clone()),
             Some(None) => return Err(corrupt(first, format!("record at {first} was removed"))),
-            None => {
-                let chunks = self.stored_chunks.get(&first).copied().unwrap_or(1);
-                let chunk = |c: u32| {
-                    self.db
-                        .get(record_key(first, c))
-                        .map_err(sled_err)?
-                        .ok_or_else(|| {
-                            corrupt(
-                                first,
-                                format!("chunk {c} of the record at {first} is missing"),
-                            )
-                        })
-                };
-                if chunks == 1 {
-                    Bytes::from_owner(chunk(0)?)
-                } else {
-                    let mut all = Vec::with_capacity(chunks as usize * CHUNK_BYTES_MAX);
-                    for c in 0..chunks {
-                        all.extend_from_slice(&chunk(c)?);
+            None => match self.stored.get(&first) {
+                Some(Stored::Value(r)) => self.value_log()?.read(first, r)?,
+                _ => {
+                    let chunks = self.stored.get(&first).map_or(1, |s| s.keys());
+                    let chunk = |c: u32| {
+                        self.db
+                            .get(record_key(first, c))
+                            .map_err(sled_err)?
+                            .ok_or_else(|| {
+                                corrupt(
+                                    first,
+                                    format!("chunk {c} of the record at {first} is missing"),
+                                )
+                            })
+                    };
+                    if chunks == 1 {
+                        Bytes::from_owner(chunk(0)?)
+                    } else {
+                        let mut all = Vec::with_capacity(chunks as usize * CHUNK_BYTES_MAX);
+                        for c in 0..chunks {
+                            all.extend_from_slice(&chunk(c)?);
+                        }
+                        Bytes::from(all)
                     }
-                    Bytes::from(all)
                 }
-            }
+            },
         };
         Record::parse(first, bytes)
     }
@@ -894,26 +944,57 @@ impl Log for SledLog {
             return Ok(());
         }
         let mut batch = sled::Batch::default();
+        let mut now_stored = Vec::with_capacity(self.pending.len());
+        let threshold = self.options.value_log_threshold_bytes;
+        let values = self
+            .values
+            .as_mut()
+            .ok_or_else(|| StorageError::Io("the value log is not open".into()))?;
         for (&first, bytes) in &self.pending {
             // The stored record at `first` goes whole; a later insert of the same key in
             // the batch wins over its removal.
-            for chunk in 0..self.stored_chunks.get(&first).copied().unwrap_or(0) {
+            for chunk in 0..self.stored.get(&first).map_or(0, |s| s.keys()) {
                 batch.remove(&record_key(first, chunk)[..]);
             }
-            if let Some(bytes) = bytes {
-                for (chunk, part) in (0u32..).zip(bytes.chunks(CHUNK_BYTES_MAX)) {
-                    batch.insert(&record_key(first, chunk)[..], part);
+            let stored = match bytes {
+                Some(bytes) if bytes.len() > threshold => {
+                    let r = values.append(bytes)?;
+                    batch.insert(&record_key(first, 0)[..], &r.encode(first)[..]);
+                    Some(Stored::Value(r))
                 }
-            }
+                Some(bytes) => {
+                    for (chunk, part) in (0u32..).zip(bytes.chunks(CHUNK_BYTES_MAX)) {
+                        batch.insert(&record_key(first, chunk)[..], part);
+                    }
+                    Some(Stored::Chunks(chunk_count(bytes.len())))
+                }
+                None => None,
+            };
+            now_stored.push((first, stored));
         }
+        // The value log's bytes are durable before the batch that names them.
+        values.sync()?;
         // On failure the pending writes stay, so a retried sync writes them again.
         self.write(batch)?;
-        for (first, bytes) in std::mem::take(&mut self.pending) {
-            match bytes {
-                Some(bytes) => self.stored_chunks.insert(first, chunk_count(bytes.len())),
-                None => self.stored_chunks.remove(&first),
+        self.pending.clear();
+        let values = self
+            .values
+            .as_mut()
+            .ok_or_else(|| StorageError::Io("the value log is not open".into()))?;
+        for (first, stored) in now_stored {
+            if let Some(Stored::Value(r)) = stored {
+                values.add_ref(r.seq);
+            }
+            let old = match stored {
+                Some(stored) => self.stored.insert(first, stored),
+                None => self.stored.remove(&first),
             };
+            if let Some(Stored::Value(r)) = old {
+                values.drop_ref(r.seq)?;
+            }
         }
+        // A segment filled by a sync that failed is named by no record.
+        values.remove_unreferenced()?;
         if let Some(adopted) = self.pending_snapshot.take() {
             self.snapshot_file = Some(adopted);
         }
@@ -1034,5 +1115,24 @@ impl<I: Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> Iterator for Re
             None => Bytes::from_owner(value),
         };
         Some(Ok((first, chunks, bytes)))
+    }
+}
+
+/// How a record of the last sync is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stored {
+    /// In sled, cut into this many chunks.
+    Chunks(u32),
+    /// In the value log; sled holds the reference under chunk 0's key.
+    Value(ValueRef),
+}
+
+impl Stored {
+    /// How many sled keys it takes.
+    fn keys(&self) -> u32 {
+        match self {
+            Self::Chunks(n) => *n,
+            Self::Value(_) => 1,
+        }
     }
 }

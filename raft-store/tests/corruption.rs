@@ -383,8 +383,10 @@ fn removed_sled_files_are_refused() {
 #[test]
 fn large_entries_are_chunked_without_blobs_and_damaged_chunks_are_refused() {
     let dir = tempfile::tempdir().unwrap();
+    let mut options = SledLogOptions::new(CLUSTER, NODE);
+    options.value_log_threshold_bytes = usize::MAX; // all in sled
     {
-        let mut log = SledLog::open(dir.path(), CLUSTER, NODE).unwrap();
+        let mut log = SledLog::open_with(dir.path(), options.clone()).unwrap();
         for i in 1..=3 {
             log.append(&[sized(i, 1, 2_500_000)]).unwrap();
             log.sync().unwrap();
@@ -398,7 +400,7 @@ fn large_entries_are_chunked_without_blobs_and_damaged_chunks_are_refused() {
         .unwrap_or(0);
     assert_eq!(blobs, 0, "chunked records need no sled blob files");
     {
-        let log = SledLog::open(dir.path(), CLUSTER, NODE).unwrap();
+        let log = SledLog::open_with(dir.path(), options).unwrap();
         let entries = log.entries(1, 4, u64::MAX).unwrap();
         assert_eq!(entries.len(), 3);
         assert!(entries.iter().all(intact));
@@ -433,4 +435,65 @@ fn large_entries_are_chunked_without_blobs_and_damaged_chunks_are_refused() {
         "{err}"
     );
     assert!(err.to_string().contains("chunk 20"), "{err}");
+}
+
+/// Entries larger than a record go to the value log (segment files beside sled); they
+/// survive a reopen, segments die once compacted past, and a damaged or missing segment
+/// is refused with the entry's index.
+#[test]
+fn value_log_records_survive_and_damage_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let values = dir.path().join("values");
+    let segments = || std::fs::read_dir(&values).unwrap().count();
+    {
+        let mut log = SledLog::open(dir.path(), CLUSTER, NODE).unwrap();
+        for i in 1..=40 {
+            log.append(&[sized(i, 1, 1 << 20)]).unwrap();
+            log.sync().unwrap();
+        }
+        assert!(segments() >= 2, "16 MiB segments for 40 MiB");
+        assert!(
+            log.size_on_disk_bytes().unwrap() < 4 << 20,
+            "sled holds references"
+        );
+        log.compact(raft_core::SnapshotMeta {
+            last_index: 38,
+            last_term: 1,
+        })
+        .unwrap();
+        log.sync().unwrap();
+        assert_eq!(
+            segments(),
+            1,
+            "segments behind the compaction point are deleted"
+        );
+    }
+    {
+        let log = SledLog::open(dir.path(), CLUSTER, NODE).unwrap();
+        let entries = log.entries(39, 41, u64::MAX).unwrap();
+        assert!(entries.iter().all(intact) && entries.len() == 2);
+    }
+    let segment = std::fs::read_dir(&values)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let good = std::fs::read(&segment).unwrap();
+    let mut bad = good.clone();
+    let at = bad.len() - 1000; // inside entry 40's record
+    bad[at] ^= 0x01;
+    std::fs::write(&segment, &bad).unwrap();
+    let err = open_err(dir.path());
+    assert!(
+        matches!(err, StorageError::Corrupt { index: 40, .. }),
+        "{err}"
+    );
+    std::fs::remove_file(&segment).unwrap();
+    let err = open_err(dir.path());
+    assert!(
+        matches!(err, StorageError::Corrupt { index: 39, .. })
+            && err.to_string().contains("missing"),
+        "{err}"
+    );
 }
