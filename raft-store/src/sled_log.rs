@@ -436,8 +436,14 @@ impl SledLog {
                     return Err(corrupt(
                         0,
                         format!(
-                            "directory has format version {}, this build reads {}",
-                            found.format_version, FORMAT_VERSION
+                            "directory {} has format version {}, this build reads only {} \
+                             (version 2 moved snapshots to files and large records to a \
+                             value log); keep the directory for the older build, or move it \
+                             away and let the node catch up from the cluster (a snapshot \
+                             and the log)",
+                            self.dir.display(),
+                            found.format_version,
+                            FORMAT_VERSION
                         ),
                     ));
                 }
@@ -504,17 +510,6 @@ impl SledLog {
                     state.last_index + 1
                 ),
             ));
-        }
-        if let Some(file) = state.snapshot_file {
-            if file.meta.last_index < state.snapshot.last_index {
-                return Err(corrupt(
-                    0,
-                    format!(
-                        "the current snapshot ends at {}, before the compaction point {}",
-                        file.meta.last_index, state.snapshot.last_index
-                    ),
-                ));
-            }
         }
         self.snapshots = Some(SnapshotDir::open(
             &self.dir,

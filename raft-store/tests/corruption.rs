@@ -497,3 +497,89 @@ fn value_log_records_survive_and_damage_is_refused() {
         "{err}"
     );
 }
+
+/// A directory of format version 1 (snapshot inside sled, one key per record) is refused
+/// with an error naming both versions, and nothing in it is changed.
+#[test]
+fn format_version_1_directory_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = open_raw(dir.path());
+        // Owner { format_version: 1, cluster_id, node_id } as SledLog 1 wrote it.
+        let mut payload = postcard::to_allocvec(&(1u32, CLUSTER.to_string(), NODE)).unwrap();
+        let mut h = crc32fast::Hasher::new();
+        h.update(b"m/owner");
+        h.update(&payload);
+        let mut value = h.finalize().to_le_bytes().to_vec();
+        value.append(&mut payload);
+        db.insert(b"m/owner", value).unwrap();
+        db.insert(b"m/snapshot", vec![0u8; 100]).unwrap();
+        db.flush().unwrap();
+    }
+    let err = open_err(dir.path());
+    let text = err.to_string();
+    assert!(
+        matches!(err, StorageError::Corrupt { index: 0, .. })
+            && text.contains("format version 1")
+            && text.contains("reads only 2"),
+        "{text}"
+    );
+    assert!(
+        !dir.path().join("snapshots").exists(),
+        "nothing was created"
+    );
+    assert!(open_raw(dir.path()).get(b"m/snapshot").unwrap().is_some());
+}
+
+/// Snapshots are files: a saved and synced one comes back on reopen; one saved but not
+/// synced leaves the previous one current and its file is removed; a damaged or missing
+/// current file is a clear error, never an empty state.
+#[test]
+fn snapshot_files_reopen_and_damage_is_refused() {
+    use raft_core::{Snapshot, SnapshotMeta};
+    let dir = tempfile::tempdir().unwrap();
+    let snap = |index: LogIndex, len: usize| Snapshot {
+        meta: SnapshotMeta {
+            last_index: index,
+            last_term: 1,
+        },
+        data: payload(index, 1, len),
+    };
+    let files = || {
+        let mut names: Vec<_> = std::fs::read_dir(dir.path().join("snapshots"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    {
+        let mut log = SledLog::open(dir.path(), CLUSTER, NODE).unwrap();
+        log.append(&run(1, 30, 1)).unwrap();
+        log.save_snapshot(&snap(10, 100_000)).unwrap();
+        log.sync().unwrap();
+        log.save_snapshot(&snap(20, 200_000)).unwrap();
+        log.sync().unwrap();
+        log.save_snapshot(&snap(30, 300_000)).unwrap(); // never synced
+        assert_eq!(log.snapshot().unwrap(), Some(snap(30, 300_000)));
+        assert_eq!(files().len(), 2, "the current one and the new one");
+    }
+    let log = SledLog::open(dir.path(), CLUSTER, NODE).unwrap();
+    assert_eq!(log.snapshot().unwrap(), Some(snap(20, 200_000)));
+    drop(log);
+    assert_eq!(files().len(), 1, "the unadopted file is removed");
+    let path = dir.path().join("snapshots").join(&files()[0]);
+    let good = std::fs::read(&path).unwrap();
+    let mut bad = good.clone();
+    bad[150_000] ^= 0x02;
+    std::fs::write(&path, &bad).unwrap();
+    let err = open_err(dir.path());
+    assert!(
+        matches!(err, StorageError::Corrupt { index: 0, .. })
+            && err.to_string().contains("checksum"),
+        "{err}"
+    );
+    std::fs::remove_file(&path).unwrap();
+    let err = open_err(dir.path());
+    assert!(err.to_string().contains("missing"), "{err}");
+}
