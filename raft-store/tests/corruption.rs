@@ -408,7 +408,7 @@ fn large_entries_are_chunked_without_blobs_and_damaged_chunks_are_refused() {
     }
     {
         let db = open_raw(dir.path());
-        let chunks = db.scan_prefix(key(3)[..9].to_vec()).count();
+        let chunks = db.scan_prefix(&key(3)[..9]).count();
         assert_eq!(
             chunks, 2,
             "100 KB record in 2 chunks, the old chunks removed"

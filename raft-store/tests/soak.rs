@@ -30,13 +30,23 @@ fn long() -> bool {
     std::env::var(LONG_ENV).is_ok_and(|v| v == "long")
 }
 
+/// Print a sample every this many syncs: `RAFT_STORE_SOAK_TRACE=N`, or 2,000 in the long
+/// run.
+fn trace_every() -> Option<u64> {
+    std::env::var("RAFT_STORE_SOAK_TRACE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .or(long().then_some(2_000))
+        .filter(|&n| n > 0)
+}
+
 /// One soak workload.
 struct Workload {
     name: &'static str,
     entries: u64,
     entry_bytes: usize,
-    /// Entries per append + sync (the runtime's group commit under load).
-    batch: u64,
+    /// Entries per append + sync (the runtime's group commit under load), taken in turn.
+    batches: &'static [u64],
     snapshot_every: u64,
     trailing: u64,
     /// The state machine's size: grows by `entry_bytes` per entry up to this (a KV store
@@ -92,10 +102,7 @@ fn run(w: &Workload) -> Outcome {
         );
         max_bytes = max_bytes.max(bytes);
         max_ratio = max_ratio.max(bytes as f64 / budget as f64);
-        if (long() && *syncs % 2_000 == 0)
-            || std::env::var("SOAK_TRACE")
-                .is_ok_and(|v| v.parse::<u64>().is_ok_and(|n| *syncs % n == 0))
-        {
+        if trace_every().is_some_and(|n| (*syncs).is_multiple_of(n)) {
             println!(
                 "{}: entry {:>9}  disk {:>6.1} MiB  budget {:>6.1} MiB  (sled {:.1} MiB)",
                 w.name,
@@ -107,8 +114,11 @@ fn run(w: &Workload) -> Outcome {
         }
     };
     let mut next = 1u64;
+    let mut turn = 0;
     while next <= w.entries {
-        let to = (next + w.batch - 1).min(w.entries);
+        let batch_len = w.batches[turn % w.batches.len()];
+        turn += 1;
+        let to = (next + batch_len - 1).min(w.entries);
         let batch: Vec<Entry> = (next..=to).map(|i| entry(i, w.entry_bytes)).collect();
         log.append(&batch).unwrap();
         log.set_hard_state(HardState {
@@ -208,7 +218,7 @@ fn small_entries_stay_within_the_disk_budget() {
         name: "100 B",
         entries: if long() { 1_000_000 } else { 60_000 },
         entry_bytes: 100,
-        batch: 25,
+        batches: &[25, 1, 64, 10],
         snapshot_every: 10_000,
         trailing: 5_000,
         state_max_bytes: if long() { 64 << 20 } else { 6 << 20 },
@@ -223,7 +233,7 @@ fn kilobyte_entries_stay_within_the_disk_budget() {
         name: "1 KB",
         entries: if long() { 200_000 } else { 30_000 },
         entry_bytes: 1_000,
-        batch: 10,
+        batches: &[10, 1, 64, 25],
         snapshot_every: 10_000,
         trailing: 5_000,
         state_max_bytes: if long() { 128 << 20 } else { 20 << 20 },
@@ -238,7 +248,7 @@ fn mebibyte_entries_stay_within_the_disk_budget() {
         name: "1 MiB",
         entries: if long() { 2_000 } else { 240 },
         entry_bytes: 1 << 20,
-        batch: 1,
+        batches: &[1],
         snapshot_every: 40,
         trailing: 20,
         state_max_bytes: 16 << 20,
