@@ -558,7 +558,7 @@ impl SledLog {
             let last = record.last();
             if last < first_index {
                 if let Some(Stored::Value(r)) = self.stored.get(&first) {
-                    values.drop_ref(r.seq)?;
+                    values.drop_ref(r.seq);
                 }
                 discard.push(first);
                 continue;
@@ -632,7 +632,7 @@ impl SledLog {
             self.write_mark();
         }
         // Only now that no stored record names them may unreferenced segments go.
-        values.remove_unreferenced()?;
+        values.remove_unreferenced();
         self.values = Some(values);
         Ok(())
     }
@@ -972,11 +972,15 @@ impl Log for SledLog {
         values.sync()?;
         // On failure the pending writes stay, so a retried sync writes them again.
         self.write(batch)?;
+        // The sync is durable: from here on nothing fails it.
         self.pending.clear();
-        let values = self
-            .values
-            .as_mut()
-            .ok_or_else(|| StorageError::Io("the value log is not open".into()))?;
+        if let Some(adopted) = self.pending_snapshot.take() {
+            self.snapshot_file = Some(adopted);
+        }
+        self.state_dirty = false;
+        let Some(values) = self.values.as_mut() else {
+            return Ok(()); // checked above
+        };
         for (first, stored) in now_stored {
             if let Some(Stored::Value(r)) = stored {
                 values.add_ref(r.seq);
@@ -986,15 +990,11 @@ impl Log for SledLog {
                 None => self.stored.remove(&first),
             };
             if let Some(Stored::Value(r)) = old {
-                values.drop_ref(r.seq)?;
+                values.drop_ref(r.seq);
             }
         }
         // A segment filled by a sync that failed is named by no record.
-        values.remove_unreferenced()?;
-        if let Some(adopted) = self.pending_snapshot.take() {
-            self.snapshot_file = Some(adopted);
-        }
-        self.state_dirty = false;
+        values.remove_unreferenced();
         Ok(())
     }
 

@@ -190,8 +190,9 @@ impl ValueLog {
     }
 
     /// Uncounts a stored reference (the sled batch removing it is durable); deletes the
-    /// segment when it was the last one and the segment is not being written.
-    pub(crate) fn drop_ref(&mut self, seq: u64) -> Result<(), StorageError> {
+    /// segment when it was the last one and the segment is not being written. A failed
+    /// deletion is logged and retried by the next [`ValueLog::remove_unreferenced`].
+    pub(crate) fn drop_ref(&mut self, seq: u64) {
         let left = match self.live.get_mut(&seq) {
             Some(n) => {
                 *n = n.saturating_sub(1);
@@ -202,15 +203,14 @@ impl ValueLog {
         if left == 0 {
             self.live.remove(&seq);
             if self.active.as_ref().map(|a| a.seq) != Some(seq) {
-                self.delete(seq)?;
+                self.delete(seq);
             }
         }
-        Ok(())
     }
 
     /// Deletes every segment but the active one that no stored reference names: after a
     /// restart, and after a sync (a segment filled by a sync that failed).
-    pub(crate) fn remove_unreferenced(&mut self) -> Result<(), StorageError> {
+    pub(crate) fn remove_unreferenced(&mut self) {
         let doomed: Vec<u64> = self
             .files
             .keys()
@@ -225,21 +225,29 @@ impl ValueLog {
                 self.node_id,
                 self.dir.join(name(seq)).display()
             );
-            self.delete(seq)?;
+            self.delete(seq);
         }
-        Ok(())
     }
 
-    fn delete(&mut self, seq: u64) -> Result<(), StorageError> {
-        self.files.remove(&seq);
+    /// Deletes segment `seq`, which no stored record names. A failure only costs disk
+    /// until a later attempt: it is logged, and the segment stays listed so that
+    /// [`ValueLog::remove_unreferenced`] tries again.
+    fn delete(&mut self, seq: u64) {
         let path = self.dir.join(name(seq));
         match fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err("cannot remove", &path, e)),
+            Err(e) => {
+                log::warn!(
+                    "n{} cannot remove value log segment {}: {e}",
+                    self.node_id,
+                    path.display()
+                );
+                return;
+            }
         }
+        self.files.remove(&seq);
         self.dir_dirty = true;
-        Ok(())
     }
 
     /// Appends `bytes` (one record) to the active segment, starting a new one when it is
@@ -398,20 +406,20 @@ mod tests {
             v.add_ref(r.seq);
         }
         assert_eq!(&v.read(7, &b).unwrap()[..], &[2; 80][..]);
-        v.drop_ref(a.seq).unwrap();
+        v.drop_ref(a.seq);
         assert!(dir.path().join(VALUE_DIR).join(name(1)).exists());
-        v.drop_ref(b.seq).unwrap();
+        v.drop_ref(b.seq);
         assert!(!dir.path().join(VALUE_DIR).join(name(1)).exists());
         assert!(matches!(
             v.read(7, &a),
             Err(StorageError::Corrupt { index: 7, .. })
         ));
         // The active segment stays while unreferenced; a reopen removes it.
-        v.drop_ref(c.seq).unwrap();
+        v.drop_ref(c.seq);
         assert!(dir.path().join(VALUE_DIR).join(name(2)).exists());
         drop(v);
         let mut v = ValueLog::open(dir.path(), 1, true, 100).unwrap();
-        v.remove_unreferenced().unwrap();
+        v.remove_unreferenced();
         assert!(!dir.path().join(VALUE_DIR).join(name(2)).exists());
         assert_eq!(
             v.append(&[4; 5]).unwrap().seq,
