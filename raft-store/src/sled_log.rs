@@ -212,6 +212,10 @@ pub struct SledLog {
     snapshot_file: Option<SnapshotRef>,
     /// A saved snapshot, its file written and durable, that the next sync makes current.
     pending_snapshot: Option<SnapshotRef>,
+    /// Snapshots that were pending when a sync failed: sled may have made one of them
+    /// current anyway (a failed `fdatasync` says nothing about what reached the disk), so
+    /// their files stay until a sync completes. Empty but after storage failures.
+    uncertain_snapshots: Vec<SnapshotRef>,
 }
 
 impl fmt::Debug for SledLog {
@@ -351,6 +355,7 @@ impl SledLog {
             snapshots: None,
             snapshot_file: None,
             pending_snapshot: None,
+            uncertain_snapshots: Vec::new(),
         };
         log.check_owner()?;
         log.restore()?;
@@ -971,12 +976,20 @@ impl Log for SledLog {
         // The value log's bytes are durable before the batch that names them.
         values.sync()?;
         // On failure the pending writes stay, so a retried sync writes them again.
-        self.write(batch)?;
+        if let Err(e) = self.write(batch) {
+            if let Some(p) = self.pending_snapshot {
+                if !self.uncertain_snapshots.contains(&p) {
+                    self.uncertain_snapshots.push(p);
+                }
+            }
+            return Err(e);
+        }
         // The sync is durable: from here on nothing fails it.
         self.pending.clear();
         if let Some(adopted) = self.pending_snapshot.take() {
             self.snapshot_file = Some(adopted);
         }
+        self.uncertain_snapshots.clear();
         self.state_dirty = false;
         let Some(values) = self.values.as_mut() else {
             return Ok(()); // checked above
@@ -1009,14 +1022,16 @@ impl Log for SledLog {
     /// rename, directory fsync); the next [`Log::sync`] makes it the current one in the
     /// same atomic sled batch as everything else. Until then a crash leaves the previous
     /// snapshot current. Removes every file but the current one first, so the directory
-    /// holds at most the current snapshot and the new one.
+    /// holds at most the current snapshot and the new one (after a failed sync, also the
+    /// snapshots that sync may have adopted, until a sync completes).
     fn save_snapshot(&mut self, snapshot: &raft_core::Snapshot) -> Result<(), StorageError> {
-        let keep = self.snapshot_file;
+        let mut keep: Vec<SnapshotRef> = self.snapshot_file.into_iter().collect();
+        keep.extend_from_slice(&self.uncertain_snapshots);
         let dir = self
             .snapshots
             .as_mut()
             .ok_or_else(|| StorageError::Io("the snapshot directory is not open".into()))?;
-        let written = dir.write(snapshot, keep.as_ref())?;
+        let written = dir.write(snapshot, &keep)?;
         self.pending_snapshot = Some(written);
         self.state_dirty = true;
         Ok(())

@@ -356,7 +356,8 @@ impl SnapshotDir {
     }
 
     /// Writes `snapshot` as a new file, durably (temporary file, fsync, rename, directory
-    /// fsync), after removing every file but `keep` (the durable current snapshot).
+    /// fsync), after removing every file but those in `keep` (the durable current
+    /// snapshot, and one a failed sync may have adopted).
     /// The caller makes it current by naming the returned reference in a state record.
     ///
     /// # Errors
@@ -365,13 +366,13 @@ impl SnapshotDir {
     pub(crate) fn write(
         &mut self,
         snapshot: &Snapshot,
-        keep: Option<&SnapshotRef>,
+        keep: &[SnapshotRef],
     ) -> Result<SnapshotRef, StorageError> {
         let mut removed = false;
         for name in Self::list(&self.dir)? {
             let doomed = match name {
                 Name::Temp(id) => temp_name(id),
-                Name::Final(id) if Some(id) == keep.map(|k| k.id) => continue,
+                Name::Final(id) if keep.iter().any(|k| k.id == id) => continue,
                 Name::Final(id) => final_name(id),
             };
             self.remove(&doomed)?;
@@ -436,9 +437,9 @@ mod tests {
     fn write_read_and_keep_two() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = SnapshotDir::open(dir.path(), 1, true, None).unwrap();
-        let a = s.write(&snap(10, 1000), None).unwrap();
-        let b = s.write(&snap(20, 2000), Some(&a)).unwrap();
-        let c = s.write(&snap(30, 3000), Some(&b)).unwrap();
+        let a = s.write(&snap(10, 1000), &[]).unwrap();
+        let b = s.write(&snap(20, 2000), &[a]).unwrap();
+        let c = s.write(&snap(30, 3000), &[b]).unwrap();
         assert_eq!(s.read(&c).unwrap(), snap(30, 3000));
         assert_eq!(s.read(&b).unwrap(), snap(20, 2000));
         // `a` was neither kept nor the new one.
@@ -453,8 +454,8 @@ mod tests {
     fn open_removes_temporaries_and_unadopted_files() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = SnapshotDir::open(dir.path(), 1, true, None).unwrap();
-        let a = s.write(&snap(10, 100), None).unwrap();
-        let b = s.write(&snap(20, 100), Some(&a)).unwrap();
+        let a = s.write(&snap(10, 100), &[]).unwrap();
+        let b = s.write(&snap(20, 100), &[a]).unwrap();
         let sd = dir.path().join(SNAPSHOT_DIR);
         // A save no sync adopted, and a temporary of a save cut short.
         let c_id = b.id + 5;
@@ -474,7 +475,7 @@ mod tests {
     fn damaged_or_missing_current_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = SnapshotDir::open(dir.path(), 1, true, None).unwrap();
-        let a = s.write(&snap(10, 5000), None).unwrap();
+        let a = s.write(&snap(10, 5000), &[]).unwrap();
         let path = dir.path().join(SNAPSHOT_DIR).join(final_name(a.id));
         let good = fs::read(&path).unwrap();
         for at in [0, 5, 20, 47, HEADER_BYTES, good.len() - 1] {
