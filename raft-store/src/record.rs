@@ -3,13 +3,19 @@
 //! Keys (one sled tree; one tree so that one atomic sled batch covers entries and metadata):
 //!
 //! - `b"m/owner"`: [`Owner`], written once when the directory is created.
-//! - `b"m/state"`: [`State`]: hard state, snapshot metadata and the last index the log had
-//!   at the sync that wrote it.
-//! - `b"e"` + first index as 8 big-endian bytes: one *batch record* holding the entries of
-//!   one `append` call (or of a slice of it), in index order, so sled pays its per-key cost
-//!   once per batch rather than once per entry.
+//! - `b"m/state"`: [`State`]: hard state, compaction point, the current snapshot file
+//!   (the snapshot's bytes live in a file, see `snapfile.rs`, never in sled) and the
+//!   last index the log had at the sync that wrote it.
+//! - `b"e"` + first index as 8 big-endian bytes + chunk number as 4 big-endian bytes:
+//!   one chunk of a *batch record* holding the entries of one `append` call (or of a
+//!   slice of it), in index order, so sled pays its per-key cost once per batch rather
+//!   than once per entry. A record is cut into chunks of at most [`CHUNK_BYTES_MAX`]
+//!   bytes, numbered from 0, so that no sled value is large: a sled leaf holds up to 17
+//!   values and is rewritten whole every few updates, and a leaf over a quarter of a
+//!   segment goes to a separate blob file (see `SLED_SEGMENT_BYTES`). Small chunks keep
+//!   every leaf inline, whatever the entry sizes (a 1 MiB entry is 16 chunks).
 //!
-//! A batch record is
+//! A batch record (its chunks concatenated) is
 //!
 //! ```text
 //! magic u8 | count u32 LE | first index u64 LE | header crc32 u32 LE
@@ -19,23 +25,27 @@
 //! The header crc covers the 13 header bytes before it. Each entry's crc covers its index
 //! (implied: first index + position, as 8 LE bytes), term, kind, length and data, so a
 //! damaged entry is reported with its own index, and a record copied under the wrong key
-//! fails. A metadata record is `crc32 u32 LE | postcard bytes`, the crc over the postcard
-//! bytes and the key.
+//! fails; a missing chunk makes an entry run past the record's end. A metadata record is
+//! `crc32 u32 LE | postcard bytes`, the crc over the postcard bytes and the key.
 
 use bytes::Bytes;
 use raft_core::{Entry, EntryKind, HardState, LogIndex, NodeId, SnapshotMeta, StorageError, Term};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
+use crate::snapfile::SnapshotRef;
+
 /// The format version in every batch record's first byte.
 pub(crate) const RECORD_MAGIC: u8 = 0xB1;
 /// The format version in the owner record; bumped on any incompatible layout change.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+///
+/// - 1: snapshot stored in sled under `m/snapshot`, one key per record.
+/// - 2: snapshots as files, records cut into chunks (keys carry a chunk number).
+pub(crate) const FORMAT_VERSION: u32 = 2;
+/// The largest sled value a record chunk takes.
+pub(crate) const CHUNK_BYTES_MAX: usize = 64 << 10;
 
 pub(crate) const OWNER_KEY: &[u8] = b"m/owner";
 pub(crate) const STATE_KEY: &[u8] = b"m/state";
-/// The stored snapshot: one checksummed record, replaced whole in one sled batch, so a
-/// crash leaves either the old or the new snapshot.
-pub(crate) const SNAPSHOT_KEY: &[u8] = b"m/snapshot";
 pub(crate) const RECORD_PREFIX: u8 = b'e';
 
 const HEADER_BYTES: usize = 1 + 4 + 8;
@@ -53,22 +63,28 @@ pub(crate) fn record_bytes(entries: &[Entry]) -> usize {
             .sum::<usize>()
 }
 
-/// The sled key of the batch record whose first entry is `first`.
-pub(crate) fn record_key(first: LogIndex) -> [u8; 9] {
-    let mut key = [0u8; 9];
+/// The sled key of chunk `chunk` of the batch record whose first entry is `first`.
+pub(crate) fn record_key(first: LogIndex, chunk: u32) -> [u8; 13] {
+    let mut key = [0u8; 13];
     key[0] = RECORD_PREFIX;
-    key[1..].copy_from_slice(&first.to_be_bytes());
+    key[1..9].copy_from_slice(&first.to_be_bytes());
+    key[9..].copy_from_slice(&chunk.to_be_bytes());
     key
 }
 
-/// The first index named by a batch record key, if it is one.
-pub(crate) fn parse_record_key(key: &[u8]) -> Option<LogIndex> {
-    if key.len() != 9 || key[0] != RECORD_PREFIX {
+/// The first index and chunk number named by a record key, if it is one.
+pub(crate) fn parse_record_key(key: &[u8]) -> Option<(LogIndex, u32)> {
+    if key.len() != 13 || key[0] != RECORD_PREFIX {
         return None;
     }
-    let mut be = [0u8; 8];
-    be.copy_from_slice(&key[1..]);
-    Some(u64::from_be_bytes(be))
+    let first = u64::from_be_bytes(key[1..9].try_into().ok()?);
+    let chunk = u32::from_be_bytes(key[9..].try_into().ok()?);
+    Some((first, chunk))
+}
+
+/// How many chunks a record of `len` bytes is stored in.
+pub(crate) fn chunk_count(len: usize) -> u32 {
+    u32::try_from(len.div_ceil(CHUNK_BYTES_MAX).max(1)).expect("a record is under 256 TiB")
 }
 
 fn kind_byte(kind: EntryKind) -> u8 {
@@ -328,7 +344,10 @@ impl Owner {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct State {
     pub(crate) hard_state: HardState,
+    /// The compaction point: the log starts after it.
     pub(crate) snapshot: SnapshotMeta,
+    /// The current snapshot file, if a snapshot was ever saved.
+    pub(crate) snapshot_file: Option<SnapshotRef>,
     /// The log's last index when this was written: records past it were never synced.
     pub(crate) last_index: LogIndex,
     /// The term at `last_index`.
@@ -476,6 +495,15 @@ mod tests {
                 last_index: 2,
                 last_term: 1,
             },
+            snapshot_file: Some(SnapshotRef {
+                id: 3,
+                meta: SnapshotMeta {
+                    last_index: 2,
+                    last_term: 1,
+                },
+                len: 1234,
+                crc: 0xdead_beef,
+            }),
             last_index: 9,
             last_term: 3,
             seq: 4,
@@ -495,8 +523,12 @@ mod tests {
 
     #[test]
     fn keys_sort_by_index() {
-        assert!(record_key(255) < record_key(256));
-        assert_eq!(parse_record_key(&record_key(1 << 40)), Some(1 << 40));
+        assert!(record_key(255, 7) < record_key(256, 0));
+        assert!(record_key(256, 1) < record_key(256, 2));
+        assert_eq!(
+            parse_record_key(&record_key(1 << 40, 9)),
+            Some((1 << 40, 9))
+        );
         assert_eq!(parse_record_key(OWNER_KEY), None);
     }
 }

@@ -13,15 +13,18 @@ use raft_core::{Entry, HardState, Log, LogIndex, NodeId, SnapshotMeta, StorageEr
 use crate::durable::SledFiles;
 use crate::marker::{Mark, SyncMarker};
 use crate::record::{
-    decode_meta, encode_meta, encode_record, parse_record_key, record_bytes, record_key,
-    ByteBudget, Owner, Record, State, FORMAT_VERSION, OWNER_KEY, RECORD_PREFIX, SNAPSHOT_KEY,
-    STATE_KEY,
+    chunk_count, decode_meta, encode_meta, encode_record, parse_record_key, record_bytes,
+    record_key, ByteBudget, Owner, Record, State, CHUNK_BYTES_MAX, FORMAT_VERSION, OWNER_KEY,
+    RECORD_PREFIX, STATE_KEY,
 };
+use crate::snapfile::{SnapshotDir, SnapshotRef};
+use crate::vlog::{ValueLog, ValueRef};
 
 /// sled's segment size, fixed for a directory's lifetime (sled refuses to reopen with
 /// another). 16 times sled's default: sled stores a page larger than a quarter of a segment
 /// in a separate blob file, which costs an extra `fdatasync` and a directory `fsync` at the
-/// next sync; with 8 MiB segments a leaf of 17 records of 64 KiB stays inline.
+/// next sync, and is removed only when the segment pointing at it is cleaned; with 8 MiB
+/// segments a leaf of 17 record chunks of 64 KiB stays inline.
 pub(crate) const SLED_SEGMENT_BYTES: usize = 8 << 20;
 
 /// The largest entry payload a record can hold (its length is stored in 32 bits).
@@ -85,11 +88,23 @@ pub struct SledLogOptions {
     /// background threads let go of the database, a moment after the previous `SledLog`
     /// on the directory was dropped (a restart inside one process) or its process died.
     pub lock_wait_ms: u64,
+    /// A record larger than this (a batch of many commands, or one large entry) is
+    /// written to the value log, append-only segment files beside sled, and sled keeps a
+    /// 33-byte reference. sled rewrites the values of a leaf page several times over and
+    /// reclaims the space late (measured: 1 KB commands in 64 KiB records passed the disk
+    /// budget by 10%); the value log writes a record once and deletes a segment whole
+    /// once the log was compacted past it. Costs one more `fdatasync` in a sync that
+    /// writes such a record.
+    pub value_log_threshold_bytes: usize,
+    /// The size at which the value log starts a new segment file. The value log takes
+    /// at most its live records plus two segments.
+    pub value_log_segment_bytes: u64,
 }
 
 impl SledLogOptions {
     /// Defaults for `cluster_id` and `node_id`: real durability, 64 MiB page cache,
-    /// records up to 64 KiB, the newest 8192 entries cached, 5 s wait for the lock.
+    /// records up to 64 KiB, the newest 8192 entries cached, 5 s wait for the lock,
+    /// records over 16 KiB in the value log's 16 MiB segments.
     pub fn new(cluster_id: impl Into<String>, node_id: NodeId) -> Self {
         Self {
             cluster_id: cluster_id.into(),
@@ -99,6 +114,8 @@ impl SledLogOptions {
             record_bytes_max: 64 << 10,
             tail_cache_entries_max: 8192,
             lock_wait_ms: 5_000,
+            value_log_threshold_bytes: 16 << 10,
+            value_log_segment_bytes: 16 << 20,
         }
     }
 
@@ -117,6 +134,9 @@ impl SledLogOptions {
         }
         if self.record_bytes_max == 0 {
             return invalid("record_bytes_max must be at least 1");
+        }
+        if self.value_log_segment_bytes == 0 {
+            return invalid("value_log_segment_bytes must be at least 1");
         }
         Ok(())
     }
@@ -181,8 +201,21 @@ pub struct SledLog {
     pending: BTreeMap<LogIndex, Option<sled::IVec>>,
     /// The newest entries, decoded: a contiguous run ending at `last_index()`, or empty.
     tail: VecDeque<Entry>,
-    /// A saved snapshot (encoded record) not yet written, written at the next sync.
-    pending_snapshot: Option<Vec<u8>>,
+    /// How each record of the last sync is stored: first index -> its chunks in sled, or
+    /// a reference into the value log. Rewriting or removing a record removes all of it.
+    stored: BTreeMap<LogIndex, Stored>,
+    /// Large records, out of sled; `Some` once the directory is open.
+    values: Option<ValueLog>,
+    /// The snapshot files; `Some` once the directory is open.
+    snapshots: Option<SnapshotDir>,
+    /// The current snapshot file as the stored state record names it.
+    snapshot_file: Option<SnapshotRef>,
+    /// A saved snapshot, its file written and durable, that the next sync makes current.
+    pending_snapshot: Option<SnapshotRef>,
+    /// Snapshots that were pending when a sync failed: sled may have made one of them
+    /// current anyway (a failed `fdatasync` says nothing about what reached the disk), so
+    /// their files stay until a sync completes. Empty but after storage failures.
+    uncertain_snapshots: Vec<SnapshotRef>,
 }
 
 impl fmt::Debug for SledLog {
@@ -317,7 +350,12 @@ impl SledLog {
             records: BTreeMap::new(),
             pending: BTreeMap::new(),
             tail: VecDeque::new(),
+            stored: BTreeMap::new(),
+            values: None,
+            snapshots: None,
+            snapshot_file: None,
             pending_snapshot: None,
+            uncertain_snapshots: Vec::new(),
         };
         log.check_owner()?;
         log.restore()?;
@@ -348,12 +386,42 @@ impl SledLog {
         self.stats
     }
 
-    /// Bytes sled uses on disk.
+    /// Bytes sled uses on disk (its files, blobs included; not the snapshot files).
     ///
     /// # Errors
     /// Storage failure.
     pub fn size_on_disk_bytes(&self) -> Result<u64, StorageError> {
         self.db.size_on_disk().map_err(sled_err)
+    }
+
+    /// Bytes of the snapshot files on disk (the current one, the one before it, and a
+    /// file being written).
+    ///
+    /// # Errors
+    /// Storage failure.
+    pub fn snapshot_bytes_on_disk(&self) -> Result<u64, StorageError> {
+        self.snapshot_dir()?.size_on_disk_bytes()
+    }
+
+    /// Bytes of every file under the log's directory: what the disk budget in
+    /// `docs/operations.md` bounds.
+    ///
+    /// # Errors
+    /// Storage failure.
+    pub fn dir_bytes(&self) -> Result<u64, StorageError> {
+        crate::dir_bytes(&self.dir).map_err(|e| io_err("cannot measure", &self.dir, e))
+    }
+
+    fn value_log(&self) -> Result<&ValueLog, StorageError> {
+        self.values
+            .as_ref()
+            .ok_or_else(|| StorageError::Io("the value log is not open".into()))
+    }
+
+    fn snapshot_dir(&self) -> Result<&SnapshotDir, StorageError> {
+        self.snapshots
+            .as_ref()
+            .ok_or_else(|| StorageError::Io("the snapshot directory is not open".into()))
     }
 
     fn me(&self) -> Owner {
@@ -374,8 +442,14 @@ impl SledLog {
                     return Err(corrupt(
                         0,
                         format!(
-                            "directory has format version {}, this build reads {}",
-                            found.format_version, FORMAT_VERSION
+                            "directory {} has format version {}, this build reads only {} \
+                             (version 2 moved snapshots to files and large records to a \
+                             value log); keep the directory for the older build, or move it \
+                             away and let the node catch up from the cluster (a snapshot \
+                             and the log)",
+                            self.dir.display(),
+                            found.format_version,
+                            FORMAT_VERSION
                         ),
                     ));
                 }
@@ -443,18 +517,38 @@ impl SledLog {
                 ),
             ));
         }
+        self.snapshots = Some(SnapshotDir::open(
+            &self.dir,
+            self.options.node_id,
+            self.options.sync_mode == SyncMode::Fdatasync,
+            state.snapshot_file.as_ref(),
+        )?);
+        self.snapshot_file = state.snapshot_file;
         self.seq = state.seq;
         self.hard_state = state.hard_state;
         self.snapshot = state.snapshot;
+        let mut values = ValueLog::open(
+            &self.dir,
+            self.options.node_id,
+            self.options.sync_mode == SyncMode::Fdatasync,
+            self.options.value_log_segment_bytes,
+        )?;
         let first_index = self.first_index();
         let synced_last = state.last_index;
         let mut next: Option<LogIndex> = None;
         let mut discard = Vec::new();
-        for item in self.db.scan_prefix([RECORD_PREFIX]) {
-            let (key, value) = item.map_err(sled_err)?;
-            let Some(first) = parse_record_key(&key) else {
-                return Err(corrupt(0, format!("unexpected key {key:?}")));
-            };
+        for item in RecordScan::new(self.db.scan_prefix([RECORD_PREFIX])) {
+            let (first, chunks, mut value) = item?;
+            if chunks == 1 && ValueRef::is_ref(&value) {
+                let r = ValueRef::decode(first, &value)?;
+                self.stored.insert(first, Stored::Value(r));
+                if first <= synced_last {
+                    value = values.read(first, &r)?;
+                    values.add_ref(r.seq);
+                }
+            } else {
+                self.stored.insert(first, Stored::Chunks(chunks));
+            }
             if first > synced_last {
                 // Only a sync writes records, together with the state record in one atomic
                 // batch, so this cannot come from a sync that completed.
@@ -465,9 +559,12 @@ impl SledLog {
                 discard.push(first);
                 continue;
             }
-            let record = Record::parse(first, Bytes::from_owner(value))?;
+            let record = Record::parse(first, value)?;
             let last = record.last();
             if last < first_index {
+                if let Some(Stored::Value(r)) = self.stored.get(&first) {
+                    values.drop_ref(r.seq);
+                }
                 discard.push(first);
                 continue;
             }
@@ -529,13 +626,19 @@ impl SledLog {
         if !discard.is_empty() {
             let mut batch = sled::Batch::default();
             for first in discard {
-                batch.remove(&record_key(first)[..]);
+                let chunks = self.stored.remove(&first).map_or(1, |s| s.keys());
+                for chunk in 0..chunks {
+                    batch.remove(&record_key(first, chunk)[..]);
+                }
             }
             self.write(batch)?;
         } else if self.mark_on_open.map(|m| m.seq) != Some(self.seq) {
             // The marker lags (it is not synced, so a power loss can leave it behind).
             self.write_mark();
         }
+        // Only now that no stored record names them may unreferenced segments go.
+        values.remove_unreferenced();
+        self.values = Some(values);
         Ok(())
     }
 
@@ -596,15 +699,36 @@ impl SledLog {
     /// The record that starts at `first`, from the pending writes or from sled.
     fn load(&self, first: LogIndex) -> Result<Record, StorageError> {
         let bytes = match self.pending.get(&first) {
-            Some(Some(bytes)) => bytes.clone(),
+            Some(Some(bytes)) => Bytes::from_owner(bytes.clone()),
             Some(None) => return Err(corrupt(first, format!("record at {first} was removed"))),
-            None => self
-                .db
-                .get(record_key(first))
-                .map_err(sled_err)?
-                .ok_or_else(|| corrupt(first, format!("record at {first} is missing")))?,
+            None => match self.stored.get(&first) {
+                Some(Stored::Value(r)) => self.value_log()?.read(first, r)?,
+                _ => {
+                    let chunks = self.stored.get(&first).map_or(1, |s| s.keys());
+                    let chunk = |c: u32| {
+                        self.db
+                            .get(record_key(first, c))
+                            .map_err(sled_err)?
+                            .ok_or_else(|| {
+                                corrupt(
+                                    first,
+                                    format!("chunk {c} of the record at {first} is missing"),
+                                )
+                            })
+                    };
+                    if chunks == 1 {
+                        Bytes::from_owner(chunk(0)?)
+                    } else {
+                        let mut all = Vec::with_capacity(chunks as usize * CHUNK_BYTES_MAX);
+                        for c in 0..chunks {
+                            all.extend_from_slice(&chunk(c)?);
+                        }
+                        Bytes::from(all)
+                    }
+                }
+            },
         };
-        Record::parse(first, Bytes::from_owner(bytes))
+        Record::parse(first, bytes)
     }
 
     /// The record holding `index`, as (first, last).
@@ -676,6 +800,7 @@ impl SledLog {
         State {
             hard_state: self.hard_state,
             snapshot: self.snapshot,
+            snapshot_file: self.pending_snapshot.or(self.snapshot_file),
             last_index,
             last_term: self
                 .terms
@@ -820,36 +945,95 @@ impl Log for SledLog {
             return Ok(());
         }
         let mut batch = sled::Batch::default();
+        let mut now_stored = Vec::with_capacity(self.pending.len());
+        let threshold = self.options.value_log_threshold_bytes;
+        let values = self
+            .values
+            .as_mut()
+            .ok_or_else(|| StorageError::Io("the value log is not open".into()))?;
         for (&first, bytes) in &self.pending {
-            let key = &record_key(first)[..];
-            match bytes {
-                Some(bytes) => batch.insert(key, bytes.clone()),
-                None => batch.remove(key),
+            // The stored record at `first` goes whole; a later insert of the same key in
+            // the batch wins over its removal.
+            for chunk in 0..self.stored.get(&first).map_or(0, |s| s.keys()) {
+                batch.remove(&record_key(first, chunk)[..]);
+            }
+            let stored = match bytes {
+                Some(bytes) if bytes.len() > threshold => {
+                    let r = values.append(bytes)?;
+                    batch.insert(&record_key(first, 0)[..], &r.encode(first)[..]);
+                    Some(Stored::Value(r))
+                }
+                Some(bytes) => {
+                    for (chunk, part) in (0u32..).zip(bytes.chunks(CHUNK_BYTES_MAX)) {
+                        batch.insert(&record_key(first, chunk)[..], part);
+                    }
+                    Some(Stored::Chunks(chunk_count(bytes.len())))
+                }
+                None => None,
+            };
+            now_stored.push((first, stored));
+        }
+        // The value log's bytes are durable before the batch that names them.
+        values.sync()?;
+        // On failure the pending writes stay, so a retried sync writes them again.
+        if let Err(e) = self.write(batch) {
+            if let Some(p) = self.pending_snapshot {
+                if !self.uncertain_snapshots.contains(&p) {
+                    self.uncertain_snapshots.push(p);
+                }
+            }
+            return Err(e);
+        }
+        // The sync is durable: from here on nothing fails it.
+        self.pending.clear();
+        if let Some(adopted) = self.pending_snapshot.take() {
+            self.snapshot_file = Some(adopted);
+        }
+        self.uncertain_snapshots.clear();
+        self.state_dirty = false;
+        let Some(values) = self.values.as_mut() else {
+            return Ok(()); // checked above
+        };
+        for (first, stored) in now_stored {
+            if let Some(Stored::Value(r)) = stored {
+                values.add_ref(r.seq);
+            }
+            let old = match stored {
+                Some(stored) => self.stored.insert(first, stored),
+                None => self.stored.remove(&first),
+            };
+            if let Some(Stored::Value(r)) = old {
+                values.drop_ref(r.seq);
             }
         }
-        if let Some(snapshot) = &self.pending_snapshot {
-            batch.insert(SNAPSHOT_KEY, snapshot.clone());
-        }
-        // On failure the pending writes stay, so a retried sync writes them again.
-        self.write(batch)?;
-        self.pending.clear();
-        self.pending_snapshot = None;
-        self.state_dirty = false;
+        // A segment filled by a sync that failed is named by no record.
+        values.remove_unreferenced();
         Ok(())
     }
 
     fn snapshot(&self) -> Result<Option<raft_core::Snapshot>, StorageError> {
-        if let Some(bytes) = &self.pending_snapshot {
-            return decode_meta(SNAPSHOT_KEY, bytes).map(Some);
-        }
-        match self.db.get(SNAPSHOT_KEY).map_err(sled_err)? {
-            Some(bytes) => decode_meta(SNAPSHOT_KEY, &bytes).map(Some),
+        match self.pending_snapshot.or(self.snapshot_file) {
+            Some(r) => self.snapshot_dir()?.read(&r).map(Some),
             None => Ok(None),
         }
     }
 
+    /// Writes the snapshot to a new file at once (durably: temporary file, fsync,
+    /// rename, directory fsync); the next [`Log::sync`] makes it the current one in the
+    /// same atomic sled batch as everything else. Until then a crash leaves the previous
+    /// snapshot current. Removes every file but the current one first, so the directory
+    /// holds at most the current snapshot and the new one (after a failed sync, also the
+    /// snapshots that sync may have adopted, until a sync completes).
     fn save_snapshot(&mut self, snapshot: &raft_core::Snapshot) -> Result<(), StorageError> {
-        self.pending_snapshot = Some(encode_meta(SNAPSHOT_KEY, snapshot)?);
+        let mut keep: Vec<SnapshotRef> = self.snapshot_file.into_iter().collect();
+        keep.extend_from_slice(&self.uncertain_snapshots);
+        let dir = self
+            .snapshots
+            .as_mut()
+            .ok_or_else(|| StorageError::Io("the snapshot directory is not open".into()))?;
+        let written = dir.write(snapshot, &keep)?;
+        self.pending_snapshot = Some(written);
+        self.state_dirty = true;
         Ok(())
     }
 
@@ -888,5 +1072,78 @@ impl Log for SledLog {
         self.snapshot = meta;
         self.state_dirty = true;
         Ok(())
+    }
+}
+
+/// Reassembles records from sled's scan of their chunks, in key order: yields
+/// `(first index, chunk count, record bytes)`.
+struct RecordScan<I: Iterator> {
+    inner: std::iter::Peekable<I>,
+}
+
+impl<I: Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> RecordScan<I> {
+    fn new(inner: I) -> Self {
+        Self {
+            inner: inner.peekable(),
+        }
+    }
+}
+
+impl<I: Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> Iterator for RecordScan<I> {
+    type Item = Result<(LogIndex, u32, Bytes), StorageError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (key, value) = match self.inner.next()? {
+            Ok(kv) => kv,
+            Err(e) => return Some(Err(sled_err(e))),
+        };
+        let Some((first, chunk)) = parse_record_key(&key) else {
+            return Some(Err(corrupt(0, format!("unexpected key {key:?}"))));
+        };
+        if chunk != 0 {
+            return Some(Err(corrupt(
+                first,
+                format!("the record at {first} starts at chunk {chunk}, not 0"),
+            )));
+        }
+        let mut chunks = 1u32;
+        let mut joined: Option<Vec<u8>> = None;
+        let same_record = |item: &sled::Result<(sled::IVec, sled::IVec)>| matches!(item, Ok((k, _)) if parse_record_key(k).map(|(f, _)| f) == Some(first));
+        while let Some(Ok((next_key, part))) = self.inner.next_if(same_record) {
+            if parse_record_key(&next_key) != Some((first, chunks)) {
+                return Some(Err(corrupt(
+                    first,
+                    format!("the record at {first} lacks chunk {chunks}"),
+                )));
+            }
+            joined
+                .get_or_insert_with(|| value.to_vec())
+                .extend_from_slice(&part);
+            chunks += 1;
+        }
+        let bytes = match joined {
+            Some(all) => Bytes::from(all),
+            None => Bytes::from_owner(value),
+        };
+        Some(Ok((first, chunks, bytes)))
+    }
+}
+
+/// How a record of the last sync is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stored {
+    /// In sled, cut into this many chunks.
+    Chunks(u32),
+    /// In the value log; sled holds the reference under chunk 0's key.
+    Value(ValueRef),
+}
+
+impl Stored {
+    /// How many sled keys it takes.
+    fn keys(&self) -> u32 {
+        match self {
+            Self::Chunks(n) => *n,
+            Self::Value(_) => 1,
+        }
     }
 }

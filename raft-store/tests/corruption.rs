@@ -21,10 +21,17 @@ const RECORD_HEADER_BYTES: usize = 17;
 const ENTRY_HEADER_BYTES: usize = 13;
 const ENTRY_CRC_BYTES: usize = 4;
 
-fn key(first: LogIndex) -> Vec<u8> {
+/// The key of chunk `chunk` of the record starting at `first`.
+fn chunk_key(first: LogIndex, chunk: u32) -> Vec<u8> {
     let mut k = vec![b'e'];
     k.extend_from_slice(&first.to_be_bytes());
+    k.extend_from_slice(&chunk.to_be_bytes());
     k
+}
+
+/// The key of a record stored in one chunk.
+fn key(first: LogIndex) -> Vec<u8> {
+    chunk_key(first, 0)
 }
 
 /// Opens the directory with sled itself, waiting for the lock the dropped log's
@@ -370,44 +377,209 @@ fn removed_sled_files_are_refused() {
     );
 }
 
-/// Large entries make sled write blob files, which SledLog must sync itself; they survive
-/// a reopen, and a damaged blob is refused.
+/// Large entries are stored in chunks of at most 64 KiB, so sled writes no blob file for
+/// them (a blob per rewritten leaf was what made the disk grow without bound); they
+/// survive a reopen, and a missing or damaged chunk is refused with the entry's index.
 #[test]
-fn large_entries_use_blobs_and_damaged_blobs_are_refused() {
+fn large_entries_are_chunked_without_blobs_and_damaged_chunks_are_refused() {
     let dir = tempfile::tempdir().unwrap();
+    let mut options = SledLogOptions::new(CLUSTER, NODE);
+    options.value_log_threshold_bytes = usize::MAX; // all in sled
     {
-        let mut log = SledLog::open(dir.path(), CLUSTER, NODE).unwrap();
+        let mut log = SledLog::open_with(dir.path(), options.clone()).unwrap();
         for i in 1..=3 {
             log.append(&[sized(i, 1, 2_500_000)]).unwrap();
             log.sync().unwrap();
         }
+        // Overwrite entry 3 with a shorter one: its old chunks beyond the new record go.
+        log.append(&[sized(3, 2, 100_000)]).unwrap();
+        log.sync().unwrap();
     }
-    let blobs: Vec<_> = std::fs::read_dir(dir.path().join("blobs"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    assert!(
-        !blobs.is_empty(),
-        "2.5 MB records should be stored as sled blobs"
-    );
+    let blobs = std::fs::read_dir(dir.path().join("blobs"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(blobs, 0, "chunked records need no sled blob files");
     {
-        let log = SledLog::open(dir.path(), CLUSTER, NODE).unwrap();
+        let log = SledLog::open_with(dir.path(), options).unwrap();
         let entries = log.entries(1, 4, u64::MAX).unwrap();
         assert_eq!(entries.len(), 3);
         assert!(entries.iter().all(intact));
+        assert_eq!(entries[2].data.len(), 100_000);
     }
-    for blob in &blobs {
-        let mut bytes = std::fs::read(blob).unwrap();
-        let at = bytes.len() / 2;
-        bytes[at] ^= 0x55;
-        std::fs::write(blob, &bytes).unwrap();
+    {
+        let db = open_raw(dir.path());
+        let chunks = db.scan_prefix(&key(3)[..9]).count();
+        assert_eq!(
+            chunks, 2,
+            "100 KB record in 2 chunks, the old chunks removed"
+        );
+        // Damage a byte in the middle chunk of entry 2's record.
+        let mut v = db.get(chunk_key(2, 20)).unwrap().unwrap().to_vec();
+        v[100] ^= 0x08;
+        db.insert(chunk_key(2, 20), v).unwrap();
+        db.flush().unwrap();
     }
-    // sled may notice on open or on read; either way no damaged entry is returned.
-    match SledLog::open(dir.path(), CLUSTER, NODE) {
-        Ok(log) => match log.entries(1, 4, u64::MAX) {
-            Ok(entries) => assert!(entries.iter().all(intact)),
-            Err(e) => assert!(matches!(e, StorageError::Corrupt { .. }), "{e}"),
+    let err = open_err(dir.path());
+    assert!(
+        matches!(err, StorageError::Corrupt { index: 2, .. }),
+        "{err}"
+    );
+    {
+        let db = open_raw(dir.path());
+        db.remove(chunk_key(2, 20)).unwrap();
+        db.flush().unwrap();
+    }
+    let err = open_err(dir.path());
+    assert!(
+        matches!(err, StorageError::Corrupt { index: 2, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("chunk 20"), "{err}");
+}
+
+/// Entries larger than a record go to the value log (segment files beside sled); they
+/// survive a reopen, segments die once compacted past, and a damaged or missing segment
+/// is refused with the entry's index.
+#[test]
+fn value_log_records_survive_and_damage_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let values = dir.path().join("values");
+    let segments = || std::fs::read_dir(&values).unwrap().count();
+    {
+        let mut log = SledLog::open(dir.path(), CLUSTER, NODE).unwrap();
+        for i in 1..=40 {
+            log.append(&[sized(i, 1, 1 << 20)]).unwrap();
+            log.sync().unwrap();
+        }
+        assert!(segments() >= 2, "16 MiB segments for 40 MiB");
+        assert!(
+            log.size_on_disk_bytes().unwrap() < 4 << 20,
+            "sled holds references"
+        );
+        log.compact(raft_core::SnapshotMeta {
+            last_index: 38,
+            last_term: 1,
+        })
+        .unwrap();
+        log.sync().unwrap();
+        assert_eq!(
+            segments(),
+            1,
+            "segments behind the compaction point are deleted"
+        );
+    }
+    {
+        let log = SledLog::open(dir.path(), CLUSTER, NODE).unwrap();
+        let entries = log.entries(39, 41, u64::MAX).unwrap();
+        assert!(entries.iter().all(intact) && entries.len() == 2);
+    }
+    let segment = std::fs::read_dir(&values)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let good = std::fs::read(&segment).unwrap();
+    let mut bad = good.clone();
+    let at = bad.len() - 1000; // inside entry 40's record
+    bad[at] ^= 0x01;
+    std::fs::write(&segment, &bad).unwrap();
+    let err = open_err(dir.path());
+    assert!(
+        matches!(err, StorageError::Corrupt { index: 40, .. }),
+        "{err}"
+    );
+    std::fs::remove_file(&segment).unwrap();
+    let err = open_err(dir.path());
+    assert!(
+        matches!(err, StorageError::Corrupt { index: 39, .. })
+            && err.to_string().contains("missing"),
+        "{err}"
+    );
+}
+
+/// A directory of format version 1 (snapshot inside sled, one key per record) is refused
+/// with an error naming both versions, and nothing in it is changed.
+#[test]
+fn format_version_1_directory_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = open_raw(dir.path());
+        // Owner { format_version: 1, cluster_id, node_id } as SledLog 1 wrote it.
+        let mut payload = postcard::to_allocvec(&(1u32, CLUSTER.to_string(), NODE)).unwrap();
+        let mut h = crc32fast::Hasher::new();
+        h.update(b"m/owner");
+        h.update(&payload);
+        let mut value = h.finalize().to_le_bytes().to_vec();
+        value.append(&mut payload);
+        db.insert(b"m/owner", value).unwrap();
+        db.insert(b"m/snapshot", vec![0u8; 100]).unwrap();
+        db.flush().unwrap();
+    }
+    let err = open_err(dir.path());
+    let text = err.to_string();
+    assert!(
+        matches!(err, StorageError::Corrupt { index: 0, .. })
+            && text.contains("format version 1")
+            && text.contains("reads only 2"),
+        "{text}"
+    );
+    assert!(
+        !dir.path().join("snapshots").exists(),
+        "nothing was created"
+    );
+    assert!(open_raw(dir.path()).get(b"m/snapshot").unwrap().is_some());
+}
+
+/// Snapshots are files: a saved and synced one comes back on reopen; one saved but not
+/// synced leaves the previous one current and its file is removed; a damaged or missing
+/// current file is a clear error, never an empty state.
+#[test]
+fn snapshot_files_reopen_and_damage_is_refused() {
+    use raft_core::{Snapshot, SnapshotMeta};
+    let dir = tempfile::tempdir().unwrap();
+    let snap = |index: LogIndex, len: usize| Snapshot {
+        meta: SnapshotMeta {
+            last_index: index,
+            last_term: 1,
         },
-        Err(e) => println!("damaged blobs refused on open: {e}"),
+        data: payload(index, 1, len),
+    };
+    let files = || {
+        let mut names: Vec<_> = std::fs::read_dir(dir.path().join("snapshots"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    {
+        let mut log = SledLog::open(dir.path(), CLUSTER, NODE).unwrap();
+        log.append(&run(1, 30, 1)).unwrap();
+        log.save_snapshot(&snap(10, 100_000)).unwrap();
+        log.sync().unwrap();
+        log.save_snapshot(&snap(20, 200_000)).unwrap();
+        log.sync().unwrap();
+        log.save_snapshot(&snap(30, 300_000)).unwrap(); // never synced
+        assert_eq!(log.snapshot().unwrap(), Some(snap(30, 300_000)));
+        assert_eq!(files().len(), 2, "the current one and the new one");
     }
+    let log = SledLog::open(dir.path(), CLUSTER, NODE).unwrap();
+    assert_eq!(log.snapshot().unwrap(), Some(snap(20, 200_000)));
+    drop(log);
+    assert_eq!(files().len(), 1, "the unadopted file is removed");
+    let path = dir.path().join("snapshots").join(&files()[0]);
+    let good = std::fs::read(&path).unwrap();
+    let mut bad = good.clone();
+    bad[150_000] ^= 0x02;
+    std::fs::write(&path, &bad).unwrap();
+    let err = open_err(dir.path());
+    assert!(
+        matches!(err, StorageError::Corrupt { index: 0, .. })
+            && err.to_string().contains("checksum"),
+        "{err}"
+    );
+    std::fs::remove_file(&path).unwrap();
+    let err = open_err(dir.path());
+    assert!(err.to_string().contains("missing"), "{err}");
 }

@@ -2,7 +2,11 @@
 //! sync on stdout; the parent kills it with SIGKILL at a random point, reopens the log and
 //! checks that it holds exactly the state of the last reported sync, or of the one after it
 //! (which may have completed without being reported): every reported entry present and
-//! intact, nothing of a later sync half-present.
+//! intact, nothing of a later sync half-present. The workload also saves snapshots of up
+//! to 3 MB (written as files: temporary, fsync, rename, directory fsync, made current by
+//! the next sync) and entries up to 200 KB (records over 64 KiB go to the value log), so
+//! kills land while those files are written, renamed and adopted; the reopened log's
+//! snapshot must be the one of the same sync, whole.
 //!
 //! The child is this test binary run again with `RAFT_STORE_CRASH_CHILD` set. Its
 //! workload is a deterministic function of a seed and the log it starts from, so the
@@ -19,7 +23,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use raft_core::{Entry, HardState, Log, SnapshotMeta};
+use raft_core::{Entry, HardState, Log, Snapshot, SnapshotMeta};
 use raft_store::{MemLog, SledLog};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -39,10 +43,17 @@ fn step<L: Log>(log: &mut L, rng: &mut StdRng) {
     let term = hs.term.max(last_term).max(1);
     let count = rng.gen_range(1..=32u64);
     let len = rng.gen_range(0..300usize);
+    // Now and then one large entry, stored in the value log.
+    let big = rng
+        .gen_bool(0.05)
+        .then(|| rng.gen_range(70_000..200_000usize));
     let entries = |from: u64, term: u64| -> Vec<Entry> {
-        (from..from + count)
-            .map(|i| sized(i, term, (len + i as usize * 31) % 300))
-            .collect()
+        match big {
+            Some(big) => vec![sized(from, term, big)],
+            None => (from..from + count)
+                .map(|i| sized(i, term, (len + i as usize * 31) % 300))
+                .collect(),
+        }
     };
     match rng.gen_range(0..100) {
         0..=74 => log.append(&entries(last + 1, term)).expect("append"),
@@ -67,6 +78,22 @@ fn step<L: Log>(log: &mut L, rng: &mut StdRng) {
             log.set_hard_state(HardState { commit, ..hs })
                 .expect("hard state");
             log.append(&entries(last + 1, term)).expect("append");
+        }
+        95..=96 => {
+            // The runtime saves a snapshot at an applied (committed) index.
+            let at = hs.commit;
+            if at >= log.first_index() - 1 && at > 0 {
+                let term = log.term(at).expect("term at commit");
+                let len = rng.gen_range(0..3_000_000usize);
+                log.save_snapshot(&Snapshot {
+                    meta: SnapshotMeta {
+                        last_index: at,
+                        last_term: term,
+                    },
+                    data: payload(at, term, len),
+                })
+                .expect("save snapshot");
+            }
         }
         _ => {
             let at = hs.commit;
@@ -99,9 +126,12 @@ fn crash_child() {
     }
 }
 
-/// A MemLog holding exactly what `v` shows.
-fn mem_log_from(v: &View) -> MemLog {
+/// A MemLog holding exactly what `v` shows, and `snapshot`.
+fn mem_log_from(v: &View, snapshot: &Option<Snapshot>) -> MemLog {
     let mut log = MemLog::new();
+    if let Some(s) = snapshot {
+        log.save_snapshot(s).unwrap();
+    }
     if v.snapshot.last_index > 0 {
         log.compact(v.snapshot).unwrap();
     }
@@ -127,6 +157,8 @@ fn synced_entries_survive_sigkill() {
     let stderr_path = dir.path().join("child.stderr");
     let db_dir = dir.path().join("db");
     let mut before = view(&SledLog::open(&db_dir, CLUSTER, NODE).unwrap());
+    let mut before_snapshot: Option<Snapshot> = None;
+    let mut snapshots_seen = 0;
     let (mut exact, mut one_more, mut kills_before_ready) = (0, 0, 0);
     let started = Instant::now();
 
@@ -201,16 +233,26 @@ fn synced_entries_survive_sigkill() {
         let log = SledLog::open(&db_dir, CLUSTER, NODE)
             .unwrap_or_else(|e| panic!("{ctx}: reopen after SIGKILL failed: {e}"));
         let after = view(&log);
+        let after_snapshot = log
+            .snapshot()
+            .unwrap_or_else(|e| panic!("{ctx}: reading the snapshot after SIGKILL failed: {e}"));
         drop(log);
+        if let Some(s) = &after_snapshot {
+            assert_eq!(
+                s.data,
+                payload(s.meta.last_index, s.meta.last_term, s.data.len()),
+                "{ctx}: the snapshot is damaged"
+            );
+        }
         for e in &after.entries {
             assert!(intact(e), "{ctx}: entry {} is damaged: {e:?}", e.index);
         }
-        let mut model = mem_log_from(&before);
+        let mut model = mem_log_from(&before, &before_snapshot);
         let mut replay = StdRng::seed_from_u64(child_seed);
         for _ in 0..reported {
             step(&mut model, &mut replay);
         }
-        if after == view(&model) {
+        if after == view(&model) && after_snapshot == model.snapshot().unwrap() {
             exact += 1;
         } else {
             step(&mut model, &mut replay);
@@ -220,14 +262,27 @@ fn synced_entries_survive_sigkill() {
                      {reported} nor of the next one: {diff}"
                 );
             }
+            let expected = model.snapshot().unwrap();
+            assert!(
+                after_snapshot == expected,
+                "{ctx}: after SIGKILL the snapshot is {:?} ({:?} bytes), the state of the \
+                 next sync has {:?}",
+                after_snapshot.as_ref().map(|s| s.meta),
+                after_snapshot.as_ref().map(|s| s.data.len()),
+                expected.as_ref().map(|s| s.meta),
+            );
             one_more += 1;
         }
+        if after_snapshot.is_some() && after_snapshot != before_snapshot {
+            snapshots_seen += 1;
+        }
         before = after;
+        before_snapshot = after_snapshot;
     }
     println!(
         "{rounds} kills in {:?}: {exact} at the last reported sync, {one_more} one sync \
-         later, {kills_before_ready} possibly before the child opened the log; final log \
-         {}..={}",
+         later, {kills_before_ready} possibly before the child opened the log; \
+         {snapshots_seen} new snapshots adopted; final log {}..={}",
         started.elapsed(),
         before.first_index,
         before.last_index

@@ -19,6 +19,7 @@ pub mod histogram;
 pub mod proc_stats;
 pub mod report;
 pub mod sink;
+pub mod soak;
 pub mod throughput;
 
 use std::time::Duration;
@@ -30,6 +31,7 @@ use serde::Serialize;
 pub use failover::{run_failover, FailoverReport};
 pub use report::ThroughputReport;
 pub use sink::Sink;
+pub use soak::{run_soak, SoakConfig};
 pub use throughput::run_throughput;
 
 use crate::cluster::{ClusterOptions, LocalCluster};

@@ -4,6 +4,7 @@
 //! cargo run --release -p raft-testkit --bin bench -- --nodes 3 --log mem --clients 64 --seconds 10
 //! cargo run --release -p raft-testkit --bin bench -- --log sled --clients 1 --json
 //! cargo run --release -p raft-testkit --bin bench -- --failover --trials 20
+//! cargo run --release -p raft-testkit --bin bench -- --soak --soak-scale 0.1
 //! ```
 
 use anyhow::Context;
@@ -43,6 +44,23 @@ struct Args {
     /// Measure failover instead: stop the leader while clients write.
     #[arg(long)]
     failover: bool,
+    /// Soak instead: a SledLog cluster writes 1,000,000 commands of 100 B, then
+    /// 200,000 of 1 KB (each on a fresh cluster), snapshots every 10,000, printing
+    /// every node's disk against its budget every few seconds.
+    #[arg(long)]
+    soak: bool,
+    /// Multiplies the soak's command counts (0.1: a tenth of the run).
+    #[arg(long, default_value_t = 1.0)]
+    soak_scale: f64,
+    /// The soak state machine's size cap, MiB.
+    #[arg(long, default_value_t = 16)]
+    soak_state_mib: usize,
+    /// Run only this phase of the soak (0: the 100 B commands, 1: the 1 KB ones).
+    #[arg(long)]
+    soak_phase: Option<usize>,
+    /// Seconds between two disk samples of the soak.
+    #[arg(long, default_value_t = 5.0)]
+    soak_sample_seconds: f64,
     /// Failover trials.
     #[arg(long, default_value_t = 20)]
     trials: u32,
@@ -77,6 +95,24 @@ fn main() -> anyhow::Result<()> {
             None => NodeConfig::default(),
         },
     };
+    if args.soak {
+        let mut soak = bench::SoakConfig::standard(args.soak_scale);
+        soak.state_max_bytes = args.soak_state_mib << 20;
+        soak.sample_seconds = args.soak_sample_seconds;
+        if let Some(phase) = args.soak_phase {
+            anyhow::ensure!(phase < soak.phases.len(), "--soak-phase 0 or 1");
+            soak.phases = vec![soak.phases[phase]];
+        }
+        let reports = bench::run_soak(&config, &soak)?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&reports)?);
+        } else {
+            for r in &reports {
+                print!("{}", r.text());
+            }
+        }
+        return Ok(());
+    }
     if args.failover {
         let report = bench::run_failover(&config)?;
         if args.json {
