@@ -1037,6 +1037,43 @@ impl Log for SledLog {
         Ok(())
     }
 
+    /// A writer that writes snapshot files from the runtime's storer thread, so a big
+    /// snapshot never blocks the WaitLoop; [`Log::adopt_snapshot`] then makes one current.
+    fn snapshot_writer(&self) -> Option<Box<dyn raft_core::SnapshotWriter>> {
+        let writer = self.snapshots.as_ref()?.file_writer();
+        Some(Box::new(SledSnapshotWriter(writer)))
+    }
+
+    /// Makes a file the writer wrote the pending snapshot, as `save_snapshot` would have
+    /// (the next [`Log::sync`] names it in the state record), after removing every other
+    /// file but the current one: the directory again holds at most two snapshots.
+    fn adopt_snapshot(&mut self, written: &raft_core::WrittenSnapshot) -> Result<(), StorageError> {
+        let mut keep: Vec<SnapshotRef> = self.snapshot_file.into_iter().collect();
+        keep.extend_from_slice(&self.uncertain_snapshots);
+        let dir = self
+            .snapshots
+            .as_mut()
+            .ok_or_else(|| StorageError::Io("the snapshot directory is not open".into()))?;
+        let r = dir.take_written(written.id).ok_or_else(|| {
+            StorageError::Io(format!(
+                "snapshot file {} (up to {}) is not a file this log's writer wrote, or it was \
+                 removed since",
+                written.id, written.meta.last_index
+            ))
+        })?;
+        if r.meta != written.meta {
+            return Err(StorageError::Io(format!(
+                "snapshot file {} covers {:?}, not {:?}",
+                r.id, r.meta, written.meta
+            )));
+        }
+        keep.push(r);
+        dir.remove_all_but(&keep)?;
+        self.pending_snapshot = Some(r);
+        self.state_dirty = true;
+        Ok(())
+    }
+
     fn compact(&mut self, meta: SnapshotMeta) -> Result<(), StorageError> {
         if meta.last_index <= self.snapshot.last_index {
             return Ok(());
@@ -1145,5 +1182,23 @@ impl Stored {
             Self::Chunks(n) => *n,
             Self::Value(_) => 1,
         }
+    }
+}
+
+/// [`SledLog`]'s [`raft_core::SnapshotWriter`]: writes snapshot files on the caller's
+/// thread (the runtime's storer), never touching sled.
+struct SledSnapshotWriter(crate::snapfile::FileWriter);
+
+impl raft_core::SnapshotWriter for SledSnapshotWriter {
+    fn write(
+        &mut self,
+        snapshot: &raft_core::Snapshot,
+    ) -> Result<raft_core::WrittenSnapshot, StorageError> {
+        let r = self.0.write(snapshot)?;
+        Ok(raft_core::WrittenSnapshot {
+            meta: r.meta,
+            id: r.id,
+            size_bytes: r.len,
+        })
     }
 }

@@ -25,9 +25,14 @@
 //! every file but the durable current one is removed, so at most two complete files (and
 //! one temporary) exist at any moment.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use bytes::Bytes;
 use raft_core::{NodeId, Snapshot, SnapshotMeta, StorageError};
@@ -103,8 +108,77 @@ pub(crate) struct SnapshotDir {
     /// fsync files and the directory (false: a process crash is survived, a power loss
     /// may lose the newest file; the log's `SyncMode::FlushOnly`).
     durable: bool,
-    /// The id the next file gets.
-    next_id: u64,
+    /// The id the next file gets; shared with the [`FileWriter`]s of this directory.
+    next_id: Arc<AtomicU64>,
+    /// Files a [`FileWriter`] wrote that the log has not adopted yet, by id.
+    written: Arc<Mutex<BTreeMap<u64, SnapshotRef>>>,
+}
+
+/// Writes new snapshot files into a [`SnapshotDir`] from another thread (the runtime's
+/// snapshot storer: `Log::snapshot_writer`). It only adds files, with fresh ids; it never
+/// removes one, so it cannot race the log's own clean-up. A file it wrote becomes
+/// current only when the log adopts it ([`SnapshotDir::take_written`]) and a sync names it.
+#[derive(Debug)]
+pub(crate) struct FileWriter {
+    dir: PathBuf,
+    node_id: NodeId,
+    durable: bool,
+    next_id: Arc<AtomicU64>,
+    written: Arc<Mutex<BTreeMap<u64, SnapshotRef>>>,
+}
+
+impl FileWriter {
+    /// Writes `snapshot` durably as a new file; returns its reference.
+    pub(crate) fn write(&self, snapshot: &Snapshot) -> Result<SnapshotRef, StorageError> {
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        let r = write_file(&self.dir, self.node_id, self.durable, id, snapshot)?;
+        self.written.lock().insert(r.id, r);
+        Ok(r)
+    }
+}
+
+/// Writes `snapshot` as file `id` in `dir`: temporary file, fsync, rename, directory
+/// fsync (the syncs only when `durable`). On failure the temporary file is removed.
+fn write_file(
+    dir: &Path,
+    node_id: NodeId,
+    durable: bool,
+    id: u64,
+    snapshot: &Snapshot,
+) -> Result<SnapshotRef, StorageError> {
+    let r = SnapshotRef {
+        id,
+        meta: snapshot.meta,
+        len: snapshot.data.len() as u64,
+        crc: crc32fast::hash(&snapshot.data),
+    };
+    let temp = dir.join(temp_name(r.id));
+    let result = (|| {
+        let mut file = File::create(&temp)?;
+        file.write_all(&r.header())?;
+        file.write_all(&snapshot.data)?;
+        if durable {
+            file.sync_data()?;
+        }
+        drop(file);
+        fs::rename(&temp, dir.join(final_name(r.id)))?;
+        if durable {
+            sync_dir(dir)?;
+        }
+        Ok::<(), io::Error>(())
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&temp);
+        let _ = fs::remove_file(dir.join(final_name(r.id)));
+        log::error!(
+            "n{node_id} cannot write the snapshot up to {}@{} in {}: {e}",
+            r.meta.last_index,
+            r.meta.last_term,
+            dir.display()
+        );
+        return Err(io_err("cannot write a snapshot in", dir, e));
+    }
+    Ok(r)
 }
 
 fn io_err(what: &str, path: &Path, e: io::Error) -> StorageError {
@@ -178,7 +252,8 @@ impl SnapshotDir {
             dir,
             node_id,
             durable,
-            next_id: max_id + 1,
+            next_id: Arc::new(AtomicU64::new(max_id + 1)),
+            written: Arc::default(),
         };
         if let Some(current) = current {
             snapshots.verify(current)?;
@@ -368,6 +443,16 @@ impl SnapshotDir {
         snapshot: &Snapshot,
         keep: &[SnapshotRef],
     ) -> Result<SnapshotRef, StorageError> {
+        self.remove_all_but(keep)?;
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        write_file(&self.dir, self.node_id, self.durable, id, snapshot)
+    }
+
+    /// Removes every file (temporaries included) but those in `keep`.
+    ///
+    /// # Errors
+    /// [`StorageError::Io`] when the directory cannot be listed or a file removed.
+    pub(crate) fn remove_all_but(&mut self, keep: &[SnapshotRef]) -> Result<(), StorageError> {
         let mut removed = false;
         for name in Self::list(&self.dir)? {
             let doomed = match name {
@@ -381,41 +466,25 @@ impl SnapshotDir {
         if removed {
             self.sync_dir()?;
         }
-        let r = SnapshotRef {
-            id: self.next_id,
-            meta: snapshot.meta,
-            len: snapshot.data.len() as u64,
-            crc: crc32fast::hash(&snapshot.data),
-        };
-        self.next_id += 1;
-        let temp = self.path(&temp_name(r.id));
-        let result = (|| {
-            let mut file = File::create(&temp)?;
-            file.write_all(&r.header())?;
-            file.write_all(&snapshot.data)?;
-            if self.durable {
-                file.sync_data()?;
-            }
-            drop(file);
-            fs::rename(&temp, self.path(&final_name(r.id)))?;
-            if self.durable {
-                sync_dir(&self.dir)?;
-            }
-            Ok::<(), io::Error>(())
-        })();
-        if let Err(e) = result {
-            let _ = fs::remove_file(&temp);
-            let _ = self.remove(&final_name(r.id));
-            log::error!(
-                "n{} cannot write the snapshot up to {}@{} in {}: {e}",
-                self.node_id,
-                r.meta.last_index,
-                r.meta.last_term,
-                self.dir.display()
-            );
-            return Err(io_err("cannot write a snapshot in", &self.dir, e));
+        Ok(())
+    }
+
+    /// A writer of new files for another thread: see [`FileWriter`].
+    pub(crate) fn file_writer(&self) -> FileWriter {
+        FileWriter {
+            dir: self.dir.clone(),
+            node_id: self.node_id,
+            durable: self.durable,
+            next_id: self.next_id.clone(),
+            written: self.written.clone(),
         }
-        Ok(r)
+    }
+
+    /// The reference of file `id`, which a [`FileWriter`] of this directory wrote and no
+    /// one adopted yet, if its file is still there (a clean-up may have removed it).
+    pub(crate) fn take_written(&mut self, id: u64) -> Option<SnapshotRef> {
+        let r = self.written.lock().remove(&id)?;
+        self.path(&final_name(id)).is_file().then_some(r)
     }
 }
 
@@ -468,7 +537,7 @@ mod tests {
         assert_eq!(left, vec![Name::Final(a.id), Name::Final(b.id)]);
         assert_eq!(s.read(&b).unwrap(), snap(20, 100));
         // Ids keep growing past every id seen.
-        assert!(s.next_id > c_id + 1);
+        assert!(s.next_id.load(Ordering::SeqCst) > c_id + 1);
     }
 
     #[test]

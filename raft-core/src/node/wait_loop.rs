@@ -574,10 +574,20 @@ impl<S: StateMachine> WaitLoop<S> {
         meta: SnapshotMeta,
         result: Result<WrittenSnapshot, crate::StorageError>,
     ) {
-        let id = self.shared.id;
+        self.adopt_written(meta, result);
+        // The next write starts only now: the log's clean-up at adoption removes files
+        // no one adopted, and must not race a write in progress.
         if let Some(storer) = self.storer.as_mut() {
             storer.finished();
         }
+    }
+
+    fn adopt_written(
+        &mut self,
+        meta: SnapshotMeta,
+        result: Result<WrittenSnapshot, crate::StorageError>,
+    ) {
+        let id = self.shared.id;
         let written = match result {
             Ok(w) => w,
             Err(e) => {
