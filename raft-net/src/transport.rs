@@ -17,14 +17,15 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use raft_core::{Message, NodeId, Transport, TransportCounters, TransportError};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::codec::{Codec, Sealer};
 use crate::config::NetConfig;
 use crate::peers::{self, PeerDirectory};
-use crate::processor::{Processor, LOG_INTERVAL};
+use crate::fragment::{ReassemblyLimits, ResendCache};
+use crate::processor::{Control, Processor, LOG_INTERVAL};
 use crate::stats::{DropKind, NetStats, NetStatsSnapshot};
 use crate::wire;
 
@@ -38,6 +39,14 @@ const RECEIVE_POOL_LEN_MAX: usize = 64;
 const KDF_ITERATIONS_WARN_BELOW: u32 = 100_000;
 
 type Datagram = (Vec<u8>, SocketAddr);
+
+/// What the sender thread sends: messages from the node, fragment requests and resends
+/// from the processor.
+#[derive(Debug)]
+enum Outgoing {
+    Message(Message),
+    Control(Control),
+}
 
 /// The UDP transport. Bind it, hand it to the node runtime (which calls
 /// [`Transport::start`]), and keep [`UdpTransport::directory`] and
@@ -60,7 +69,7 @@ pub struct UdpTransport {
 enum State {
     Bound,
     Running {
-        send_queue: Sender<Message>,
+        send_queue: Sender<Outgoing>,
         stopping: Arc<AtomicBool>,
         threads: Vec<JoinHandle<()>>,
     },
@@ -103,7 +112,7 @@ impl UdpTransport {
         let started = Instant::now();
         let codec = Codec::new(&config);
         log::info!(
-            "n{me}: raft-net protocol v{} on {local_addr}, cluster {:?} (id {:016x}), {}, datagrams up to {} B, appends up to {} B{}",
+            "n{me}: raft-net protocol v{} on {local_addr}, cluster {:?} (id {:016x}), {}, datagrams up to {} B, appends up to {} B, messages up to {} B in fragments{}",
             wire::PROTOCOL_VERSION,
             config.cluster_name,
             codec.cluster_id(),
@@ -114,6 +123,7 @@ impl UdpTransport {
             },
             codec.datagram_bytes_max(),
             codec.max_append_bytes(),
+            codec.message_bytes_max(),
             match config.compress_bytes_min {
                 Some(n) => format!(", lz4 from {n} B"),
                 None => String::new(),
@@ -184,7 +194,7 @@ impl Transport for UdpTransport {
         // Buffers go back to the listener so steady-state receiving does not allocate.
         let (pool_tx, pool_rx) =
             bounded::<Vec<u8>>(RECEIVE_POOL_LEN_MAX.min(self.config.receive_queue_len_max));
-        let (send_tx, send_rx) = bounded::<Message>(self.config.send_queue_len_max);
+        let (send_tx, send_rx) = bounded::<Outgoing>(self.config.send_queue_len_max);
         let stopping = Arc::new(AtomicBool::new(false));
         self.socket.set_read_timeout(Some(LISTENER_POLL))?;
 
@@ -202,7 +212,9 @@ impl Transport for UdpTransport {
             &self.codec,
             self.directory.clone(),
             Arc::clone(&self.stats),
-        );
+        )
+        .with_limits(ReassemblyLimits::of(&self.config));
+        let control = send_tx.clone();
         let stats = Arc::clone(&self.stats);
         let sender = SenderLoop {
             me,
@@ -211,11 +223,15 @@ impl Transport for UdpTransport {
             sealer: self.codec.sealer(me),
             directory: self.directory.clone(),
             stats: Arc::clone(&self.stats),
+            resend: ResendCache::new(
+                self.config.resend_cache_bytes_max,
+                Duration::from_millis(self.config.reassembly_timeout_ms),
+            ),
         };
         let spawned = (|| -> io::Result<()> {
             threads.push(self.spawn("listener", move || listener.run())?);
             threads.push(self.spawn("processor", move || {
-                process_loop(processor, datagram_rx, pool_tx, inbox, stats)
+                process_loop(processor, datagram_rx, pool_tx, inbox, control, stats)
             })?);
             threads.push(self.spawn("sender", move || sender.run())?);
             Ok(())
@@ -241,7 +257,7 @@ impl Transport for UdpTransport {
             return;
         };
         for msg in messages {
-            match send_queue.try_send(msg) {
+            match send_queue.try_send(Outgoing::Message(msg)) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => self.stats.record_drop(DropKind::SendQueueFull),
                 Err(TrySendError::Disconnected(_)) => self.stats.record_drop(DropKind::NotRunning),
@@ -251,6 +267,11 @@ impl Transport for UdpTransport {
 
     fn max_append_bytes(&self) -> u64 {
         self.codec.max_append_bytes()
+    }
+
+    /// What one message of `message_bytes_max` carries, in fragments.
+    fn max_entry_bytes(&self) -> u64 {
+        self.codec.max_entry_bytes()
     }
 
     fn counters(&self) -> TransportCounters {
@@ -269,7 +290,9 @@ impl Transport for UdpTransport {
         };
         let me = self.node_id;
         stopping.store(true, Ordering::SeqCst);
-        // The sender drains what is queued and exits when the queue disconnects.
+        // The sender drains what is queued and exits when the queue disconnects: once
+        // this handle is dropped and the processor (which holds a clone for fragment
+        // requests) has exited after the listener.
         drop(send_queue);
         // Wake the listener out of recv_from; the poll timeout covers a lost wake-up.
         let _ = self.socket.send_to(&[], wake_addr(self.local_addr));
@@ -413,22 +436,42 @@ impl Listener {
     }
 }
 
-/// Queue -> processor -> node inbox. Ends when the listener drops the queue.
+/// Queue -> processor -> node inbox. Ends when the listener drops the queue. Wakes up
+/// without a datagram only when an incomplete fragmented message needs a request for
+/// its missing fragments or has timed out; requests and resends go to the sender
+/// thread's queue (dropped and counted if it is full).
 fn process_loop(
     mut processor: Processor,
     queue: Receiver<Datagram>,
     pool: Sender<Vec<u8>>,
     inbox: Sender<Message>,
+    control: Sender<Outgoing>,
     stats: Arc<NetStats>,
 ) {
-    for (datagram, from) in queue.iter() {
-        if let Some(msg) = processor.process(&datagram, from, Instant::now()) {
-            match inbox.try_send(msg) {
-                Ok(()) => stats.record_delivered(),
-                Err(_) => stats.record_drop(DropKind::InboxFull),
+    loop {
+        let received = match processor.next_deadline() {
+            None => queue.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(at) => queue.recv_timeout(at.saturating_duration_since(Instant::now())),
+        };
+        match received {
+            Ok((datagram, from)) => {
+                if let Some(msg) = processor.process(&datagram, from, Instant::now()) {
+                    match inbox.try_send(msg) {
+                        Ok(()) => stats.record_delivered(),
+                        Err(_) => stats.record_drop(DropKind::InboxFull),
+                    }
+                }
+                let _ = pool.try_send(datagram);
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        processor.poll(Instant::now());
+        for c in processor.take_control() {
+            if control.try_send(Outgoing::Control(c)).is_err() {
+                stats.record_drop(DropKind::SendQueueFull);
             }
         }
-        let _ = pool.try_send(datagram);
     }
 }
 
@@ -436,10 +479,32 @@ fn process_loop(
 struct SenderLoop {
     me: NodeId,
     socket: UdpSocket,
-    queue: Receiver<Message>,
+    queue: Receiver<Outgoing>,
     sealer: Sealer,
     directory: PeerDirectory,
     stats: Arc<NetStats>,
+    resend: ResendCache,
+}
+
+/// Sends one datagram, counting it (or the failure).
+fn send_datagram(
+    me: NodeId,
+    socket: &UdpSocket,
+    stats: &NetStats,
+    failed: &mut Every,
+    datagram: &[u8],
+    to: NodeId,
+    addr: SocketAddr,
+) {
+    match socket.send_to(datagram, addr) {
+        Ok(n) => stats.record_sent(n),
+        Err(e) => {
+            stats.record_drop(DropKind::SendFailed);
+            if let Some(more) = failed.ready() {
+                log::warn!("n{me}: send to n{to} at {addr} failed: {e} ({more} more since the last such line)");
+            }
+        }
+    }
 }
 
 impl SenderLoop {
@@ -447,7 +512,15 @@ impl SenderLoop {
         let mut no_address = Every::default();
         let mut too_large = Every::default();
         let mut failed = Every::default();
-        for msg in self.queue.iter() {
+        let queue = self.queue.clone();
+        for outgoing in queue.iter() {
+            let msg = match outgoing {
+                Outgoing::Message(msg) => msg,
+                Outgoing::Control(control) => {
+                    self.control(control, &mut failed);
+                    continue;
+                }
+            };
             let Some(addr) = self.directory.addr(msg.to) else {
                 self.stats.record_drop(DropKind::NoAddress);
                 if let Some(more) = no_address.ready() {
@@ -455,31 +528,90 @@ impl SenderLoop {
                 }
                 continue;
             };
-            let datagram = match self.sealer.seal(&msg) {
-                Ok(datagram) => datagram,
+            let (me, socket, stats) = (self.me, &self.socket, &*self.stats);
+            let sealed = self.sealer.seal_into(&msg, &mut |datagram| {
+                send_datagram(me, socket, stats, &mut failed, datagram, msg.to, addr)
+            });
+            match sealed {
+                Ok(None) => {}
+                Ok(Some(fragmented)) => {
+                    self.stats.record_fragmented(fragmented.count as usize);
+                    log::trace!(
+                        "n{}: sent {} to n{} as message {} in {} fragments ({} B)",
+                        self.me,
+                        msg.body.kind(),
+                        msg.to,
+                        fragmented.message_id,
+                        fragmented.count,
+                        fragmented.body.len()
+                    );
+                    self.resend.insert(fragmented, Instant::now());
+                }
                 Err(e) => {
                     self.stats.record_drop(DropKind::TooLarge);
                     if let Some(more) = too_large.ready() {
                         log::error!(
-                            "n{}: dropped {} to n{}: {e}; appends must stay within max_append_bytes ({more} more since the last such line)",
+                            "n{}: dropped {} to n{}: {e}; messages must stay within message_bytes_max ({more} more since the last such line)",
                             self.me,
                             msg.body.kind(),
                             msg.to
                         );
                     }
-                    continue;
-                }
-            };
-            match self.socket.send_to(datagram, addr) {
-                Ok(n) => self.stats.record_sent(n),
-                Err(e) => {
-                    self.stats.record_drop(DropKind::SendFailed);
-                    if let Some(more) = failed.ready() {
-                        log::warn!("n{}: send to n{} at {addr} failed: {e} ({more} more since the last such line)", self.me, msg.to);
-                    }
                 }
             }
         }
         log::debug!("n{}: sender exits", self.me);
+    }
+
+    /// Sends a fragment request, or fragments a peer asked for again.
+    fn control(&mut self, control: Control, failed: &mut Every) {
+        let me = self.me;
+        let (to, request) = match &control {
+            Control::Request(request) => (request.to, request),
+            Control::Resend { from, request } => (*from, request),
+        };
+        let Some(addr) = self.directory.addr(to) else {
+            self.stats.record_drop(DropKind::NoAddress);
+            return;
+        };
+        let (socket, stats) = (&self.socket, &*self.stats);
+        match control {
+            Control::Request(request) => {
+                let datagram = self.sealer.seal_request(&request);
+                send_datagram(me, socket, stats, failed, datagram, to, addr);
+                stats.record_fragment_request_sent();
+            }
+            Control::Resend { .. } => {
+                if request.epoch != self.sealer.epoch() {
+                    log::debug!(
+                        "n{me}: n{to} asked for fragments of message {} of an earlier run; ignored",
+                        request.message_id
+                    );
+                    return;
+                }
+                let Some(fragmented) = self.resend.get(to, request.message_id, Instant::now())
+                else {
+                    log::debug!(
+                        "n{me}: n{to} asked for fragments of message {}, no longer kept",
+                        request.message_id
+                    );
+                    return;
+                };
+                let mut resent = 0;
+                for &(first, n) in &request.ranges {
+                    let end = first.saturating_add(n).min(fragmented.count);
+                    for index in first..end {
+                        let datagram = self.sealer.seal_fragment(&fragmented, index);
+                        send_datagram(me, socket, stats, failed, datagram, to, addr);
+                        resent += 1;
+                    }
+                }
+                stats.record_resent(resent);
+                log::trace!(
+                    "n{me}: resent {resent} fragments of message {} to n{to}",
+                    request.message_id
+                );
+            }
+        }
     }
 }
