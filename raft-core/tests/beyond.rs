@@ -714,7 +714,8 @@ fn appends_are_batched_up_to_append_bytes_max() {
         }
     );
     assert!(
-        err.to_string().contains(&format!("limit of {limit} bytes (entry_bytes_max)")),
+        err.to_string()
+            .contains(&format!("limit of {limit} bytes (entry_bytes_max)")),
         "{err}"
     );
     // Forwarding from a follower refuses it too, before it crosses the network.

@@ -302,7 +302,10 @@ impl Sealer {
         let piece_max = wire::fragment_piece_bytes_max(self.shared.datagram_bytes_max, encrypted);
         let body = self.out[body_start..].to_vec();
         let count = wire::fragment_count(body.len(), piece_max);
-        debug_assert!(count >= 2, "a body that does not fit one datagram needs two");
+        debug_assert!(
+            count >= 2,
+            "a body that does not fit one datagram needs two"
+        );
         self.message_id += 1;
         let fragmented = FragmentedBody {
             to: msg.to,
@@ -408,6 +411,16 @@ impl Sealer {
             self.encrypt_and_tag(keys, body_start, &iv);
         }
         &self.out
+    }
+
+    /// Seals arbitrary body bytes under arbitrary flags (the encryption flag is set as
+    /// the keys say). For tests of the receive path: hostile fragments and fragment
+    /// requests past the MAC.
+    #[doc(hidden)]
+    pub fn seal_raw(&mut self, flags: u8, body: &[u8]) -> &[u8] {
+        let (body_start, iv) = self.start_datagram(flags & !wire::FLAG_ENCRYPTED);
+        self.out.extend_from_slice(body);
+        self.seal_started(body_start, &iv)
     }
 
     /// Compresses the body at `out[body_start..]` if worthwhile, checks the size, then

@@ -277,7 +277,10 @@ impl fmt::Debug for NetConfig {
                 "reassembly_bytes_per_peer_max",
                 &self.reassembly_bytes_per_peer_max,
             )
-            .field("reassembly_bytes_total_max", &self.reassembly_bytes_total_max)
+            .field(
+                "reassembly_bytes_total_max",
+                &self.reassembly_bytes_total_max,
+            )
             .field("reassembly_timeout_ms", &self.reassembly_timeout_ms)
             .field("resend_cache_bytes_max", &self.resend_cache_bytes_max)
             .finish()

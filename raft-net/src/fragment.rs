@@ -302,9 +302,8 @@ impl Reassembler {
         now: Instant,
     ) -> Result<(), DropKind> {
         let sender = key.0;
-        let reserved = total_bytes as usize
-            + (count as usize).div_ceil(64) * 8
-            + PARTIAL_OVERHEAD_BYTES;
+        let reserved =
+            total_bytes as usize + (count as usize).div_ceil(64) * 8 + PARTIAL_OVERHEAD_BYTES;
         if reserved > self.limits.per_peer_bytes_max {
             return Err(DropKind::ReassemblyFull);
         }
@@ -503,7 +502,12 @@ impl ResendCache {
     }
 
     /// The message `message_id` sent to `to`, if still kept.
-    pub fn get(&mut self, to: NodeId, message_id: u64, now: Instant) -> Option<Arc<FragmentedBody>> {
+    pub fn get(
+        &mut self,
+        to: NodeId,
+        message_id: u64,
+        now: Instant,
+    ) -> Option<Arc<FragmentedBody>> {
         self.expire(now);
         self.entries
             .iter()
@@ -523,6 +527,307 @@ impl ResendCache {
             }
             self.bytes -= old.body.len();
             self.entries.pop_front();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const PEER: NodeId = 2;
+    const EPOCH: u64 = 7;
+
+    fn limits() -> ReassemblyLimits {
+        ReassemblyLimits {
+            message_bytes_max: 100_000,
+            per_peer_bytes_max: 250_000,
+            total_bytes_max: 400_000,
+            timeout: Duration::from_secs(2),
+        }
+    }
+
+    fn body(len: usize, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+            .collect()
+    }
+
+    fn fragments(id: u64, body: &[u8], count: u32) -> Vec<(FragmentHeader, Vec<u8>)> {
+        let total = body.len() as u32;
+        (0..count)
+            .map(|index| {
+                let h = FragmentHeader {
+                    message_id: id,
+                    index,
+                    count,
+                    total_bytes: total,
+                };
+                (h, body[wire::fragment_range(index, count, total)].to_vec())
+            })
+            .collect()
+    }
+
+    fn put(
+        r: &mut Reassembler,
+        peer: NodeId,
+        (h, piece): &(FragmentHeader, Vec<u8>),
+        now: Instant,
+    ) -> Result<Option<Assembled>, DropKind> {
+        r.insert(peer, EPOCH, false, *h, piece, now)
+    }
+
+    #[test]
+    fn hostile_fragments_are_dropped_under_their_kind_and_reserve_nothing_lasting() {
+        let now = Instant::now();
+        let mut r = Reassembler::new(limits());
+        let b = body(10_000, 1);
+        let frags = fragments(1, &b, 10);
+        let mut bad = |h: FragmentHeader, piece: &[u8]| {
+            r.insert(PEER, EPOCH, false, h, piece, now).unwrap_err()
+        };
+        let (h0, p0) = &frags[0];
+        // Out-of-range index, a count below 2, a message over message_bytes_max, a
+        // count that would make pieces tiny, a piece of the wrong length.
+        assert_eq!(
+            bad(FragmentHeader { index: 10, ..*h0 }, p0),
+            DropKind::FragmentInvalid
+        );
+        assert_eq!(
+            bad(
+                FragmentHeader {
+                    count: 1,
+                    index: 0,
+                    ..*h0
+                },
+                &b
+            ),
+            DropKind::FragmentInvalid
+        );
+        assert_eq!(
+            bad(
+                FragmentHeader {
+                    total_bytes: 100_001,
+                    count: 100,
+                    ..*h0
+                },
+                &[0; 1000]
+            ),
+            DropKind::FragmentInvalid
+        );
+        assert_eq!(
+            bad(
+                FragmentHeader {
+                    count: 5_000,
+                    ..*h0
+                },
+                &p0[..2]
+            ),
+            DropKind::FragmentInvalid
+        );
+        assert_eq!(bad(*h0, &p0[1..]), DropKind::FragmentInvalid);
+        assert_eq!(r.reserved_bytes(), 0);
+        assert_eq!(r.incomplete(), 0);
+
+        // A good start, then a duplicate, then fragments disagreeing with the first.
+        assert_eq!(put(&mut r, PEER, &frags[0], now), Ok(None));
+        let reserved = r.reserved_bytes();
+        assert!(reserved >= 10_000);
+        assert_eq!(
+            put(&mut r, PEER, &frags[0], now),
+            Err(DropKind::FragmentDuplicate)
+        );
+        let (h1, p1) = &frags[1];
+        let lie = FragmentHeader { count: 9, ..*h1 };
+        let piece = &b[wire::fragment_range(1, 9, 10_000)];
+        assert_eq!(
+            r.insert(PEER, EPOCH, false, lie, piece, now),
+            Err(DropKind::FragmentInvalid)
+        );
+        assert_eq!(
+            r.insert(PEER, EPOCH, true, *h1, p1, now),
+            Err(DropKind::FragmentInvalid)
+        );
+        assert_eq!(r.reserved_bytes(), reserved);
+
+        // The rest, in reverse order: the body comes out whole, memory is released.
+        let mut done = None;
+        for f in frags[1..].iter().rev() {
+            done = put(&mut r, PEER, f, now).unwrap();
+        }
+        assert_eq!(done.unwrap().body, b);
+        assert_eq!(r.reserved_bytes(), 0);
+        // A late duplicate of a completed message starts nothing.
+        assert_eq!(
+            put(&mut r, PEER, &frags[3], now),
+            Err(DropKind::FragmentDuplicate)
+        );
+        assert_eq!(r.incomplete(), 0);
+    }
+
+    #[test]
+    fn a_flood_of_never_completed_messages_stays_within_the_peer_and_total_budgets() {
+        let now = Instant::now();
+        let mut r = Reassembler::new(limits());
+        let b = body(90_000, 2);
+        let mut evicted = 0;
+        // Peer 2 floods: 1,000 message ids, one fragment each.
+        for id in 1..=1_000 {
+            let f = &fragments(id, &b, 100)[0];
+            assert_eq!(put(&mut r, PEER, f, now), Ok(None));
+            evicted += r.take_evicted();
+            assert!(r.reserved_bytes_of(PEER) <= limits().per_peer_bytes_max);
+        }
+        assert_eq!(r.incomplete(), 2, "two 90 KB messages fit 250 KB");
+        assert_eq!(evicted, 998);
+        // Peers 3, 4 and 5 start messages too: the total budget (400 KB) refuses some.
+        let mut full = 0;
+        for peer in 3..=5 {
+            for id in 1..=2 {
+                match put(&mut r, peer, &fragments(id, &b, 100)[0], now) {
+                    Ok(None) => {}
+                    Err(DropKind::ReassemblyFull) => full += 1,
+                    other => panic!("{other:?}"),
+                }
+                assert!(r.reserved_bytes() <= limits().total_bytes_max);
+            }
+        }
+        assert_eq!(full, 4, "{} incomplete", r.incomplete());
+        // Everything expires after the timeout and all memory comes back.
+        assert!(r.expire(now + Duration::from_millis(1_999)).is_empty());
+        let expired = r.expire(now + Duration::from_secs(2));
+        assert_eq!(expired.len(), 4);
+        assert!(expired
+            .iter()
+            .all(|a| a.kind == DropKind::ReassemblyTimeout));
+        assert_eq!(r.reserved_bytes(), 0);
+        assert_eq!(r.next_deadline(), None);
+    }
+
+    #[test]
+    fn requests_name_the_missing_runs_after_a_silence_and_not_more_often_than_the_interval() {
+        let t0 = Instant::now();
+        let mut r = Reassembler::new(limits());
+        let b = body(20_000, 3);
+        let frags = fragments(5, &b, 20);
+        for (i, f) in frags.iter().enumerate() {
+            if ![3, 4, 9, 19].contains(&i) {
+                put(&mut r, PEER, f, t0).unwrap();
+            }
+        }
+        assert!(
+            r.requests_due(t0, 16).is_empty(),
+            "pieces may still be on their way"
+        );
+        let t1 = t0 + REQUEST_AFTER_SILENCE;
+        assert_eq!(r.next_deadline(), Some(t1));
+        let asked = r.requests_due(t1, 16);
+        assert_eq!(
+            asked,
+            vec![FragmentRequest {
+                to: PEER,
+                epoch: EPOCH,
+                message_id: 5,
+                ranges: vec![(3, 2), (9, 1), (19, 1)]
+            }]
+        );
+        assert_eq!(r.requests_due(t1, 2)[..], [], "asked lately");
+        let t2 = t1 + REQUEST_INTERVAL;
+        assert_eq!(
+            r.requests_due(t2, 2)[0].ranges,
+            vec![(3, 2), (9, 1)],
+            "bounded"
+        );
+        for i in [3, 4, 9] {
+            put(&mut r, PEER, &frags[i], t2).unwrap();
+        }
+        let done = put(&mut r, PEER, &frags[19], t2).unwrap().unwrap();
+        assert_eq!(done.body, b);
+    }
+
+    #[test]
+    fn the_resend_cache_keeps_recent_messages_within_its_budget_and_age() {
+        let t0 = Instant::now();
+        let mut c = ResendCache::new(250, Duration::from_secs(1));
+        let msg = |id, to, len| {
+            Arc::new(FragmentedBody {
+                to,
+                message_id: id,
+                compressed: false,
+                body: vec![0; len],
+                count: 2,
+            })
+        };
+        c.insert(msg(1, 2, 100), t0);
+        c.insert(msg(2, 3, 100), t0);
+        c.insert(msg(3, 2, 100), t0);
+        assert!(c.get(2, 1, t0).is_none(), "evicted for room");
+        assert!(c.get(2, 2, t0).is_none(), "sent to n3, not n2");
+        assert!(c.get(3, 2, t0).is_some());
+        assert!(c.bytes() <= 250);
+        c.insert(msg(4, 2, 300), t0);
+        assert!(c.get(2, 4, t0).is_none(), "larger than the whole cache");
+        assert!(
+            c.get(2, 3, t0 + Duration::from_secs(1)).is_none(),
+            "too old"
+        );
+        assert_eq!(c.bytes(), 0);
+    }
+
+    proptest! {
+        /// Any sequence of fragments, genuine (shuffled, duplicated, partial) or forged
+        /// (random headers), never panics, never exceeds the budgets, and a message whose
+        /// every genuine fragment arrived comes out whole.
+        #[test]
+        fn arbitrary_fragment_sequences_are_safe(
+            len in 6_200usize..20_000,
+            count in 2u32..24,
+            order in proptest::collection::vec((0u32..64, any::<bool>()), 0..120),
+            forged in proptest::collection::vec((any::<u64>(), any::<u32>(), any::<u32>(), any::<u32>(), 0usize..3000), 0..40),
+        ) {
+            let small = ReassemblyLimits {
+                message_bytes_max: 30_000,
+                per_peer_bytes_max: 45_000,
+                total_bytes_max: 60_000,
+                timeout: Duration::from_secs(2),
+            };
+            let now = Instant::now();
+            let mut r = Reassembler::new(small);
+            let b = body(len, 9);
+            let frags = fragments(1, &b, count);
+            let mut seen = vec![false; count as usize];
+            let mut forged = forged.into_iter();
+            let mut assembled = None;
+            for (i, forge) in order {
+                if forge {
+                    if let Some((id, index, count, total, piece_len)) = forged.next() {
+                        let h = FragmentHeader { message_id: id % 4 + 2, index, count, total_bytes: total };
+                        let _ = r.insert(3, EPOCH, false, h, &vec![0; piece_len], now);
+                    }
+                } else {
+                    let i = (i % count) as usize;
+                    match put(&mut r, PEER, &frags[i], now) {
+                        Ok(Some(a)) => assembled = Some(a.body),
+                        Ok(None) => {}
+                        Err(kind) => prop_assert!(
+                            seen[i] && kind == DropKind::FragmentDuplicate || assembled.is_some(),
+                            "{kind}"
+                        ),
+                    }
+                    seen[i] = true;
+                }
+                prop_assert!(r.reserved_bytes() <= small.total_bytes_max);
+                prop_assert!(r.reserved_bytes_of(3) <= small.per_peer_bytes_max);
+                let _ = r.take_evicted();
+            }
+            if seen.iter().all(|&s| s) {
+                prop_assert_eq!(assembled, Some(b));
+            } else {
+                prop_assert!(assembled.is_none());
+            }
+            r.expire(now + Duration::from_secs(3));
+            prop_assert_eq!(r.reserved_bytes(), 0);
         }
     }
 }

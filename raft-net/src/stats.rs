@@ -214,8 +214,7 @@ impl NetStats {
 
     /// Sets the bytes now reserved by incomplete messages (and raises the peak).
     pub fn set_reassembly_bytes(&self, bytes: usize) {
-        self.reassembly_bytes
-            .store(bytes as u64, Ordering::Relaxed);
+        self.reassembly_bytes.store(bytes as u64, Ordering::Relaxed);
         self.reassembly_bytes_peak
             .fetch_max(bytes as u64, Ordering::Relaxed);
     }
@@ -329,7 +328,8 @@ impl fmt::Display for NetStatsSnapshot {
         if !first {
             f.write_str("]")?;
         }
-        if self.fragmented_messages_sent + self.messages_reassembled + self.reassembly_bytes_peak > 0
+        if self.fragmented_messages_sent + self.messages_reassembled + self.reassembly_bytes_peak
+            > 0
         {
             write!(
                 f,

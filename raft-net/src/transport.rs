@@ -23,8 +23,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::codec::{Codec, Sealer};
 use crate::config::NetConfig;
-use crate::peers::{self, PeerDirectory};
 use crate::fragment::{ReassemblyLimits, ResendCache};
+use crate::peers::{self, PeerDirectory};
 use crate::processor::{Control, Processor, LOG_INTERVAL};
 use crate::stats::{DropKind, NetStats, NetStatsSnapshot};
 use crate::wire;

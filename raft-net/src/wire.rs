@@ -49,7 +49,8 @@ pub const FLAG_FRAGMENT: u8 = 0b0000_0100;
 /// Flag: the body is a [`FragmentRequest`].
 pub const FLAG_FRAGMENT_REQUEST: u8 = 0b0000_1000;
 /// Every flag this version knows; any other bit set makes the datagram invalid.
-pub const KNOWN_FLAGS: u8 = FLAG_COMPRESSED | FLAG_ENCRYPTED | FLAG_FRAGMENT | FLAG_FRAGMENT_REQUEST;
+pub const KNOWN_FLAGS: u8 =
+    FLAG_COMPRESSED | FLAG_ENCRYPTED | FLAG_FRAGMENT | FLAG_FRAGMENT_REQUEST;
 
 /// Length of a [`FragmentHeader`].
 pub const FRAGMENT_HEADER_BYTES: usize = 20;
@@ -386,7 +387,10 @@ mod tests {
         };
         let mut out = Vec::new();
         r.write(&mut out);
-        assert_eq!(out.len(), FRAGMENT_REQUEST_HEADER_BYTES + 2 * FRAGMENT_RANGE_BYTES);
+        assert_eq!(
+            out.len(),
+            FRAGMENT_REQUEST_HEADER_BYTES + 2 * FRAGMENT_RANGE_BYTES
+        );
         assert_eq!(FragmentRequest::read(&out), Some(r));
         assert_eq!(FragmentRequest::read(&out[..out.len() - 1]), None);
         let mut empty = out[..FRAGMENT_REQUEST_HEADER_BYTES].to_vec();
