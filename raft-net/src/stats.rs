@@ -145,6 +145,7 @@ pub struct NetStats {
     fragmented_messages_sent: AtomicU64,
     fragments_sent: AtomicU64,
     fragments_resent: AtomicU64,
+    repeats_suppressed: AtomicU64,
     fragment_requests_sent: AtomicU64,
     fragment_requests_received: AtomicU64,
     messages_reassembled: AtomicU64,
@@ -196,6 +197,12 @@ impl NetStats {
             .fetch_add(fragments as u64, Ordering::Relaxed);
     }
 
+    /// Counts one fragmented append not sent because the same entries went to the same
+    /// peer moments ago and are still being assembled there.
+    pub fn record_repeat_suppressed(&self) {
+        self.repeats_suppressed.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts one request for missing fragments sent to a peer.
     pub fn record_fragment_request_sent(&self) {
         self.fragment_requests_sent.fetch_add(1, Ordering::Relaxed);
@@ -235,6 +242,7 @@ impl NetStats {
             fragmented_messages_sent: self.fragmented_messages_sent.load(Ordering::Relaxed),
             fragments_sent: self.fragments_sent.load(Ordering::Relaxed),
             fragments_resent: self.fragments_resent.load(Ordering::Relaxed),
+            repeats_suppressed: self.repeats_suppressed.load(Ordering::Relaxed),
             fragment_requests_sent: self.fragment_requests_sent.load(Ordering::Relaxed),
             fragment_requests_received: self.fragment_requests_received.load(Ordering::Relaxed),
             messages_reassembled: self.messages_reassembled.load(Ordering::Relaxed),
@@ -264,6 +272,9 @@ pub struct NetStatsSnapshot {
     pub fragments_sent: u64,
     /// Fragment datagrams sent again on a peer's request.
     pub fragments_resent: u64,
+    /// Fragmented appends not sent again because the peer was still assembling the
+    /// same entries (see `crate::transport`).
+    pub repeats_suppressed: u64,
     /// Requests for missing fragments sent to peers.
     pub fragment_requests_sent: u64,
     /// Requests for missing fragments received from peers.
@@ -333,11 +344,12 @@ impl fmt::Display for NetStatsSnapshot {
         {
             write!(
                 f,
-                " fragments: {} messages in {} sent, {} resent, {} requests sent, {} received, \
-                 {} messages reassembled, reassembly {} B (peak {} B)",
+                " fragments: {} messages in {} sent, {} resent, {} repeats suppressed, {} requests sent, \
+                 {} received, {} messages reassembled, reassembly {} B (peak {} B)",
                 self.fragmented_messages_sent,
                 self.fragments_sent,
                 self.fragments_resent,
+                self.repeats_suppressed,
                 self.fragment_requests_sent,
                 self.fragment_requests_received,
                 self.messages_reassembled,

@@ -35,6 +35,17 @@ const LISTENER_POLL: Duration = Duration::from_millis(200);
 /// Receive buffers kept for reuse. Each may hold up to a maximum-size datagram, so
 /// this bounds the memory a burst of large datagrams leaves behind.
 const RECEIVE_POOL_LEN_MAX: usize = 64;
+/// A fragmented append is not sent again to a peer while that peer has been working
+/// on the same entries (it got the first copy's fragments, or asked for missing ones)
+/// within this long: Raft re-sends an unanswered append every heartbeat, sooner than a
+/// large one may take to arrive, and each copy would start over and compete for the
+/// receiver's socket buffer and reassembly memory. After this much silence the copy
+/// goes out (the first may have been lost whole).
+pub const REPEAT_SUPPRESSION_WINDOW: Duration = Duration::from_millis(50);
+/// The most bytes of pieces sent again for one fragment request: a burst larger than
+/// the receiver's socket buffer would mostly be lost again. The receiver asks for the
+/// rest when the burst has arrived.
+pub const RESEND_BYTES_PER_REQUEST_MAX: usize = 128 * 1024;
 /// Below this many iterations the KDF is weak; logged as a warning (tests use fewer).
 const KDF_ITERATIONS_WARN_BELOW: u32 = 100_000;
 
@@ -227,6 +238,7 @@ impl Transport for UdpTransport {
                 self.config.resend_cache_bytes_max,
                 Duration::from_millis(self.config.reassembly_timeout_ms),
             ),
+            recent: std::collections::HashMap::new(),
         };
         let spawned = (|| -> io::Result<()> {
             threads.push(self.spawn("listener", move || listener.run())?);
@@ -484,6 +496,47 @@ struct SenderLoop {
     directory: PeerDirectory,
     stats: Arc<NetStats>,
     resend: ResendCache,
+    /// Per peer: the last fragmented append sent, for [`REPEAT_SUPPRESSION_WINDOW`].
+    recent: std::collections::HashMap<NodeId, RecentAppend>,
+}
+
+/// Which entries an append carries: equal keys mean equal entries (two entries with
+/// the same index and term are the same entry, and so are all before them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct AppendKey {
+    prev_index: u64,
+    prev_term: u64,
+    count: usize,
+    last_index: u64,
+    last_term: u64,
+}
+
+impl AppendKey {
+    fn of(msg: &Message) -> Option<AppendKey> {
+        match &msg.body {
+            raft_core::MessageBody::Append {
+                prev_index,
+                prev_term,
+                entries,
+                ..
+            } => entries.last().map(|last| AppendKey {
+                prev_index: *prev_index,
+                prev_term: *prev_term,
+                count: entries.len(),
+                last_index: last.index,
+                last_term: last.term,
+            }),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct RecentAppend {
+    key: AppendKey,
+    term: u64,
+    message_id: u64,
+    active_at: Instant,
 }
 
 /// Sends one datagram, counting it (or the failure).
@@ -528,6 +581,22 @@ impl SenderLoop {
                 }
                 continue;
             };
+            let key = AppendKey::of(&msg);
+            if let (Some(key), Some(recent)) = (key, self.recent.get(&msg.to)) {
+                if recent.key == key
+                    && recent.term == msg.term
+                    && recent.active_at.elapsed() < REPEAT_SUPPRESSION_WINDOW
+                {
+                    self.stats.record_repeat_suppressed();
+                    log::trace!(
+                        "n{}: not sending message {}'s entries to n{} again: it is still assembling them",
+                        self.me,
+                        recent.message_id,
+                        msg.to
+                    );
+                    continue;
+                }
+            }
             let (me, socket, stats) = (self.me, &self.socket, &*self.stats);
             let sealed = self.sealer.seal_into(&msg, &mut |datagram| {
                 send_datagram(me, socket, stats, &mut failed, datagram, msg.to, addr)
@@ -545,6 +614,17 @@ impl SenderLoop {
                         fragmented.count,
                         fragmented.body.len()
                     );
+                    if let Some(key) = key {
+                        self.recent.insert(
+                            msg.to,
+                            RecentAppend {
+                                key,
+                                term: msg.term,
+                                message_id: fragmented.message_id,
+                                active_at: Instant::now(),
+                            },
+                        );
+                    }
                     self.resend.insert(fragmented, Instant::now());
                 }
                 Err(e) => {
@@ -597,11 +677,21 @@ impl SenderLoop {
                     );
                     return;
                 };
+                if let Some(recent) = self.recent.get_mut(&to) {
+                    if recent.message_id == request.message_id {
+                        recent.active_at = Instant::now();
+                    }
+                }
                 let mut resent = 0;
-                for &(first, n) in &request.ranges {
+                let mut resent_bytes = 0;
+                'ranges: for &(first, n) in &request.ranges {
                     let end = first.saturating_add(n).min(fragmented.count);
                     for index in first..end {
+                        if resent_bytes >= RESEND_BYTES_PER_REQUEST_MAX {
+                            break 'ranges;
+                        }
                         let datagram = self.sealer.seal_fragment(&fragmented, index);
+                        resent_bytes += datagram.len();
                         send_datagram(me, socket, stats, failed, datagram, to, addr);
                         resent += 1;
                     }
