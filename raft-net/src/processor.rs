@@ -89,6 +89,11 @@ impl Processor {
         self.reassembler.reserved_bytes()
     }
 
+    /// Fragmented messages not yet whole.
+    pub fn incomplete_messages(&self) -> usize {
+        self.reassembler.incomplete()
+    }
+
     /// When [`Processor::poll`] next has work (a request to send, a message to expire),
     /// if any fragmented message is incomplete.
     pub fn next_deadline(&self) -> Option<Instant> {

@@ -46,6 +46,8 @@ pub const REPEAT_SUPPRESSION_WINDOW: Duration = Duration::from_millis(50);
 /// the receiver's socket buffer would mostly be lost again. The receiver asks for the
 /// rest when the burst has arrived.
 pub const RESEND_BYTES_PER_REQUEST_MAX: usize = 128 * 1024;
+/// The shortest time between two scans of the incomplete fragmented messages.
+const POLL_GAP: Duration = Duration::from_millis(2);
 /// Below this many iterations the KDF is weak; logged as a warning (tests use fewer).
 const KDF_ITERATIONS_WARN_BELOW: u32 = 100_000;
 
@@ -460,8 +462,12 @@ fn process_loop(
     control: Sender<Outgoing>,
     stats: Arc<NetStats>,
 ) {
+    // When to poll the reassembler next; None while no message is incomplete. Polls are
+    // at least POLL_GAP apart, so a flood of small incomplete messages cannot make every
+    // datagram pay for a scan of all of them.
+    let mut next_poll: Option<Instant> = None;
     loop {
-        let received = match processor.next_deadline() {
+        let received = match next_poll {
             None => queue.recv().map_err(|_| RecvTimeoutError::Disconnected),
             Some(at) => queue.recv_timeout(at.saturating_duration_since(Instant::now())),
         };
@@ -478,7 +484,17 @@ fn process_loop(
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
-        processor.poll(Instant::now());
+        let now = Instant::now();
+        match next_poll {
+            Some(at) if now >= at => {
+                processor.poll(now);
+                next_poll = processor.next_deadline().map(|d| d.max(now + POLL_GAP));
+            }
+            None if processor.incomplete_messages() > 0 => {
+                next_poll = processor.next_deadline().map(|d| d.max(now + POLL_GAP));
+            }
+            _ => {}
+        }
         for c in processor.take_control() {
             if control.try_send(Outgoing::Control(c)).is_err() {
                 stats.record_drop(DropKind::SendQueueFull);

@@ -166,11 +166,19 @@ fn a_full_append_fits_one_datagram_and_a_larger_one_goes_in_fragments() {
                 NetConfig::MESSAGE_BYTES_MAX_DEFAULT as u64 + Entry::OVERHEAD_BYTES,
                 u64::MAX,
             );
+            let huge = Message {
+                term: u64::MAX - 1, // not a repeat of `over`'s entries (same indexes)
+                ..huge
+            };
             cluster.nodes[0].send(vec![huge]);
-            assert!(wait_until(DEADLINE, || cluster.nodes[0]
-                .stats()
-                .dropped(DropKind::TooLarge)
-                == 1));
+            assert!(
+                wait_until(DEADLINE, || cluster.nodes[0]
+                    .stats()
+                    .dropped(DropKind::TooLarge)
+                    == 1),
+                "{datagram_bytes_max} {password:?}: {}",
+                cluster.nodes[0].stats()
+            );
         }
     }
 }
