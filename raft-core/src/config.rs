@@ -58,8 +58,17 @@ pub struct Config {
     pub read_mode: ReadMode,
     /// How much shorter than the election timeout the read lease is, to absorb clock drift.
     pub lease_drift_ticks: u32,
-    /// Most bytes of entries (by [`crate::Entry::size_bytes`]) in one append message.
+    /// Most bytes of entries (by [`crate::Entry::size_bytes`]) in one append message:
+    /// the batching limit, kept near one datagram so ordinary appends stay one datagram.
+    /// An entry larger than this is sent alone, in an append of its own.
     pub append_bytes_max: u64,
+    /// The largest command a proposal may carry, in bytes of its data (etcd's request
+    /// limit is 1.5 MiB). Larger proposals are refused with
+    /// [`crate::ProposeError::TooLarge`] naming this limit. The node runtime lowers it to
+    /// what its transport can carry in one message ([`crate::Transport::max_entry_bytes`]).
+    /// Also accepted as `max_entry_bytes` in config files.
+    #[serde(alias = "max_entry_bytes")]
+    pub entry_bytes_max: u64,
     /// Most append messages in flight to one follower.
     pub inflight_messages_max: u32,
     /// Most entry bytes in flight to one follower; keep well under the receiver's socket buffer.
@@ -92,6 +101,7 @@ impl Default for Config {
             read_mode: ReadMode::ReadIndex,
             lease_drift_ticks: 2,
             append_bytes_max: 60 * 1024,
+            entry_bytes_max: Self::ENTRY_BYTES_MAX_DEFAULT,
             inflight_messages_max: 64,
             inflight_bytes_max: 2 * 1024 * 1024,
             inflight_small_appends_max: 1,
@@ -106,6 +116,9 @@ impl Config {
     /// The largest election timeout accepted: randomized timeouts are drawn in [T, 2T),
     /// which must not overflow, and a million ticks is already hours at any sane tick.
     pub const ELECTION_TIMEOUT_TICKS_MAX: u32 = 1_000_000;
+
+    /// The default [`Config::entry_bytes_max`]: 1 MiB.
+    pub const ENTRY_BYTES_MAX_DEFAULT: u64 = 1024 * 1024;
 
     /// A default config for node `id` in a cluster of `voters`.
     ///
@@ -187,6 +200,12 @@ impl Config {
                     "must be at least the per-entry overhead of {} bytes",
                     crate::Entry::OVERHEAD_BYTES
                 ),
+            ));
+        }
+        if self.entry_bytes_max == 0 {
+            return Err(ConfigError::new(
+                "entry_bytes_max",
+                "must be positive (it is the largest command a proposal may carry)",
             ));
         }
         if self.inflight_messages_max == 0 {

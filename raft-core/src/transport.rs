@@ -39,9 +39,21 @@ pub trait Transport: Send + 'static {
     /// Sends messages to their `to` nodes. Must not block for long.
     fn send(&mut self, messages: Vec<Message>);
 
-    /// The largest total of [`crate::Entry::size_bytes`] one append may carry; the
-    /// runtime caps appends and refuses larger proposals with it.
+    /// The largest total of [`crate::Entry::size_bytes`] one append should carry so it
+    /// travels as one unit of the network (a datagram); the runtime caps the protocol's
+    /// batching limit ([`crate::Config::append_bytes_max`]) with it. An entry larger than
+    /// this is still sent, alone, if it is within [`Transport::max_entry_bytes`].
     fn max_append_bytes(&self) -> u64;
+
+    /// The largest command (bytes of [`crate::Entry::data`]) the transport can carry in
+    /// one message, alone in an append; the runtime lowers
+    /// [`crate::Config::entry_bytes_max`] to it. By default, what fits in one append of
+    /// [`Transport::max_append_bytes`]; a transport that splits messages across
+    /// datagrams returns more.
+    fn max_entry_bytes(&self) -> u64 {
+        self.max_append_bytes()
+            .saturating_sub(crate::Entry::OVERHEAD_BYTES)
+    }
 
     /// Counters so far.
     fn counters(&self) -> TransportCounters;

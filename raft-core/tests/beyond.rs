@@ -703,12 +703,71 @@ fn appends_are_batched_up_to_append_bytes_max() {
     // 20 commands after the no-op the follower has: six full batches and a rest of two.
     assert_eq!(sizes, vec![3, 3, 3, 3, 3, 3, 2], "batch sizes");
 
-    let limit = net.node(1).config().append_bytes_max;
-    let huge = vec![b'x'; limit as usize];
+    let limit = net.node(1).config().entry_bytes_max;
+    let huge = vec![b'x'; limit as usize + 1];
+    let err = net.node_mut(1).propose(huge.into()).unwrap_err();
+    assert_eq!(
+        err,
+        ProposeError::TooLarge {
+            size_bytes: limit + 1,
+            limit_bytes: limit
+        }
+    );
+    assert!(
+        err.to_string()
+            .contains(&format!("limit of {limit} bytes (entry_bytes_max)")),
+        "{err}"
+    );
+    // Forwarding from a follower refuses it too, before it crosses the network.
     assert!(matches!(
-        net.node_mut(1).propose(huge.into()),
+        net.node_mut(2)
+            .propose_or_forward(7, vec![b'x'; limit as usize + 1].into()),
         Err(ProposeError::TooLarge { .. })
     ));
+}
+
+/// Entries larger than `append_bytes_max` (up to `entry_bytes_max`) are accepted and
+/// each goes alone in an append, even when it is larger than the whole in-flight byte
+/// window: the leader sends it when nothing else is in flight and never wedges. Batches
+/// of small entries around it stay within `append_bytes_max`.
+#[test]
+fn an_entry_larger_than_an_append_goes_alone_and_never_wedges_the_window() {
+    let append_max = 1_000u64;
+    let mut net = Network::builder(3)
+        .config(move |c| {
+            set_append_bytes_max(c, append_max);
+            c.inflight_bytes_max = 4 * append_max;
+            c.entry_bytes_max = 64 * 1024;
+        })
+        .build();
+    net.elect(1);
+    let big = |tag: u8| vec![tag; 20_000];
+    net.propose(1, "small-1");
+    net.node_mut(1).propose(big(b'a').into()).unwrap();
+    net.propose(1, "small-2");
+    net.node_mut(1).propose(big(b'b').into()).unwrap();
+    let full = vec![b'c'; 64 * 1024];
+    net.node_mut(1).propose(full.into()).unwrap();
+    net.propose(1, "small-3");
+    let start = net.delivered.len();
+    run_until(&mut net, 60, |net| {
+        net.ids()
+            .iter()
+            .all(|&id| net.node(id).commit_index() == 7 && net.applied_data(id).len() >= 6)
+    });
+    for m in &net.delivered[start..] {
+        if let MessageBody::Append { entries, .. } = &m.body {
+            let bytes: u64 = entries.iter().map(Entry::size_bytes).sum();
+            assert!(
+                bytes <= append_max || entries.len() == 1,
+                "an append of {} entries and {bytes} bytes passes append_bytes_max",
+                entries.len()
+            );
+        }
+    }
+    assert_converged(&net);
+    let applied = net.applied_data(3);
+    assert!(applied.iter().any(|d| d.len() == 64 * 1024 && d[0] == b'c'));
 }
 
 // ----- leadership transfer and forwarding ------------------------------------------------

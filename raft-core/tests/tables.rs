@@ -191,6 +191,12 @@ fn config_validate_rejects_nonsense() {
         ),
         // Limits: none may be zero, and the byte window holds a full append.
         (with(|c| c.append_bytes_max = 0), Some("append_bytes_max")),
+        (with(|c| c.entry_bytes_max = 0), Some("entry_bytes_max")),
+        // An entry may be larger than an append (it then goes alone) and the window.
+        (
+            with(|c| c.entry_bytes_max = 100 * c.inflight_bytes_max),
+            None,
+        ),
         (
             with(|c| c.inflight_messages_max = 0),
             Some("inflight_messages_max"),

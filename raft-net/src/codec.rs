@@ -23,6 +23,8 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use raft_core::{Message, NodeId};
+
+use crate::fragment::FragmentedBody;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 
@@ -104,6 +106,7 @@ struct Shared {
     keys: Option<ClusterKeys>,
     compress_bytes_min: Option<usize>,
     datagram_bytes_max: usize,
+    message_bytes_max: usize,
 }
 
 /// What a node's sealer and opener share. Cheap to clone.
@@ -126,6 +129,35 @@ impl Codec {
             config.datagram_bytes_max,
             config.compress_bytes_min,
         )
+        .with_message_bytes_max(config.message_bytes_max)
+    }
+
+    /// The same codec with another [`NetConfig::message_bytes_max`] (the default is
+    /// [`NetConfig::MESSAGE_BYTES_MAX_DEFAULT`]). Call before making sealers and
+    /// openers: they keep the value they were made with.
+    pub fn with_message_bytes_max(self, message_bytes_max: usize) -> Codec {
+        let s = &self.shared;
+        Codec {
+            shared: Arc::new(Shared {
+                cluster_id: s.cluster_id,
+                keys: s.keys.clone(),
+                compress_bytes_min: s.compress_bytes_min,
+                datagram_bytes_max: s.datagram_bytes_max,
+                message_bytes_max: message_bytes_max.max(wire::MAX_UDP_PAYLOAD_BYTES),
+            }),
+        }
+    }
+
+    /// The largest message body sealed or accepted.
+    pub fn message_bytes_max(&self) -> usize {
+        self.shared.message_bytes_max
+    }
+
+    /// The largest command ([`raft_core::Entry::data`] bytes) one message carries, alone
+    /// in an append, fragmented if need be.
+    pub fn max_entry_bytes(&self) -> u64 {
+        (self.shared.message_bytes_max as u64)
+            .saturating_sub(wire::APPEND_OVERHEAD_BYTES as u64 + raft_core::Entry::OVERHEAD_BYTES)
     }
 
     /// A codec from already-derived keys (`None`: plaintext).
@@ -141,6 +173,7 @@ impl Codec {
                 keys,
                 compress_bytes_min,
                 datagram_bytes_max: datagram_bytes_max.min(wire::MAX_UDP_PAYLOAD_BYTES),
+                message_bytes_max: NetConfig::MESSAGE_BYTES_MAX_DEFAULT,
             }),
         }
     }
@@ -165,6 +198,18 @@ impl Codec {
         wire::max_append_bytes(self.shared.datagram_bytes_max, self.is_encrypted())
     }
 
+    /// The ranges one fragment request may carry within a datagram.
+    pub fn request_ranges_max(&self) -> usize {
+        let crypto = if self.shared.keys.is_some() {
+            wire::ENCRYPTION_OVERHEAD_BYTES
+        } else {
+            0
+        };
+        wire::FragmentRequest::ranges_max(
+            self.shared.datagram_bytes_max - wire::HEADER_BYTES - crypto,
+        )
+    }
+
     /// A sealer for datagrams from `sender`, with a fresh epoch.
     pub fn sealer(&self, sender: NodeId) -> Sealer {
         Sealer {
@@ -180,6 +225,7 @@ impl Codec {
             out: Vec::with_capacity(self.shared.datagram_bytes_max),
             lz4: Vec::new(),
             rng: StdRng::from_entropy(),
+            message_id: 0,
         }
     }
 
@@ -220,6 +266,8 @@ pub struct Sealer {
     out: Vec<u8>,
     lz4: Vec<u8>,
     rng: StdRng,
+    /// The last fragmented message's id in this epoch.
+    message_id: u64,
 }
 
 impl Sealer {
@@ -229,6 +277,100 @@ impl Sealer {
     /// # Errors
     /// [`SealError::TooLarge`] if it does not fit the configured maximum.
     pub fn seal(&mut self, msg: &Message) -> Result<&[u8], SealError> {
+        let (body_start, iv) = self.encode(msg)?;
+        self.finish(body_start, &iv)
+    }
+
+    /// Seals `msg` into one datagram, or into fragments if its body (after compression)
+    /// does not fit one: `emit` gets each datagram in turn. A fragmented message's body
+    /// is returned, for [`crate::fragment::ResendCache`].
+    ///
+    /// # Errors
+    /// [`SealError::TooLarge`] if the body exceeds [`NetConfig::message_bytes_max`].
+    pub fn seal_into(
+        &mut self,
+        msg: &Message,
+        emit: &mut dyn FnMut(&[u8]),
+    ) -> Result<Option<Arc<FragmentedBody>>, SealError> {
+        let (body_start, iv) = self.encode(msg)?;
+        let total = self.compress_and_measure(body_start)?;
+        if total <= self.shared.datagram_bytes_max {
+            emit(self.encrypt_and_finish(body_start, &iv, total));
+            return Ok(None);
+        }
+        let encrypted = self.shared.keys.is_some();
+        let piece_max = wire::fragment_piece_bytes_max(self.shared.datagram_bytes_max, encrypted);
+        let body = self.out[body_start..].to_vec();
+        let count = wire::fragment_count(body.len(), piece_max);
+        debug_assert!(
+            count >= 2,
+            "a body that does not fit one datagram needs two"
+        );
+        self.message_id += 1;
+        let fragmented = FragmentedBody {
+            to: msg.to,
+            message_id: self.message_id,
+            compressed: self.header.flags & wire::FLAG_COMPRESSED != 0,
+            body,
+            count: count as u32,
+        };
+        for index in 0..fragmented.count {
+            emit(self.seal_fragment(&fragmented, index));
+        }
+        Ok(Some(Arc::new(fragmented)))
+    }
+
+    /// Seals fragment `index` of `fragmented` (again, or for the first time) with a new
+    /// sequence number and IV.
+    pub fn seal_fragment(&mut self, fragmented: &FragmentedBody, index: u32) -> &[u8] {
+        let compressed = if fragmented.compressed {
+            wire::FLAG_COMPRESSED
+        } else {
+            0
+        };
+        let (body_start, iv) = self.start_datagram(wire::FLAG_FRAGMENT | compressed);
+        fragmented.header(index).write(&mut self.out);
+        self.out.extend_from_slice(fragmented.piece(index));
+        self.seal_started(body_start, &iv)
+    }
+
+    /// Seals a request for missing fragments.
+    pub fn seal_request(&mut self, request: &wire::FragmentRequest) -> &[u8] {
+        let (body_start, iv) = self.start_datagram(wire::FLAG_FRAGMENT_REQUEST);
+        request.write(&mut self.out);
+        self.seal_started(body_start, &iv)
+    }
+
+    /// This sealer's epoch (in every header it writes).
+    pub fn epoch(&self) -> u64 {
+        self.header.epoch
+    }
+
+    /// Starts a datagram with `flags`: header and IV written, body to follow.
+    fn start_datagram(&mut self, flags: u8) -> (usize, [u8; wire::IV_BYTES]) {
+        self.header.seq += 1;
+        self.header.flags = flags;
+        self.out.clear();
+        self.header.write(&mut self.out);
+        let mut iv = [0u8; wire::IV_BYTES];
+        if self.shared.keys.is_some() {
+            self.rng.fill_bytes(&mut iv);
+            self.out.extend_from_slice(&iv);
+        }
+        (self.out.len(), iv)
+    }
+
+    /// Encrypts and authenticates a started datagram if the cluster is encrypted.
+    fn seal_started(&mut self, body_start: usize, iv: &[u8; wire::IV_BYTES]) -> &[u8] {
+        let keys = self.shared.keys.clone();
+        if let Some(keys) = &keys {
+            self.encrypt_and_tag(keys, body_start, iv);
+        }
+        &self.out
+    }
+
+    /// Writes the header, the IV and the postcard body into `out`.
+    fn encode(&mut self, msg: &Message) -> Result<(usize, [u8; wire::IV_BYTES]), SealError> {
         self.header.seq += 1;
         let mut out = std::mem::take(&mut self.out);
         out.clear();
@@ -245,7 +387,7 @@ impl Sealer {
             Ok(out) => out,
             Err(e) => return Err(SealError::Encode(e)),
         };
-        self.finish(body_start, &iv)
+        Ok((body_start, iv))
     }
 
     /// Seals arbitrary body bytes as if they were an encoded message, with the given
@@ -271,15 +413,38 @@ impl Sealer {
         &self.out
     }
 
+    /// Seals arbitrary body bytes under arbitrary flags (the encryption flag is set as
+    /// the keys say). For tests of the receive path: hostile fragments and fragment
+    /// requests past the MAC.
+    #[doc(hidden)]
+    pub fn seal_raw(&mut self, flags: u8, body: &[u8]) -> &[u8] {
+        let (body_start, iv) = self.start_datagram(flags & !wire::FLAG_ENCRYPTED);
+        self.out.extend_from_slice(body);
+        self.seal_started(body_start, &iv)
+    }
+
     /// Compresses the body at `out[body_start..]` if worthwhile, checks the size, then
     /// encrypts and appends the MAC.
     fn finish(&mut self, body_start: usize, iv: &[u8; wire::IV_BYTES]) -> Result<&[u8], SealError> {
-        let body_len = self.out.len() - body_start;
-        if body_len > wire::MAX_UDP_PAYLOAD_BYTES {
-            // Receivers bound decompression by this, so no body may exceed it.
+        let total = self.compress_and_measure(body_start)?;
+        if total > self.shared.datagram_bytes_max {
             return Err(SealError::TooLarge {
-                bytes: body_len + wire::HEADER_BYTES,
+                bytes: total,
                 max: self.shared.datagram_bytes_max,
+            });
+        }
+        Ok(self.encrypt_and_finish(body_start, iv, total))
+    }
+
+    /// Checks the body against `message_bytes_max`, compresses it if worthwhile, and
+    /// returns the length of the one datagram it would make.
+    fn compress_and_measure(&mut self, body_start: usize) -> Result<usize, SealError> {
+        let body_len = self.out.len() - body_start;
+        if body_len > self.shared.message_bytes_max {
+            // Receivers bound decompression and reassembly by this.
+            return Err(SealError::TooLarge {
+                bytes: body_len,
+                max: self.shared.message_bytes_max,
             });
         }
         if self
@@ -291,17 +456,21 @@ impl Sealer {
         }
         let body_len = self.out.len() - body_start;
         let encrypted = self.shared.keys.is_some();
-        let total = if encrypted {
+        Ok(if encrypted {
             body_start + padded_len(body_len) + wire::MAC_BYTES
         } else {
             body_start + body_len
-        };
-        if total > self.shared.datagram_bytes_max {
-            return Err(SealError::TooLarge {
-                bytes: total,
-                max: self.shared.datagram_bytes_max,
-            });
-        }
+        })
+    }
+
+    /// Encrypts and tags the body the datagram of length `total` will carry.
+    fn encrypt_and_finish(
+        &mut self,
+        body_start: usize,
+        iv: &[u8; wire::IV_BYTES],
+        total: usize,
+    ) -> &[u8] {
+        let encrypted = self.shared.keys.is_some();
         if encrypted {
             self.header.flags |= wire::FLAG_ENCRYPTED;
         }
@@ -311,7 +480,7 @@ impl Sealer {
             self.encrypt_and_tag(keys, body_start, iv);
         }
         debug_assert_eq!(self.out.len(), total);
-        Ok(&self.out)
+        &self.out
     }
 
     /// Replaces the body with `decompressed length (u32 LE) ‖ lz4 block` if shorter.
@@ -373,14 +542,36 @@ impl Opener {
     /// Checks, in this order: size, magic, version, header, cluster, encryption flag,
     /// MAC (constant time), replay window, decryption, decompression, decoding, and
     /// that the body's sender matches the header's. `now` drives the replay windows.
+    /// For single-datagram messages only: a fragment or a fragment request is refused
+    /// as [`DropKind::DecodeError`] ([`Opener::open_any`] takes every kind).
     ///
-    /// Allocation is bounded by the datagram: buffers grow to at most UDP's payload
-    /// limit, and postcard never pre-allocates more elements than bytes remain (serde
-    /// further caps any pre-allocation at 1 MiB).
+    /// Allocation is bounded by the datagram and [`NetConfig::message_bytes_max`]:
+    /// buffers grow to at most that, and postcard never pre-allocates more elements
+    /// than bytes remain (serde further caps any pre-allocation at 1 MiB).
     ///
     /// # Errors
     /// [`Rejected`] names the check that failed.
     pub fn open(&mut self, datagram: &[u8], now: Instant) -> Result<Opened, Rejected> {
+        match self.open_any(datagram, now)? {
+            Unsealed::Message(opened) => Ok(opened),
+            Unsealed::Fragment { header, .. } | Unsealed::Request { header, .. } => {
+                Err(Rejected::from_header(DropKind::DecodeError, &header))
+            }
+        }
+    }
+
+    /// As [`Opener::open`], for every kind of datagram: a whole message, a fragment of
+    /// one (to give to a [`crate::fragment::Reassembler`], then
+    /// [`Opener::decode_assembled`]), or a request for missing fragments.
+    ///
+    /// # Errors
+    /// [`Rejected`] names the check that failed; a fragment or request whose own header
+    /// is malformed is a [`DropKind::FragmentInvalid`].
+    pub fn open_any<'a>(
+        &'a mut self,
+        datagram: &'a [u8],
+        now: Instant,
+    ) -> Result<Unsealed<'a>, Rejected> {
         if datagram.len() > wire::MAX_UDP_PAYLOAD_BYTES {
             return Err(Rejected::new(DropKind::Oversized));
         }
@@ -408,7 +599,11 @@ impl Opener {
         if header.cluster_id != self.shared.cluster_id {
             return reject(DropKind::WrongCluster);
         }
-        if header.flags & !wire::KNOWN_FLAGS != 0 || head[6..8] != [0, 0] {
+        let pieces = wire::FLAG_FRAGMENT | wire::FLAG_FRAGMENT_REQUEST;
+        if header.flags & !wire::KNOWN_FLAGS != 0
+            || head[6..8] != [0, 0]
+            || header.flags & pieces == pieces
+        {
             return reject(DropKind::DecodeError);
         }
         let encrypted = header.flags & wire::FLAG_ENCRYPTED != 0;
@@ -455,37 +650,126 @@ impl Opener {
                 }
             }
         };
-        let body: &[u8] = if header.flags & wire::FLAG_COMPRESSED != 0 {
-            let Some((len, block)) = body.split_first_chunk::<4>() else {
-                return reject(DropKind::DecodeError);
+        let compressed = header.flags & wire::FLAG_COMPRESSED != 0;
+        if header.flags & wire::FLAG_FRAGMENT != 0 {
+            let Some((fragment, piece)) = wire::FragmentHeader::read(body) else {
+                return reject(DropKind::FragmentInvalid);
             };
-            let len = u32::from_le_bytes(*len) as usize;
-            if len > wire::MAX_UDP_PAYLOAD_BYTES {
+            return Ok(Unsealed::Fragment {
+                header,
+                new_epoch,
+                compressed,
+                fragment,
+                piece,
+            });
+        }
+        if header.flags & wire::FLAG_FRAGMENT_REQUEST != 0 {
+            if compressed {
                 return reject(DropKind::DecodeError);
             }
-            if self.inflated.len() < len {
-                self.inflated.resize(len, 0);
-            }
-            match lz4_flex::block::decompress_into(block, &mut self.inflated[..len]) {
-                Ok(n) if n == len => &self.inflated[..len],
-                _ => return reject(DropKind::DecodeError),
-            }
-        } else {
-            body
-        };
-        let message = match postcard::take_from_bytes::<Message>(body) {
-            Ok((message, [])) => message,
-            _ => return reject(DropKind::DecodeError),
-        };
-        if message.from != header.sender {
-            return reject(DropKind::DecodeError);
+            let Some(request) = wire::FragmentRequest::read(body) else {
+                return reject(DropKind::FragmentInvalid);
+            };
+            return Ok(Unsealed::Request { header, request });
         }
-        Ok(Opened {
+        let message = decode_body(
+            &mut self.inflated,
+            self.shared.message_bytes_max,
+            &header,
+            compressed,
+            body,
+        )?;
+        Ok(Unsealed::Message(Opened {
             header,
             message,
             new_epoch,
-        })
+        }))
     }
+
+    /// Decompresses (if `compressed`) and decodes a body assembled from fragments whose
+    /// datagrams carried `header` (any of them: they share the sender), and checks the
+    /// body's sender against it.
+    ///
+    /// # Errors
+    /// [`DropKind::DecodeError`] if it does not decode or names another sender.
+    pub fn decode_assembled(
+        &mut self,
+        header: &Header,
+        compressed: bool,
+        body: &[u8],
+    ) -> Result<Message, Rejected> {
+        decode_body(
+            &mut self.inflated,
+            self.shared.message_bytes_max,
+            header,
+            compressed,
+            body,
+        )
+    }
+}
+
+/// Decompresses within `message_bytes_max` and decodes a message body.
+fn decode_body(
+    inflated: &mut Vec<u8>,
+    message_bytes_max: usize,
+    header: &Header,
+    compressed: bool,
+    body: &[u8],
+) -> Result<Message, Rejected> {
+    let reject = |kind| Err(Rejected::from_header(kind, header));
+    let body: &[u8] = if compressed {
+        let Some((len, block)) = body.split_first_chunk::<4>() else {
+            return reject(DropKind::DecodeError);
+        };
+        let len = u32::from_le_bytes(*len) as usize;
+        if len > message_bytes_max {
+            return reject(DropKind::DecodeError);
+        }
+        if inflated.len() < len {
+            inflated.resize(len, 0);
+        }
+        match lz4_flex::block::decompress_into(block, &mut inflated[..len]) {
+            Ok(n) if n == len => &inflated[..len],
+            _ => return reject(DropKind::DecodeError),
+        }
+    } else {
+        body
+    };
+    let message = match postcard::take_from_bytes::<Message>(body) {
+        Ok((message, [])) => message,
+        _ => return reject(DropKind::DecodeError),
+    };
+    if message.from != header.sender {
+        return reject(DropKind::DecodeError);
+    }
+    Ok(message)
+}
+
+/// What a datagram that passed every check carried.
+#[derive(Debug)]
+pub enum Unsealed<'a> {
+    /// A whole message.
+    Message(Opened),
+    /// One fragment of a larger message.
+    Fragment {
+        /// The datagram's header.
+        header: Header,
+        /// Whether the sender's replay epoch changed with this datagram.
+        new_epoch: bool,
+        /// Whether the assembled body is compressed.
+        compressed: bool,
+        /// Where the piece belongs.
+        fragment: wire::FragmentHeader,
+        /// The piece of the body.
+        piece: &'a [u8],
+    },
+    /// A peer asks for fragments it misses.
+    Request {
+        /// The datagram's header.
+        header: Header,
+        /// What it asks for.
+        request: wire::FragmentRequest,
+    },
 }
 
 #[cfg(test)]

@@ -77,6 +77,28 @@ pub struct NetConfig {
     /// Socket receive and send buffer sizes to ask the kernel for (it may grant less:
     /// the granted size is logged at bind).
     pub socket_buffer_bytes: usize,
+    /// The largest message body (postcard, before compression) this node sends or
+    /// accepts. A message whose body does not fit one datagram is split into fragments;
+    /// this bounds what one message may make a receiver buffer. It decides the largest
+    /// entry the transport carries (see [`crate::UdpTransport`]'s `max_entry_bytes`):
+    /// the default carries raft-core's default 1 MiB `entry_bytes_max`. Give every node
+    /// the same value.
+    pub message_bytes_max: usize,
+    /// Bytes of incomplete fragmented messages buffered for one peer. When a new message
+    /// would pass it, that peer's oldest incomplete messages are dropped (counted as
+    /// `reassembly_full`). At least `message_bytes_max`.
+    pub reassembly_bytes_per_peer_max: usize,
+    /// Bytes of incomplete fragmented messages buffered for all peers together. A
+    /// fragment starting a message that would pass it is dropped (`reassembly_full`).
+    /// At least `reassembly_bytes_per_peer_max`.
+    pub reassembly_bytes_total_max: usize,
+    /// An incomplete fragmented message is dropped this long after its first fragment
+    /// arrived (counted as `reassembly_timeout`); Raft sends it again.
+    pub reassembly_timeout_ms: u64,
+    /// Bytes of recently fragmented messages kept by the sender to answer receivers'
+    /// requests for lost fragments. 0 turns such repairs off: a message with a lost
+    /// fragment then waits for Raft to send it again, whole.
+    pub resend_cache_bytes_max: usize,
 }
 
 impl NetConfig {
@@ -87,6 +109,12 @@ impl NetConfig {
     pub const INTERNET_SAFE_DATAGRAM_BYTES: usize = 1_400;
     /// The smallest ceiling accepted: room for the headers, crypto and one small entry.
     pub const MIN_DATAGRAM_BYTES: usize = 512;
+    /// The default [`NetConfig::message_bytes_max`]: 1 MiB plus 64 KiB for the envelope,
+    /// so a 1 MiB entry (raft-core's default `entry_bytes_max`) fits.
+    pub const MESSAGE_BYTES_MAX_DEFAULT: usize = 1024 * 1024 + 64 * 1024;
+    /// The largest [`NetConfig::message_bytes_max`] accepted (lengths are 32-bit on the
+    /// wire, and one message should not need a gigabyte of buffer).
+    pub const MESSAGE_BYTES_MAX_LIMIT: usize = 1 << 30;
     /// The default PBKDF2 iteration count (OWASP's 2023 figure for PBKDF2-HMAC-SHA256).
     pub const DEFAULT_KDF_ITERATIONS: u32 = 600_000;
 
@@ -147,6 +175,40 @@ impl NetConfig {
                 ),
             );
         }
+        if !(wire::MAX_UDP_PAYLOAD_BYTES..=Self::MESSAGE_BYTES_MAX_LIMIT)
+            .contains(&self.message_bytes_max)
+        {
+            return bad(
+                "message_bytes_max",
+                format!(
+                    "{} is outside {}..={}",
+                    self.message_bytes_max,
+                    wire::MAX_UDP_PAYLOAD_BYTES,
+                    Self::MESSAGE_BYTES_MAX_LIMIT
+                ),
+            );
+        }
+        if self.reassembly_bytes_per_peer_max < self.message_bytes_max {
+            return bad(
+                "reassembly_bytes_per_peer_max",
+                format!(
+                    "{} must hold at least one message of message_bytes_max ({})",
+                    self.reassembly_bytes_per_peer_max, self.message_bytes_max
+                ),
+            );
+        }
+        if self.reassembly_bytes_total_max < self.reassembly_bytes_per_peer_max {
+            return bad(
+                "reassembly_bytes_total_max",
+                format!(
+                    "{} must be at least reassembly_bytes_per_peer_max ({})",
+                    self.reassembly_bytes_total_max, self.reassembly_bytes_per_peer_max
+                ),
+            );
+        }
+        if self.reassembly_timeout_ms == 0 {
+            return bad("reassembly_timeout_ms", "must be positive".into());
+        }
         if self.receive_queue_len_max == 0 {
             return bad("receive_queue_len_max", "must be positive".into());
         }
@@ -187,6 +249,11 @@ impl Default for NetConfig {
             receive_queue_len_max: 1024,
             send_queue_len_max: 1024,
             socket_buffer_bytes: 4 * 1024 * 1024,
+            message_bytes_max: Self::MESSAGE_BYTES_MAX_DEFAULT,
+            reassembly_bytes_per_peer_max: 4 * Self::MESSAGE_BYTES_MAX_DEFAULT,
+            reassembly_bytes_total_max: 16 * Self::MESSAGE_BYTES_MAX_DEFAULT,
+            reassembly_timeout_ms: 2_000,
+            resend_cache_bytes_max: 8 * Self::MESSAGE_BYTES_MAX_DEFAULT,
         }
     }
 }
@@ -205,6 +272,17 @@ impl fmt::Debug for NetConfig {
             .field("receive_queue_len_max", &self.receive_queue_len_max)
             .field("send_queue_len_max", &self.send_queue_len_max)
             .field("socket_buffer_bytes", &self.socket_buffer_bytes)
+            .field("message_bytes_max", &self.message_bytes_max)
+            .field(
+                "reassembly_bytes_per_peer_max",
+                &self.reassembly_bytes_per_peer_max,
+            )
+            .field(
+                "reassembly_bytes_total_max",
+                &self.reassembly_bytes_total_max,
+            )
+            .field("reassembly_timeout_ms", &self.reassembly_timeout_ms)
+            .field("resend_cache_bytes_max", &self.resend_cache_bytes_max)
             .finish()
     }
 }
@@ -239,6 +317,17 @@ mod tests {
             (|c| c.datagram_bytes_max = 70_000, "datagram_bytes_max"),
             (|c| c.receive_queue_len_max = 0, "receive_queue_len_max"),
             (|c| c.send_queue_len_max = 0, "send_queue_len_max"),
+            (|c| c.message_bytes_max = 1_000, "message_bytes_max"),
+            (|c| c.message_bytes_max = 1 << 31, "message_bytes_max"),
+            (
+                |c| c.reassembly_bytes_per_peer_max = c.message_bytes_max - 1,
+                "reassembly_bytes_per_peer_max",
+            ),
+            (
+                |c| c.reassembly_bytes_total_max = c.reassembly_bytes_per_peer_max - 1,
+                "reassembly_bytes_total_max",
+            ),
+            (|c| c.reassembly_timeout_ms = 0, "reassembly_timeout_ms"),
             (|c| c.peers.push(PeerConfig::new(2, "x", "h:1")), "peers"),
             (|c| c.peers.push(PeerConfig::new(3, "b", "h:1")), "peers"),
             (|c| c.peers.push(PeerConfig::new(0, "z", "h:1")), "peers"),

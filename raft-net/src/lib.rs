@@ -42,6 +42,7 @@
 pub mod codec;
 pub mod config;
 pub mod crypto;
+pub mod fragment;
 pub mod peers;
 pub mod processor;
 pub mod replay;

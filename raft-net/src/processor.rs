@@ -10,11 +10,26 @@ use std::time::{Duration, Instant};
 
 use raft_core::{Message, NodeId};
 
-use crate::codec::{Codec, Opener, Rejected};
+use crate::codec::{Codec, Opener, Rejected, Unsealed};
+use crate::fragment::{Reassembler, ReassemblyLimits};
 use crate::peers::PeerDirectory;
 use crate::replay::Replay;
 use crate::stats::{DropKind, NetStats};
-use crate::wire;
+use crate::wire::{self, FragmentRequest};
+
+/// Work for the sender thread that the receive path produces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Control {
+    /// Ask `request.to` for the fragments this node misses.
+    Request(FragmentRequest),
+    /// Peer `from` asked this node to send fragments again.
+    Resend {
+        /// The peer that asked (and gets them).
+        from: NodeId,
+        /// What it asked for.
+        request: FragmentRequest,
+    },
+}
 
 /// A warning of one kind is logged at most this often; the rest are counted.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -32,10 +47,15 @@ pub struct Processor {
     version_warned: HashSet<SocketAddr>,
     /// Per kind: when the last warning was logged, and drops since.
     warned: [Option<(Instant, u64)>; DropKind::ALL.len()],
+    reassembler: Reassembler,
+    /// Ranges one fragment request may carry.
+    request_ranges_max: usize,
+    control: Vec<Control>,
 }
 
 impl Processor {
-    /// A processor for node `node_id`.
+    /// A processor for node `node_id`, with the default reassembly limits but the
+    /// codec's `message_bytes_max` (see [`Processor::with_limits`]).
     pub fn new(
         node_id: NodeId,
         codec: &Codec,
@@ -49,20 +69,165 @@ impl Processor {
             stats,
             version_warned: HashSet::new(),
             warned: [None; DropKind::ALL.len()],
+            reassembler: Reassembler::new(ReassemblyLimits {
+                message_bytes_max: codec.message_bytes_max(),
+                ..ReassemblyLimits::of(&crate::NetConfig::default())
+            }),
+            request_ranges_max: codec.request_ranges_max(),
+            control: Vec::new(),
         }
+    }
+
+    /// The same processor with other reassembly limits (drops anything in reassembly).
+    pub fn with_limits(mut self, limits: ReassemblyLimits) -> Processor {
+        self.reassembler = Reassembler::new(limits);
+        self
+    }
+
+    /// Bytes reserved by incomplete fragmented messages.
+    pub fn reassembly_bytes(&self) -> usize {
+        self.reassembler.reserved_bytes()
+    }
+
+    /// Fragmented messages not yet whole.
+    pub fn incomplete_messages(&self) -> usize {
+        self.reassembler.incomplete()
+    }
+
+    /// When [`Processor::poll`] next has work (a request to send, a message to expire),
+    /// if any fragmented message is incomplete.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.reassembler.next_deadline()
+    }
+
+    /// Drops incomplete messages past their timeout and queues requests for missing
+    /// fragments (see [`Processor::take_control`]).
+    pub fn poll(&mut self, now: Instant) {
+        let me = self.node_id;
+        for a in self.reassembler.expire(now) {
+            self.stats.record_drop(a.kind);
+            log::debug!(
+                "n{me}: dropped message {} from n{}: {} of {} fragments arrived before the reassembly timeout",
+                a.message_id,
+                a.sender,
+                a.received,
+                a.count
+            );
+        }
+        for request in self.reassembler.requests_due(now, self.request_ranges_max) {
+            log::trace!(
+                "n{me}: asking n{} for {} runs of fragments of message {}",
+                request.to,
+                request.ranges.len(),
+                request.message_id
+            );
+            self.control.push(Control::Request(request));
+        }
+        self.stats
+            .set_reassembly_bytes(self.reassembler.reserved_bytes());
+    }
+
+    /// Requests to send and resends asked for, queued since the last call.
+    pub fn take_control(&mut self) -> Vec<Control> {
+        std::mem::take(&mut self.control)
     }
 
     /// Runs every check on one datagram from `from`; returns the message if it should be
     /// delivered, else counts (and maybe logs) why not. Never panics, whatever the bytes.
+    /// Fragments are kept until their message is whole, which this returns with the
+    /// last one; requests for fragments from peers are queued for
+    /// [`Processor::take_control`].
     pub fn process(&mut self, datagram: &[u8], from: SocketAddr, now: Instant) -> Option<Message> {
-        let opened = match self.opener.open(datagram, now) {
-            Ok(opened) => opened,
+        let unsealed = match self.opener.open_any(datagram, now) {
+            Ok(unsealed) => unsealed,
             Err(rejected) => {
                 self.drop_datagram(rejected, from, now);
                 return None;
             }
         };
-        let msg = opened.message;
+        let (header, msg, new_epoch) = match unsealed {
+            Unsealed::Message(opened) => (opened.header, opened.message, opened.new_epoch),
+            Unsealed::Fragment {
+                header,
+                new_epoch,
+                compressed,
+                fragment,
+                piece,
+            } => {
+                let known = self.directory.contains(header.sender);
+                let inserted = if known {
+                    self.reassembler.insert(
+                        header.sender,
+                        header.epoch,
+                        compressed,
+                        fragment,
+                        piece,
+                        now,
+                    )
+                } else {
+                    Err(DropKind::UnknownPeer)
+                };
+                for _ in 0..self.reassembler.take_evicted() {
+                    self.stats.record_drop(DropKind::ReassemblyFull);
+                }
+                self.stats
+                    .set_reassembly_bytes(self.reassembler.reserved_bytes());
+                let assembled = match inserted {
+                    Ok(Some(assembled)) => assembled,
+                    Ok(None) => return None,
+                    Err(kind) => {
+                        if kind != DropKind::UnknownPeer {
+                            log::debug!(
+                                "n{}: dropped fragment {}/{} of message {} ({} B) from n{}: {kind}",
+                                self.node_id,
+                                fragment.index,
+                                fragment.count,
+                                fragment.message_id,
+                                fragment.total_bytes,
+                                header.sender
+                            );
+                        }
+                        let rejected = Rejected {
+                            sender: Some(header.sender),
+                            ..rejected(kind)
+                        };
+                        self.drop_datagram(rejected, from, now);
+                        return None;
+                    }
+                };
+                self.stats.record_reassembled();
+                match self
+                    .opener
+                    .decode_assembled(&header, assembled.compressed, &assembled.body)
+                {
+                    Ok(msg) => (header, msg, new_epoch),
+                    Err(rejected) => {
+                        self.drop_datagram(rejected, from, now);
+                        return None;
+                    }
+                }
+            }
+            Unsealed::Request { header, request } => {
+                let kind = if !self.directory.contains(header.sender) {
+                    DropKind::UnknownPeer
+                } else if request.to != self.node_id {
+                    DropKind::WrongRecipient
+                } else {
+                    self.stats.record_fragment_request_received();
+                    self.control.push(Control::Resend {
+                        from: header.sender,
+                        request,
+                    });
+                    return None;
+                };
+                let rejected = Rejected {
+                    sender: Some(header.sender),
+                    ..rejected(kind)
+                };
+                self.drop_datagram(rejected, from, now);
+                return None;
+            }
+        };
         if !self.directory.contains(msg.from) {
             let rejected = Rejected {
                 sender: Some(msg.from),
@@ -79,12 +244,12 @@ impl Processor {
             self.drop_datagram(rejected, from, now);
             return None;
         }
-        if opened.new_epoch {
+        if new_epoch {
             log::info!(
                 "n{}: n{} restarted (new epoch {}); its replay window starts afresh",
                 self.node_id,
                 msg.from,
-                opened.header.epoch
+                header.epoch
             );
         }
         log::trace!(

@@ -51,11 +51,22 @@ pub enum DropKind {
     SendFailed,
     /// Send: the transport is not running (before `start` or after `stop`).
     NotRunning,
+    /// Receive: a fragment whose index, count or length is out of range or disagrees
+    /// with the other fragments of its message, or whose message would be larger than
+    /// `message_bytes_max`; or a fragment request that is malformed.
+    FragmentInvalid,
+    /// Receive: a fragment already received, or of a message already assembled.
+    FragmentDuplicate,
+    /// Receive: a fragment dropped, or an incomplete message evicted, because the
+    /// reassembly memory of its peer or of all peers was full.
+    ReassemblyFull,
+    /// Receive: an incomplete message dropped after `reassembly_timeout_ms`.
+    ReassemblyTimeout,
 }
 
 impl DropKind {
     /// Every kind, in counter order.
-    pub const ALL: [DropKind; 18] = [
+    pub const ALL: [DropKind; 22] = [
         DropKind::Truncated,
         DropKind::Oversized,
         DropKind::WrongMagic,
@@ -74,6 +85,10 @@ impl DropKind {
         DropKind::NoAddress,
         DropKind::SendFailed,
         DropKind::NotRunning,
+        DropKind::FragmentInvalid,
+        DropKind::FragmentDuplicate,
+        DropKind::ReassemblyFull,
+        DropKind::ReassemblyTimeout,
     ];
 
     const COUNT: usize = Self::ALL.len();
@@ -99,6 +114,10 @@ impl DropKind {
             DropKind::NoAddress => "no_address",
             DropKind::SendFailed => "send_failed",
             DropKind::NotRunning => "not_running",
+            DropKind::FragmentInvalid => "fragment_invalid",
+            DropKind::FragmentDuplicate => "fragment_duplicate",
+            DropKind::ReassemblyFull => "reassembly_full",
+            DropKind::ReassemblyTimeout => "reassembly_timeout",
         }
     }
 
@@ -123,6 +142,15 @@ pub struct NetStats {
     received_bytes: AtomicU64,
     delivered_messages: AtomicU64,
     dropped: [AtomicU64; DropKind::COUNT],
+    fragmented_messages_sent: AtomicU64,
+    fragments_sent: AtomicU64,
+    fragments_resent: AtomicU64,
+    repeats_suppressed: AtomicU64,
+    fragment_requests_sent: AtomicU64,
+    fragment_requests_received: AtomicU64,
+    messages_reassembled: AtomicU64,
+    reassembly_bytes: AtomicU64,
+    reassembly_bytes_peak: AtomicU64,
 }
 
 impl NetStats {
@@ -154,6 +182,50 @@ impl NetStats {
         self.dropped[kind.index()].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts one message sent as `fragments` fragment datagrams (also counted as sent
+    /// datagrams, one by one).
+    pub fn record_fragmented(&self, fragments: usize) {
+        self.fragmented_messages_sent
+            .fetch_add(1, Ordering::Relaxed);
+        self.fragments_sent
+            .fetch_add(fragments as u64, Ordering::Relaxed);
+    }
+
+    /// Counts `fragments` sent again on a peer's request.
+    pub fn record_resent(&self, fragments: usize) {
+        self.fragments_resent
+            .fetch_add(fragments as u64, Ordering::Relaxed);
+    }
+
+    /// Counts one fragmented append not sent because the same entries went to the same
+    /// peer moments ago and are still being assembled there.
+    pub fn record_repeat_suppressed(&self) {
+        self.repeats_suppressed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one request for missing fragments sent to a peer.
+    pub fn record_fragment_request_sent(&self) {
+        self.fragment_requests_sent.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one request for missing fragments received from a peer.
+    pub fn record_fragment_request_received(&self) {
+        self.fragment_requests_received
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one message assembled from its fragments.
+    pub fn record_reassembled(&self) {
+        self.messages_reassembled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Sets the bytes now reserved by incomplete messages (and raises the peak).
+    pub fn set_reassembly_bytes(&self, bytes: usize) {
+        self.reassembly_bytes.store(bytes as u64, Ordering::Relaxed);
+        self.reassembly_bytes_peak
+            .fetch_max(bytes as u64, Ordering::Relaxed);
+    }
+
     /// A consistent-enough copy of every counter (each read is atomic; the set is not).
     pub fn snapshot(&self) -> NetStatsSnapshot {
         let mut dropped = [0; DropKind::COUNT];
@@ -167,6 +239,15 @@ impl NetStats {
             received_bytes: self.received_bytes.load(Ordering::Relaxed),
             delivered_messages: self.delivered_messages.load(Ordering::Relaxed),
             dropped,
+            fragmented_messages_sent: self.fragmented_messages_sent.load(Ordering::Relaxed),
+            fragments_sent: self.fragments_sent.load(Ordering::Relaxed),
+            fragments_resent: self.fragments_resent.load(Ordering::Relaxed),
+            repeats_suppressed: self.repeats_suppressed.load(Ordering::Relaxed),
+            fragment_requests_sent: self.fragment_requests_sent.load(Ordering::Relaxed),
+            fragment_requests_received: self.fragment_requests_received.load(Ordering::Relaxed),
+            messages_reassembled: self.messages_reassembled.load(Ordering::Relaxed),
+            reassembly_bytes: self.reassembly_bytes.load(Ordering::Relaxed),
+            reassembly_bytes_peak: self.reassembly_bytes_peak.load(Ordering::Relaxed),
         }
     }
 }
@@ -185,6 +266,26 @@ pub struct NetStatsSnapshot {
     /// Messages delivered into the node's inbox.
     pub delivered_messages: u64,
     dropped: [u64; DropKind::COUNT],
+    /// Messages too large for one datagram, sent as fragments.
+    pub fragmented_messages_sent: u64,
+    /// Fragment datagrams sent (first sending; also in `sent_datagrams`).
+    pub fragments_sent: u64,
+    /// Fragment datagrams sent again on a peer's request.
+    pub fragments_resent: u64,
+    /// Fragmented appends not sent again because the peer was still assembling the
+    /// same entries (see `crate::transport`).
+    pub repeats_suppressed: u64,
+    /// Requests for missing fragments sent to peers.
+    pub fragment_requests_sent: u64,
+    /// Requests for missing fragments received from peers.
+    pub fragment_requests_received: u64,
+    /// Messages assembled from fragments (also in `delivered_messages` once delivered).
+    pub messages_reassembled: u64,
+    /// Bytes reserved by incomplete messages now (bounded by
+    /// `reassembly_bytes_total_max`).
+    pub reassembly_bytes: u64,
+    /// The most `reassembly_bytes` has been.
+    pub reassembly_bytes_peak: u64,
 }
 
 impl NetStatsSnapshot {
@@ -237,6 +338,24 @@ impl fmt::Display for NetStatsSnapshot {
         }
         if !first {
             f.write_str("]")?;
+        }
+        if self.fragmented_messages_sent + self.messages_reassembled + self.reassembly_bytes_peak
+            > 0
+        {
+            write!(
+                f,
+                " fragments: {} messages in {} sent, {} resent, {} repeats suppressed, {} requests sent, \
+                 {} received, {} messages reassembled, reassembly {} B (peak {} B)",
+                self.fragmented_messages_sent,
+                self.fragments_sent,
+                self.fragments_resent,
+                self.repeats_suppressed,
+                self.fragment_requests_sent,
+                self.fragment_requests_received,
+                self.messages_reassembled,
+                self.reassembly_bytes,
+                self.reassembly_bytes_peak
+            )?;
         }
         Ok(())
     }

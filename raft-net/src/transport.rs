@@ -17,14 +17,15 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use raft_core::{Message, NodeId, Transport, TransportCounters, TransportError};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::codec::{Codec, Sealer};
 use crate::config::NetConfig;
+use crate::fragment::{ReassemblyLimits, ResendCache};
 use crate::peers::{self, PeerDirectory};
-use crate::processor::{Processor, LOG_INTERVAL};
+use crate::processor::{Control, Processor, LOG_INTERVAL};
 use crate::stats::{DropKind, NetStats, NetStatsSnapshot};
 use crate::wire;
 
@@ -34,10 +35,31 @@ const LISTENER_POLL: Duration = Duration::from_millis(200);
 /// Receive buffers kept for reuse. Each may hold up to a maximum-size datagram, so
 /// this bounds the memory a burst of large datagrams leaves behind.
 const RECEIVE_POOL_LEN_MAX: usize = 64;
+/// A fragmented append is not sent again to a peer while that peer has been working
+/// on the same entries (it got the first copy's fragments, or asked for missing ones)
+/// within this long: Raft re-sends an unanswered append every heartbeat, sooner than a
+/// large one may take to arrive, and each copy would start over and compete for the
+/// receiver's socket buffer and reassembly memory. After this much silence the copy
+/// goes out (the first may have been lost whole).
+pub const REPEAT_SUPPRESSION_WINDOW: Duration = Duration::from_millis(50);
+/// The most bytes of pieces sent again for one fragment request: a burst larger than
+/// the receiver's socket buffer would mostly be lost again. The receiver asks for the
+/// rest when the burst has arrived.
+pub const RESEND_BYTES_PER_REQUEST_MAX: usize = 128 * 1024;
+/// The shortest time between two scans of the incomplete fragmented messages.
+const POLL_GAP: Duration = Duration::from_millis(2);
 /// Below this many iterations the KDF is weak; logged as a warning (tests use fewer).
 const KDF_ITERATIONS_WARN_BELOW: u32 = 100_000;
 
 type Datagram = (Vec<u8>, SocketAddr);
+
+/// What the sender thread sends: messages from the node, fragment requests and resends
+/// from the processor.
+#[derive(Debug)]
+enum Outgoing {
+    Message(Message),
+    Control(Control),
+}
 
 /// The UDP transport. Bind it, hand it to the node runtime (which calls
 /// [`Transport::start`]), and keep [`UdpTransport::directory`] and
@@ -60,7 +82,7 @@ pub struct UdpTransport {
 enum State {
     Bound,
     Running {
-        send_queue: Sender<Message>,
+        send_queue: Sender<Outgoing>,
         stopping: Arc<AtomicBool>,
         threads: Vec<JoinHandle<()>>,
     },
@@ -103,7 +125,7 @@ impl UdpTransport {
         let started = Instant::now();
         let codec = Codec::new(&config);
         log::info!(
-            "n{me}: raft-net protocol v{} on {local_addr}, cluster {:?} (id {:016x}), {}, datagrams up to {} B, appends up to {} B{}",
+            "n{me}: raft-net protocol v{} on {local_addr}, cluster {:?} (id {:016x}), {}, datagrams up to {} B, appends up to {} B, messages up to {} B in fragments{}",
             wire::PROTOCOL_VERSION,
             config.cluster_name,
             codec.cluster_id(),
@@ -114,6 +136,7 @@ impl UdpTransport {
             },
             codec.datagram_bytes_max(),
             codec.max_append_bytes(),
+            codec.message_bytes_max(),
             match config.compress_bytes_min {
                 Some(n) => format!(", lz4 from {n} B"),
                 None => String::new(),
@@ -184,7 +207,7 @@ impl Transport for UdpTransport {
         // Buffers go back to the listener so steady-state receiving does not allocate.
         let (pool_tx, pool_rx) =
             bounded::<Vec<u8>>(RECEIVE_POOL_LEN_MAX.min(self.config.receive_queue_len_max));
-        let (send_tx, send_rx) = bounded::<Message>(self.config.send_queue_len_max);
+        let (send_tx, send_rx) = bounded::<Outgoing>(self.config.send_queue_len_max);
         let stopping = Arc::new(AtomicBool::new(false));
         self.socket.set_read_timeout(Some(LISTENER_POLL))?;
 
@@ -202,7 +225,9 @@ impl Transport for UdpTransport {
             &self.codec,
             self.directory.clone(),
             Arc::clone(&self.stats),
-        );
+        )
+        .with_limits(ReassemblyLimits::of(&self.config));
+        let control = send_tx.clone();
         let stats = Arc::clone(&self.stats);
         let sender = SenderLoop {
             me,
@@ -211,11 +236,16 @@ impl Transport for UdpTransport {
             sealer: self.codec.sealer(me),
             directory: self.directory.clone(),
             stats: Arc::clone(&self.stats),
+            resend: ResendCache::new(
+                self.config.resend_cache_bytes_max,
+                Duration::from_millis(self.config.reassembly_timeout_ms),
+            ),
+            recent: std::collections::HashMap::new(),
         };
         let spawned = (|| -> io::Result<()> {
             threads.push(self.spawn("listener", move || listener.run())?);
             threads.push(self.spawn("processor", move || {
-                process_loop(processor, datagram_rx, pool_tx, inbox, stats)
+                process_loop(processor, datagram_rx, pool_tx, inbox, control, stats)
             })?);
             threads.push(self.spawn("sender", move || sender.run())?);
             Ok(())
@@ -241,7 +271,7 @@ impl Transport for UdpTransport {
             return;
         };
         for msg in messages {
-            match send_queue.try_send(msg) {
+            match send_queue.try_send(Outgoing::Message(msg)) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => self.stats.record_drop(DropKind::SendQueueFull),
                 Err(TrySendError::Disconnected(_)) => self.stats.record_drop(DropKind::NotRunning),
@@ -251,6 +281,11 @@ impl Transport for UdpTransport {
 
     fn max_append_bytes(&self) -> u64 {
         self.codec.max_append_bytes()
+    }
+
+    /// What one message of `message_bytes_max` carries, in fragments.
+    fn max_entry_bytes(&self) -> u64 {
+        self.codec.max_entry_bytes()
     }
 
     fn counters(&self) -> TransportCounters {
@@ -269,7 +304,9 @@ impl Transport for UdpTransport {
         };
         let me = self.node_id;
         stopping.store(true, Ordering::SeqCst);
-        // The sender drains what is queued and exits when the queue disconnects.
+        // The sender drains what is queued and exits when the queue disconnects: once
+        // this handle is dropped and the processor (which holds a clone for fragment
+        // requests) has exited after the listener.
         drop(send_queue);
         // Wake the listener out of recv_from; the poll timeout covers a lost wake-up.
         let _ = self.socket.send_to(&[], wake_addr(self.local_addr));
@@ -413,22 +450,56 @@ impl Listener {
     }
 }
 
-/// Queue -> processor -> node inbox. Ends when the listener drops the queue.
+/// Queue -> processor -> node inbox. Ends when the listener drops the queue. Wakes up
+/// without a datagram only when an incomplete fragmented message needs a request for
+/// its missing fragments or has timed out; requests and resends go to the sender
+/// thread's queue (dropped and counted if it is full).
 fn process_loop(
     mut processor: Processor,
     queue: Receiver<Datagram>,
     pool: Sender<Vec<u8>>,
     inbox: Sender<Message>,
+    control: Sender<Outgoing>,
     stats: Arc<NetStats>,
 ) {
-    for (datagram, from) in queue.iter() {
-        if let Some(msg) = processor.process(&datagram, from, Instant::now()) {
-            match inbox.try_send(msg) {
-                Ok(()) => stats.record_delivered(),
-                Err(_) => stats.record_drop(DropKind::InboxFull),
+    // When to poll the reassembler next; None while no message is incomplete. Polls are
+    // at least POLL_GAP apart, so a flood of small incomplete messages cannot make every
+    // datagram pay for a scan of all of them.
+    let mut next_poll: Option<Instant> = None;
+    loop {
+        let received = match next_poll {
+            None => queue.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(at) => queue.recv_timeout(at.saturating_duration_since(Instant::now())),
+        };
+        match received {
+            Ok((datagram, from)) => {
+                if let Some(msg) = processor.process(&datagram, from, Instant::now()) {
+                    match inbox.try_send(msg) {
+                        Ok(()) => stats.record_delivered(),
+                        Err(_) => stats.record_drop(DropKind::InboxFull),
+                    }
+                }
+                let _ = pool.try_send(datagram);
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        let now = Instant::now();
+        match next_poll {
+            Some(at) if now >= at => {
+                processor.poll(now);
+                next_poll = processor.next_deadline().map(|d| d.max(now + POLL_GAP));
+            }
+            None if processor.incomplete_messages() > 0 => {
+                next_poll = processor.next_deadline().map(|d| d.max(now + POLL_GAP));
+            }
+            _ => {}
+        }
+        for c in processor.take_control() {
+            if control.try_send(Outgoing::Control(c)).is_err() {
+                stats.record_drop(DropKind::SendQueueFull);
             }
         }
-        let _ = pool.try_send(datagram);
     }
 }
 
@@ -436,10 +507,73 @@ fn process_loop(
 struct SenderLoop {
     me: NodeId,
     socket: UdpSocket,
-    queue: Receiver<Message>,
+    queue: Receiver<Outgoing>,
     sealer: Sealer,
     directory: PeerDirectory,
     stats: Arc<NetStats>,
+    resend: ResendCache,
+    /// Per peer: the last fragmented append sent, for [`REPEAT_SUPPRESSION_WINDOW`].
+    recent: std::collections::HashMap<NodeId, RecentAppend>,
+}
+
+/// Which entries an append carries: equal keys mean equal entries (two entries with
+/// the same index and term are the same entry, and so are all before them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct AppendKey {
+    prev_index: u64,
+    prev_term: u64,
+    count: usize,
+    last_index: u64,
+    last_term: u64,
+}
+
+impl AppendKey {
+    fn of(msg: &Message) -> Option<AppendKey> {
+        match &msg.body {
+            raft_core::MessageBody::Append {
+                prev_index,
+                prev_term,
+                entries,
+                ..
+            } => entries.last().map(|last| AppendKey {
+                prev_index: *prev_index,
+                prev_term: *prev_term,
+                count: entries.len(),
+                last_index: last.index,
+                last_term: last.term,
+            }),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct RecentAppend {
+    key: AppendKey,
+    term: u64,
+    message_id: u64,
+    active_at: Instant,
+}
+
+/// Sends one datagram, counting it (or the failure).
+fn send_datagram(
+    me: NodeId,
+    socket: &UdpSocket,
+    stats: &NetStats,
+    failed: &mut Every,
+    datagram: &[u8],
+    to: NodeId,
+    addr: SocketAddr,
+) {
+    match socket.send_to(datagram, addr) {
+        Ok(n) => stats.record_sent(n),
+        Err(e) => {
+            stats.record_drop(DropKind::SendFailed);
+            if let Some(more) = failed.ready() {
+                log::warn!("n{me}: send to n{to} at {addr} failed: {e} ({more} more since the last such line)");
+            }
+        }
+    }
 }
 
 impl SenderLoop {
@@ -447,7 +581,15 @@ impl SenderLoop {
         let mut no_address = Every::default();
         let mut too_large = Every::default();
         let mut failed = Every::default();
-        for msg in self.queue.iter() {
+        let queue = self.queue.clone();
+        for outgoing in queue.iter() {
+            let msg = match outgoing {
+                Outgoing::Message(msg) => msg,
+                Outgoing::Control(control) => {
+                    self.control(control, &mut failed);
+                    continue;
+                }
+            };
             let Some(addr) = self.directory.addr(msg.to) else {
                 self.stats.record_drop(DropKind::NoAddress);
                 if let Some(more) = no_address.ready() {
@@ -455,31 +597,127 @@ impl SenderLoop {
                 }
                 continue;
             };
-            let datagram = match self.sealer.seal(&msg) {
-                Ok(datagram) => datagram,
+            let key = AppendKey::of(&msg);
+            if let (Some(key), Some(recent)) = (key, self.recent.get(&msg.to)) {
+                if recent.key == key
+                    && recent.term == msg.term
+                    && recent.active_at.elapsed() < REPEAT_SUPPRESSION_WINDOW
+                {
+                    self.stats.record_repeat_suppressed();
+                    log::trace!(
+                        "n{}: not sending message {}'s entries to n{} again: it is still assembling them",
+                        self.me,
+                        recent.message_id,
+                        msg.to
+                    );
+                    continue;
+                }
+            }
+            let (me, socket, stats) = (self.me, &self.socket, &*self.stats);
+            let sealed = self.sealer.seal_into(&msg, &mut |datagram| {
+                send_datagram(me, socket, stats, &mut failed, datagram, msg.to, addr)
+            });
+            match sealed {
+                Ok(None) => {}
+                Ok(Some(fragmented)) => {
+                    self.stats.record_fragmented(fragmented.count as usize);
+                    log::trace!(
+                        "n{}: sent {} to n{} as message {} in {} fragments ({} B)",
+                        self.me,
+                        msg.body.kind(),
+                        msg.to,
+                        fragmented.message_id,
+                        fragmented.count,
+                        fragmented.body.len()
+                    );
+                    if let Some(key) = key {
+                        self.recent.insert(
+                            msg.to,
+                            RecentAppend {
+                                key,
+                                term: msg.term,
+                                message_id: fragmented.message_id,
+                                active_at: Instant::now(),
+                            },
+                        );
+                    }
+                    self.resend.insert(fragmented, Instant::now());
+                }
                 Err(e) => {
                     self.stats.record_drop(DropKind::TooLarge);
                     if let Some(more) = too_large.ready() {
                         log::error!(
-                            "n{}: dropped {} to n{}: {e}; appends must stay within max_append_bytes ({more} more since the last such line)",
+                            "n{}: dropped {} to n{}: {e}; messages must stay within message_bytes_max ({more} more since the last such line)",
                             self.me,
                             msg.body.kind(),
                             msg.to
                         );
                     }
-                    continue;
-                }
-            };
-            match self.socket.send_to(datagram, addr) {
-                Ok(n) => self.stats.record_sent(n),
-                Err(e) => {
-                    self.stats.record_drop(DropKind::SendFailed);
-                    if let Some(more) = failed.ready() {
-                        log::warn!("n{}: send to n{} at {addr} failed: {e} ({more} more since the last such line)", self.me, msg.to);
-                    }
                 }
             }
         }
         log::debug!("n{}: sender exits", self.me);
+    }
+
+    /// Sends a fragment request, or fragments a peer asked for again.
+    fn control(&mut self, control: Control, failed: &mut Every) {
+        let me = self.me;
+        let (to, request) = match &control {
+            Control::Request(request) => (request.to, request),
+            Control::Resend { from, request } => (*from, request),
+        };
+        let Some(addr) = self.directory.addr(to) else {
+            self.stats.record_drop(DropKind::NoAddress);
+            return;
+        };
+        let (socket, stats) = (&self.socket, &*self.stats);
+        match control {
+            Control::Request(request) => {
+                let datagram = self.sealer.seal_request(&request);
+                send_datagram(me, socket, stats, failed, datagram, to, addr);
+                stats.record_fragment_request_sent();
+            }
+            Control::Resend { .. } => {
+                if request.epoch != self.sealer.epoch() {
+                    log::debug!(
+                        "n{me}: n{to} asked for fragments of message {} of an earlier run; ignored",
+                        request.message_id
+                    );
+                    return;
+                }
+                let Some(fragmented) = self.resend.get(to, request.message_id, Instant::now())
+                else {
+                    log::debug!(
+                        "n{me}: n{to} asked for fragments of message {}, no longer kept",
+                        request.message_id
+                    );
+                    return;
+                };
+                if let Some(recent) = self.recent.get_mut(&to) {
+                    if recent.message_id == request.message_id {
+                        recent.active_at = Instant::now();
+                    }
+                }
+                let mut resent = 0;
+                let mut resent_bytes = 0;
+                'ranges: for &(first, n) in &request.ranges {
+                    let end = first.saturating_add(n).min(fragmented.count);
+                    for index in first..end {
+                        if resent_bytes >= RESEND_BYTES_PER_REQUEST_MAX {
+                            break 'ranges;
+                        }
+                        let datagram = self.sealer.seal_fragment(&fragmented, index);
+                        resent_bytes += datagram.len();
+                        send_datagram(me, socket, stats, failed, datagram, to, addr);
+                        resent += 1;
+                    }
+                }
+                stats.record_resent(resent);
+                log::trace!(
+                    "n{me}: resent {resent} fragments of message {} to n{to}",
+                    request.message_id
+                );
+            }
+        }
     }
 }

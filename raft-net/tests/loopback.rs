@@ -119,7 +119,7 @@ fn full_append(from: u64, to: u64, max_append_bytes: u64, entry_data_max: u64) -
 }
 
 #[test]
-fn a_full_append_fits_one_datagram_at_both_ceilings() {
+fn a_full_append_fits_one_datagram_and_a_larger_one_goes_in_fragments() {
     for datagram_bytes_max in [
         NetConfig::INTERNET_SAFE_DATAGRAM_BYTES,
         NetConfig::LAN_DATAGRAM_BYTES,
@@ -142,19 +142,43 @@ fn a_full_append_fits_one_datagram_at_both_ceilings() {
             let sent = cluster.nodes[0].stats();
             assert!(sent.sent_bytes <= datagram_bytes_max as u64, "{sent}");
 
+            assert_eq!(sent.fragmented_messages_sent, 0, "{sent}");
+
             // size_bytes is an upper bound, so slightly more may still fit; an entry as
-            // large as the datagram cannot: dropped and counted, no panic.
+            // large as the datagram cannot: it travels in fragments.
             let over = full_append(
                 1,
                 2,
                 datagram_bytes_max as u64 + Entry::OVERHEAD_BYTES,
                 u64::MAX,
             );
-            cluster.nodes[0].send(vec![over]);
-            assert!(wait_until(DEADLINE, || cluster.nodes[0]
-                .stats()
-                .dropped(DropKind::TooLarge)
-                == 1));
+            cluster.nodes[0].send(vec![over.clone()]);
+            let got = recv_n(&cluster.inboxes[1], 1);
+            assert_eq!(got[0], over, "{datagram_bytes_max} {password:?}");
+            let sent = cluster.nodes[0].stats();
+            assert_eq!(sent.fragmented_messages_sent, 1, "{sent}");
+            assert_eq!(cluster.nodes[1].stats().messages_reassembled, 1);
+
+            // Past message_bytes_max it is dropped and counted, no panic.
+            let huge = full_append(
+                1,
+                2,
+                NetConfig::MESSAGE_BYTES_MAX_DEFAULT as u64 + Entry::OVERHEAD_BYTES,
+                u64::MAX,
+            );
+            let huge = Message {
+                term: u64::MAX - 1, // not a repeat of `over`'s entries (same indexes)
+                ..huge
+            };
+            cluster.nodes[0].send(vec![huge]);
+            assert!(
+                wait_until(DEADLINE, || cluster.nodes[0]
+                    .stats()
+                    .dropped(DropKind::TooLarge)
+                    == 1),
+                "{datagram_bytes_max} {password:?}: {}",
+                cluster.nodes[0].stats()
+            );
         }
     }
 }

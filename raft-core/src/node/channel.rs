@@ -102,6 +102,11 @@ impl Transport for ChannelTransport {
         self.max_append_bytes
     }
 
+    /// Channels carry messages of any size.
+    fn max_entry_bytes(&self) -> u64 {
+        u64::MAX
+    }
+
     fn counters(&self) -> TransportCounters {
         self.counters
     }

@@ -122,7 +122,8 @@ impl<S: StateMachine> NodeBuilder<S> {
         let sm = self
             .state_machine
             .ok_or(NodeError::Missing("state machine"))?;
-        // One append must fit in one transport message.
+        // Batches of entries stay within one unit of the transport (a datagram); a single
+        // larger entry goes alone, which the transport carries up to max_entry_bytes.
         let transport_max = transport.max_append_bytes();
         if transport_max < config.protocol.append_bytes_max {
             config.protocol.append_bytes_max = transport_max;
@@ -130,6 +131,16 @@ impl<S: StateMachine> NodeBuilder<S> {
                 config.protocol.snapshot_chunk_bytes.min(transport_max);
             config.protocol.inflight_bytes_max =
                 config.protocol.inflight_bytes_max.max(transport_max);
+        }
+        let transport_entry_max = transport.max_entry_bytes();
+        if transport_entry_max < config.protocol.entry_bytes_max {
+            log::warn!(
+                "n{}: entry_bytes_max lowered from {} to {} bytes, the most the transport carries in one message",
+                config.protocol.id,
+                config.protocol.entry_bytes_max,
+                transport_entry_max
+            );
+            config.protocol.entry_bytes_max = transport_entry_max;
         }
         config.validate()?;
         let id = config.protocol.id;

@@ -31,12 +31,14 @@ pub enum ProposeError {
         /// The leader this node knows of.
         leader: Option<NodeId>,
     },
-    /// The command is larger than one append can carry.
-    #[error("proposal of {size_bytes} bytes exceeds the limit of {limit_bytes} bytes")]
+    /// The command is larger than [`crate::Config::entry_bytes_max`].
+    #[error(
+        "proposal of {size_bytes} bytes exceeds the limit of {limit_bytes} bytes (entry_bytes_max)"
+    )]
     TooLarge {
-        /// The entry's size ([`Entry::size_bytes`]).
+        /// The command's length in bytes.
         size_bytes: u64,
-        /// The largest allowed.
+        /// The largest allowed: [`crate::Config::entry_bytes_max`].
         limit_bytes: u64,
     },
     /// Too many entries are waiting to commit; retry shortly.
@@ -754,11 +756,11 @@ impl<L: Log> Raft<L> {
         if self.lead_transferee.is_some() {
             return Err(ProposeError::Transferring);
         }
-        let size_bytes = data.len() as u64 + Entry::OVERHEAD_BYTES;
-        if size_bytes > self.config.append_bytes_max {
+        let size_bytes = data.len() as u64;
+        if size_bytes > self.config.entry_bytes_max {
             return Err(ProposeError::TooLarge {
                 size_bytes,
-                limit_bytes: self.config.append_bytes_max,
+                limit_bytes: self.config.entry_bytes_max,
             });
         }
         let uncommitted = self.log.last_index() - self.log.committed;
@@ -781,8 +783,16 @@ impl<L: Log> Raft<L> {
     /// reports the outcome the same way.
     ///
     /// # Errors
-    /// [`ProposeError::NotLeader`] with no known leader; on the leader, as [`Raft::propose`].
+    /// [`ProposeError::NotLeader`] with no known leader; [`ProposeError::TooLarge`] on
+    /// any node (so an oversize command is refused before it crosses the network); on the
+    /// leader, as [`Raft::propose`].
     pub fn propose_or_forward(&mut self, request_id: u64, data: Bytes) -> Result<(), ProposeError> {
+        if data.len() as u64 > self.config.entry_bytes_max {
+            return Err(ProposeError::TooLarge {
+                size_bytes: data.len() as u64,
+                limit_bytes: self.config.entry_bytes_max,
+            });
+        }
         if self.role == Role::Leader {
             let placed = self.propose(data)?;
             self.forwarded.push(ForwardedProposal {
