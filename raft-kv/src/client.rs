@@ -24,7 +24,7 @@ use crate::cluster::HostView;
 use crate::store::CommittedEntry;
 
 /// The largest frame either side accepts, in bytes.
-pub const FRAME_BYTES_MAX: usize = 1 << 20;
+pub const FRAME_BYTES_MAX: usize = (1 << 20) + (64 << 10);
 
 /// The version of this protocol, in every [`Greeting`].
 pub const CLIENT_PROTOCOL_VERSION: u32 = 2;

@@ -213,11 +213,51 @@ impl std::fmt::Display for ReadModeName {
 }
 
 /// Protocol choices beyond timing.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Protocol {
     /// `read_index` (the default) or `lease`: see [`ReadModeName`].
     pub read_mode: ReadModeName,
+    /// The largest value a `put` may carry with its key, in bytes of the encoded command
+    /// (the node's `entry_bytes_max`); a larger one is refused with an error naming the
+    /// limit. At most [`MAX_ENTRY_BYTES_LIMIT`] (what one client frame carries).
+    pub max_entry_bytes: u64,
+}
+
+/// The default of [`Protocol::max_entry_bytes`]: 1 MiB minus room for the command's
+/// framing, so that a command at the limit still fits one client frame.
+pub const MAX_ENTRY_BYTES_DEFAULT: u64 = 1 << 20;
+/// The largest [`Protocol::max_entry_bytes`] accepted: what one client frame carries.
+pub const MAX_ENTRY_BYTES_LIMIT: u64 = 1 << 20;
+/// The smallest [`Protocol::max_entry_bytes`] accepted.
+pub const MAX_ENTRY_BYTES_MIN: u64 = 1024;
+
+impl Default for Protocol {
+    fn default() -> Self {
+        Self {
+            read_mode: ReadModeName::default(),
+            max_entry_bytes: MAX_ENTRY_BYTES_DEFAULT,
+        }
+    }
+}
+
+impl Protocol {
+    /// Checks the entry limit.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming `protocol.max_entry_bytes`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(MAX_ENTRY_BYTES_MIN..=MAX_ENTRY_BYTES_LIMIT).contains(&self.max_entry_bytes) {
+            return Err(ConfigError::new(
+                "protocol.max_entry_bytes",
+                format!(
+                    "{} is outside {MAX_ENTRY_BYTES_MIN}..={MAX_ENTRY_BYTES_LIMIT}",
+                    self.max_entry_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The smallest handshake or idle timeout accepted, in ms.
@@ -435,6 +475,7 @@ impl ClusterConfig {
         self.timing.validate()?;
         self.encryption.validate()?;
         self.client_port.validate()?;
+        self.protocol.validate()?;
         if self.storage.persistent && self.storage.dir.as_os_str().is_empty() {
             return Err(ConfigError::new(
                 "storage.dir",
@@ -569,6 +610,7 @@ impl ClusterConfig {
         // lease could outlive it); raft-kv never turns it off.
         c.protocol.check_quorum = true;
         c.protocol.read_mode = self.protocol.read_mode.into();
+        c.protocol.entry_bytes_max = self.protocol.max_entry_bytes;
         c
     }
 

@@ -624,17 +624,34 @@ fn a_lonely_node_gives_up_after_the_retry_time_and_joins_later() {
     });
 }
 
+/// Values larger than a datagram replicate (the transport fragments them); a value over
+/// the cluster's `max_entry_bytes` is refused with an error naming the limit, and the node
+/// is fine afterwards.
 #[test]
-fn an_entry_too_large_for_a_datagram_is_refused_clearly() {
-    let (mut c, _) = Cluster::init(1, &["--no-encrypt", "--ephemeral"], &[]);
-    c.start("node1");
-    c.agreed_leader(&["node1"]);
-    // Over the 60 KiB datagram ceiling, under the 128 KiB limit of one argv string.
-    let big = "x".repeat(100_000);
-    let o = c.cli(&["put", "big", &big]);
+fn a_big_value_replicates_and_one_over_the_limit_is_refused_clearly() {
+    let (mut c, _) = Cluster::init(3, &["--no-encrypt", "--ephemeral"], &[]);
+    // A smaller limit than the default 1 MiB, so the refused value fits one argv string
+    // (128 KiB at most).
+    let text = std::fs::read_to_string(&c.config).unwrap();
+    assert!(text.contains("max_entry_bytes = 1048576"), "{text}");
+    std::fs::write(
+        &c.config,
+        text.replace("max_entry_bytes = 1048576", "max_entry_bytes = 90000"),
+    )
+    .unwrap();
+    c.start_all();
+    c.agreed_leader(&["node1", "node2", "node3"]);
+    // Over the 60 KiB datagram ceiling: it travels in fragments.
+    let big = "x".repeat(80_000);
+    c.put("node2", "big", &big);
+    for n in ["node1", "node2", "node3"] {
+        c.wait_value(n, "big", &big);
+    }
+    let too_big = "y".repeat(100_000);
+    let o = c.cli(&["put", "big", &too_big]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("exceeds the limit"), "{}", stderr(&o));
-    // The node is fine afterwards.
+    assert!(stderr(&o).contains("90000"), "{}", stderr(&o));
     c.put("node1", "small", "ok");
     c.wait_value("node1", "small", "ok");
 }
