@@ -418,6 +418,20 @@ impl SledLog {
             .ok_or_else(|| StorageError::Io("the value log is not open".into()))
     }
 
+    /// The snapshot files a clean-up must keep (the current one, and those a failed
+    /// sync may have adopted), and the directory to clean up.
+    fn snapshot_dir_and_keep(
+        &mut self,
+    ) -> Result<(Vec<SnapshotRef>, &mut SnapshotDir), StorageError> {
+        let mut keep: Vec<SnapshotRef> = self.snapshot_file.into_iter().collect();
+        keep.extend_from_slice(&self.uncertain_snapshots);
+        let dir = self
+            .snapshots
+            .as_mut()
+            .ok_or_else(|| StorageError::Io("the snapshot directory is not open".into()))?;
+        Ok((keep, dir))
+    }
+
     fn snapshot_dir(&self) -> Result<&SnapshotDir, StorageError> {
         self.snapshots
             .as_ref()
@@ -1025,12 +1039,7 @@ impl Log for SledLog {
     /// holds at most the current snapshot and the new one (after a failed sync, also the
     /// snapshots that sync may have adopted, until a sync completes).
     fn save_snapshot(&mut self, snapshot: &raft_core::Snapshot) -> Result<(), StorageError> {
-        let mut keep: Vec<SnapshotRef> = self.snapshot_file.into_iter().collect();
-        keep.extend_from_slice(&self.uncertain_snapshots);
-        let dir = self
-            .snapshots
-            .as_mut()
-            .ok_or_else(|| StorageError::Io("the snapshot directory is not open".into()))?;
+        let (keep, dir) = self.snapshot_dir_and_keep()?;
         let written = dir.write(snapshot, &keep)?;
         self.pending_snapshot = Some(written);
         self.state_dirty = true;
@@ -1048,12 +1057,7 @@ impl Log for SledLog {
     /// (the next [`Log::sync`] names it in the state record), after removing every other
     /// file but the current one: the directory again holds at most two snapshots.
     fn adopt_snapshot(&mut self, written: &raft_core::WrittenSnapshot) -> Result<(), StorageError> {
-        let mut keep: Vec<SnapshotRef> = self.snapshot_file.into_iter().collect();
-        keep.extend_from_slice(&self.uncertain_snapshots);
-        let dir = self
-            .snapshots
-            .as_mut()
-            .ok_or_else(|| StorageError::Io("the snapshot directory is not open".into()))?;
+        let (mut keep, dir) = self.snapshot_dir_and_keep()?;
         let r = dir.take_written(written.id).ok_or_else(|| {
             StorageError::Io(format!(
                 "snapshot file {} (up to {}) is not a file this log's writer wrote, or it was \
