@@ -352,12 +352,7 @@ impl Client {
             )
         })?;
         let challenge = match greeting {
-            Greeting::Refused { message } => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::ConnectionRefused,
-                    message,
-                ))
-            }
+            Greeting::Refused { message } => return Err(NodeBusy::error(message)),
             Greeting::Welcome { protocol, .. } if protocol != CLIENT_PROTOCOL_VERSION => {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::Unsupported,
@@ -396,10 +391,7 @@ impl Client {
             Response::Error {
                 kind: ErrorKind::Busy,
                 message,
-            } => Err(std::io::Error::new(
-                std::io::ErrorKind::ConnectionRefused,
-                message,
-            )),
+            } => Err(NodeBusy::error(message)),
             Response::Error { message, .. } => Err(std::io::Error::new(
                 std::io::ErrorKind::ConnectionAborted,
                 message,
@@ -431,6 +423,25 @@ impl Client {
                 "the node closed the connection without answering",
             )
         })
+    }
+}
+
+/// The node refused or evicted the connection before the request was sent (every slot
+/// taken, or newer connections needed this one's slot during its handshake): nothing
+/// took effect, retrying is safe. Carried inside a `ConnectionRefused` I/O error; see
+/// [`NodeBusy::is`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NodeBusy(pub String);
+
+impl NodeBusy {
+    fn error(message: String) -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::ConnectionRefused, Self(message))
+    }
+
+    /// Whether `e` says the node refused or evicted the connection in its handshake.
+    pub fn is(e: &std::io::Error) -> bool {
+        e.get_ref().is_some_and(|inner| inner.is::<NodeBusy>())
     }
 }
 

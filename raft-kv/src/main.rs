@@ -370,28 +370,54 @@ fn targets(target: &Target) -> Result<(Vec<NamedAddr>, Option<ClientKey>)> {
 }
 
 /// Sends `request` to the target node, or to each configured node in turn until one
-/// answers (followers forward writes; a stopped node's answer is skipped).
+/// answers (followers forward writes; a stopped node's answer is skipped). A node that
+/// refuses or evicts the connection during its handshake (its client port is full, or
+/// flooded) never saw the request: those are tried again, with backoff, until the
+/// timeout.
 fn call(target: &Target, request: &Request) -> Result<Response> {
     let timeout = Duration::from_millis(target.timeout_ms);
+    let deadline = std::time::Instant::now() + timeout;
     let (addrs, key) = targets(target)?;
     let single = addrs.len() == 1;
-    let mut failures = Vec::new();
-    for (name, addr) in &addrs {
-        let answer = Client::connect(addr, timeout, key.as_ref()).and_then(|mut c| c.call(request));
-        match answer {
-            Ok(Response::Error {
-                kind: ErrorKind::Stopped | ErrorKind::Busy,
-                message,
-            }) if !single => failures.push(format!("{name}: {message}")),
-            Ok(r) => return Ok(r),
-            // A wrong password is the same on every node: say so at once.
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                bail!("{name} at {addr}: {e}")
+    let mut backoff = Duration::from_millis(20);
+    loop {
+        let mut failures = Vec::new();
+        let mut only_busy = true;
+        for (name, addr) in &addrs {
+            let mut client = match Client::connect(addr, timeout, key.as_ref()) {
+                Ok(c) => c,
+                // A wrong password is the same on every node: say so at once.
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    bail!("{name} at {addr}: {e}")
+                }
+                Err(e) => {
+                    only_busy &= raft_kv::client::NodeBusy::is(&e);
+                    failures.push(format!("{name} at {addr}: {e}"));
+                    continue;
+                }
+            };
+            match client.call(request) {
+                Ok(Response::Error {
+                    kind: ErrorKind::Stopped | ErrorKind::Busy,
+                    message,
+                }) if !single => {
+                    only_busy = false;
+                    failures.push(format!("{name}: {message}"));
+                }
+                Ok(r) => return Ok(r),
+                Err(e) => {
+                    only_busy = false;
+                    failures.push(format!("{name} at {addr}: {e}"));
+                }
             }
-            Err(e) => failures.push(format!("{name} at {addr}: {e}")),
         }
+        let now = std::time::Instant::now();
+        if !only_busy || now + backoff >= deadline {
+            bail!("no node answered: {}", failures.join("; "))
+        }
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(Duration::from_millis(500));
     }
-    bail!("no node answered: {}", failures.join("; "))
 }
 
 /// The node a bench talks to: the one asked for, or the leader (writes to a follower
