@@ -37,6 +37,13 @@ pub(crate) struct SnapshotPolicy {
     pub(crate) after_bytes: u64,
 }
 
+/// Each node stretches its snapshot thresholds by a random 0 to this many percent, drawn
+/// again after every snapshot. The nodes of a cluster apply the same entries, so with the
+/// same thresholds they all serialize and write their state at the same moment; on shared
+/// disks or a busy CPU that stalled every node at once, and a leader whose followers all
+/// stalled lost its quorum (issue 18: 150 MB snapshots, 3 nodes on one disk).
+pub const SNAPSHOT_STRETCH_PERCENT_MAX: u64 = 50;
+
 /// A snapshot the apply thread took: (index, packed bytes), for the WaitLoop to store.
 pub(crate) type TakenSnapshot = (LogIndex, Bytes);
 
@@ -55,6 +62,9 @@ pub(crate) struct Applier<S: StateMachine> {
     bytes_since_snapshot: u64,
     /// Whether the state machine produced a snapshot when asked (false: never ask again).
     snapshots_supported: bool,
+    /// This round's stretch of the policy's thresholds, in percent
+    /// (< [`SNAPSHOT_STRETCH_PERCENT_MAX`]).
+    stretch_percent: u64,
 }
 
 impl<S: StateMachine> Applier<S> {
@@ -80,6 +90,7 @@ impl<S: StateMachine> Applier<S> {
             last_snapshot: applied,
             bytes_since_snapshot: 0,
             snapshots_supported: true,
+            stretch_percent: draw_stretch_percent(),
         }
     }
 
@@ -202,10 +213,11 @@ impl<S: StateMachine> Applier<S> {
         if !self.snapshots_supported || self.applied <= self.last_snapshot {
             return;
         }
+        let stretched = |threshold: u64| threshold.saturating_mul(100 + self.stretch_percent) / 100;
         let due = (self.policy.after_entries > 0
-            && self.applied - self.last_snapshot >= self.policy.after_entries)
+            && self.applied - self.last_snapshot >= stretched(self.policy.after_entries))
             || (self.policy.after_bytes > 0
-                && self.bytes_since_snapshot >= self.policy.after_bytes);
+                && self.bytes_since_snapshot >= stretched(self.policy.after_bytes));
         if !due && !force {
             return;
         }
@@ -230,6 +242,7 @@ impl<S: StateMachine> Applier<S> {
         if self.snapshots.try_send((self.applied, packed)).is_ok() {
             self.last_snapshot = self.applied;
             self.bytes_since_snapshot = 0;
+            self.stretch_percent = draw_stretch_percent();
         }
     }
 
@@ -278,4 +291,9 @@ impl<S: StateMachine> Applier<S> {
             w.send(result);
         }
     }
+}
+
+/// A stretch in `0..SNAPSHOT_STRETCH_PERCENT_MAX` (see the constant).
+fn draw_stretch_percent() -> u64 {
+    rand::random::<u64>() % SNAPSHOT_STRETCH_PERCENT_MAX
 }

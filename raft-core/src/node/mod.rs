@@ -32,6 +32,7 @@
 //! ```
 
 mod apply;
+pub use apply::SNAPSHOT_STRETCH_PERCENT_MAX;
 mod channel;
 mod config;
 mod dedup;

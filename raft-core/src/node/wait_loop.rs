@@ -549,7 +549,7 @@ impl<S: StateMachine> WaitLoop<S> {
         let result = (|| {
             let log = self.raft.log_mut();
             log.save_snapshot(&snapshot)?;
-            log.sync()?;
+            self.timed_sync("snapshot")?;
             self.compact_behind(index)
         })();
         match result {
@@ -611,7 +611,7 @@ impl<S: StateMachine> WaitLoop<S> {
         let result = (|| {
             let log = self.raft.log_mut();
             log.adopt_snapshot(&written)?;
-            log.sync()?;
+            self.timed_sync("snapshot")?;
             self.compact_behind(meta.last_index)
         })();
         match result {
@@ -639,7 +639,25 @@ impl<S: StateMachine> WaitLoop<S> {
         if let Some(meta) = self.raft.compaction_meta(index.saturating_sub(keep)) {
             let log = self.raft.log_mut();
             log.compact(meta)?;
-            log.sync()?;
+            self.timed_sync("snapshot")?;
+        }
+        Ok(())
+    }
+
+    /// `Log::sync`, with a warning when it blocked the WaitLoop for longer than half an
+    /// election timeout: a disk that slow costs heartbeats and, past an election timeout,
+    /// leadership (docs/operations.md: a leader's disk must keep its syncs well under T).
+    fn timed_sync(&mut self, what: &str) -> Result<(), crate::StorageError> {
+        let started = Instant::now();
+        self.raft.log_mut().sync()?;
+        let took = started.elapsed();
+        let half_election = self.config.tick() * self.config.protocol.election_timeout_ticks / 2;
+        if took > half_election {
+            log::warn!(
+                "n{} WaitLoop blocked {took:?} in a {what} sync (half the election timeout is {half_election:?}): \
+                 the disk is too slow for this timeout",
+                self.shared.id
+            );
         }
         Ok(())
     }
@@ -660,7 +678,7 @@ impl<S: StateMachine> WaitLoop<S> {
         if written == self.durable {
             return Ok(());
         }
-        self.raft.log_mut().sync()?;
+        self.timed_sync("ready")?;
         self.counters.syncs += 1;
         self.durable = written;
         Ok(())
@@ -681,7 +699,7 @@ impl<S: StateMachine> WaitLoop<S> {
         }
         // A new commit index alone is written but not synced: see `Ready::must_sync_after`.
         if ready.must_sync_after(&self.durable) {
-            self.raft.log_mut().sync()?;
+            self.timed_sync("ready")?;
             self.counters.syncs += 1;
             self.durable = self.raft.log().hard_state();
             self.synced_since_tick = true;
