@@ -371,17 +371,8 @@ impl Sealer {
 
     /// Writes the header, the IV and the postcard body into `out`.
     fn encode(&mut self, msg: &Message) -> Result<(usize, [u8; wire::IV_BYTES]), SealError> {
-        self.header.seq += 1;
-        let mut out = std::mem::take(&mut self.out);
-        out.clear();
-        self.header.flags = 0;
-        self.header.write(&mut out);
-        let mut iv = [0u8; wire::IV_BYTES];
-        if self.shared.keys.is_some() {
-            self.rng.fill_bytes(&mut iv);
-            out.extend_from_slice(&iv);
-        }
-        let body_start = out.len();
+        let (body_start, iv) = self.start_datagram(0);
+        let out = std::mem::take(&mut self.out);
         let encoded = postcard::to_extend(msg, out);
         self.out = match encoded {
             Ok(out) => out,
@@ -395,22 +386,10 @@ impl Sealer {
     /// bodies past the MAC.
     #[doc(hidden)]
     pub fn seal_raw_body(&mut self, body: &[u8], compressed: bool) -> &[u8] {
-        self.header.seq += 1;
-        self.header.flags = if compressed { wire::FLAG_COMPRESSED } else { 0 };
-        self.out.clear();
-        self.header.write(&mut self.out);
-        let mut iv = [0u8; wire::IV_BYTES];
-        if self.shared.keys.is_some() {
-            self.rng.fill_bytes(&mut iv);
-            self.out.extend_from_slice(&iv);
-        }
-        let body_start = self.out.len();
+        let flags = if compressed { wire::FLAG_COMPRESSED } else { 0 };
+        let (body_start, iv) = self.start_datagram(flags);
         self.out.extend_from_slice(body);
-        let keys = self.shared.keys.clone();
-        if let Some(keys) = &keys {
-            self.encrypt_and_tag(keys, body_start, &iv);
-        }
-        &self.out
+        self.seal_started(body_start, &iv)
     }
 
     /// Seals arbitrary body bytes under arbitrary flags (the encryption flag is set as
