@@ -87,3 +87,22 @@ pub struct Snapshot {
     /// The state machine's bytes (opaque to the protocol).
     pub data: Bytes,
 }
+
+/// A cluster's membership: who votes, who only receives the log, and, during a joint
+/// change (Raft thesis §4.3), the voters of the configuration being left.
+///
+/// Invariants (checked by [`Membership::validate`]): `voters` is not empty; ids are
+/// never 0; `learners` shares no id with `voters` or `outgoing_voters`. While
+/// `outgoing_voters` is not empty the configuration is joint: elections and commits need
+/// a majority of `voters` AND a majority of `outgoing_voters`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Membership {
+    /// The voters (in a joint configuration: the incoming voters).
+    pub voters: std::collections::BTreeSet<NodeId>,
+    /// In a joint configuration, the voters of the configuration being left; empty
+    /// otherwise.
+    pub outgoing_voters: std::collections::BTreeSet<NodeId>,
+    /// Non-voting members: they receive the log and snapshots, never vote and never
+    /// count toward a quorum or a commit.
+    pub learners: std::collections::BTreeSet<NodeId>,
+}

@@ -4,6 +4,7 @@
 //! or unseeded randomness. Time is [`Raft::tick`]; randomness comes from the seed given
 //! to [`Raft::new`]. All safety logic lives here, so the simulator can test it.
 
+pub mod membership;
 pub mod progress;
 pub mod quorum;
 mod raft;
