@@ -43,7 +43,10 @@ pub enum ReadMode {
 pub struct Config {
     /// This node's id (non-zero).
     pub id: NodeId,
-    /// Every voter of the cluster, this node included.
+    /// The cluster's initial voters: the configuration in force until the log or a
+    /// snapshot holds a configuration (membership changes, see `docs/architecture.md`).
+    /// A node joining an existing cluster is not among them: it does not campaign and
+    /// learns the configuration from the leader.
     pub voters: BTreeSet<NodeId>,
     /// Base election timeout T: a follower campaigns after a random timeout in [T, 2T).
     pub election_timeout_ticks: u32,
@@ -154,11 +157,8 @@ impl Config {
         if self.voters.contains(&0) {
             return Err(ConfigError::new("voters", "node id 0 is reserved"));
         }
-        if !self.voters.contains(&self.id) {
-            return Err(ConfigError::new(
-                "voters",
-                format!("this node ({}) is missing from the voters", self.id),
-            ));
+        if self.voters.is_empty() {
+            return Err(ConfigError::new("voters", "at least one voter is needed"));
         }
         if !(2..=Self::ELECTION_TIMEOUT_TICKS_MAX).contains(&self.election_timeout_ticks) {
             return Err(ConfigError::new(

@@ -17,6 +17,11 @@ pub enum EntryKind {
     Command,
     /// The empty entry a new leader appends to commit everything before it (Raft §8).
     Noop,
+    /// A cluster configuration ([`Membership`], postcard-encoded in the data), in force
+    /// on every node from the moment the node appends it (Raft thesis §4.1). Never
+    /// applied to the state machine. Added after the others so stored logs stay
+    /// readable.
+    Membership,
 }
 
 /// One log entry.

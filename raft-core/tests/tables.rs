@@ -151,10 +151,11 @@ fn config_validate_rejects_nonsense() {
             None,
         ),
         (with(|c| c.inflight_bytes_max = c.append_bytes_max), None),
-        // Ids: 0 means nobody; this node must be a voter.
+        // Ids: 0 means nobody; a node outside the initial voters joins an existing
+        // cluster (membership changes), but some voter is needed.
         (with(|c| c.id = 0), Some("id")),
         (Config::new(1, [0, 1, 2]), Some("voters")),
-        (Config::new(4, [1, 2, 3]), Some("voters")),
+        (Config::new(4, [1, 2, 3]), None),
         (Config::new(1, []), Some("voters")),
         // Timing: a heartbeat must come well within an election timeout.
         (

@@ -91,6 +91,7 @@ fn kind_byte(kind: EntryKind) -> u8 {
     match kind {
         EntryKind::Command => 0,
         EntryKind::Noop => 1,
+        EntryKind::Membership => 2,
     }
 }
 
@@ -285,6 +286,7 @@ impl Record {
                 let kind = match b[at + 8] {
                     0 => EntryKind::Command,
                     1 => EntryKind::Noop,
+                    2 => EntryKind::Membership,
                     other => return Err(corrupt(index, format!("unknown entry kind {other}"))),
                 };
                 let entry = Entry {

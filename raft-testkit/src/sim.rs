@@ -32,9 +32,10 @@ use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use bytes::Bytes;
+use raft_core::protocol::membership::open_snapshot_state;
 use raft_core::{
     Config, Entry, EntryKind, Log, LogIndex, Message, MessageBody, NodeId, ProposeError, Raft,
-    ReadMode, Ready, Role, Snapshot, SnapshotMeta, StorageError, Term,
+    ReadMode, Ready, Role, Snapshot, StorageError, Term,
 };
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -1555,8 +1556,15 @@ impl Simulator {
             self.checker.observe_applied(id, commit, &applied)?;
             let kv = &mut self.nodes[i].kv;
             for e in &committed {
-                kv.apply(e.index, &e.data);
-                self.reference.applied(e.index, &e.data);
+                // Only commands reach the state machine; a configuration entry is the
+                // protocol's (it advances the applied index like a no-op).
+                let data = if e.kind == EntryKind::Command {
+                    e.data.clone()
+                } else {
+                    Bytes::new()
+                };
+                kv.apply(e.index, &data);
+                self.reference.applied(e.index, &data);
             }
         }
         let mut replies = Vec::new();
@@ -1601,11 +1609,13 @@ impl Simulator {
     /// committed prefix it claims to hold.
     fn restore_snapshot(&mut self, id: NodeId, snapshot: &Snapshot) -> Result<KvState, Violation> {
         let index = snapshot.meta.last_index;
-        let kv = KvState::restore(&snapshot.data).map_err(|detail| Violation::BadSnapshot {
+        let bad = |detail: String| Violation::BadSnapshot {
             node: id,
             index,
             detail: format!("it does not decode: {detail}"),
-        })?;
+        };
+        let (_, state) = open_snapshot_state(&snapshot.data).map_err(bad)?;
+        let kv = KvState::restore(&state).map_err(bad)?;
         if kv.applied_index() != index {
             return Err(Violation::BadSnapshot {
                 node: id,
@@ -1640,18 +1650,13 @@ impl Simulator {
         if applied < last + policy.every_applied_entries {
             return Ok(());
         }
-        let Some(last_term) = raft.term_at(applied) else {
-            return Ok(()); // compacted already: a newer snapshot was installed
+        let state = match self.cfg.broken_snapshot {
+            Some(BrokenSnapshot::WithoutSessions) => node.kv.snapshot_without_sessions(),
+            None | Some(BrokenSnapshot::CompactBeforeSave) => node.kv.snapshot(),
         };
-        let snapshot = Snapshot {
-            meta: SnapshotMeta {
-                last_index: applied,
-                last_term,
-            },
-            data: match self.cfg.broken_snapshot {
-                Some(BrokenSnapshot::WithoutSessions) => node.kv.snapshot_without_sessions(),
-                None | Some(BrokenSnapshot::CompactBeforeSave) => node.kv.snapshot(),
-            },
+        // Sealed with the configuration at `applied`, as the runtime does.
+        let Some(snapshot) = raft.snapshot_at(applied, &state) else {
+            return Ok(()); // compacted already: a newer snapshot was installed
         };
         let compact_first = self.cfg.broken_snapshot == Some(BrokenSnapshot::CompactBeforeSave);
         if !compact_first {
@@ -2438,7 +2443,12 @@ impl Simulator {
 }
 
 fn entry_digest(e: &Entry) -> u64 {
-    digest(&e.data) ^ if e.kind == EntryKind::Noop { 0x9e37 } else { 0 }
+    digest(&e.data)
+        ^ match e.kind {
+            EntryKind::Noop => 0x9e37,
+            EntryKind::Membership => 0x7f4a,
+            EntryKind::Command => 0,
+        }
 }
 
 fn msg_detail(body: &MessageBody) -> [u64; 4] {

@@ -95,8 +95,14 @@ impl<S: StateMachine> Applier<S> {
     }
 
     /// Restores the state machine and the runtime state from stored snapshot bytes.
-    pub(crate) fn restore_state(sm: &mut S, data: &[u8]) -> Result<Dedup, super::RestoreError> {
-        let (dedup, state) = snapshot::unpack(data)?;
+    pub(crate) fn restore_state(
+        sm: &mut S,
+        data: &bytes::Bytes,
+    ) -> Result<Dedup, super::RestoreError> {
+        // The protocol's seal (the configuration at the snapshot) comes off first.
+        let (_, data) =
+            crate::protocol::membership::open_snapshot_state(data).map_err(super::RestoreError)?;
+        let (dedup, state) = snapshot::unpack(&data)?;
         sm.restore(&state)?;
         Ok(dedup)
     }

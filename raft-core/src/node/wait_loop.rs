@@ -531,17 +531,11 @@ impl<S: StateMachine> WaitLoop<S> {
     /// keeping `snapshot_trailing_entries`. A failure here is logged, not fatal: the log
     /// simply stays longer.
     fn store_snapshot(&mut self, index: LogIndex, data: bytes::Bytes) {
-        let Some(term) = self.raft.term_at(index) else {
+        // Sealed with the configuration in force at `index` (see `Raft::snapshot_at`).
+        let Some(snapshot) = self.raft.snapshot_at(index, &data) else {
             return; // already compacted past it (a newer snapshot was installed)
         };
         let id = self.shared.id;
-        let snapshot = Snapshot {
-            meta: SnapshotMeta {
-                last_index: index,
-                last_term: term,
-            },
-            data,
-        };
         if let Some(storer) = self.storer.as_mut() {
             storer.submit(snapshot);
             return;

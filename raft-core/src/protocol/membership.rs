@@ -236,6 +236,168 @@ impl Membership {
     }
 }
 
+/// A configuration entry's payload: `membership`, postcard-encoded.
+pub fn encode_entry(membership: &Membership) -> bytes::Bytes {
+    postcard::to_allocvec(membership)
+        .expect("a membership always encodes")
+        .into()
+}
+
+/// Decodes a configuration entry's payload and checks its invariants.
+///
+/// # Errors
+/// A description of what is wrong, for the log line; the caller keeps the
+/// configuration it had.
+pub fn decode_entry(data: &[u8]) -> Result<Membership, String> {
+    let m: Membership =
+        postcard::from_bytes(data).map_err(|e| format!("undecodable configuration: {e}"))?;
+    m.validate()
+        .map_err(|e| format!("invalid configuration: {e}"))?;
+    Ok(m)
+}
+
+/// Leading bytes of snapshot data sealed by [`seal_snapshot_state`].
+const SNAPSHOT_MAGIC: &[u8; 8] = b"RaftMbr1";
+/// Magic, then the configuration's length as a little-endian `u32`.
+const SNAPSHOT_HEADER_BYTES: usize = 8 + 4;
+
+/// The bytes of a snapshot: the configuration in force at its last index, then the
+/// state machine's bytes. The configuration travels and is stored with the snapshot, so
+/// a node that installs it or restarts from it knows who votes even though the
+/// configuration entry itself was compacted away (as etcd-io/raft keeps its ConfState in the snapshot metadata).
+pub fn seal_snapshot_state(membership: &Membership, state: &[u8]) -> bytes::Bytes {
+    let config = encode_entry(membership);
+    let mut out = Vec::with_capacity(SNAPSHOT_HEADER_BYTES + config.len() + state.len());
+    out.extend_from_slice(SNAPSHOT_MAGIC);
+    out.extend_from_slice(&(config.len() as u32).to_le_bytes());
+    out.extend_from_slice(&config);
+    out.extend_from_slice(state);
+    out.into()
+}
+
+/// Splits snapshot data into the configuration it carries and the state machine's
+/// bytes. Data that does not start with the seal (written before configurations were
+/// stored with snapshots) carries none and is all state.
+///
+/// # Errors
+/// Data that starts with the seal but whose configuration is cut short or invalid.
+///
+/// ```
+/// # use raft_core::types::Membership;
+/// # use raft_core::protocol::membership::{open_snapshot_state, seal_snapshot_state};
+/// let m = Membership::new([1, 2, 3], [4]);
+/// let sealed = seal_snapshot_state(&m, b"state");
+/// assert_eq!(open_snapshot_state(&sealed).unwrap(), (Some(m), sealed.slice(sealed.len() - 5..)));
+/// let old = bytes::Bytes::from_static(b"old state");
+/// assert_eq!(open_snapshot_state(&old).unwrap(), (None, old.clone()));
+/// ```
+pub fn open_snapshot_state(
+    data: &bytes::Bytes,
+) -> Result<(Option<Membership>, bytes::Bytes), String> {
+    if !data.starts_with(SNAPSHOT_MAGIC) {
+        return Ok((None, data.clone()));
+    }
+    let Some(len) = data.get(8..SNAPSHOT_HEADER_BYTES) else {
+        return Err("snapshot configuration header cut short".into());
+    };
+    let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+    let end = SNAPSHOT_HEADER_BYTES.saturating_add(len);
+    let Some(config) = data.get(SNAPSHOT_HEADER_BYTES..end) else {
+        return Err(format!(
+            "snapshot configuration of {len} bytes cut short ({} bytes in all)",
+            data.len()
+        ));
+    };
+    let membership = decode_entry(config)?;
+    Ok((Some(membership), data.slice(end..)))
+}
+
+/// The configurations a node's log defines, oldest first: the one in force at the
+/// start of the log (from the stored snapshot, or the initial configuration) and one per
+/// configuration entry after it. The last is the configuration in force (thesis §4.1:
+/// a server uses the latest configuration in its log, committed or not).
+///
+/// Invariants: not empty; indexes strictly increase; every element but the first is a
+/// configuration entry in the log at that index and term.
+#[derive(Clone, Debug)]
+pub(crate) struct ConfigHistory {
+    /// (index, configuration). The first element's index is where it starts to hold
+    /// (a snapshot's last index, or 0), not necessarily an entry.
+    configs: Vec<(LogIndex, Membership)>,
+}
+
+impl ConfigHistory {
+    /// A history that starts with `base`, in force from `index`.
+    pub(crate) fn new(index: LogIndex, base: Membership) -> Self {
+        ConfigHistory {
+            configs: vec![(index, base)],
+        }
+    }
+
+    /// The configuration in force.
+    pub(crate) fn current(&self) -> &Membership {
+        &self.configs.last().expect("never empty").1
+    }
+
+    /// The index of the latest configuration entry (or of the base).
+    pub(crate) fn current_index(&self) -> LogIndex {
+        self.configs.last().expect("never empty").0
+    }
+
+    /// The configuration in force at `index`: the latest one at or before it.
+    pub(crate) fn at(&self, index: LogIndex) -> &Membership {
+        &self
+            .configs
+            .iter()
+            .rev()
+            .find(|(i, _)| *i <= index)
+            .unwrap_or(&self.configs[0])
+            .1
+    }
+
+    /// A configuration entry was appended at `index`.
+    pub(crate) fn push(&mut self, index: LogIndex, membership: Membership) {
+        self.truncate_from(index);
+        self.configs.push((index, membership));
+    }
+
+    /// Entries from `index` on were removed from the log (a new leader overwrote them):
+    /// the configurations they held no longer apply, the previous one does again.
+    pub(crate) fn truncate_from(&mut self, index: LogIndex) {
+        while self.configs.len() > 1 && self.configs.last().expect("never empty").0 >= index {
+            self.configs.pop();
+        }
+    }
+
+    /// The log now starts after `index` with `base` in force there (a snapshot); the
+    /// configuration entries after it stay if `keep_later` (the log kept its suffix).
+    pub(crate) fn restart_at(&mut self, index: LogIndex, base: Membership, keep_later: bool) {
+        let later: Vec<_> = if keep_later {
+            self.configs
+                .iter()
+                .skip(1)
+                .filter(|(i, _)| *i > index)
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        self.configs = vec![(index, base)];
+        self.configs.extend(later);
+    }
+
+    /// Forgets configurations superseded at or before `compacted` (the log's compaction
+    /// point): nothing before it is ever asked about again.
+    pub(crate) fn forget_before(&mut self, compacted: LogIndex) {
+        let keep_from = self
+            .configs
+            .iter()
+            .rposition(|(i, _)| *i <= compacted)
+            .unwrap_or(0);
+        self.configs.drain(..keep_from);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

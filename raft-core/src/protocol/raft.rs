@@ -7,17 +7,21 @@ use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::membership::{self, ConfigHistory, MembershipChange, MembershipError};
 use super::progress::{Progress, ProgressState};
-use super::quorum::{self, VoteResult};
+use super::quorum::VoteResult;
 use super::raft_log::RaftLog;
 use super::ready::{ForwardedProposal, ReadState, Ready, Role, SoftState};
 use crate::config::{Config, ConfigError, ReadMode};
 use crate::message::{Message, MessageBody, RejectHint};
 use crate::storage::Log;
-use crate::types::{Entry, EntryKind, HardState, LogIndex, NodeId, Snapshot, SnapshotMeta, Term};
+use crate::types::{
+    Entry, EntryKind, HardState, LogIndex, Membership, NodeId, Snapshot, SnapshotMeta, Term,
+};
 
 mod election;
 mod leader;
+mod members;
 mod propose;
 mod read;
 mod replication;
@@ -58,6 +62,20 @@ pub enum ProposeError {
     /// A leadership transfer is in progress; retry on the new leader.
     #[error("leadership transfer in progress")]
     Transferring,
+    /// The membership change does not apply to the configuration in force.
+    #[error("membership change refused: {0}")]
+    Membership(#[from] MembershipError),
+    /// A membership change is still in flight (its entry, at `index`, is not committed,
+    /// or a joint configuration is not yet left): one change at a time (thesis §4.1).
+    #[error("a membership change is in flight (entry {index}); retry once it commits")]
+    ChangeInFlight {
+        /// The index of the configuration entry not yet committed.
+        index: LogIndex,
+    },
+    /// A new leader must commit an entry of its own term before it changes the
+    /// membership (thesis §4.1, the fix for the single-server change bug); retry shortly.
+    #[error("the leader has not committed an entry of its term yet; retry shortly")]
+    NotCommittedInTerm,
 }
 
 /// Deliberately broken protocol variants, to prove the simulator's checkers catch them.
@@ -128,6 +146,8 @@ pub struct Status {
     pub counters: ProtocolCounters,
     /// Logical time: ticks since this instance started.
     pub ticks: u64,
+    /// The configuration in force (the latest in the log, committed or not).
+    pub membership: Membership,
 }
 
 /// The Raft protocol for one node.
@@ -147,14 +167,14 @@ pub struct Status {
 pub struct Raft<L: Log> {
     id: NodeId,
     config: Config,
-    /// Sorted, this node included.
-    voters: Vec<NodeId>,
+    /// The configurations the log holds; the last one is in force (thesis §4.1).
+    configs: ConfigHistory,
     term: Term,
     vote: Option<NodeId>,
     leader: Option<NodeId>,
     role: Role,
     log: RaftLog<L>,
-    /// Leader only: every other voter's progress.
+    /// Leader only: every other member's progress (voters and learners).
     progress: BTreeMap<NodeId, Progress>,
     votes: BTreeMap<NodeId, bool>,
     /// Ticks since the last reset of the election timer (or, on a leader, since the
@@ -233,8 +253,8 @@ impl<L: Log> Raft<L> {
         config.validate()?;
         let hard = log.hard_state();
         // The state machine starts from the stored snapshot, if any (the runtime restores it).
-        let snapshot = match log.snapshot() {
-            Ok(snap) => snap.map(|s| s.meta),
+        let stored = match log.snapshot() {
+            Ok(snap) => snap,
             Err(e) => {
                 return Err(ConfigError::new(
                     "log",
@@ -242,6 +262,23 @@ impl<L: Log> Raft<L> {
                 ))
             }
         };
+        let snapshot = stored.as_ref().map(|s| s.meta);
+        // The configuration in force at the snapshot travels with it; a snapshot written
+        // before configurations were stored with snapshots has none, and the initial
+        // configuration (`config.voters`) then holds until a configuration entry.
+        let base = match &stored {
+            Some(s) => match membership::open_snapshot_state(&s.data) {
+                Ok((m, _)) => m.map(|m| (s.meta.last_index, m)),
+                Err(e) => {
+                    return Err(ConfigError::new(
+                        "log",
+                        format!("the stored snapshot's configuration is unreadable: {e}"),
+                    ))
+                }
+            },
+            None => None,
+        };
+        drop(stored);
         // Installing a snapshot is two writes, save then compact, and a crash before the
         // sync may keep only the first: the snapshot then lies beyond a log that does not
         // hold its last entry (or disagrees there). Finish the compaction, or the log
@@ -261,7 +298,7 @@ impl<L: Log> Raft<L> {
         let snapshot_index = snapshot.map_or(0, |m| m.last_index);
         let applied = snapshot_index.max(log.snapshot_meta().last_index);
         let log = RaftLog::new(log, applied);
-        let voters: Vec<NodeId> = config.voters.iter().copied().collect();
+        let configs = Self::load_configs(&config, &log, base)?;
         let soft = SoftState {
             role: Role::Follower,
             term: hard.term,
@@ -269,7 +306,7 @@ impl<L: Log> Raft<L> {
         };
         let mut raft = Self {
             id: config.id,
-            voters,
+            configs,
             term: hard.term,
             vote: hard.vote,
             leader: None,
@@ -310,6 +347,13 @@ impl<L: Log> Raft<L> {
             broken: None,
         };
         raft.reset_randomized_timeout();
+        if !raft.configs.current().is_voter(raft.id) {
+            log::info!(
+                "n{} is not a voter of {:?}: it does not campaign until a configuration makes it one",
+                raft.id,
+                raft.configs.current()
+            );
+        }
         log::info!(
             "n{} starting at term {} with log {}..={} and commit {}",
             raft.id,
@@ -452,6 +496,7 @@ impl<L: Log> Raft<L> {
                 .collect(),
             counters: self.counters,
             ticks: self.now_ticks,
+            membership: self.configs.current().clone(),
         }
     }
 
@@ -471,9 +516,21 @@ impl<L: Log> Raft<L> {
         }
     }
 
-    fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
+    /// Every other member: voters of both halves of a joint configuration and learners.
+    fn peers(&self) -> Vec<NodeId> {
         let id = self.id;
-        self.voters.iter().copied().filter(move |v| *v != id)
+        self.configs
+            .current()
+            .members()
+            .filter(move |v| *v != id)
+            .collect()
+    }
+
+    /// Every other voter (both halves of a joint configuration): who is asked for votes.
+    fn voter_peers(&self) -> Vec<NodeId> {
+        let id = self.id;
+        let m = self.configs.current();
+        m.members().filter(|v| *v != id && m.is_voter(*v)).collect()
     }
 
     fn send(&mut self, to: NodeId, body: MessageBody) {
@@ -551,12 +608,7 @@ impl<L: Log> Raft<L> {
         self.role = Role::Leader;
         self.leader = Some(self.id);
         self.counters.became_leader += 1;
-        let next = self.log.last_index() + 1;
-        for peer in self.voters.clone() {
-            if peer != self.id {
-                self.progress.insert(peer, Progress::new(next));
-            }
-        }
+        self.sync_progress();
         // §8: an empty entry of the new term lets the leader commit everything before it.
         let index = self.log.last_index() + 1;
         self.log.append_unstable(&[Entry {
@@ -587,12 +639,11 @@ impl<L: Log> Raft<L> {
             self.counters.messages_ignored += 1;
             return;
         }
-        if !self.voters.contains(&m.from) || m.from == self.id {
-            log::warn!(
-                "n{} ignoring a message from unknown node n{}",
-                self.id,
-                m.from
-            );
+        // Any other node may write: a node joining the cluster hears from a leader its
+        // configuration does not list yet, and a removed node's requests are answered
+        // (pre-vote and check-quorum keep it from disrupting, thesis §4.2.3).
+        if m.from == 0 || m.from == self.id {
+            log::warn!("n{} ignoring a message from n{}", self.id, m.from);
             self.counters.messages_ignored += 1;
             return;
         }
@@ -769,6 +820,7 @@ impl<L: Log> Raft<L> {
     /// [`Raft::advance`] before the next `ready`.
     pub fn ready(&mut self) -> Ready {
         self.flush_leader_sends();
+        self.step_down_if_removed();
         let soft = self.soft_state();
         let hard = self.hard_state();
         let ready = Ready {
@@ -825,5 +877,7 @@ impl<L: Log> Raft<L> {
         if let Some(index) = applied {
             self.log.applied_to(index);
         }
+        self.configs
+            .forget_before(self.log.first_index().saturating_sub(1));
     }
 }

@@ -166,12 +166,17 @@ impl<L: Log> RaftLog<L> {
     }
 
     /// Appends entries received from a leader after a matching `prev_index`: skips those
-    /// already present, truncates at the first conflict, returns the last new index.
+    /// already present, truncates at the first conflict. Returns the last new index and
+    /// the first index written (the first conflict), if anything was written.
     ///
     /// # Panics
     /// If a conflict lies at or below the commit index: a committed entry is never
     /// truncated, so this means another node broke the protocol or the log is corrupt.
-    pub(crate) fn append_after(&mut self, prev_index: LogIndex, entries: &[Entry]) -> LogIndex {
+    pub(crate) fn append_after(
+        &mut self,
+        prev_index: LogIndex,
+        entries: &[Entry],
+    ) -> (LogIndex, Option<LogIndex>) {
         let last_new = prev_index + entries.len() as u64;
         let conflict = entries
             .iter()
@@ -187,7 +192,7 @@ impl<L: Log> RaftLog<L> {
             let from = (conflict - prev_index - 1) as usize;
             self.append_unstable(&entries[from..]);
         }
-        last_new
+        (last_new, conflict)
     }
 
     /// Appends entries to the unstable tail, truncating any suffix from the first one's index.

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use raft_core::protocol::ForwardedProposal;
 use raft_core::{
     Config, Entry, EntryKind, HardState, Log, LogIndex, MemLog, Message, MessageBody, NodeId, Raft,
-    ReadState, Role, Snapshot, SnapshotMeta, Term,
+    ReadState, Role, Term,
 };
 
 /// One node of the network.
@@ -89,7 +89,15 @@ pub fn encode_entries(entries: &[Entry]) -> Bytes {
     out.into()
 }
 
-/// The inverse of [`encode_entries`].
+/// The state machine's bytes of a snapshot: without the configuration the protocol
+/// seals in (if it does).
+pub fn snapshot_state(data: &Bytes) -> Bytes {
+    raft_core::protocol::membership::open_snapshot_state(data)
+        .expect("a readable snapshot")
+        .1
+}
+
+/// Decodes what [`encode_entries`] encoded.
 pub fn decode_entries(mut bytes: &[u8]) -> Vec<Entry> {
     let mut out = Vec::new();
     let take = |n: usize, bytes: &mut &[u8]| {
@@ -136,6 +144,8 @@ pub struct NetworkBuilder {
     tweak: Box<dyn Fn(&mut Config)>,
     logs: BTreeMap<NodeId, MemLog>,
     seed: u64,
+    /// The initial configuration's voters; `None`: every node.
+    voters: Option<Vec<NodeId>>,
 }
 
 impl NetworkBuilder {
@@ -154,6 +164,13 @@ impl NetworkBuilder {
     /// Node `id` starts with entries of `terms` and stored term `term`.
     pub fn log_terms(self, id: NodeId, terms: &[Term], term: Term) -> Self {
         self.log(id, preloaded_log(terms, at_term(term)))
+    }
+
+    /// Only `voters` form the initial configuration; the other nodes start outside the
+    /// cluster (to join it through membership changes).
+    pub fn initial_voters(mut self, voters: &[NodeId]) -> Self {
+        self.voters = Some(voters.to_vec());
+        self
     }
 
     /// The seed every node's RNG derives from.
@@ -175,7 +192,8 @@ impl NetworkBuilder {
             applied_terms: BTreeMap::new(),
         };
         for &id in &self.ids {
-            let mut config = Config::new(id, self.ids.iter().copied());
+            let voters = self.voters.clone().unwrap_or_else(|| self.ids.clone());
+            let mut config = Config::new(id, voters);
             (self.tweak)(&mut config);
             let log = self.logs.remove(&id).unwrap_or_default();
             let node = Raft::new(config, log, self.seed).expect("valid test config");
@@ -224,6 +242,7 @@ impl Network {
             tweak: Box::new(|_| {}),
             logs: BTreeMap::new(),
             seed: SEED,
+            voters: None,
         }
     }
 
@@ -305,13 +324,10 @@ impl Network {
             Some(index),
             "n{id}: the harness's state machine is not at the applied index"
         );
-        let snapshot = Snapshot {
-            meta: SnapshotMeta {
-                last_index: index,
-                last_term: term,
-            },
-            data: encode_entries(&covered),
-        };
+        let snapshot = node
+            .snapshot_at(index, &encode_entries(&covered))
+            .expect("the applied index is in the log");
+        assert_eq!(snapshot.meta.last_term, term);
         let log = node.log_mut();
         log.save_snapshot(&snapshot).unwrap();
         log.sync().unwrap();
@@ -377,7 +393,7 @@ impl Network {
             node.log_mut().save_snapshot(snapshot).unwrap();
             node.log_mut().compact(snapshot.meta).unwrap();
             // The state machine is restored from the snapshot.
-            let restored = decode_entries(&snapshot.data);
+            let restored = decode_entries(&snapshot_state(&snapshot.data));
             assert_eq!(
                 restored.last().map(|e| (e.index, e.term)),
                 Some((snapshot.meta.last_index, snapshot.meta.last_term)),
@@ -555,7 +571,7 @@ impl Network {
         let restored = log
             .snapshot()
             .unwrap()
-            .map(|s| decode_entries(&s.data))
+            .map(|s| decode_entries(&snapshot_state(&s.data)))
             .unwrap_or_default();
         let node = Raft::new(config, log, seed).expect("the config was valid before");
         self.nodes.insert(id, node);

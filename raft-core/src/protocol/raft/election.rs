@@ -13,9 +13,7 @@ impl<L: Log> Raft<L> {
         }
         if self.election_elapsed >= self.randomized_election_timeout {
             self.election_elapsed = 0;
-            if self.voters.contains(&self.id) {
-                self.start_election(false);
-            }
+            self.start_election(false);
         }
     }
 
@@ -69,15 +67,25 @@ impl<L: Log> Raft<L> {
 
     pub(super) fn start_election(&mut self, transfer: bool) {
         self.campaign_pending = false;
+        // Only a voter of the configuration in force campaigns: a learner, a removed
+        // node or one not yet added never becomes leader (thesis §4).
+        if !self.configs.current().is_voter(self.id) {
+            log::debug!(
+                "n{} does not campaign: not a voter of {:?}",
+                self.id,
+                self.configs.current()
+            );
+            return;
+        }
         if self.config.pre_vote && !transfer {
             self.become_pre_candidate();
             self.votes.insert(self.id, true);
-            if quorum::tally(&self.voters, &self.votes) == VoteResult::Won {
+            if self.configs.current().tally(&self.votes) == VoteResult::Won {
                 self.start_real_election(false);
                 return;
             }
             let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
-            for peer in self.peers().collect::<Vec<_>>() {
+            for peer in self.voter_peers() {
                 self.msgs.push(Message {
                     from: self.id,
                     to: peer,
@@ -96,12 +104,12 @@ impl<L: Log> Raft<L> {
     pub(super) fn start_real_election(&mut self, transfer: bool) {
         self.become_candidate();
         self.votes.insert(self.id, true);
-        if quorum::tally(&self.voters, &self.votes) == VoteResult::Won {
+        if self.configs.current().tally(&self.votes) == VoteResult::Won {
             self.become_leader();
             return;
         }
         let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
-        for peer in self.peers().collect::<Vec<_>>() {
+        for peer in self.voter_peers() {
             self.send(
                 peer,
                 MessageBody::Vote {
@@ -181,7 +189,7 @@ impl<L: Log> Raft<L> {
                     return;
                 }
                 self.votes.insert(m.from, granted);
-                match quorum::tally(&self.voters, &self.votes) {
+                match self.configs.current().tally(&self.votes) {
                     VoteResult::Won => self.start_real_election(false),
                     VoteResult::Lost => self.become_follower(self.term, None),
                     VoteResult::Pending => {}
@@ -189,7 +197,7 @@ impl<L: Log> Raft<L> {
             }
             MessageBody::VoteResponse { granted } if self.role == Role::Candidate => {
                 self.votes.insert(m.from, granted);
-                match quorum::tally(&self.voters, &self.votes) {
+                match self.configs.current().tally(&self.votes) {
                     VoteResult::Won => self.become_leader(),
                     VoteResult::Lost => self.become_follower(self.term, None),
                     VoteResult::Pending => {}

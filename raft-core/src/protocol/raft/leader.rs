@@ -34,14 +34,15 @@ impl<L: Log> Raft<L> {
     }
 
     pub(super) fn quorum_recently_active(&mut self) -> bool {
-        let mut active = 1; // the leader itself
-        for p in self.progress.values_mut() {
+        // The leader itself, and every member heard from (learners do not count).
+        let mut active: BTreeMap<NodeId, bool> = [(self.id, true)].into_iter().collect();
+        for (&id, p) in self.progress.iter_mut() {
             if p.recent_active {
-                active += 1;
+                active.insert(id, true);
             }
             p.recent_active = false;
         }
-        active >= quorum::majority(self.voters.len())
+        self.configs.current().tally(&active) == VoteResult::Won
     }
 
     pub(super) fn step_leader(&mut self, m: Message) {
@@ -191,14 +192,15 @@ impl<L: Log> Raft<L> {
     ///
     /// # Errors
     /// [`ProposeError::NotLeader`] on a non-leader; [`ProposeError::Transferring`] if
-    /// `to` is not another voter.
+    /// `to` is not another voter of the configuration in force.
     pub fn transfer_leadership(&mut self, to: NodeId) -> Result<(), ProposeError> {
         if self.role != Role::Leader {
             return Err(ProposeError::NotLeader {
                 leader: self.leader,
             });
         }
-        if to == self.id || !self.progress.contains_key(&to) {
+        if to == self.id || !self.progress.contains_key(&to) || !self.configs.current().is_voter(to)
+        {
             return Err(ProposeError::Transferring);
         }
         log::info!(

@@ -32,7 +32,9 @@ impl<L: Log> Raft<L> {
             return;
         }
         let index = self.log.committed;
-        if self.voters.len() == 1
+        let m = self.configs.current();
+        let alone = !m.is_joint() && m.voters.len() == 1 && m.voters.contains(&self.id);
+        if alone
             || (self.config.read_mode == ReadMode::Lease
                 && !self.timeout_now_sent
                 && self.lease_valid())
@@ -65,7 +67,7 @@ impl<L: Log> Raft<L> {
             .map(|(&id, p)| (id, p.read_round_acked))
             .collect();
         acked.insert(self.id, self.read_round);
-        quorum::committed_index(&self.voters, &acked)
+        self.configs.current().committed_index(&acked)
     }
 
     pub(super) fn release_confirmed_reads(&mut self) {
@@ -103,7 +105,7 @@ impl<L: Log> Raft<L> {
             .map(|(&id, p)| (id, sent_tick(p.read_round_acked)))
             .collect();
         acked.insert(self.id, self.now_ticks);
-        let quorum_tick = quorum::committed_index(&self.voters, &acked);
+        let quorum_tick = self.configs.current().committed_index(&acked);
         let lease_ticks =
             u64::from(self.config.election_timeout_ticks - self.config.lease_drift_ticks);
         quorum_tick > 0 && self.now_ticks < quorum_tick + lease_ticks

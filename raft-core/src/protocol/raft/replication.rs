@@ -86,7 +86,10 @@ impl<L: Log> Raft<L> {
             return;
         }
         if self.log.matches(prev_index, prev_term) {
-            let last_new = self.log.append_after(prev_index, entries);
+            let (last_new, conflict) = self.log.append_after(prev_index, entries);
+            if let Some(from) = conflict {
+                self.record_appended_configs(from, entries);
+            }
             self.log.commit_to(commit.min(last_new));
             self.send(
                 leader,
@@ -239,7 +242,7 @@ impl<L: Log> Raft<L> {
     }
 
     pub(super) fn broadcast_append(&mut self) {
-        for peer in self.peers().collect::<Vec<_>>() {
+        for peer in self.peers() {
             self.send_append(peer, Send::Batched);
         }
     }
@@ -251,7 +254,7 @@ impl<L: Log> Raft<L> {
             self.round_sent_ticks.pop_front();
         }
         let round = self.read_round;
-        for peer in self.peers().collect::<Vec<_>>() {
+        for peer in self.peers() {
             let commit = self.progress[&peer].match_index.min(self.log.committed);
             self.send(
                 peer,
@@ -274,7 +277,7 @@ impl<L: Log> Raft<L> {
             .map(|(&id, p)| (id, p.match_index))
             .collect();
         matched.insert(self.id, self.log.persisted);
-        let candidate = quorum::committed_index(&self.voters, &matched);
+        let candidate = self.configs.current().committed_index(&matched);
         if candidate <= self.log.committed {
             return false;
         }
@@ -293,6 +296,7 @@ impl<L: Log> Raft<L> {
                 self.leader_read(from, request_id);
             }
         }
+        self.maybe_leave_joint();
         true
     }
 

@@ -132,11 +132,19 @@ impl<L: Log> Raft<L> {
             meta.last_term,
             incoming.data.len()
         );
+        let data: Bytes = incoming.data.into();
+        let kept_suffix = self.log.matches(meta.last_index, meta.last_term);
+        if let Err(e) = self.configs_from_snapshot(meta, &data, kept_suffix) {
+            log::error!(
+                "n{} refusing the snapshot up to {} from n{leader}: {e}",
+                self.id,
+                meta.last_index
+            );
+            self.counters.messages_ignored += 1;
+            return;
+        }
         self.log.restore(meta);
-        self.pending_snapshot = Some(Snapshot {
-            meta,
-            data: incoming.data.into(),
-        });
+        self.pending_snapshot = Some(Snapshot { meta, data });
         self.send(
             leader,
             MessageBody::AppendResponse {
