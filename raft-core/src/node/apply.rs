@@ -15,15 +15,20 @@ use super::queue::QueueReceiver;
 use super::shared::Shared;
 use super::snapshot;
 use super::state_machine::StateMachine;
-use crate::types::{Entry, EntryKind, LogIndex, Snapshot};
+use crate::types::{Entry, EntryKind, LogIndex, Snapshot, Term};
 
 /// Work for the apply thread, in log order.
 pub(crate) enum ApplyTask {
     /// Committed entries, in order.
     Entries(Vec<Entry>),
-    /// The leader placed this node's proposal `request_id` at `index`: if a different
-    /// entry ends up applied there, the proposal was dropped.
-    Placed { request_id: u64, index: LogIndex },
+    /// The leader of `term` placed this node's proposal `request_id` at `index`: if a
+    /// different entry ends up applied there, or an entry of a later term is applied at or
+    /// below `index`, the proposal was dropped.
+    Placed {
+        request_id: u64,
+        index: LogIndex,
+        term: Term,
+    },
     /// Replace the state with a snapshot received from the leader.
     Restore(Snapshot),
     /// Take a snapshot now (a manual trigger).
@@ -53,8 +58,19 @@ pub(crate) struct Applier<S: StateMachine> {
     applied: LogIndex,
     /// Entries up to here were committed before this start: applying them is a replay.
     replay_to: LogIndex,
-    /// Placed proposals not yet applied: index -> request id.
-    placed: BTreeMap<LogIndex, u64>,
+    /// Term of the entry at `applied` (0 before the first).
+    applied_term: Term,
+    /// Placed proposals not yet applied: index -> (request id, term it was placed in).
+    ///
+    /// Invariant: every placement here has index > `applied` and term >= `applied_term`.
+    /// A placement (p, t) that would break it can never be applied: the entry at p in
+    /// the committed log is another one when p <= `applied`; when p > `applied` and
+    /// t < `applied_term`, terms never decrease along a log, so the entry at p has a term
+    /// >= `applied_term` > t and is not the one placed in t. Such a proposal is answered
+    /// `Dropped` at once. (Without the second half, a proposal that a dying leader placed
+    /// beyond the next leader's log waited until the log grew that far, which with no
+    /// more writes was never.)
+    placed: BTreeMap<LogIndex, (u64, Term)>,
     dedup: Dedup,
     policy: SnapshotPolicy,
     snapshots: Sender<TakenSnapshot>,
@@ -82,6 +98,7 @@ impl<S: StateMachine> Applier<S> {
             shared,
             tasks,
             applied,
+            applied_term: 0,
             replay_to,
             placed: BTreeMap::new(),
             dedup,
@@ -124,12 +141,16 @@ impl<S: StateMachine> Applier<S> {
             ApplyTask::Entries(entries) => self.apply(entries),
             ApplyTask::Restore(snap) => self.restore(snap),
             ApplyTask::TakeSnapshot => self.maybe_snapshot(true),
-            ApplyTask::Placed { request_id, index } => {
-                if index <= self.applied {
-                    // Already applied and not answered: what was applied there was not ours.
+            ApplyTask::Placed {
+                request_id,
+                index,
+                term,
+            } => {
+                if index <= self.applied || term < self.applied_term {
+                    // Applied there was another entry, or will be (see `placed`).
                     self.answer(request_id, Err(NodeError::Dropped));
                 } else {
-                    self.placed.insert(index, request_id);
+                    self.placed.insert(index, (request_id, term));
                 }
             }
         }
@@ -149,16 +170,37 @@ impl<S: StateMachine> Applier<S> {
                 "entries must be applied in order without gaps"
             );
             self.applied = entry.index;
+            let new_term = entry.term > self.applied_term;
+            self.applied_term = self.applied_term.max(entry.term);
             let answered = if entry.kind == EntryKind::Command {
                 self.apply_command(&mut sm, &entry, publish)
             } else {
                 None
             };
-            if let Some(request_id) = self.placed.remove(&entry.index) {
+            if let Some((request_id, _)) = self.placed.remove(&entry.index) {
                 if answered != Some(request_id) {
                     self.answer(request_id, Err(NodeError::Dropped));
                 }
             }
+            if new_term {
+                self.drop_placed_before_term();
+            }
+        }
+    }
+
+    /// Answers `Dropped` every placement from a term before `applied_term`: keeps the
+    /// invariant of `placed` after the applied term rose. Runs once per new term.
+    fn drop_placed_before_term(&mut self) {
+        let applied_term = self.applied_term;
+        let stale: Vec<(LogIndex, u64)> = self
+            .placed
+            .iter()
+            .filter(|(_, (_, t))| *t < applied_term)
+            .map(|(i, (r, _))| (*i, *r))
+            .collect();
+        for (index, request_id) in stale {
+            self.placed.remove(&index);
+            self.answer(request_id, Err(NodeError::Dropped));
         }
     }
 
@@ -188,6 +230,7 @@ impl<S: StateMachine> Applier<S> {
             snap.meta.last_index
         );
         self.applied = snap.meta.last_index;
+        self.applied_term = self.applied_term.max(snap.meta.last_term);
         self.last_snapshot = snap.meta.last_index;
         self.bytes_since_snapshot = 0;
         // Our proposals placed at or below the snapshot: the snapshot's table says
@@ -195,7 +238,7 @@ impl<S: StateMachine> Applier<S> {
         let covered: Vec<(LogIndex, u64)> = self
             .placed
             .range(..=snap.meta.last_index)
-            .map(|(i, r)| (*i, *r))
+            .map(|(i, (r, _))| (*i, *r))
             .collect();
         for (index, request_id) in covered {
             self.placed.remove(&index);

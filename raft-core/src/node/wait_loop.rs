@@ -719,11 +719,12 @@ impl<S: StateMachine> WaitLoop<S> {
         for placed in ready.forwarded.drain(..) {
             // A refusal (the node we forwarded to no longer leads) leaves the proposal
             // unplaced: it is sent again when a leader is known.
-            if let Some((index, _term)) = placed.placed {
+            if let Some((index, term)) = placed.placed {
                 if self.unplaced.remove(&placed.request_id).is_some() {
                     self.apply.send(ApplyTask::Placed {
                         request_id: placed.request_id,
                         index,
+                        term,
                     });
                 }
             }
