@@ -58,9 +58,7 @@ fn proposals_placed_beyond_the_next_leaders_log_are_answered() {
     }
     let f = &nodes[follower as usize - 1];
     let before = f.status().last_index;
-    let proposals: Vec<_> = (1..=50)
-        .map(|i| f.propose(command(i)).unwrap())
-        .collect();
+    let proposals: Vec<_> = (1..=50).map(|i| f.propose(command(i)).unwrap()).collect();
     // Wait until F holds L's copies of (most of) them: they were placed.
     let deadline = Instant::now() + t;
     while f.status().last_index < before + 40 && Instant::now() < deadline {

@@ -12,7 +12,8 @@ use super::envelope;
 use super::error::NodeError;
 use super::events::Event;
 use super::queue::QueueReceiver;
-use super::shared::Shared;
+use super::reply::{Completion, CompletionQueue};
+use super::shared::{ProposalWaiter, Shared};
 use super::snapshot;
 use super::state_machine::StateMachine;
 use crate::types::{Entry, EntryKind, LogIndex, Snapshot, Term};
@@ -72,6 +73,13 @@ pub(crate) struct Applier<S: StateMachine> {
     /// more writes was never.)
     placed: BTreeMap<LogIndex, (u64, Term)>,
     dedup: Dedup,
+    /// Submitters' completions of the batch being applied, per queue: pushed together
+    /// once the batch is done, so a submitter wakes once per batch, not once per entry.
+    /// Empty between batches.
+    completions: Vec<(
+        Arc<CompletionQueue<S::Response>>,
+        Vec<Completion<S::Response>>,
+    )>,
     policy: SnapshotPolicy,
     snapshots: Sender<TakenSnapshot>,
     last_snapshot: LogIndex,
@@ -102,6 +110,7 @@ impl<S: StateMachine> Applier<S> {
             replay_to,
             placed: BTreeMap::new(),
             dedup,
+            completions: Vec::new(),
             policy,
             snapshots,
             last_snapshot: applied,
@@ -126,6 +135,7 @@ impl<S: StateMachine> Applier<S> {
             while let Some(task) = batch.pop_front() {
                 self.handle(task);
             }
+            self.push_completions();
             self.shared.set_applied(self.applied);
             self.maybe_snapshot(false);
         }
@@ -314,7 +324,7 @@ impl<S: StateMachine> Applier<S> {
         if let Some(request_id) = ours {
             let waiter = self.shared.waiters.lock().remove(&request_id);
             if let Some(w) = waiter {
-                w.send(Ok(response));
+                self.deliver(w, Ok(response));
             }
         }
         if publish {
@@ -328,10 +338,40 @@ impl<S: StateMachine> Applier<S> {
         ours
     }
 
-    fn answer(&self, request_id: u64, result: Result<S::Response, NodeError>) {
+    fn answer(&mut self, request_id: u64, result: Result<S::Response, NodeError>) {
         let waiter = self.shared.waiters.lock().remove(&request_id);
         if let Some(w) = waiter {
-            w.send(result);
+            self.deliver(w, result);
+        }
+    }
+
+    /// Answers a blocked proposer at once; keeps a submitter's completion for
+    /// [`Applier::push_completions`] at the end of the batch.
+    fn deliver(
+        &mut self,
+        waiter: ProposalWaiter<S::Response>,
+        result: Result<S::Response, NodeError>,
+    ) {
+        match waiter {
+            ProposalWaiter::Slot(slot) => slot.send(result),
+            ProposalWaiter::Queue(q) => {
+                let (queue, ticket) = q.into_parts();
+                match self
+                    .completions
+                    .iter_mut()
+                    .find(|(q, _)| Arc::ptr_eq(q, &queue))
+                {
+                    Some((_, list)) => list.push((ticket, result)),
+                    None => self.completions.push((queue, vec![(ticket, result)])),
+                }
+            }
+        }
+    }
+
+    /// Hands each submitter the completions of the batch just applied, in one push.
+    fn push_completions(&mut self) {
+        for (queue, list) in self.completions.drain(..) {
+            queue.push_all(list);
         }
     }
 }
