@@ -30,6 +30,23 @@
 //! assert_eq!(nodes[2].get(&"hello".to_string(), t).unwrap(), Some("world".to_string()));
 //! for n in &nodes { n.stop(); }
 //! ```
+//!
+//! ## Writing
+//!
+//! - [`Node::propose`] (or `propose_wait`, `propose_with_retry`): one command, one
+//!   [`Proposal`] to wait on. Simple, but each write in flight costs a blocked thread.
+//! - [`Node::propose_batch`]: several commands with one request, one `Proposal` each.
+//! - [`Node::submitter`]: a [`Submitter`] keeps up to `in_flight_max` commands in flight
+//!   from one thread. `submit` never blocks (it fails fast with [`NodeError::Busy`] at
+//!   the limit); outcomes come back as `(Ticket, Result)` [`Completion`]s on one queue
+//!   that the caller drains in bulk, e.g. once per frame of a game loop
+//!   (`raft-core/examples/game_loop.rs`). The apply thread pushes a whole batch's
+//!   completions at once, so a burst of results costs one wake-up.
+//!
+//! Every proposal is answered exactly once, including across leader changes: a
+//! proposal placed by a leader that lost its place in the log is answered
+//! [`NodeError::Dropped`] as soon as an entry of a later term is applied (see the
+//! apply thread's `placed` invariant).
 
 mod apply;
 pub use apply::SNAPSHOT_STRETCH_PERCENT_MAX;
