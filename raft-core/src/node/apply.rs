@@ -53,6 +53,9 @@ pub const SNAPSHOT_STRETCH_PERCENT_MAX: u64 = 50;
 /// A snapshot the apply thread took: (index, packed bytes), for the WaitLoop to store.
 pub(crate) type TakenSnapshot = (LogIndex, Bytes);
 
+/// One submitter's completions from the batch being applied.
+type BatchCompletions<R> = (Arc<CompletionQueue<R>>, Vec<Completion<R>>);
+
 pub(crate) struct Applier<S: StateMachine> {
     shared: Arc<Shared<S>>,
     tasks: QueueReceiver<ApplyTask>,
@@ -67,19 +70,16 @@ pub(crate) struct Applier<S: StateMachine> {
     /// A placement (p, t) that would break it can never be applied: the entry at p in
     /// the committed log is another one when p <= `applied`; when p > `applied` and
     /// t < `applied_term`, terms never decrease along a log, so the entry at p has a term
-    /// >= `applied_term` > t and is not the one placed in t. Such a proposal is answered
-    /// `Dropped` at once. (Without the second half, a proposal that a dying leader placed
-    /// beyond the next leader's log waited until the log grew that far, which with no
-    /// more writes was never.)
+    /// at least `applied_term`, above t, and is not the one placed in t. Such a proposal
+    /// is answered `Dropped` at once. Without the second half, a proposal that a dying
+    /// leader placed beyond the next leader's log waited until the log grew that far,
+    /// which with no more writes was never.
     placed: BTreeMap<LogIndex, (u64, Term)>,
     dedup: Dedup,
     /// Submitters' completions of the batch being applied, per queue: pushed together
     /// once the batch is done, so a submitter wakes once per batch, not once per entry.
     /// Empty between batches.
-    completions: Vec<(
-        Arc<CompletionQueue<S::Response>>,
-        Vec<Completion<S::Response>>,
-    )>,
+    completions: Vec<BatchCompletions<S::Response>>,
     policy: SnapshotPolicy,
     snapshots: Sender<TakenSnapshot>,
     last_snapshot: LogIndex,
@@ -212,6 +212,10 @@ impl<S: StateMachine> Applier<S> {
             self.placed.remove(&index);
             self.answer(request_id, Err(NodeError::Dropped));
         }
+        debug_assert!(self
+            .placed
+            .iter()
+            .all(|(&i, &(_, t))| i > self.applied && t >= self.applied_term));
     }
 
     fn restore(&mut self, snap: Snapshot) {
@@ -259,6 +263,9 @@ impl<S: StateMachine> Applier<S> {
             };
             self.answer(request_id, Err(err));
         }
+        // The snapshot may have raised the applied term: placements of earlier terms
+        // beyond it can no longer be applied either (see `placed`).
+        self.drop_placed_before_term();
     }
 
     /// Takes a snapshot if the policy says so (or `force`), and hands it to the WaitLoop.
