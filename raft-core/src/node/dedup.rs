@@ -135,7 +135,11 @@ mod tests {
         assert!(!d.was_applied(1, 13));
         assert!(d.first_time(1, 13, 101));
         let w = &d.origins[&1];
-        assert!(w.applied.iter().zip(w.applied.iter().skip(1)).all(|(a, b)| a < b));
+        assert!(w
+            .applied
+            .iter()
+            .zip(w.applied.iter().skip(1))
+            .all(|(a, b)| a < b));
 
         // The same bytes as the BTreeSet form, read back sorted from any order.
         #[derive(Serialize)]
@@ -150,11 +154,21 @@ mod tests {
             last_active: 4,
         };
         let bytes = postcard::to_allocvec(&old).unwrap();
-        assert_eq!(bytes, postcard::to_allocvec(&{
-            let mut w = Window { floor: 3, last_active: 4, ..Window::default() };
-            for id in [5, 7, 9] { w.insert(id); }
-            w
-        }).unwrap());
+        assert_eq!(
+            bytes,
+            postcard::to_allocvec(&{
+                let mut w = Window {
+                    floor: 3,
+                    last_active: 4,
+                    ..Window::default()
+                };
+                for id in [5, 7, 9] {
+                    w.insert(id);
+                }
+                w
+            })
+            .unwrap()
+        );
         let unsorted = postcard::to_allocvec(&(3u64, vec![9u64, 5, 7, 5], 4u64)).unwrap();
         let w: Window = postcard::from_bytes(&unsorted).unwrap();
         assert_eq!(w.applied, [5, 7, 9]);
