@@ -387,3 +387,152 @@ impl<S: StateMachine> Applier<S> {
 fn draw_stretch_percent() -> u64 {
     rand::random::<u64>() % SNAPSHOT_STRETCH_PERCENT_MAX
 }
+
+#[cfg(test)]
+mod tests {
+    //! The placement rules of [`Applier::placed`], driven task by task on this thread.
+    use super::*;
+    use crate::node::kv::{KvCommand, KvResponse, KvStore};
+    use crate::node::queue::queue;
+    use crate::node::reply::{reply_slot, ReplyReceiver};
+    use crate::node::status::NodeStatus;
+    use crate::types::SnapshotMeta;
+    use std::time::Duration;
+
+    type Kv = KvStore<String, u32>;
+    const ORIGIN: u64 = 77;
+
+    fn applier() -> Applier<Kv> {
+        let shared = Arc::new(Shared::new(1, ORIGIN, Kv::new(), NodeStatus::initial(1)));
+        let (_tasks_tx, tasks) = queue();
+        let (snapshots, _) = crossbeam_channel::bounded(1);
+        let policy = SnapshotPolicy {
+            after_entries: 0,
+            after_bytes: 0,
+        };
+        Applier::new(shared, tasks, 0, 0, Dedup::default(), policy, snapshots)
+    }
+
+    /// Registers a blocked proposer for `request_id`.
+    fn waiter(a: &Applier<Kv>, request_id: u64) -> ReplyReceiver<KvResponse<u32>> {
+        let (tx, rx) = reply_slot();
+        a.shared
+            .waiters
+            .lock()
+            .insert(request_id, ProposalWaiter::Slot(tx));
+        rx
+    }
+
+    fn entry(index: LogIndex, term: Term, origin: u64, request_id: u64) -> Entry {
+        let put = KvCommand::Put {
+            key: format!("k{index}"),
+            value: 1u32,
+        };
+        Entry {
+            term,
+            index,
+            kind: EntryKind::Command,
+            data: envelope::wrap(origin, request_id, &put.encode()),
+        }
+    }
+
+    fn placed(request_id: u64, index: LogIndex, term: Term) -> ApplyTask {
+        ApplyTask::Placed {
+            request_id,
+            index,
+            term,
+        }
+    }
+
+    fn answered(rx: &ReplyReceiver<KvResponse<u32>>) -> Option<Result<KvResponse<u32>, NodeError>> {
+        rx.wait(Duration::ZERO)
+    }
+
+    #[test]
+    fn a_placement_is_answered_by_its_entry_or_dropped_by_another() {
+        let mut a = applier();
+        let ours = waiter(&a, 1);
+        let lost = waiter(&a, 2);
+        a.handle(placed(1, 1, 1));
+        a.handle(placed(2, 2, 1));
+        // Index 2 holds another node's entry: request 2 was overwritten.
+        a.handle(ApplyTask::Entries(vec![
+            entry(1, 1, ORIGIN, 1),
+            entry(2, 1, 5, 9),
+        ]));
+        assert!(matches!(
+            answered(&ours),
+            Some(Ok(KvResponse::Previous(None)))
+        ));
+        assert!(matches!(answered(&lost), Some(Err(NodeError::Dropped))));
+        // Placed at or below what was applied: another entry is there.
+        let late = waiter(&a, 3);
+        a.handle(placed(3, 2, 1));
+        assert!(matches!(answered(&late), Some(Err(NodeError::Dropped))));
+        assert!(a.placed.is_empty());
+    }
+
+    #[test]
+    fn a_later_terms_entry_drops_placements_of_earlier_terms_beyond_it() {
+        let mut a = applier();
+        // A dying leader of term 1 placed request 1 at 5; the next leader's log ends at 3.
+        let stranded = waiter(&a, 1);
+        let current = waiter(&a, 2);
+        a.handle(placed(1, 5, 1));
+        a.handle(placed(2, 6, 2));
+        a.handle(ApplyTask::Entries(vec![
+            entry(1, 1, 5, 1),
+            entry(2, 1, 5, 2),
+        ]));
+        assert!(answered(&stranded).is_none(), "index 5 may still hold it");
+        a.handle(ApplyTask::Entries(vec![entry(3, 2, 5, 3)]));
+        assert!(matches!(answered(&stranded), Some(Err(NodeError::Dropped))));
+        assert!(
+            answered(&current).is_none(),
+            "term 2's placement can still apply"
+        );
+        // Placed in an earlier term than what was applied: answered at once.
+        let old = waiter(&a, 3);
+        a.handle(placed(3, 9, 1));
+        assert!(matches!(answered(&old), Some(Err(NodeError::Dropped))));
+        a.handle(ApplyTask::Entries(vec![
+            entry(4, 2, 5, 4),
+            entry(5, 2, 5, 5),
+            entry(6, 2, ORIGIN, 2),
+        ]));
+        assert!(matches!(
+            answered(&current),
+            Some(Ok(KvResponse::Previous(None)))
+        ));
+        assert!(a.placed.is_empty());
+    }
+
+    #[test]
+    fn a_restore_of_a_later_term_drops_earlier_placements_beyond_it() {
+        let mut a = applier();
+        let covered = waiter(&a, 1);
+        let beyond_old = waiter(&a, 2);
+        let beyond_new = waiter(&a, 3);
+        a.handle(placed(1, 2, 1));
+        a.handle(placed(2, 8, 1));
+        a.handle(placed(3, 9, 3));
+        let state = Kv::new().snapshot().expect("KvStore snapshots");
+        a.handle(ApplyTask::Restore(Snapshot {
+            meta: SnapshotMeta {
+                last_index: 4,
+                last_term: 3,
+            },
+            data: snapshot::pack(&Dedup::default(), state),
+        }));
+        assert_eq!(a.applied, 4);
+        // At 2, under the snapshot and not in its table: it did not take effect.
+        assert!(matches!(answered(&covered), Some(Err(NodeError::Dropped))));
+        // At 8 but placed in term 1, below the snapshot's term 3: never applies.
+        assert!(matches!(
+            answered(&beyond_old),
+            Some(Err(NodeError::Dropped))
+        ));
+        assert!(answered(&beyond_new).is_none());
+        assert_eq!(a.placed.len(), 1);
+    }
+}
