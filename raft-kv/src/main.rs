@@ -186,10 +186,32 @@ fn main() -> ExitCode {
         // The reader went away (`raft-kv status | head -1`): nothing left to say.
         Err(e) if is_broken_pipe(&e) => ExitCode::from(EXIT_OK),
         Err(e) => {
-            eprintln!("raft-kv: error: {e:#}");
+            eprintln!("raft-kv: error: {}", one_line(&e));
             ExitCode::from(EXIT_ERROR)
         }
     }
+}
+
+/// An error and its causes as ONE line (docs/operations.md, "raft-kv: bad input"):
+/// causes joined by `: `, a cause whose text the previous message already contains
+/// left out (an io error quoted by its context), line breaks inside a message turned
+/// into `; `.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause
+            .to_string()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ");
+        if text.is_empty() || parts.last().is_some_and(|p| p.contains(&text)) {
+            continue;
+        }
+        parts.push(text);
+    }
+    parts.join(": ")
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
@@ -573,12 +595,15 @@ fn bench_target(target: &Target) -> Result<(String, String, Option<ClientKey>)> 
 }
 
 fn load_config(path: &Path) -> Result<ClusterConfig> {
-    ClusterConfig::load(path).with_context(|| {
-        format!(
-            "cannot load the cluster config {} (create one with `raft-kv init`)",
+    match ClusterConfig::load(path) {
+        Ok(config) => Ok(config),
+        Err(e) if e.is_not_found() => bail!(
+            "no cluster config at {} (create one with `raft-kv init`, or name it with --config)",
             path.display()
-        )
-    })
+        ),
+        Err(e) => Err(anyhow::Error::new(e))
+            .with_context(|| format!("cannot load the cluster config {}", path.display())),
+    }
 }
 
 fn run_node(args: &NodeArgs) -> Result<()> {
@@ -600,11 +625,32 @@ fn run_node(args: &NodeArgs) -> Result<()> {
         None => None,
     };
     logger::install(args.log_level, Sinks { stderr: !ui, file });
-    let _server = ClientServer::start(&host.entry().client_addr, host.clone())?;
     if ui {
+        let _server = ClientServer::start(&host.entry().client_addr, host.clone())?;
         return raft_kv::ui::run_node_ui(host);
     }
+    // Headless, bad input fails with one line before anything is logged or written:
+    // both ports are checked before the node opens its log (and raft-net logs its
+    // socket), and only a running node opens the client port. (The real binds still
+    // report a port taken in between.)
+    let (name, raft_addr) = (&host.entry().name, &host.entry().raft_addr);
+    drop(
+        std::net::UdpSocket::bind(raft_addr)
+            .with_context(|| format!("cannot use {name}'s Raft (UDP) port {raft_addr}"))?,
+    );
+    let client_addr = host.entry().client_addr.clone();
+    drop(
+        std::net::TcpListener::bind(&client_addr)
+            .with_context(|| format!("cannot use {name}'s client (TCP) port {client_addr}"))?,
+    );
     host.start()?;
+    let _server = match ClientServer::start(&client_addr, host.clone()) {
+        Ok(server) => server,
+        Err(e) => {
+            host.stop();
+            return Err(e);
+        }
+    };
     log::info!(
         "{} running headless; raft-kv status --config {} --node {} shows its state",
         host.entry().name,
