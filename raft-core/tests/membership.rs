@@ -386,3 +386,108 @@ fn configuration_survives_restarts_and_snapshots() {
     net.restart(5, 3);
     assert_eq!(net.node(5).membership(), &want, "after a restart");
 }
+
+/// Thesis §4.3: the leader leaves a joint configuration as soon as its entry commits,
+/// with one voter of each half unreachable, and an outgoing voter's acknowledgement
+/// completes the outgoing majority. (The simulator found the leader panicking when such
+/// an acknowledgement made it drop that voter's progress while handling it; this
+/// harness commits on the leader's own sync instead, so the regression seeds in
+/// raft-testkit/tests/membership_sim.rs are what reproduce that panic.)
+#[test]
+fn joint_entry_committed_by_an_outgoing_voter() {
+    let mut net = cluster(4, &[1, 2, 3]);
+    net.node_mut(1)
+        .propose_membership(MembershipChange::ChangeTo {
+            voters: set(&[1, 2, 4]),
+            learners: set(&[]),
+        })
+        .unwrap();
+    net.flush();
+    let cut_2 = |m: &raft_core::Message| m.to == 2 || m.from == 2;
+    // The appends reach n3 and n4; n4's answer arrives first (the incoming half has
+    // its majority), then n3's, which completes the outgoing half.
+    net.deliver_round_with(|m| if cut_2(m) { Fate::Drop } else { Fate::Deliver });
+    net.deliver_round_with(|m| {
+        if cut_2(m) {
+            Fate::Drop
+        } else if m.from == 3 {
+            Fate::Hold
+        } else {
+            Fate::Deliver
+        }
+    });
+    net.deliver_all_with(|m| if cut_2(m) { Fate::Drop } else { Fate::Deliver });
+    assert_eq!(net.role(1), Role::Leader);
+    assert_eq!(
+        net.node(1).membership(),
+        &Membership::new([1, 2, 4], []),
+        "left the joint configuration"
+    );
+    let (index, _) = net.propose(1, "after");
+    net.deliver_all_with(|m| if cut_2(m) { Fate::Drop } else { Fate::Deliver });
+    assert!(net.node(1).commit_index() >= index, "n1 and n4 commit");
+}
+
+/// Thesis §4.2.2: a leader that removed itself keeps leading until the removal commits.
+/// If it loses touch meanwhile and the others elect a leader, nobody ever sends it a
+/// vote request (it is not in their configuration): without pre-vote and check-quorum
+/// it would lead a stale term forever. The others answer its appends with their term.
+#[test]
+fn removed_stale_leader_learns_the_new_term() {
+    let mut net = Network::builder(3).config(paper_config).build();
+    net.elect(1);
+    net.deliver_all();
+    net.node_mut(1)
+        .propose_membership(MembershipChange::Remove(1))
+        .unwrap();
+    net.flush();
+    // The removal reaches n2 and n3; their answers are lost with n1's link.
+    net.deliver_round_with(|_| Fate::Deliver);
+    net.isolate(1);
+    run_until(&mut net, 200, |net| {
+        net.leaders().iter().any(|l| [2, 3].contains(l))
+    });
+    assert_eq!(net.role(1), Role::Leader, "n1 still leads its stale term");
+    net.heal();
+    run_until(&mut net, 100, |net| net.role(1) != Role::Leader);
+    assert_eq!(net.leaders().len(), 1);
+}
+
+/// Thesis §4.2.2: "a server that is not part of its own latest configuration should
+/// still start new elections, as it might still be needed until the C_new entry is
+/// committed". Here the removed leader holds the removal entry alone: the other voter
+/// cannot win (the removed node's log is more up to date), so only the removed node can
+/// finish the change, elected by the voters of its latest configuration (its own vote
+/// does not count). Found by the simulator as a cluster that never elected again.
+#[test]
+fn node_removed_by_an_uncommitted_entry_still_campaigns() {
+    let mut net = Network::builder(2).config(paper_config).build();
+    net.elect(1);
+    net.deliver_all();
+    net.node_mut(1)
+        .propose_membership(MembershipChange::Remove(1))
+        .unwrap();
+    let index = net.node(1).last_index();
+    net.flush();
+    net.deliver_round_with(|m| {
+        if m.from == 1 {
+            Fate::Drop
+        } else {
+            Fate::Deliver
+        }
+    });
+    // n2 campaigns: n1 refuses (its log is longer) and follows the new term.
+    net.node_mut(2).campaign();
+    net.flush();
+    net.deliver_all();
+    assert_ne!(net.role(1), Role::Leader);
+    assert!(
+        !net.node(1).membership().is_voter(1),
+        "n1 knows it is removed"
+    );
+    run_until(&mut net, 300, |net| {
+        net.leaders() == vec![2]
+            && net.node(2).membership() == &Membership::new([2], [])
+            && net.node(2).commit_index() >= index
+    });
+}

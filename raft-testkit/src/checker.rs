@@ -37,7 +37,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use raft_core::{HardState, LogIndex, NodeId, Role, SnapshotMeta, Term};
+use raft_core::{HardState, LogIndex, Membership, NodeId, Role, SnapshotMeta, Term};
 
 /// A broken safety or liveness property, with enough detail to start debugging.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -178,6 +178,31 @@ pub enum Violation {
         /// The checker's explanation.
         detail: String,
     },
+    /// A node led a term without being a voter of the configuration in force on it, or
+    /// without the votes of a majority of that configuration (of each half of a joint
+    /// one) in that term (thesis §4).
+    BadLeaderMembership {
+        /// The leader.
+        leader: NodeId,
+        /// The term.
+        term: Term,
+        /// What was wrong.
+        detail: String,
+    },
+    /// A leader appended a configuration entry that breaks the change rules (thesis
+    /// §4.1-§4.3): a second change while one is in flight, a single-server change
+    /// before an entry of its term committed, or a step that changes the voters by more
+    /// than one server outside a joint configuration.
+    BadMembershipChange {
+        /// The leader.
+        leader: NodeId,
+        /// The entry's index.
+        index: LogIndex,
+        /// The entry's term.
+        term: Term,
+        /// What was wrong.
+        detail: String,
+    },
     /// After the faults healed, the cluster did not make progress within the bound.
     Liveness {
         /// What was missing.
@@ -274,6 +299,20 @@ impl fmt::Display for Violation {
             Violation::NotLinearizable { key, detail } => {
                 write!(f, "not linearizable on key {key}: {detail}")
             }
+            Violation::BadLeaderMembership {
+                leader,
+                term,
+                detail,
+            } => write!(f, "membership: n{leader} led term {term}: {detail}"),
+            Violation::BadMembershipChange {
+                leader,
+                index,
+                term,
+                detail,
+            } => write!(
+                f,
+                "membership change: n{leader}'s configuration entry {index}@{term}: {detail}"
+            ),
             Violation::Liveness { detail } => write!(f, "liveness: {detail}"),
         }
     }
@@ -520,6 +559,141 @@ impl SafetyChecker {
             }),
             _ => Ok(()),
         }
+    }
+
+    /// `leader` became leader of `term` with `membership` in force. It must be a voter
+    /// of it, or of `removed_from`: the configuration before the latest one when that
+    /// one removed it and is not committed as far as the leader knows (thesis §4.2.2:
+    /// it may still be needed). The votes granted to it in `term` (seen on the wire,
+    /// plus its own only where it is a voter) must be a majority of the voters of
+    /// `membership`, of each half when joint (thesis §4.3). The majority is counted
+    /// here, not by the protocol's quorum code.
+    ///
+    /// # Errors
+    /// [`Violation::BadLeaderMembership`].
+    pub fn observe_leader_membership(
+        &self,
+        leader: NodeId,
+        term: Term,
+        membership: &Membership,
+        removed_from: Option<&Membership>,
+    ) -> Result<(), Violation> {
+        let bad = |detail: String| {
+            Err(Violation::BadLeaderMembership {
+                leader,
+                term,
+                detail,
+            })
+        };
+        let voter =
+            |m: &Membership| m.voters.contains(&leader) || m.outgoing_voters.contains(&leader);
+        if !voter(membership) && !removed_from.is_some_and(voter) {
+            return bad(format!(
+                "it is not a voter of {membership:?} (nor of an uncommitted predecessor \
+                 {removed_from:?})"
+            ));
+        }
+        let granted = |v: &NodeId| *v == leader || self.votes.get(&(term, *v)) == Some(&leader);
+        for half in [&membership.voters, &membership.outgoing_voters] {
+            if half.is_empty() {
+                continue;
+            }
+            let yes = half.iter().filter(|v| granted(v)).count();
+            if 2 * yes <= half.len() {
+                return bad(format!(
+                    "only {yes} of the voters {half:?} voted for it (configuration \
+                     {membership:?})"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A leader of `term` appended the configuration entry `next` at `index`; before
+    /// it, `prev` was in force from `prev_index`; the leader's commit index was
+    /// `commit`, holding an entry of term `commit_term` (`None` if unknown). The rules
+    /// (thesis §4): `prev` is committed (one change at a time); a change out of a simple
+    /// configuration comes after an entry of the leader's term committed (§4.1, the
+    /// single-server bug fix); outside a joint configuration the voters change by at
+    /// most one; a joint configuration is entered from `prev`'s voters and left to its
+    /// incoming voters only; learners never vote.
+    ///
+    /// # Errors
+    /// [`Violation::BadMembershipChange`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn observe_membership_appended(
+        &self,
+        leader: NodeId,
+        term: Term,
+        index: LogIndex,
+        prev_index: LogIndex,
+        prev: &Membership,
+        next: &Membership,
+        commit: LogIndex,
+        commit_term: Option<Term>,
+    ) -> Result<(), Violation> {
+        let bad = |detail: String| {
+            Err(Violation::BadMembershipChange {
+                leader,
+                index,
+                term,
+                detail,
+            })
+        };
+        if prev_index > commit {
+            return bad(format!(
+                "the configuration before it (entry {prev_index}) is not committed (commit \
+                 {commit}): two changes in flight"
+            ));
+        }
+        let prev_joint = !prev.outgoing_voters.is_empty();
+        if !prev_joint && commit_term != Some(term) {
+            return bad(format!(
+                "no entry of its term is committed yet (commit {commit} has term \
+                 {commit_term:?})"
+            ));
+        }
+        if next.voters.is_empty() {
+            return bad("no voters".into());
+        }
+        if let Some(l) = next
+            .learners
+            .iter()
+            .find(|l| next.voters.contains(l) || next.outgoing_voters.contains(l))
+        {
+            return bad(format!("n{l} is both a voter and a learner"));
+        }
+        let next_joint = !next.outgoing_voters.is_empty();
+        match (prev_joint, next_joint) {
+            (false, false) => {
+                let changed = prev.voters.symmetric_difference(&next.voters).count();
+                if changed > 1 {
+                    return bad(format!(
+                        "the voters change by {changed} servers without a joint \
+                         configuration: {prev:?} to {next:?}"
+                    ));
+                }
+            }
+            (false, true) if next.outgoing_voters != prev.voters => {
+                return bad(format!(
+                    "the joint configuration's outgoing voters are not the voters before \
+                     it: {prev:?} to {next:?}"
+                ));
+            }
+            (true, false) if next.voters != prev.voters => {
+                return bad(format!(
+                    "leaving the joint configuration for other voters than its incoming \
+                     ones: {prev:?} to {next:?}"
+                ));
+            }
+            (true, true) => {
+                return bad(format!(
+                    "a joint configuration after a joint one: {prev:?} to {next:?}"
+                ));
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     /// A node's commit index after a step, with its log and its term. `leader_logs`

@@ -69,6 +69,9 @@ pub enum Broken {
     /// catches up on the ticks it missed, as the WaitLoop did before issue 19. A leader
     /// then answers a queued lease read with a lease that ran out during the stall.
     TicksAfterQueue,
+    /// A leader accepts a membership change while the previous one is not committed
+    /// (two changes in flight): the membership checker catches the entry it appends.
+    TwoChangesInFlight,
 }
 
 /// A deliberately broken state machine snapshot, to prove that restores are checked.
@@ -162,6 +165,10 @@ pub struct FaultProfile {
     pub transfer: bool,
     /// Forced elections (`campaign` on a random node).
     pub campaign: bool,
+    /// Membership changes proposed to the leader (thesis §4): add a learner, promote
+    /// one, remove a voter (the leader too) or a learner, replace a voter, swap two
+    /// voters through a joint configuration.
+    pub membership: bool,
     /// Ticks between fault injections: uniform in this range.
     pub fault_gap_ticks: (u64, u64),
     /// Largest clock-rate deviation of a node, as a fraction (0.05: ±5%).
@@ -186,6 +193,7 @@ impl FaultProfile {
             stall: false,
             transfer: false,
             campaign: false,
+            membership: false,
             fault_gap_ticks: (10, 50),
             clock_skew_max: 0.0,
             new_leader_crash: 0.0,
@@ -214,6 +222,7 @@ impl FaultProfile {
             (self.stall, FaultKind::Stall),
             (self.transfer, FaultKind::Transfer),
             (self.campaign, FaultKind::Campaign),
+            (self.membership, FaultKind::Membership),
         ];
         for (on, kind) in flags {
             if on {
@@ -233,6 +242,7 @@ enum FaultKind {
     Stall,
     Transfer,
     Campaign,
+    Membership,
 }
 
 /// Everything a run depends on. Build one with [`SimConfig::random`] (what the campaign
@@ -241,8 +251,11 @@ enum FaultKind {
 pub struct SimConfig {
     /// The seed of every random choice.
     pub seed: u64,
-    /// Cluster size (3 to 7).
+    /// Cluster size (3 to 7): the voters of the initial configuration, n1 to n`nodes`.
     pub nodes: usize,
+    /// Nodes that run from the start outside the configuration (ids after the voters),
+    /// for membership changes to add.
+    pub spare_nodes: usize,
     /// [`SimConfig::random`] drew the size from the seed (no fixed size was given): a
     /// replay must not fix it either, or the seed's other choices change.
     pub nodes_drawn: bool,
@@ -277,6 +290,8 @@ pub struct SimConfig {
     pub script: Vec<(u64, Scripted)>,
     /// [`SimConfig::force_lease_reads`] was applied (a replay must apply it too).
     pub lease_forced: bool,
+    /// [`SimConfig::force_membership`] was applied (a replay must apply it too).
+    pub membership_forced: bool,
 }
 
 impl SimConfig {
@@ -288,6 +303,7 @@ impl SimConfig {
         Self {
             seed,
             nodes,
+            spare_nodes: 0,
             nodes_drawn: false,
             raft,
             faults: FaultProfile::none(),
@@ -304,6 +320,7 @@ impl SimConfig {
             broken_snapshot: None,
             script: Vec::new(),
             lease_forced: false,
+            membership_forced: false,
         }
     }
 
@@ -360,6 +377,7 @@ impl SimConfig {
             stall: false, // drawn below, from its own stream
             transfer: rng.gen_bool(0.5),
             campaign: rng.gen_bool(0.4),
+            membership: false, // drawn below, from its own stream
             fault_gap_ticks: *[(1, 10), (5, 30), (20, 120)]
                 .choose(&mut rng)
                 .expect("not empty"),
@@ -399,7 +417,29 @@ impl SimConfig {
         // Stalled syncs (issue 19), from their own stream as well.
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7374_616c_6c21);
         c.faults.stall = rng.gen_bool(0.5);
+        // Membership changes, from their own stream too, with up to two spare nodes.
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6d65_6d62_6572_73);
+        c.faults.membership = rng.gen_bool(0.4);
+        let spare = rng.gen_range(0..=2);
+        if c.faults.membership {
+            c.spare_nodes = spare;
+        }
         c
+    }
+
+    /// Membership changes on every seed, with one or two spare nodes: the membership
+    /// campaign (`sim --membership`).
+    pub fn force_membership(&mut self) {
+        self.faults.membership = true;
+        if self.spare_nodes == 0 {
+            self.spare_nodes = 1 + (self.seed % 2) as usize;
+        }
+        self.membership_forced = true;
+    }
+
+    /// Every node's id: the initial voters, then the spare nodes.
+    pub fn node_ids(&self) -> Vec<NodeId> {
+        (1..=(self.nodes + self.spare_nodes) as NodeId).collect()
     }
 
     /// Lease reads on every node (with the check-quorum they need), and clock rates kept
@@ -448,6 +488,8 @@ pub struct Failure {
     pub nodes_drawn: bool,
     /// Whether lease reads were forced on (replay with `--lease`).
     pub lease_forced: bool,
+    /// Whether membership changes were forced on (replay with `--membership`).
+    pub membership_forced: bool,
     /// What broke.
     pub violation: Violation,
     /// When, in ticks.
@@ -473,9 +515,14 @@ impl fmt::Display for Failure {
             format!(" --nodes {}", self.nodes)
         };
         let lease = if self.lease_forced { " --lease" } else { "" };
+        let membership = if self.membership_forced {
+            " --membership"
+        } else {
+            ""
+        };
         write!(
             f,
-            "replay: cargo run --release -p raft-testkit --bin sim -- --seed {}{nodes}{lease} --trace",
+            "replay: cargo run --release -p raft-testkit --bin sim -- --seed {}{nodes}{lease}{membership} --trace",
             self.seed
         )
     }
@@ -794,7 +841,7 @@ impl Simulator {
         );
         assert!((1..=64).contains(&cfg.nodes), "1 to 64 nodes");
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-        let ids: Vec<NodeId> = (1..=cfg.nodes as NodeId).collect();
+        let ids = cfg.node_ids();
         let mut net = Network::new(&ids, UNITS_PER_TICK / 20, UNITS_PER_TICK / 2, &mut rng);
         net.profile = cfg.faults.link;
         let mut faults = BTreeMap::new();
@@ -912,6 +959,7 @@ impl Simulator {
             nodes: self.cfg.nodes,
             nodes_drawn: self.cfg.nodes_drawn,
             lease_forced: self.cfg.lease_forced,
+            membership_forced: self.cfg.membership_forced,
             violation,
             at_tick: self.now as f64 / UNITS_PER_TICK as f64,
             trace: self.trace.last_events(UNITS_PER_TICK),
@@ -1024,6 +1072,7 @@ impl Simulator {
             raft.set_broken_variant(match b {
                 Broken::VoteWithoutLogCheck => Some(BrokenVariant::VoteWithoutLogCheck),
                 Broken::CommitOlderTerms => Some(BrokenVariant::CommitOlderTerms),
+                Broken::TwoChangesInFlight => Some(BrokenVariant::TwoChangesInFlight),
                 Broken::TicksAfterQueue => None, // the driver's bug: see `resume`
             });
         }
@@ -1450,6 +1499,31 @@ impl Simulator {
                 log.save_snapshot(snapshot).map_err(storage)?;
                 log.compact(snapshot.meta).map_err(storage)?;
             }
+            if raft.role() == Role::Leader {
+                for e in ready
+                    .entries
+                    .iter()
+                    .filter(|e| e.kind == EntryKind::Membership && e.term == raft.term())
+                {
+                    let next = raft.membership_at(e.index);
+                    let prev_index = raft.membership_since(e.index - 1);
+                    let prev = raft.membership_at(e.index - 1);
+                    let commit = raft.commit_index();
+                    let commit_term = raft
+                        .term_at(commit)
+                        .or_else(|| self.checker.committed_term(commit));
+                    self.checker.observe_membership_appended(
+                        id,
+                        e.term,
+                        e.index,
+                        prev_index,
+                        prev,
+                        next,
+                        commit,
+                        commit_term,
+                    )?;
+                }
+            }
             if let Some(first) = ready.entries.first() {
                 let prev_term = raft.log().term(first.index - 1).unwrap_or(0);
                 raft.log_mut().append(&ready.entries).map_err(storage)?;
@@ -1792,6 +1866,11 @@ impl Simulator {
         checker.observe_commit(node.id, commit, term, &view, &leader_logs)?;
         let mut events = Vec::new();
         let became_leader = role == Role::Leader && node.last_role != Some((role, term));
+        if became_leader {
+            let since = raft.membership_since(raft.last_index());
+            let removed_from = (since > commit && since > 0).then(|| raft.membership_at(since - 1));
+            checker.observe_leader_membership(node.id, term, raft.membership(), removed_from)?;
+        }
         if node.last_role != Some((role, term)) {
             events.push(TraceEvent::Role {
                 node: node.id,
@@ -1993,6 +2072,7 @@ impl Simulator {
                     }
                 }
             }
+            FaultKind::Membership => self.change_membership()?,
             FaultKind::Campaign => {
                 let candidates: Vec<usize> = (0..self.nodes.len())
                     .filter(|&i| {
@@ -2012,6 +2092,103 @@ impl Simulator {
                     self.after_node_event(i)?;
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Proposes a membership change drawn from the leader's configuration in force: add
+    /// a learner, promote a learner, remove a voter (the leader itself too) or a
+    /// learner, replace a voter, or swap two voters through a joint configuration. The
+    /// protocol refuses a change while another is in flight or before the leader
+    /// committed an entry of its term; that is counted, not a failure.
+    fn change_membership(&mut self) -> Result<(), Violation> {
+        use raft_core::protocol::membership::MembershipChange;
+        let Some(l) = self.leader() else {
+            return Ok(());
+        };
+        let all = self.cfg.node_ids();
+        let m = self.nodes[l]
+            .raft
+            .as_ref()
+            .expect("up")
+            .membership()
+            .clone();
+        let voters: Vec<NodeId> = m.voters.iter().copied().collect();
+        let learners: Vec<NodeId> = m.learners.iter().copied().collect();
+        let outsiders: Vec<NodeId> = all
+            .iter()
+            .copied()
+            .filter(|&id| !m.is_voter(id) && !m.is_learner(id))
+            .collect();
+        let non_voters: Vec<NodeId> = learners.iter().chain(&outsiders).copied().collect();
+        // Keep at least two voters, so that the cluster keeps some fault tolerance.
+        let mut options: Vec<&'static str> = Vec::new();
+        if !outsiders.is_empty() {
+            options.push("membership_add_learner");
+        }
+        if !learners.is_empty() {
+            options.extend(["membership_promote", "membership_remove_learner"]);
+        }
+        if voters.len() > 2 {
+            options.push("membership_remove_voter");
+        }
+        if !non_voters.is_empty() {
+            options.push("membership_replace");
+        }
+        if non_voters.len() >= 2 && voters.len() >= 2 {
+            options.push("membership_joint_swap");
+        }
+        let Some(&kind) = options.choose(&mut self.rng) else {
+            return Ok(());
+        };
+        let rng = &mut self.rng;
+        let pick = |from: &[NodeId], rng: &mut ChaCha8Rng| *from.choose(rng).expect("not empty");
+        let change = match kind {
+            "membership_add_learner" => MembershipChange::AddLearner(pick(&outsiders, rng)),
+            "membership_promote" => MembershipChange::Promote(pick(&learners, rng)),
+            "membership_remove_learner" => MembershipChange::Remove(pick(&learners, rng)),
+            "membership_remove_voter" => MembershipChange::Remove(pick(&voters, rng)),
+            _ => {
+                let swap = if kind == "membership_joint_swap" {
+                    2
+                } else {
+                    1
+                };
+                let out: Vec<NodeId> = voters.choose_multiple(rng, swap).copied().collect();
+                let inn: Vec<NodeId> = non_voters.choose_multiple(rng, swap).copied().collect();
+                let mut next_voters = m.voters.clone();
+                let mut next_learners = m.learners.clone();
+                for id in &out {
+                    next_voters.remove(id);
+                    // Half the time a replaced voter stays on as a learner.
+                    if rng.gen_bool(0.5) {
+                        next_learners.insert(*id);
+                    }
+                }
+                for id in &inn {
+                    next_voters.insert(*id);
+                    next_learners.remove(id);
+                }
+                MembershipChange::ChangeTo {
+                    voters: next_voters,
+                    learners: next_learners,
+                }
+            }
+        };
+        let raft = self.nodes[l].raft.as_mut().expect("up");
+        match raft.propose_membership(change.clone()) {
+            Ok((index, _term)) => {
+                self.count(kind);
+                let leader = self.nodes[l].id;
+                self.record(TraceEvent::Membership {
+                    leader,
+                    index,
+                    change: format!("{change:?}"),
+                });
+                self.drive(l)?;
+                self.after_node_event(l)?;
+            }
+            Err(_) => self.count("membership_refused"),
         }
         Ok(())
     }
@@ -2308,10 +2485,15 @@ impl Simulator {
                     format!("the write placed at {index} on n{} did not commit", i + 1)
                 }
                 (Some((_, index, _)), Some(_)) => {
+                    let members: Vec<NodeId> = self
+                        .leader()
+                        .and_then(|l| self.nodes[l].raft.as_ref())
+                        .map(|r| r.membership().members().collect())
+                        .unwrap_or_default();
                     let behind: Vec<String> = self
                         .nodes
                         .iter()
-                        .filter(|n| n.kv.applied_index() < index)
+                        .filter(|n| members.contains(&n.id) && n.kv.applied_index() < index)
                         .map(|n| format!("n{} at {}", n.id, n.kv.applied_index()))
                         .collect();
                     format!("the write at {index} committed but was not applied on {behind:?}")
@@ -2356,6 +2538,17 @@ impl Simulator {
                     self.marker = None; // overwritten by a newer leader: propose again
                     return Ok(());
                 }
+                // A leader that lost its term before the write committed may never
+                // hear of it again (removed from the configuration, nobody sends it
+                // entries to overwrite it): propose again at the current leader.
+                let deposed = raft.role() != Role::Leader || raft.term() != term;
+                if deposed && raft.commit_index() < index {
+                    self.marker = None;
+                    return Ok(());
+                }
+                // Every member of the leader's configuration applies it; a node outside
+                // it (removed, or never added) gets nothing more.
+                let members: Vec<NodeId> = raft.membership().members().collect();
                 if self.liveness_ticks.is_none() && raft.commit_index() >= index {
                     self.liveness_ticks = Some(elapsed / UNITS_PER_TICK);
                     self.record(TraceEvent::Phase {
@@ -2363,7 +2556,11 @@ impl Simulator {
                     });
                 }
                 if self.liveness_ticks.is_some()
-                    && self.nodes.iter().all(|n| n.kv.applied_index() >= index)
+                    && self
+                        .nodes
+                        .iter()
+                        .filter(|n| members.contains(&n.id))
+                        .all(|n| n.kv.applied_index() >= index)
                 {
                     self.record(TraceEvent::Phase {
                         description: "liveness: every node applied it",

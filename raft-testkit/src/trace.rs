@@ -71,6 +71,12 @@ pub enum TraceEvent {
         from: NodeId,
         to: NodeId,
     },
+    /// A leader accepted a membership change; its entry is at `index`.
+    Membership {
+        leader: NodeId,
+        index: LogIndex,
+        change: String,
+    },
     Campaign {
         node: NodeId,
     },
@@ -158,6 +164,11 @@ impl TraceEvent {
             Heal => [10, 0, 0, 0, 0, 0],
             Transfer { from, to } => [11, *from, *to, 0, 0, 0],
             Campaign { node } => [12, *node, 0, 0, 0, 0],
+            Membership {
+                leader,
+                index,
+                change,
+            } => [30, *leader, *index, digest(change.as_bytes()), 0, 0],
             Invoke {
                 client,
                 op,
@@ -298,6 +309,11 @@ impl fmt::Display for TraceEvent {
             Heal => write!(f, "HEAL network"),
             Transfer { from, to } => write!(f, "n{from} transfers leadership to n{to}"),
             Campaign { node } => write!(f, "n{node} forced to campaign"),
+            Membership {
+                leader,
+                index,
+                change,
+            } => write!(f, "n{leader} proposes {change} at {index}"),
             Invoke {
                 client,
                 op,

@@ -79,3 +79,16 @@ fn stall_profile(seed: u64) -> SimConfig {
     c.force_lease_reads();
     c
 }
+
+/// Thesis §4.1: one membership change at a time. A leader that accepts a change while
+/// the previous one is uncommitted appends a configuration entry the membership
+/// checker refuses.
+#[test]
+fn two_membership_changes_in_flight_are_caught() {
+    let (seed, v) = first_failure(Broken::TwoChangesInFlight, 50, |s| {
+        let mut c = SimConfig::random(s, Some(5));
+        c.force_membership();
+        c
+    });
+    assert!(v.contains("two changes in flight"), "seed {seed}: {v}");
+}

@@ -355,6 +355,17 @@ impl ConfigHistory {
             .1
     }
 
+    /// The index from which the configuration in force at `index` holds (its entry's
+    /// index, or the base's).
+    pub(crate) fn index_at(&self, index: LogIndex) -> LogIndex {
+        self.configs
+            .iter()
+            .rev()
+            .find(|(i, _)| *i <= index)
+            .unwrap_or(&self.configs[0])
+            .0
+    }
+
     /// A configuration entry was appended at `index`.
     pub(crate) fn push(&mut self, index: LogIndex, membership: Membership) {
         self.truncate_from(index);

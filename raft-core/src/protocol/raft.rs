@@ -87,6 +87,9 @@ pub enum BrokenVariant {
     VoteWithoutLogCheck,
     /// Commit entries of older terms by counting replicas (the Figure 8 bug).
     CommitOlderTerms,
+    /// Accept a membership change while the previous one is not committed yet (two
+    /// changes in flight, against thesis §4.1).
+    TwoChangesInFlight,
 }
 
 /// What one ready handed out: its last entry (index, term) and last committed index.
@@ -760,11 +763,13 @@ impl<L: Log> Raft<L> {
             match m.body {
                 MessageBody::Append { .. }
                 | MessageBody::Heartbeat { .. }
-                | MessageBody::InstallSnapshot { .. }
-                    if self.config.check_quorum || self.config.pre_vote =>
-                {
-                    // A stale leader may be unable to learn our term otherwise (it would
-                    // never get a vote request from us under pre-vote): tell it.
+                | MessageBody::InstallSnapshot { .. } => {
+                    // A stale leader may be unable to learn our term otherwise (Figure
+                    // 2: reply with the current term): it would never get a vote request
+                    // from us under pre-vote, nor from a candidate whose configuration
+                    // does not list it (a leader that removed itself and lost touch
+                    // before its removal committed, thesis §4.2.2), while we, a voter it
+                    // needs, ignore it: tell it.
                     self.send(
                         m.from,
                         MessageBody::AppendResponse {

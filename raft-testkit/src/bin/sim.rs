@@ -4,6 +4,7 @@
 //! cargo run --release -p raft-testkit --bin sim -- --seeds 10000 --nodes 5
 //! cargo run --release -p raft-testkit --bin sim -- --seed 1234 --nodes 5 --trace
 //! cargo run --release -p raft-testkit --bin sim -- --seeds 10000 --nodes 5 --lease
+//! cargo run --release -p raft-testkit --bin sim -- --seeds 10000 --nodes 5 --membership
 //! ```
 
 #![forbid(unsafe_code)]
@@ -37,6 +38,10 @@ struct Args {
     /// campaign. Without it, about a third of the seeds draw lease reads.
     #[arg(long)]
     lease: bool,
+    /// Membership changes on every seed (with one or two spare nodes): the membership
+    /// campaign. Without it, about 40% of the seeds draw membership changes.
+    #[arg(long)]
+    membership: bool,
     /// Worker threads (each seed runs on one thread; results do not depend on this).
     #[arg(long, default_value_t = 2)]
     jobs: usize,
@@ -44,7 +49,7 @@ struct Args {
     #[arg(long)]
     trace: bool,
     /// Run a deliberately broken variant: vote-without-log-check, commit-older-terms or
-    /// ticks-after-queue (needs the broken-variants feature).
+    /// ticks-after-queue, two-changes-in-flight (needs the broken-variants feature).
     #[arg(long)]
     broken: Option<String>,
     /// Stop after this many failures.
@@ -59,6 +64,7 @@ fn main() -> Result<()> {
         Some("vote-without-log-check") => Some(Broken::VoteWithoutLogCheck),
         Some("commit-older-terms") => Some(Broken::CommitOlderTerms),
         Some("ticks-after-queue") => Some(Broken::TicksAfterQueue),
+        Some("two-changes-in-flight") => Some(Broken::TwoChangesInFlight),
         Some(other) => bail!("unknown broken variant {other:?}"),
     };
     if broken.is_some() && !cfg!(feature = "broken-variants") {
@@ -72,6 +78,9 @@ fn main() -> Result<()> {
         let mut cfg = SimConfig::random(seed, args.nodes);
         if args.lease {
             cfg.force_lease_reads();
+        }
+        if args.membership {
+            cfg.force_membership();
         }
         cfg.broken = broken;
         cfg

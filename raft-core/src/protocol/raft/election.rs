@@ -5,13 +5,16 @@ use super::*;
 
 impl<L: Log> Raft<L> {
     pub(super) fn tick_election(&mut self) {
-        self.election_elapsed += 1;
+        self.election_elapsed = self.election_elapsed.saturating_add(1);
         if self.campaign_pending && !self.granted_lease_may_hold() {
             self.election_elapsed = 0;
             self.start_election(false);
             return;
         }
-        if self.election_elapsed >= self.randomized_election_timeout {
+        // A node that may not campaign (a learner, a removed node) lets its timer run
+        // on: restarting it would keep it "in the leader's lease" forever, refusing the
+        // votes that the voters of a configuration it has not heard of yet need.
+        if self.election_elapsed >= self.randomized_election_timeout && self.may_campaign() {
             self.election_elapsed = 0;
             self.start_election(false);
         }
@@ -67,9 +70,13 @@ impl<L: Log> Raft<L> {
 
     pub(super) fn start_election(&mut self, transfer: bool) {
         self.campaign_pending = false;
-        // Only a voter of the configuration in force campaigns: a learner, a removed
-        // node or one not yet added never becomes leader (thesis §4).
-        if !self.configs.current().is_voter(self.id) {
+        // Only a voter campaigns: a learner, a removed node or one not yet added never
+        // becomes leader (thesis §4). Except (thesis §4.2.2) a node that an uncommitted
+        // entry removed: until that entry commits the voters of the configuration
+        // before may need it (it may hold the entry the others lack, and refuse them
+        // its vote), so it campaigns among the voters of the configuration in force,
+        // whose tally does not count its own vote.
+        if !self.may_campaign() {
             log::debug!(
                 "n{} does not campaign: not a voter of {:?}",
                 self.id,
@@ -99,6 +106,22 @@ impl<L: Log> Raft<L> {
         } else {
             self.start_real_election(transfer);
         }
+    }
+
+    /// Whether this node may start an election: a voter of the configuration in force,
+    /// or one that an uncommitted entry removed (see `start_election`).
+    pub(super) fn may_campaign(&self) -> bool {
+        self.configs.current().is_voter(self.id) || self.removed_by_uncommitted_entry()
+    }
+
+    /// Whether this node is a voter of the configuration before the latest one, which
+    /// removed it and is not committed (as far as this node knows).
+    pub(super) fn removed_by_uncommitted_entry(&self) -> bool {
+        let since = self.configs.current_index();
+        since > self.log.committed
+            && since > 0
+            && !self.configs.current().is_voter(self.id)
+            && self.configs.at(since - 1).is_voter(self.id)
     }
 
     pub(super) fn start_real_election(&mut self, transfer: bool) {

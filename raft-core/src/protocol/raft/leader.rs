@@ -71,12 +71,19 @@ impl<L: Log> Raft<L> {
                         self.broadcast_needed = true;
                     }
                     if self.lead_transferee == Some(from)
-                        && self.progress[&from].match_index == self.log.last_index()
+                        && self
+                            .progress
+                            .get(&from)
+                            .is_some_and(|p| p.match_index == self.log.last_index())
                     {
                         self.send_timeout_now(from);
                     }
                 }
-                let pr = &self.progress[&from];
+                // The commit may have left a joint configuration without `from` (its
+                // progress is gone then).
+                let Some(pr) = self.progress.get(&from) else {
+                    return;
+                };
                 if self.log.last_index() > pr.match_index {
                     self.send_append(from, Send::EntriesBatched);
                 } else if pr.commit_sent < self.log.committed && !self.broadcast_needed {

@@ -64,6 +64,13 @@ impl<L: Log> Raft<L> {
         self.configs.at(index)
     }
 
+    /// The index from which the configuration in force at `index` holds: its
+    /// configuration entry's index, or where the node's configuration history starts
+    /// (0, or its snapshot's last index).
+    pub fn membership_since(&self, index: LogIndex) -> LogIndex {
+        self.configs.index_at(index)
+    }
+
     /// A snapshot of the state machine at `index` for the driver to store: `state` is
     /// the state machine's bytes, sealed with the configuration in force at `index` so
     /// that a node installing or restarting from the snapshot knows who votes
@@ -122,6 +129,10 @@ impl<L: Log> Raft<L> {
         }
         // One change at a time. Leaving a joint configuration is the second half of its
         // change, allowed once the joint entry committed.
+        #[cfg(feature = "fault-injection")]
+        let uncommitted = !self.broken(BrokenVariant::TwoChangesInFlight)
+            && self.configs.current_index() > self.log.committed;
+        #[cfg(not(feature = "fault-injection"))]
         let uncommitted = self.configs.current_index() > self.log.committed;
         let joint = self.configs.current().is_joint() && change != MembershipChange::LeaveJoint;
         if uncommitted || joint {
