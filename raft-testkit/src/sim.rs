@@ -418,7 +418,7 @@ impl SimConfig {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7374_616c_6c21);
         c.faults.stall = rng.gen_bool(0.5);
         // Membership changes, from their own stream too, with up to two spare nodes.
-        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6d65_6d62_6572_73);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x006d_656d_6265_7273);
         c.faults.membership = rng.gen_bool(0.4);
         let spare = rng.gen_range(0..=2);
         if c.faults.membership {
