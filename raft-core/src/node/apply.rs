@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use crossbeam_channel::Sender;
@@ -148,7 +149,11 @@ impl<S: StateMachine> Applier<S> {
 
     fn handle(&mut self, task: ApplyTask) {
         match task {
-            ApplyTask::Entries(entries) => self.apply(entries),
+            ApplyTask::Entries(entries) => {
+                let (count, started) = (entries.len(), Instant::now());
+                self.apply(entries);
+                self.shared.metrics.applied(count, started.elapsed());
+            }
             ApplyTask::Restore(snap) => self.restore(snap),
             ApplyTask::TakeSnapshot => self.maybe_snapshot(true),
             ApplyTask::Placed {
