@@ -43,6 +43,7 @@ pub mod codec;
 pub mod config;
 pub mod crypto;
 pub mod fragment;
+pub mod metrics;
 pub mod peers;
 pub mod processor;
 pub mod replay;

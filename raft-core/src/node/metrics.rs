@@ -38,7 +38,7 @@
 //!     Node::builder(NodeConfig::new(1, [1]))
 //!         .log(MemLog::new())
 //!         .transport(net.transport(1))
-//!         .state_machine(KvStore::new())
+//!         .state_machine(KvStore::<String, String>::new())
 //!         .start()
 //! })?;
 //! node.wait_for_leader(Duration::from_secs(10))?;
@@ -163,8 +163,39 @@ const ROLES: [(Role, &str); 4] = [
     (Role::Leader, "leader"),
 ];
 
-/// Per-kind message counters, registered the first time a kind is seen (the kinds are
-/// few, so a linear search beats hashing).
+/// The message kinds registered at start ([`MessageBody::kind`]); a kind not listed is
+/// registered when first seen, with the global recorder.
+const KINDS: [&str; 15] = [
+    "pre_vote",
+    "pre_vote_response",
+    "vote",
+    "vote_response",
+    "append",
+    "append_response",
+    "heartbeat",
+    "heartbeat_response",
+    "read_index",
+    "read_index_response",
+    "propose",
+    "propose_response",
+    "timeout_now",
+    "install_snapshot",
+    "snapshot_response",
+];
+
+/// The proposal failure reasons ([`LABEL_REASON`]), all registered at start.
+const REASONS: [&str; 6] = [
+    "no_leader",
+    "not_leader",
+    "too_large",
+    "busy",
+    "transferring",
+    "other",
+];
+
+/// Per-kind message counters (the kinds are few, so a linear search beats hashing).
+/// Every kind of [`KINDS`] is registered at start, so a recorder set for the starting
+/// thread only sees them all.
 #[derive(Default)]
 struct ByKind {
     /// (kind, sent, received).
@@ -172,6 +203,14 @@ struct ByKind {
 }
 
 impl ByKind {
+    fn new(node: &str) -> Self {
+        let mut by_kind = Self::default();
+        for kind in KINDS {
+            by_kind.get(node, kind);
+        }
+        by_kind
+    }
+
     fn get(&mut self, node: &str, kind: &'static str) -> &(&'static str, Counter, Counter) {
         let at = match self.kinds.iter().position(|(k, ..)| *k == kind) {
             Some(at) => at,
@@ -225,8 +264,8 @@ pub(crate) struct NodeMetrics {
     sync_snapshot: Histogram,
     apply_batch: Histogram,
     apply_seconds: Histogram,
-    /// Proposal failures by reason, registered on first use.
-    failed: Mutex<Vec<(&'static str, Counter)>>,
+    /// Proposal failures by reason: one handle per [`REASONS`] entry, in order.
+    failed: Vec<Counter>,
     /// Touched by the WaitLoop only (one uncontended lock per batch).
     by_kind: Mutex<ByKind>,
 }
@@ -271,8 +310,11 @@ impl NodeMetrics {
             sync_snapshot: histogram!(LOG_SYNC_SECONDS, LABEL_NODE => n(), LABEL_CAUSE => "snapshot"),
             apply_batch: histogram!(APPLY_BATCH_ENTRIES, LABEL_NODE => n()),
             apply_seconds: histogram!(APPLY_SECONDS, LABEL_NODE => n()),
-            failed: Mutex::new(Vec::new()),
-            by_kind: Mutex::new(ByKind::default()),
+            failed: REASONS
+                .iter()
+                .map(|&r| counter!(PROPOSALS_FAILED_TOTAL, LABEL_NODE => n(), LABEL_REASON => r))
+                .collect(),
+            by_kind: Mutex::new(ByKind::new(&node)),
             node,
         }
     }
@@ -335,14 +377,8 @@ impl NodeMetrics {
     }
 
     fn proposal_failed(&self, reason: &'static str) {
-        let mut failed = self.failed.lock();
-        if let Some((_, c)) = failed.iter().find(|(r, _)| *r == reason) {
-            c.increment(1);
-            return;
-        }
-        let c = counter!(PROPOSALS_FAILED_TOTAL, LABEL_NODE => self.node.clone(), LABEL_REASON => reason);
-        c.increment(1);
-        failed.push((reason, c));
+        let at = REASONS.iter().position(|r| *r == reason);
+        self.failed[at.unwrap_or(REASONS.len() - 1)].increment(1);
     }
 
     /// Counts `messages` about to be handed to the transport, by kind, and the snapshot
