@@ -59,6 +59,7 @@ pub mod config;
 pub mod demo;
 pub mod init;
 pub mod logger;
+pub mod metrics;
 pub mod server;
 pub mod store;
 pub mod ui;
