@@ -364,7 +364,7 @@ mod tests {
 
     #[test]
     fn finds_the_end_of_the_headers() {
-        assert_eq!(header_end(b"GET / HTTP/1.1\r\nA: b\r\n\r\nrest"), Some(22));
+        assert_eq!(header_end(b"GET / HTTP/1.1\r\nA: b\r\n\r\nrest"), Some(20));
         assert_eq!(header_end(b"GET / HTTP/1.1\n\n"), Some(14));
         assert_eq!(header_end(b"GET / HTTP/1.1\r\n"), None);
     }
