@@ -1196,9 +1196,10 @@ struct SledSnapshotWriter(crate::snapfile::FileWriter);
 impl raft_core::SnapshotWriter for SledSnapshotWriter {
     fn write(
         &mut self,
-        snapshot: &raft_core::Snapshot,
+        meta: raft_core::SnapshotMeta,
+        fill: &mut dyn FnMut(&mut dyn std::io::Write) -> std::io::Result<()>,
     ) -> Result<raft_core::WrittenSnapshot, StorageError> {
-        let r = self.0.write(snapshot)?;
+        let r = self.0.write_stream(meta, fill)?;
         Ok(raft_core::WrittenSnapshot {
             meta: r.meta,
             id: r.id,

@@ -38,7 +38,7 @@ fn written_off_thread_adopted_and_synced_survives_a_reopen() {
     let snap = snapshot(200, 1, 300_000);
     // The write runs on another thread while the log appends and syncs.
     let (written, _) = std::thread::scope(|s| {
-        let w = s.spawn(|| writer.write(&snap));
+        let w = s.spawn(|| writer.write_whole(&snap));
         f.log().append(&run(301, 400, 1)).unwrap();
         f.log().sync().unwrap();
         (w.join().unwrap().expect("written"), ())
@@ -62,7 +62,7 @@ fn a_written_file_never_adopted_is_removed_on_reopen() {
     f.log().append(&run(1, 50, 1)).unwrap();
     f.log().sync().unwrap();
     let mut writer = f.log().snapshot_writer().unwrap();
-    writer.write(&snapshot(40, 1, 10_000)).unwrap();
+    writer.write_whole(&snapshot(40, 1, 10_000)).unwrap();
     assert_eq!(snapshot_files(&f), 1);
     let log = f.reopen().unwrap();
     assert!(log.snapshot().unwrap().is_none());
@@ -80,7 +80,7 @@ fn adoption_keeps_at_most_two_files_and_refuses_unknown_ones() {
     f.log().sync().unwrap();
     let mut writer = f.log().snapshot_writer().unwrap();
     for index in [20, 40, 60, 80] {
-        let w = writer.write(&snapshot(index, 1, 5_000)).unwrap();
+        let w = writer.write_whole(&snapshot(index, 1, 5_000)).unwrap();
         f.log().adopt_snapshot(&w).unwrap();
         f.log().sync().unwrap();
         assert!(snapshot_files(&f) <= 2, "{} files", snapshot_files(&f));

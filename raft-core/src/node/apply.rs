@@ -4,7 +4,6 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use crossbeam_channel::Sender;
 
 use super::dedup::Dedup;
@@ -44,8 +43,9 @@ pub(crate) struct SnapshotPolicy {
 /// stalled lost its quorum (issue 18: 150 MB snapshots, 3 nodes on one disk).
 pub const SNAPSHOT_STRETCH_PERCENT_MAX: u64 = 50;
 
-/// A snapshot the apply thread took: (index, packed bytes), for the WaitLoop to store.
-pub(crate) type TakenSnapshot = (LogIndex, Bytes);
+/// A snapshot the apply thread took: (index, its unserialized view), for the WaitLoop
+/// to hand to the storer thread.
+pub(crate) type TakenSnapshot = (LogIndex, snapshot::PackedSource);
 
 pub(crate) struct Applier<S: StateMachine> {
     shared: Arc<Shared<S>>,
@@ -96,9 +96,7 @@ impl<S: StateMachine> Applier<S> {
 
     /// Restores the state machine and the runtime state from stored snapshot bytes.
     pub(crate) fn restore_state(sm: &mut S, data: &[u8]) -> Result<Dedup, super::RestoreError> {
-        let (dedup, state) = snapshot::unpack(data)?;
-        sm.restore(&state)?;
-        Ok(dedup)
+        snapshot::restore_from(sm, &mut &data[..])
     }
 
     /// Runs until the task channel closes (the WaitLoop ended).
@@ -221,7 +219,10 @@ impl<S: StateMachine> Applier<S> {
         if !due && !force {
             return;
         }
-        let state = self.shared.state_machine.lock().snapshot();
+        // Cheap by contract (a frozen view): the writers wait only for this; the storer
+        // thread serializes the view into the snapshot file.
+        let taken = std::time::Instant::now();
+        let state = self.shared.state_machine.lock().snapshot_source();
         let Some(state) = state else {
             log::info!(
                 "n{} state machine does not snapshot; the log will not be compacted",
@@ -230,12 +231,12 @@ impl<S: StateMachine> Applier<S> {
             self.snapshots_supported = false;
             return;
         };
-        let packed = snapshot::pack(&self.dedup, state);
+        let packed = snapshot::PackedSource::new(&self.dedup, state);
         log::debug!(
-            "n{} took a snapshot at {} ({} bytes)",
+            "n{} took a snapshot at {} (the apply thread held the state machine {:?})",
             self.shared.id,
             self.applied,
-            packed.len()
+            taken.elapsed()
         );
         // A full channel means the WaitLoop has not stored the previous one yet: try
         // again after the next batch.

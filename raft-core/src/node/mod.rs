@@ -64,7 +64,7 @@ pub use envelope::ENVELOPE_BYTES;
 pub use error::NodeError;
 pub use events::{Event, EVENTS_QUEUED_MAX};
 pub use kv::{KvCommand, KvResponse, KvStore};
-pub use state_machine::{RestoreError, StateMachine};
+pub use state_machine::{RestoreError, SnapshotSource, StateMachine};
 pub use status::{ClusterState, NodeCounters, NodeStatus, PeerLag};
 
 use apply::Applier;

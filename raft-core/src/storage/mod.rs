@@ -178,11 +178,27 @@ pub trait Log: Send + 'static {
 /// log's stored snapshot is unchanged, and a crash leaves at most an unreferenced file
 /// that the log may clean up when it is opened again.
 pub trait SnapshotWriter: Send + 'static {
-    /// Writes `snapshot` so that it survives a crash once this returns.
+    /// Writes the snapshot that covers `meta`, whose data `fill` writes into the sink it
+    /// is handed (a stream: no whole-snapshot buffer is needed), so that it survives a
+    /// crash once this returns. The writer counts and checksums the bytes as they pass.
     ///
     /// # Errors
-    /// Storage failure; nothing was adopted, the log keeps its previous snapshot.
-    fn write(&mut self, snapshot: &Snapshot) -> Result<WrittenSnapshot, StorageError>;
+    /// Storage failure, or `fill` failed; nothing was adopted, the log keeps its previous
+    /// snapshot, and whatever was partly written is not a snapshot the log will use.
+    fn write(
+        &mut self,
+        meta: SnapshotMeta,
+        fill: &mut dyn FnMut(&mut dyn std::io::Write) -> std::io::Result<()>,
+    ) -> Result<WrittenSnapshot, StorageError>;
+
+    /// [`SnapshotWriter::write`] for a snapshot already in memory.
+    ///
+    /// # Errors
+    /// As [`SnapshotWriter::write`].
+    fn write_whole(&mut self, snapshot: &Snapshot) -> Result<WrittenSnapshot, StorageError> {
+        let mut fill = |out: &mut dyn std::io::Write| out.write_all(&snapshot.data);
+        self.write(snapshot.meta, &mut fill)
+    }
 }
 
 /// A snapshot a [`SnapshotWriter`] wrote durably, for [`Log::adopt_snapshot`].
