@@ -26,6 +26,16 @@ use crate::store::CommittedEntry;
 /// The largest frame either side accepts, in bytes.
 pub const FRAME_BYTES_MAX: usize = (1 << 20) + (64 << 10);
 
+/// The largest frame a node reads from a client that has not yet proven the cluster
+/// password (an encrypted cluster's first frame, [`Request::Auth`], takes about 70
+/// bytes). With [`FRAME_BYTES_MAX`] there, every unauthenticated connection could make a
+/// node hold a megabyte for a client that has not authenticated.
+pub const AUTH_FRAME_BYTES_MAX: usize = 1024;
+
+/// What a reader allocates ahead of the bytes actually received: a frame's buffer grows
+/// with what arrives, so a length header alone never costs the reader its full length.
+const FRAME_READ_AHEAD_BYTES: usize = 64 << 10;
+
 /// The version of this protocol, in every [`Greeting`].
 pub const CLIENT_PROTOCOL_VERSION: u32 = 2;
 
@@ -166,7 +176,15 @@ fn write_bytes(w: &mut impl Write, body: &[u8]) -> std::io::Result<()> {
 /// # Errors
 /// I/O, a length over [`FRAME_BYTES_MAX`], or bytes that do not decode.
 pub fn read_frame<T: DeserializeOwned>(r: &mut impl Read) -> std::io::Result<Option<T>> {
-    let Some(body) = read_bytes(r)? else {
+    read_frame_limited(r, FRAME_BYTES_MAX)
+}
+
+/// Reads one frame of at most `bytes_max` bytes (at most [`FRAME_BYTES_MAX`]).
+fn read_frame_limited<T: DeserializeOwned>(
+    r: &mut impl Read,
+    bytes_max: usize,
+) -> std::io::Result<Option<T>> {
+    let Some(body) = read_bytes(r, bytes_max)? else {
         return Ok(None);
     };
     postcard::from_bytes(&body)
@@ -174,8 +192,10 @@ pub fn read_frame<T: DeserializeOwned>(r: &mut impl Read) -> std::io::Result<Opt
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
-/// Reads one frame's bytes; `Ok(None)` on a clean end of stream before it starts.
-fn read_bytes(r: &mut impl Read) -> std::io::Result<Option<Vec<u8>>> {
+/// Reads one frame's bytes, refusing a length over `bytes_max`; `Ok(None)` on a clean
+/// end of stream before it starts. The buffer grows as bytes arrive (at most
+/// [`FRAME_READ_AHEAD_BYTES`] ahead of them).
+fn read_bytes(r: &mut impl Read, bytes_max: usize) -> std::io::Result<Option<Vec<u8>>> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len) {
         Ok(()) => {}
@@ -183,14 +203,24 @@ fn read_bytes(r: &mut impl Read) -> std::io::Result<Option<Vec<u8>>> {
         Err(e) => return Err(e),
     }
     let len = u32::from_be_bytes(len) as usize;
-    if len > FRAME_BYTES_MAX {
+    let bytes_max = bytes_max.min(FRAME_BYTES_MAX);
+    if len > bytes_max {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!("frame of {len} bytes exceeds {FRAME_BYTES_MAX}"),
+            format!("frame of {len} bytes exceeds {bytes_max}"),
         ));
     }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body)?;
+    let mut body = Vec::with_capacity(len.min(FRAME_READ_AHEAD_BYTES));
+    r.take(len as u64).read_to_end(&mut body)?;
+    if body.len() < len {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!(
+                "the stream ended {} bytes into a frame of {len}",
+                body.len()
+            ),
+        ));
+    }
     Ok(Some(body))
 }
 
@@ -200,6 +230,8 @@ fn read_bytes(r: &mut impl Read) -> std::io::Result<Option<Vec<u8>>> {
 pub struct Framed<S> {
     stream: S,
     secure: Option<Secure>,
+    /// The largest frame [`Framed::read`] accepts (at most [`FRAME_BYTES_MAX`]).
+    read_bytes_max: usize,
 }
 
 struct Secure {
@@ -223,7 +255,15 @@ impl<S: Read + Write> Framed<S> {
         Self {
             stream,
             secure: None,
+            read_bytes_max: FRAME_BYTES_MAX,
         }
+    }
+
+    /// Reads refuse frames longer than `bytes_max` (capped at [`FRAME_BYTES_MAX`], the
+    /// default) with `InvalidData`: a node reads an unauthenticated client's frames with
+    /// [`AUTH_FRAME_BYTES_MAX`].
+    pub fn set_read_bytes_max(&mut self, bytes_max: usize) {
+        self.read_bytes_max = bytes_max.min(FRAME_BYTES_MAX);
     }
 
     /// From now on, seal what is written with `send` and open what is read with `recv`.
@@ -275,9 +315,9 @@ impl<S: Read + Write> Framed<S> {
     /// authentication (`InvalidData`: another password, tampering, replay, reordering).
     pub fn read<T: DeserializeOwned>(&mut self) -> std::io::Result<Option<T>> {
         let Some(sec) = self.secure.as_mut() else {
-            return read_frame(&mut self.stream);
+            return read_frame_limited(&mut self.stream, self.read_bytes_max);
         };
-        let Some(sealed) = read_bytes(&mut self.stream)? else {
+        let Some(sealed) = read_bytes(&mut self.stream, self.read_bytes_max)? else {
             return Ok(None);
         };
         let body = sec
@@ -475,6 +515,52 @@ mod tests {
         // Garbage does not decode.
         let junk = [0, 0, 0, 2, 0xff, 0xff];
         assert!(read_frame::<Request>(&mut &junk[..]).is_err());
+        // A frame cut short is an error, not a shorter frame.
+        let cut = [0, 0, 0, 9, 1, 2, 3];
+        let e = read_frame::<Request>(&mut &cut[..]).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "{e}");
+    }
+
+    /// Regression (session 4): an unauthenticated client's frame was read with the full
+    /// frame limit, so each of hundreds of handshaking connections could make the node
+    /// allocate a megabyte. A limited reader refuses a long frame by its length alone,
+    /// and a length header with few bytes behind it costs only what arrived.
+    #[test]
+    fn a_limited_reader_refuses_long_frames_and_allocates_only_what_arrives() {
+        let auth = Request::Auth {
+            proof: [7; 32],
+            client_nonce: [9; 32],
+        };
+        let mut wire = Wire::default();
+        write_frame(&mut wire, &auth).unwrap();
+        let mut node = Framed::new(Wire(wire.0.clone(), 0));
+        node.set_read_bytes_max(AUTH_FRAME_BYTES_MAX);
+        assert_eq!(node.read::<Request>().unwrap(), Some(auth));
+
+        let mut big = Wire::default();
+        write_frame(
+            &mut big,
+            &Request::Put {
+                key: "k".into(),
+                value: "v".repeat(AUTH_FRAME_BYTES_MAX),
+            },
+        )
+        .unwrap();
+        let mut node = Framed::new(Wire(big.0.clone(), 0));
+        node.set_read_bytes_max(AUTH_FRAME_BYTES_MAX);
+        let e = node.read::<Request>().unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("exceeds 1024"), "{e}");
+        // The default limit takes it.
+        let mut node = Framed::new(Wire(big.0, 0));
+        assert!(node.read::<Request>().unwrap().is_some());
+
+        // A header announcing the largest frame, then 10 bytes: an error at the end of
+        // the stream (the buffer grew only with what arrived).
+        let mut header = (FRAME_BYTES_MAX as u32).to_be_bytes().to_vec();
+        header.extend_from_slice(&[0; 10]);
+        let body = read_bytes(&mut &header[..], FRAME_BYTES_MAX);
+        assert_eq!(body.unwrap_err().kind(), std::io::ErrorKind::UnexpectedEof);
     }
     /// A pipe-like stream over a shared buffer, for both ends of a `Framed` in one test.
     #[derive(Default)]

@@ -35,7 +35,8 @@ use raft_core::{NodeId, ProposeError};
 use serde::{Deserialize, Serialize};
 
 use crate::client::{
-    write_frame, ErrorKind, Framed, Greeting, Request, Response, CLIENT_PROTOCOL_VERSION,
+    write_frame, ErrorKind, Framed, Greeting, Request, Response, AUTH_FRAME_BYTES_MAX,
+    CLIENT_PROTOCOL_VERSION, FRAME_BYTES_MAX,
 };
 use crate::cluster::NodeHost;
 use crate::config::ClientPort;
@@ -751,7 +752,14 @@ impl Connection {
             challenge,
         };
         conn.write(&welcome).map_err(failed_io)?;
-        let first = conn.read::<Request>().map_err(failed_io)?;
+        // On an encrypted cluster the first frame is the password proof: a small one.
+        // (An unencrypted cluster authenticates no one; its first request may be large.)
+        if key.is_some() {
+            conn.set_read_bytes_max(AUTH_FRAME_BYTES_MAX);
+        }
+        let first = conn.read::<Request>().map_err(failed_io);
+        conn.set_read_bytes_max(FRAME_BYTES_MAX);
+        let first = first?;
         let (Some(key), Some(nonce)) = (key, challenge) else {
             // Unencrypted: the first request completes the handshake.
             let Some(first) = first else {

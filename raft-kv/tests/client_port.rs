@@ -519,3 +519,43 @@ fn running_out_of_file_descriptors_is_logged_and_survived() {
     assert!(!cluster.proc_mut("node1").exited());
     assert!(!lines.all().iter().any(|l| l.contains("panicked")));
 }
+
+/// Regression (session 4): before proving the password, a client's first frame may be at
+/// most AUTH_FRAME_BYTES_MAX; a longer one is refused by its length header, at once,
+/// instead of the node waiting for (and buffering) a megabyte from an unknown client.
+#[test]
+fn an_unauthenticated_client_cannot_send_a_large_frame() {
+    use std::io::Write;
+    let cluster = one_node(&encrypted(&[]));
+    let mut s = greeted_socket(&client_addr(&cluster));
+    let announced = raft_kv::client::FRAME_BYTES_MAX as u32;
+    s.write_all(&announced.to_be_bytes()).unwrap();
+    s.write_all(&[0u8; 100]).unwrap();
+    let (_, got) = wait_closed(&mut s, Instant::now() + WAIT).expect("the node closes it");
+    match last_words(&got) {
+        Some(Response::Error { kind, message }) => {
+            assert_eq!(kind, ErrorKind::Unauthorized, "{message}");
+            assert!(message.contains("exceeds 1024"), "{message}");
+        }
+        other => panic!("expected an explanation, got {other:?}"),
+    }
+    assert_eq!(counter(&cluster, "client_handshake_failures"), 1);
+    // A client with the password is served as before, with a large value.
+    let config = config(&cluster);
+    let key = config.client_key(PASSWORD);
+    let mut c = Client::connect(&client_addr(&cluster), WAIT, Some(&key)).unwrap();
+    let value = "v".repeat(200_000);
+    let put = c.call(&Request::Put {
+        key: "big".into(),
+        value: value.clone(),
+    });
+    assert!(
+        matches!(put.unwrap(), Response::Written { previous: None }),
+        "the write is served"
+    );
+    let got = c.call(&Request::Get {
+        key: "big".into(),
+        stale: false,
+    });
+    assert_eq!(got.unwrap(), Response::Value(Some(value)));
+}
