@@ -46,4 +46,6 @@ pub use message::{Message, MessageBody, RejectHint};
 pub use protocol::{ProposeError, Raft, ReadState, Ready, Role, SoftState, Status};
 pub use storage::{Log, MemLog, SnapshotWriter, StorageError, WrittenSnapshot};
 pub use transport::{Transport, TransportCounters, TransportError};
-pub use types::{Entry, EntryKind, HardState, LogIndex, NodeId, Snapshot, SnapshotMeta, Term};
+pub use types::{
+    Entry, EntryKind, HardState, LogIndex, NodeId, Snapshot, SnapshotInfo, SnapshotMeta, Term,
+};

@@ -209,9 +209,14 @@ impl StateMachine for KvLog {
             )));
         }
         let mut list = Vec::new();
-        input.take(list_len).read_to_end(&mut list).map_err(read_err)?;
+        input
+            .take(list_len)
+            .read_to_end(&mut list)
+            .map_err(read_err)?;
         if list.len() as u64 != list_len {
-            return Err(RestoreError("raft-kv snapshot: cut short in its entry list".into()));
+            return Err(RestoreError(
+                "raft-kv snapshot: cut short in its entry list".into(),
+            ));
         }
         let entries: Vec<CommittedEntry> = postcard::from_bytes(&list)
             .map_err(|e| RestoreError(format!("raft-kv snapshot: bad entry list: {e}")))?;

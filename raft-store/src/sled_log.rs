@@ -1032,6 +1032,34 @@ impl Log for SledLog {
         }
     }
 
+    /// From the current snapshot's reference in the state record: no file is read.
+    fn snapshot_info(&self) -> Result<Option<raft_core::SnapshotInfo>, StorageError> {
+        Ok(self
+            .pending_snapshot
+            .or(self.snapshot_file)
+            .map(|r| raft_core::SnapshotInfo {
+                meta: r.meta,
+                len_bytes: r.len,
+                crc32: r.crc,
+            }))
+    }
+
+    /// Reads the chunk from the snapshot's file (kept open between chunks).
+    fn snapshot_chunk(
+        &self,
+        meta: SnapshotMeta,
+        offset: u64,
+        max_bytes: u64,
+    ) -> Result<Bytes, StorageError> {
+        match self.pending_snapshot.or(self.snapshot_file) {
+            Some(r) if r.meta == meta => self.snapshot_dir()?.read_chunk(&r, offset, max_bytes),
+            other => Err(raft_core::storage::snapshot_gone(
+                meta,
+                other.map(|r| r.meta),
+            )),
+        }
+    }
+
     /// Writes the snapshot to a new file at once (durably: temporary file, fsync,
     /// rename, directory fsync); the next [`Log::sync`] makes it the current one in the
     /// same atomic sled batch as everything else. Until then a crash leaves the previous

@@ -98,3 +98,76 @@ fn adoption_keeps_at_most_two_files_and_refuses_unknown_ones() {
     assert!(e.to_string().contains("9999"), "{e}");
     assert_eq!(f.log().snapshot().unwrap(), Some(snapshot(80, 1, 5_000)));
 }
+
+/// Issue 18, item 2: a leader sends a snapshot in chunks read from its file; the log's
+/// metadata gives its length and checksum without reading it, and a snapshot replaced by
+/// a newer one is refused by its old metadata (the transfer starts over).
+fn chunks_of<L: Log>(log: &L, meta: SnapshotMeta, chunk_bytes: u64) -> Vec<u8> {
+    let mut all = Vec::new();
+    loop {
+        let chunk = log
+            .snapshot_chunk(meta, all.len() as u64, chunk_bytes)
+            .expect("chunk");
+        if chunk.is_empty() {
+            return all;
+        }
+        assert!(chunk.len() as u64 <= chunk_bytes);
+        all.extend_from_slice(&chunk);
+    }
+}
+
+#[test]
+fn chunks_are_read_from_the_file_and_match_the_snapshot() {
+    let mut f = SledFixture::create();
+    assert_eq!(f.log().snapshot_info().unwrap(), None);
+    f.log().append(&run(1, 100, 1)).unwrap();
+    f.log().sync().unwrap();
+    let mut writer = f.log().snapshot_writer().unwrap();
+    let first = snapshot(50, 1, 300_001);
+    let w = writer.write_whole(&first).unwrap();
+    f.log().adopt_snapshot(&w).unwrap();
+    // Pending (adopted, not yet synced) already: chunks come from its file.
+    let info = f.log().snapshot_info().unwrap().expect("a snapshot");
+    assert_eq!(info.meta, first.meta);
+    assert_eq!(info.len_bytes, 300_001);
+    assert_eq!(info.crc32, crc32fast::hash(&first.data));
+    assert_eq!(chunks_of(f.log(), first.meta, 48 * 1024), first.data);
+    f.log().sync().unwrap();
+    assert_eq!(chunks_of(f.log(), first.meta, 7_000), first.data);
+    // Past the end: empty.
+    assert!(f
+        .log()
+        .snapshot_chunk(first.meta, 400_000, 10)
+        .unwrap()
+        .is_empty());
+    // The same answers as MemLog's default implementation.
+    let mut mem = raft_core::MemLog::new();
+    mem.save_snapshot(&first).unwrap();
+    assert_eq!(mem.snapshot_info().unwrap(), Some(info));
+    assert_eq!(chunks_of(&mem, first.meta, 7_000), first.data);
+    // Replaced: the old metadata is refused, by both.
+    let second = snapshot(80, 1, 1_000);
+    let w = writer.write_whole(&second).unwrap();
+    f.log().adopt_snapshot(&w).unwrap();
+    f.log().sync().unwrap();
+    mem.save_snapshot(&second).unwrap();
+    for e in [
+        f.log().snapshot_chunk(first.meta, 0, 10).unwrap_err(),
+        mem.snapshot_chunk(first.meta, 0, 10).unwrap_err(),
+    ] {
+        assert!(
+            matches!(
+                e,
+                raft_core::StorageError::SnapshotReplaced {
+                    wanted: 50,
+                    stored: 80
+                }
+            ),
+            "{e}"
+        );
+    }
+    assert_eq!(chunks_of(f.log(), second.meta, 300), second.data);
+    // Survives a reopen.
+    let log = f.reopen().unwrap();
+    assert_eq!(chunks_of(log, second.meta, 48 * 1024), second.data);
+}

@@ -215,6 +215,17 @@ impl<L: Log> Log for FaultyLog<L> {
     fn snapshot(&self) -> Result<Option<Snapshot>, StorageError> {
         self.inner.snapshot()
     }
+    fn snapshot_info(&self) -> Result<Option<raft_core::SnapshotInfo>, StorageError> {
+        self.inner.snapshot_info()
+    }
+    fn snapshot_chunk(
+        &self,
+        meta: SnapshotMeta,
+        offset: u64,
+        max_bytes: u64,
+    ) -> Result<bytes::Bytes, StorageError> {
+        self.inner.snapshot_chunk(meta, offset, max_bytes)
+    }
     fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
         self.faults.snapshot_store_delay();
         self.inner.save_snapshot(snapshot)?;

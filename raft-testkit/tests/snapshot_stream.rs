@@ -3,13 +3,18 @@
 //! state machine whose serialization blocks until the test releases it must therefore
 //! not stall the writers: proposals keep committing on every node while every node's
 //! serialization is held, and the snapshots are stored once released.
+//!
+//! Issue 18, item 4: a node does not write its state again before it wrote at least as
+//! many bytes of log as the stored snapshot has.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use raft_core::node::{ChannelNetwork, Node, NodeConfig, RestoreError, SnapshotSource, StateMachine};
+use raft_core::node::{
+    ChannelNetwork, Node, NodeConfig, RestoreError, SnapshotSource, StateMachine,
+};
 use raft_core::MemLog;
 
 const T: Duration = Duration::from_secs(30);
@@ -156,4 +161,91 @@ fn a_held_serialization_does_not_stall_the_writers() {
     for n in &nodes {
         n.stop();
     }
+}
+
+/// Counts its snapshots; each is `SNAPSHOT_BYTES` long, far more than the log bytes that
+/// the byte threshold asks for.
+struct Padded {
+    applied: u64,
+    taken: Arc<AtomicU64>,
+}
+
+const SNAPSHOT_BYTES: usize = 200_000;
+
+struct PaddedView(u64);
+
+impl SnapshotSource for PaddedView {
+    fn write_to(self: Box<Self>, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        out.write_all(&self.0.to_le_bytes())?;
+        out.write_all(&vec![0u8; SNAPSHOT_BYTES - 8])
+    }
+}
+
+impl StateMachine for Padded {
+    type Response = ();
+    fn apply(&mut self, _index: u64, _command: &[u8]) {
+        self.applied += 1;
+    }
+    fn snapshot_source(&self) -> Option<Box<dyn SnapshotSource>> {
+        self.taken.fetch_add(1, Ordering::SeqCst);
+        Some(Box::new(PaddedView(self.applied)))
+    }
+    fn restore_from(&mut self, input: &mut dyn std::io::Read) -> Result<(), RestoreError> {
+        let mut data = Vec::new();
+        input
+            .read_to_end(&mut data)
+            .map_err(|e| RestoreError(e.to_string()))?;
+        let word: [u8; 8] = data
+            .get(..8)
+            .and_then(|w| w.try_into().ok())
+            .ok_or_else(|| RestoreError("short".into()))?;
+        self.applied = u64::from_le_bytes(word);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_big_snapshot_waits_for_as_many_bytes_of_log() {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let net = ChannelNetwork::new();
+    let mut config = NodeConfig::new(1, 1..=1);
+    config.snapshot_after_entries = 0;
+    config.snapshot_after_log_bytes = 2_000;
+    config.snapshot_trailing_entries = 0;
+    let taken = Arc::new(AtomicU64::new(0));
+    let node = Node::builder(config)
+        .log(MemLog::new())
+        .transport(net.transport(1))
+        .state_machine(Padded {
+            applied: 0,
+            taken: taken.clone(),
+        })
+        .start()
+        .expect("node starts");
+    let command = vec![7u8; 100];
+    // The first snapshot comes after 2,000-3,000 bytes of commands.
+    let deadline = Instant::now() + T;
+    while node.status().snapshot_index == 0 {
+        assert!(Instant::now() < deadline, "no snapshot was stored");
+        node.propose_with_retry(command.clone(), T).expect("write");
+    }
+    let first = taken.load(Ordering::SeqCst);
+    // 1,000 commands of ~100 bytes: 50 times the configured threshold, half the stored
+    // snapshot. Without the floor this took ~40 more snapshots.
+    for _ in 0..1_000 {
+        node.propose_with_retry(command.clone(), T).expect("write");
+    }
+    assert_eq!(
+        taken.load(Ordering::SeqCst),
+        first,
+        "a snapshot of {SNAPSHOT_BYTES} bytes was taken again after ~100,000 bytes of log"
+    );
+    // Past the stored snapshot's size (stretched at most by 50 % of 2,000 bytes, less
+    // than the size): the next one is due.
+    let deadline = Instant::now() + T;
+    while taken.load(Ordering::SeqCst) == first {
+        assert!(Instant::now() < deadline, "no second snapshot");
+        node.propose_with_retry(command.clone(), T).expect("write");
+    }
+    node.stop();
 }

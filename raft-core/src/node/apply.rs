@@ -27,6 +27,9 @@ pub(crate) enum ApplyTask {
     Restore(Snapshot),
     /// Take a snapshot now (a manual trigger).
     TakeSnapshot,
+    /// The log now stores a snapshot of `size_bytes` (the last one this node took, or the
+    /// one it started from): the next one waits for at least as many bytes of log.
+    SnapshotStored { size_bytes: u64 },
 }
 
 /// When the apply thread takes snapshots.
@@ -60,6 +63,9 @@ pub(crate) struct Applier<S: StateMachine> {
     snapshots: Sender<TakenSnapshot>,
     last_snapshot: LogIndex,
     bytes_since_snapshot: u64,
+    /// The size of the snapshot the log stores: the least `bytes_since_snapshot` before
+    /// the byte threshold calls for the next one (see `maybe_snapshot`).
+    stored_snapshot_bytes: u64,
     /// Whether the state machine produced a snapshot when asked (false: never ask again).
     snapshots_supported: bool,
     /// This round's stretch of the policy's thresholds, in percent
@@ -89,6 +95,7 @@ impl<S: StateMachine> Applier<S> {
             snapshots,
             last_snapshot: applied,
             bytes_since_snapshot: 0,
+            stored_snapshot_bytes: 0,
             snapshots_supported: true,
             stretch_percent: draw_stretch_percent(),
         }
@@ -122,6 +129,7 @@ impl<S: StateMachine> Applier<S> {
             ApplyTask::Entries(entries) => self.apply(entries),
             ApplyTask::Restore(snap) => self.restore(snap),
             ApplyTask::TakeSnapshot => self.maybe_snapshot(true),
+            ApplyTask::SnapshotStored { size_bytes } => self.stored_snapshot_bytes = size_bytes,
             ApplyTask::Placed { request_id, index } => {
                 if index <= self.applied {
                     // Already applied and not answered: what was applied there was not ours.
@@ -188,6 +196,7 @@ impl<S: StateMachine> Applier<S> {
         self.applied = snap.meta.last_index;
         self.last_snapshot = snap.meta.last_index;
         self.bytes_since_snapshot = 0;
+        self.stored_snapshot_bytes = snap.data.len() as u64;
         // Our proposals placed at or below the snapshot: the snapshot's table says
         // whether they took effect; their responses are gone either way.
         let covered: Vec<(LogIndex, u64)> = self
@@ -207,15 +216,21 @@ impl<S: StateMachine> Applier<S> {
     }
 
     /// Takes a snapshot if the policy says so (or `force`), and hands it to the WaitLoop.
+    ///
+    /// The byte threshold is at least the size of the stored snapshot: a node writes a
+    /// snapshot only after at least as many bytes of log, so snapshots cost at most as
+    /// many bytes written as the log itself, however big the state (issue 18: with
+    /// 150 MB of state and a 64 MiB threshold every node wrote 150 MB per 1,300 values
+    /// of 50 KB). The entry threshold stays as configured.
     fn maybe_snapshot(&mut self, force: bool) {
         if !self.snapshots_supported || self.applied <= self.last_snapshot {
             return;
         }
         let stretched = |threshold: u64| threshold.saturating_mul(100 + self.stretch_percent) / 100;
+        let bytes_threshold = stretched(self.policy.after_bytes).max(self.stored_snapshot_bytes);
         let due = (self.policy.after_entries > 0
             && self.applied - self.last_snapshot >= stretched(self.policy.after_entries))
-            || (self.policy.after_bytes > 0
-                && self.bytes_since_snapshot >= stretched(self.policy.after_bytes));
+            || (self.policy.after_bytes > 0 && self.bytes_since_snapshot >= bytes_threshold);
         if !due && !force {
             return;
         }

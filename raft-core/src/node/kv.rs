@@ -228,7 +228,9 @@ where
                 .read_to_end(&mut record)
                 .map_err(read_err)?;
             if record.len() != len as usize {
-                return Err(RestoreError("kv store snapshot: cut short in a record".into()));
+                return Err(RestoreError(
+                    "kv store snapshot: cut short in a record".into(),
+                ));
             }
             let (k, v): (K, V) = postcard::from_bytes(&record)
                 .map_err(|e| RestoreError(format!("kv store snapshot: bad record: {e}")))?;
@@ -386,7 +388,10 @@ mod tests {
         }
         let view = kv.snapshot_source().unwrap();
         kv.apply(1_001, &put("k0", 77)); // changes the live map, not the view
-        kv.apply(1_002, &KvCommand::<String, u32>::Delete { key: "k1".into() }.encode());
+        kv.apply(
+            1_002,
+            &KvCommand::<String, u32>::Delete { key: "k1".into() }.encode(),
+        );
         let mut bytes = Vec::new();
         view.write_to(&mut bytes).unwrap();
         let mut other = KvStore::<String, u32>::new();
@@ -412,4 +417,3 @@ mod tests {
         assert_eq!(again, kv);
     }
 }
-

@@ -46,7 +46,8 @@ impl PackedSource {
     pub(crate) fn new(dedup: &Dedup, state: Box<dyn SnapshotSource>) -> Self {
         #[derive(Serialize)]
         struct DedupRef<'a>(&'a Dedup);
-        let dedup = postcard::to_allocvec(&DedupRef(dedup)).expect("serializing to a Vec cannot fail");
+        let dedup =
+            postcard::to_allocvec(&DedupRef(dedup)).expect("serializing to a Vec cannot fail");
         Self { dedup, state }
     }
 

@@ -11,13 +11,13 @@ use bytes::Bytes;
 use crossbeam_channel::{never, select, Receiver, Sender};
 
 use super::apply::{ApplyTask, TakenSnapshot};
-use super::snapshot::PackedSource;
 use super::config::NodeConfig;
 use super::envelope;
 use super::error::NodeError;
 use super::events::Event;
 use super::queue::QueueSender;
 use super::shared::Shared;
+use super::snapshot::PackedSource;
 use super::state_machine::StateMachine;
 use super::status::{ClusterState, NodeCounters, PeerLag};
 use crate::message::Message;
@@ -106,6 +106,10 @@ pub(crate) struct SnapshotStorer {
     thread: Option<std::thread::JoinHandle<()>>,
     /// Whether a write is in progress (at most one at a time).
     writing: bool,
+    /// A snapshot was adopted and the log compacted behind it since the last sync: the
+    /// next regular sync makes both durable, or an idle tick's (see
+    /// `WaitLoop::adopt_written`).
+    unsynced: bool,
     /// The newest snapshot taken while a write was in progress: written next; an older
     /// one waiting here is superseded.
     next: Option<Job>,
@@ -145,6 +149,7 @@ impl SnapshotStorer {
                 written,
                 thread: Some(thread),
                 writing: false,
+                unsynced: false,
                 next: None,
             }),
             Err(e) => {
@@ -197,7 +202,9 @@ fn store(
             let mut source = Some(source);
             let mut fill = |out: &mut dyn std::io::Write| match source.take() {
                 Some(source) => source.write_to(out),
-                None => Err(std::io::Error::other("a snapshot's data can be written once")),
+                None => Err(std::io::Error::other(
+                    "a snapshot's data can be written once",
+                )),
             };
             writer.write(meta, &mut fill).map(Stored::Written)
         }
@@ -244,6 +251,13 @@ impl<S: StateMachine> WaitLoop<S> {
         let mut inbox = self.inbox.clone();
         let mut snapshots = self.snapshots.clone();
         self.storer = SnapshotStorer::start(id, &**self.raft.log());
+        match self.raft.log().snapshot_info() {
+            Ok(Some(info)) => self.apply.send(ApplyTask::SnapshotStored {
+                size_bytes: info.len_bytes,
+            }),
+            Ok(None) => {}
+            Err(e) => log::warn!("n{id} cannot read its stored snapshot's size: {e}"),
+        }
         let mut written = self
             .storer
             .as_ref()
@@ -628,16 +642,27 @@ impl<S: StateMachine> WaitLoop<S> {
             Stored::InMemory(s) => (s.data.len() as u64, "in memory"),
         };
         let result = (|| {
+            // No sync here: a sync that waits for a disk busy with snapshot files cost
+            // the WaitLoop 150-320 ms per snapshot (issue 18). Adoption and compaction
+            // become durable with the next regular sync, or an idle tick's. Crash-safe:
+            // the log is written in order and a crash keeps a prefix of what came after
+            // the last sync (the `Log` contract; for `SledLog`, one atomic batch per
+            // sync), so the compaction is never durable without the snapshot adopted
+            // before it; losing both leaves the previous snapshot and every entry after
+            // it, which is where the node was. Nothing sent depends on them being durable.
             let log = self.raft.log_mut();
             match &stored {
                 Stored::Written(w) => log.adopt_snapshot(w)?,
                 Stored::InMemory(s) => log.save_snapshot(s)?,
             }
-            self.timed_sync("snapshot")?;
             self.compact_behind(meta.last_index)
         })();
+        if let Some(storer) = self.storer.as_mut() {
+            storer.unsynced = true;
+        }
         match result {
             Ok(()) => {
+                self.apply.send(ApplyTask::SnapshotStored { size_bytes });
                 self.snapshot_index = meta.last_index;
                 log::info!(
                     "n{id} stored a snapshot at {} ({size_bytes} bytes, {how}); log now starts at {}",
@@ -653,14 +678,12 @@ impl<S: StateMachine> WaitLoop<S> {
         }
     }
 
-    /// Compacts the log behind a snapshot at `index` that is now durable, keeping
-    /// `snapshot_trailing_entries`.
+    /// Compacts the log behind a snapshot at `index` that the log stores (written before
+    /// this compaction, so never durable after it), keeping `snapshot_trailing_entries`.
     fn compact_behind(&mut self, index: LogIndex) -> Result<(), crate::StorageError> {
         let keep = self.config.snapshot_trailing_entries;
         if let Some(meta) = self.raft.compaction_meta(index.saturating_sub(keep)) {
-            let log = self.raft.log_mut();
-            log.compact(meta)?;
-            self.timed_sync("snapshot")?;
+            self.raft.log_mut().compact(meta)?;
         }
         Ok(())
     }
@@ -671,6 +694,9 @@ impl<S: StateMachine> WaitLoop<S> {
     fn timed_sync(&mut self, what: &str) -> Result<(), crate::StorageError> {
         let started = Instant::now();
         self.raft.log_mut().sync()?;
+        if let Some(storer) = self.storer.as_mut() {
+            storer.unsynced = false;
+        }
         let took = started.elapsed();
         let half_election = self.config.tick() * self.config.protocol.election_timeout_ticks / 2;
         if took > half_election {
@@ -688,6 +714,13 @@ impl<S: StateMachine> WaitLoop<S> {
     /// need carry it, at no extra cost; idle, it is durable within two ticks.
     fn sync_commit_index_if_idle(&mut self) -> Result<(), crate::StorageError> {
         if std::mem::take(&mut self.synced_since_tick) {
+            return Ok(());
+        }
+        if self.storer.as_ref().is_some_and(|s| s.unsynced) {
+            // Idle: a snapshot adopted since the last sync becomes durable now.
+            self.timed_sync("snapshot")?;
+            self.counters.syncs += 1;
+            self.durable = self.raft.log().hard_state();
             return Ok(());
         }
         self.sync_commit_index()

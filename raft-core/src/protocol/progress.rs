@@ -20,9 +20,9 @@ pub enum ProgressState {
 /// A snapshot being streamed to one follower.
 #[derive(Clone, Debug)]
 pub(crate) struct OutgoingSnapshot {
-    pub(crate) snapshot: crate::types::Snapshot,
-    /// CRC-32 of the whole snapshot, sent with the last chunk.
-    pub(crate) checksum: u32,
+    /// What is sent: its chunks are read from the log as they go out
+    /// (`Log::snapshot_chunk`), never held whole; its checksum goes with the last chunk.
+    pub(crate) info: crate::types::SnapshotInfo,
     /// Bytes the follower acknowledged (received in order).
     pub(crate) acked: u64,
     /// Bytes sent so far (`acked <= sent`).
@@ -102,15 +102,13 @@ impl Progress {
         self.inflight_bytes = 0;
     }
 
-    pub(crate) fn become_snapshot(&mut self, snapshot: crate::types::Snapshot) {
+    pub(crate) fn become_snapshot(&mut self, info: crate::types::SnapshotInfo) {
         self.state = ProgressState::Snapshot;
         self.probe_sent = false;
         self.inflight.clear();
         self.inflight_bytes = 0;
-        let checksum = crc32fast::hash(&snapshot.data);
         self.outgoing = Some(OutgoingSnapshot {
-            snapshot,
-            checksum,
+            info,
             acked: 0,
             sent: 0,
             acked_at_last_heartbeat: 0,

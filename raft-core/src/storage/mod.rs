@@ -16,7 +16,9 @@ mod mem;
 
 pub use mem::{check_contiguous, MemLog};
 
-use crate::types::{Entry, HardState, LogIndex, Snapshot, SnapshotMeta, Term};
+use bytes::Bytes;
+
+use crate::types::{Entry, HardState, LogIndex, Snapshot, SnapshotInfo, SnapshotMeta, Term};
 
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +62,14 @@ pub enum StorageError {
     /// The underlying I/O failed.
     #[error("storage i/o: {0}")]
     Io(String),
+    /// A snapshot asked for by its metadata is no longer stored: a newer one replaced it.
+    #[error("the snapshot up to {wanted} is no longer stored (the log holds one up to {stored})")]
+    SnapshotReplaced {
+        /// The last index of the snapshot asked for.
+        wanted: LogIndex,
+        /// The last index of the stored snapshot (0: none).
+        stored: LogIndex,
+    },
 }
 
 /// Durable storage for one node's Raft log.
@@ -131,6 +141,46 @@ pub trait Log: Send + 'static {
     /// Storage failure or corruption.
     fn snapshot(&self) -> Result<Option<Snapshot>, StorageError>;
 
+    /// The latest stored snapshot's metadata, length and checksum, without its data.
+    /// The default reads [`Log::snapshot`] (and checksums it); a log that keeps
+    /// snapshots in files answers from its metadata.
+    ///
+    /// # Errors
+    /// Storage failure or corruption.
+    fn snapshot_info(&self) -> Result<Option<SnapshotInfo>, StorageError> {
+        Ok(self.snapshot()?.map(|s| SnapshotInfo {
+            meta: s.meta,
+            len_bytes: s.data.len() as u64,
+            crc32: crc32fast::hash(&s.data),
+        }))
+    }
+
+    /// At most `max_bytes` of the stored snapshot covering `meta`, from byte `offset` of
+    /// its data (fewer only at its end; empty at or past it). A leader sends a snapshot
+    /// in chunks read with this, so it never holds the whole snapshot in memory. The
+    /// default slices [`Log::snapshot`].
+    ///
+    /// # Errors
+    /// [`StorageError::SnapshotReplaced`] when no stored snapshot covers exactly `meta`
+    /// any more (a newer one replaced it: the transfer starts over with that one); storage
+    /// failure.
+    fn snapshot_chunk(
+        &self,
+        meta: SnapshotMeta,
+        offset: u64,
+        max_bytes: u64,
+    ) -> Result<Bytes, StorageError> {
+        match self.snapshot()? {
+            Some(s) if s.meta == meta => {
+                let len = s.data.len() as u64;
+                let start = offset.min(len);
+                let end = offset.saturating_add(max_bytes).min(len);
+                Ok(s.data.slice(start as usize..end as usize))
+            }
+            other => Err(snapshot_gone(meta, other.map(|s| s.meta))),
+        }
+    }
+
     /// Stores `snapshot`, replacing the previous one atomically: after a crash at any
     /// point, either the old or the new snapshot is there, whole. Durable at the next
     /// [`Log::sync`]. Does not compact the log; [`Log::compact`] does.
@@ -169,6 +219,15 @@ pub trait Log: Send + 'static {
             "this log has no snapshot writer: cannot adopt the snapshot at {}",
             written.meta.last_index
         )))
+    }
+}
+
+/// The error of [`Log::snapshot_chunk`] for a snapshot no longer stored: `meta` was asked
+/// for, `stored` is what the log holds now.
+pub fn snapshot_gone(meta: SnapshotMeta, stored: Option<SnapshotMeta>) -> StorageError {
+    StorageError::SnapshotReplaced {
+        wanted: meta.last_index,
+        stored: stored.map_or(0, |m| m.last_index),
     }
 }
 
@@ -251,6 +310,17 @@ impl<L: Log + ?Sized> Log for Box<L> {
     }
     fn snapshot(&self) -> Result<Option<Snapshot>, StorageError> {
         (**self).snapshot()
+    }
+    fn snapshot_info(&self) -> Result<Option<SnapshotInfo>, StorageError> {
+        (**self).snapshot_info()
+    }
+    fn snapshot_chunk(
+        &self,
+        meta: SnapshotMeta,
+        offset: u64,
+        max_bytes: u64,
+    ) -> Result<Bytes, StorageError> {
+        (**self).snapshot_chunk(meta, offset, max_bytes)
     }
     fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
         (**self).save_snapshot(snapshot)
