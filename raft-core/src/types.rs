@@ -80,7 +80,7 @@ pub struct SnapshotMeta {
 }
 
 /// A stored snapshot without its data: what a leader needs to send it in chunks read
-/// from storage ([`crate::Log::snapshot_info`], [`crate::Log::snapshot_chunk`]).
+/// from storage ([`crate::Log::snapshot_info`], [`crate::Log::open_snapshot`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct SnapshotInfo {
     /// Where it ends.

@@ -1044,19 +1044,15 @@ impl Log for SledLog {
             }))
     }
 
-    /// Reads the chunk from the snapshot's file (kept open between chunks).
-    fn snapshot_chunk(
+    /// Opens the current snapshot's file; chunks are read from it as they are sent.
+    fn open_snapshot(
         &self,
-        meta: SnapshotMeta,
-        offset: u64,
-        max_bytes: u64,
-    ) -> Result<Bytes, StorageError> {
+    ) -> Result<Option<std::sync::Arc<dyn raft_core::SnapshotChunks>>, StorageError> {
         match self.pending_snapshot.or(self.snapshot_file) {
-            Some(r) if r.meta == meta => self.snapshot_dir()?.read_chunk(&r, offset, max_bytes),
-            other => Err(raft_core::storage::snapshot_gone(
-                meta,
-                other.map(|r| r.meta),
-            )),
+            Some(r) => Ok(Some(std::sync::Arc::new(
+                self.snapshot_dir()?.open_chunks(&r)?,
+            ))),
+            None => Ok(None),
         }
     }
 

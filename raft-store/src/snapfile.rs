@@ -115,9 +115,6 @@ pub(crate) struct SnapshotDir {
     next_id: Arc<AtomicU64>,
     /// Files a [`FileWriter`] wrote that the log has not adopted yet, by id.
     written: Arc<Mutex<BTreeMap<u64, SnapshotRef>>>,
-    /// The file [`SnapshotDir::read_chunk`] read last, open (its header checked), so a
-    /// transfer in chunks opens its file once.
-    reader: Mutex<Option<(u64, File)>>,
 }
 
 /// Writes new snapshot files into a [`SnapshotDir`] from another thread (the runtime's
@@ -145,6 +142,38 @@ impl FileWriter {
         let r = write_file(&self.dir, self.node_id, self.durable, id, meta, fill)?;
         self.written.lock().insert(r.id, r);
         Ok(r)
+    }
+}
+
+/// A snapshot file open for reading in chunks: what `SledLog::open_snapshot` hands a
+/// leader's transfer. The follower checks the data against `r.crc` (sent with the last
+/// chunk), so chunks are not checksummed here.
+#[derive(Debug)]
+pub(crate) struct FileChunks {
+    r: SnapshotRef,
+    file: Mutex<File>,
+    path: PathBuf,
+}
+
+impl raft_core::SnapshotChunks for FileChunks {
+    fn info(&self) -> raft_core::SnapshotInfo {
+        raft_core::SnapshotInfo {
+            meta: self.r.meta,
+            len_bytes: self.r.len,
+            crc32: self.r.crc,
+        }
+    }
+
+    fn read_chunk(&self, offset: u64, max_bytes: u64) -> Result<Bytes, StorageError> {
+        let start = offset.min(self.r.len);
+        let n = usize::try_from(max_bytes.min(self.r.len - start))
+            .map_err(|_| StorageError::Io(format!("a chunk of {max_bytes} bytes")))?;
+        let mut data = vec![0u8; n];
+        let mut file = self.file.lock();
+        file.seek(SeekFrom::Start(HEADER_BYTES as u64 + start))
+            .and_then(|_| file.read_exact(&mut data))
+            .map_err(|e| io_err("cannot read", &self.path, e))?;
+        Ok(Bytes::from(data))
     }
 }
 
@@ -331,7 +360,6 @@ impl SnapshotDir {
             durable,
             next_id: Arc::new(AtomicU64::new(max_id + 1)),
             written: Arc::default(),
-            reader: Mutex::new(None),
         };
         if let Some(current) = current {
             snapshots.verify(current)?;
@@ -485,38 +513,17 @@ impl SnapshotDir {
         })
     }
 
-    /// At most `max_bytes` of the data of the file of `r`, from `offset` (fewer only at
-    /// the end of the data; empty at or past it). The checksum of the whole data is the
-    /// reader's to check (a follower checks what it received against `r.crc`).
+    /// The file of `r`, open for reading in chunks (its header checked). It stays
+    /// readable after the file is removed (a newer snapshot replaced it) until dropped.
     ///
     /// # Errors
-    /// [`StorageError::Corrupt`] when the file is missing or does not match `r`;
-    /// [`StorageError::Io`] when it cannot be read.
-    pub(crate) fn read_chunk(
-        &self,
-        r: &SnapshotRef,
-        offset: u64,
-        max_bytes: u64,
-    ) -> Result<Bytes, StorageError> {
-        let start = offset.min(r.len);
-        let n = usize::try_from(max_bytes.min(r.len - start))
-            .map_err(|_| StorageError::Io(format!("a chunk of {max_bytes} bytes")))?;
-        let mut reader = self.reader.lock();
-        if reader.as_ref().map(|(id, _)| *id) != Some(r.id) {
-            *reader = None;
-            *reader = Some((r.id, self.open_checked(r)?));
-        }
-        let (_, file) = reader.as_mut().expect("opened above");
-        let path = self.path(&final_name(r.id));
-        let mut data = vec![0u8; n];
-        let result = file
-            .seek(SeekFrom::Start(HEADER_BYTES as u64 + start))
-            .and_then(|_| file.read_exact(&mut data));
-        if let Err(e) = result {
-            *reader = None;
-            return Err(io_err("cannot read", &path, e));
-        }
-        Ok(Bytes::from(data))
+    /// [`StorageError::Corrupt`] when the file is missing or does not match `r`.
+    pub(crate) fn open_chunks(&self, r: &SnapshotRef) -> Result<FileChunks, StorageError> {
+        Ok(FileChunks {
+            r: *r,
+            file: Mutex::new(self.open_checked(r)?),
+            path: self.path(&final_name(r.id)),
+        })
     }
 
     /// Checks the file of `r` without keeping its data in memory.

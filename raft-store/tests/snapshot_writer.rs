@@ -7,7 +7,7 @@ mod common;
 
 use bytes::Bytes;
 use common::{run, Fixture, SledFixture};
-use raft_core::{Log, Snapshot, SnapshotMeta};
+use raft_core::{Log, Snapshot, SnapshotChunks, SnapshotMeta};
 
 fn snapshot(index: u64, term: u64, len: usize) -> Snapshot {
     Snapshot {
@@ -100,13 +100,13 @@ fn adoption_keeps_at_most_two_files_and_refuses_unknown_ones() {
 }
 
 /// Issue 18, item 2: a leader sends a snapshot in chunks read from its file; the log's
-/// metadata gives its length and checksum without reading it, and a snapshot replaced by
-/// a newer one is refused by its old metadata (the transfer starts over).
-fn chunks_of<L: Log>(log: &L, meta: SnapshotMeta, chunk_bytes: u64) -> Vec<u8> {
+/// metadata gives its length and checksum without reading it, and a transfer's open file
+/// stays readable after a newer snapshot replaced (and removed) it.
+fn chunks_of(chunks: &dyn SnapshotChunks, chunk_bytes: u64) -> Vec<u8> {
     let mut all = Vec::new();
     loop {
-        let chunk = log
-            .snapshot_chunk(meta, all.len() as u64, chunk_bytes)
+        let chunk = chunks
+            .read_chunk(all.len() as u64, chunk_bytes)
             .expect("chunk");
         if chunk.is_empty() {
             return all;
@@ -117,9 +117,10 @@ fn chunks_of<L: Log>(log: &L, meta: SnapshotMeta, chunk_bytes: u64) -> Vec<u8> {
 }
 
 #[test]
-fn chunks_are_read_from_the_file_and_match_the_snapshot() {
+fn chunks_are_read_from_the_file_and_outlive_its_replacement() {
     let mut f = SledFixture::create();
     assert_eq!(f.log().snapshot_info().unwrap(), None);
+    assert!(f.log().open_snapshot().unwrap().is_none());
     f.log().append(&run(1, 100, 1)).unwrap();
     f.log().sync().unwrap();
     let mut writer = f.log().snapshot_writer().unwrap();
@@ -131,43 +132,32 @@ fn chunks_are_read_from_the_file_and_match_the_snapshot() {
     assert_eq!(info.meta, first.meta);
     assert_eq!(info.len_bytes, 300_001);
     assert_eq!(info.crc32, crc32fast::hash(&first.data));
-    assert_eq!(chunks_of(f.log(), first.meta, 48 * 1024), first.data);
-    f.log().sync().unwrap();
-    assert_eq!(chunks_of(f.log(), first.meta, 7_000), first.data);
+    let open = f.log().open_snapshot().unwrap().expect("a snapshot");
+    assert_eq!(open.info(), info);
+    assert_eq!(chunks_of(&*open, 48 * 1024), first.data);
     // Past the end: empty.
-    assert!(f
-        .log()
-        .snapshot_chunk(first.meta, 400_000, 10)
-        .unwrap()
-        .is_empty());
+    assert!(open.read_chunk(400_000, 10).unwrap().is_empty());
     // The same answers as MemLog's default implementation.
     let mut mem = raft_core::MemLog::new();
     mem.save_snapshot(&first).unwrap();
     assert_eq!(mem.snapshot_info().unwrap(), Some(info));
-    assert_eq!(chunks_of(&mem, first.meta, 7_000), first.data);
-    // Replaced: the old metadata is refused, by both.
-    let second = snapshot(80, 1, 1_000);
-    let w = writer.write_whole(&second).unwrap();
-    f.log().adopt_snapshot(&w).unwrap();
-    f.log().sync().unwrap();
-    mem.save_snapshot(&second).unwrap();
-    for e in [
-        f.log().snapshot_chunk(first.meta, 0, 10).unwrap_err(),
-        mem.snapshot_chunk(first.meta, 0, 10).unwrap_err(),
-    ] {
-        assert!(
-            matches!(
-                e,
-                raft_core::StorageError::SnapshotReplaced {
-                    wanted: 50,
-                    stored: 80
-                }
-            ),
-            "{e}"
-        );
+    let mem_open = mem.open_snapshot().unwrap().expect("a snapshot");
+    assert_eq!(mem_open.info(), info);
+    assert_eq!(chunks_of(&*mem_open, 7_000), first.data);
+    // Replaced twice (the first file is removed): the open transfer still reads it.
+    for index in [80, 90] {
+        let w = writer.write_whole(&snapshot(index, 1, 1_000)).unwrap();
+        f.log().adopt_snapshot(&w).unwrap();
+        f.log().sync().unwrap();
     }
-    assert_eq!(chunks_of(f.log(), second.meta, 300), second.data);
+    assert_eq!(snapshot_files(&f), 2);
+    assert_eq!(chunks_of(&*open, 7_000), first.data);
+    let second = snapshot(90, 1, 1_000);
+    let open = f.log().open_snapshot().unwrap().expect("a snapshot");
+    assert_eq!(chunks_of(&*open, 300), second.data);
     // Survives a reopen.
     let log = f.reopen().unwrap();
-    assert_eq!(chunks_of(log, second.meta, 48 * 1024), second.data);
+    let open = log.open_snapshot().unwrap().expect("a snapshot");
+    assert_eq!(open.info().crc32, crc32fast::hash(&second.data));
+    assert_eq!(chunks_of(&*open, 48 * 1024), second.data);
 }

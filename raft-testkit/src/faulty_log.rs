@@ -218,13 +218,10 @@ impl<L: Log> Log for FaultyLog<L> {
     fn snapshot_info(&self) -> Result<Option<raft_core::SnapshotInfo>, StorageError> {
         self.inner.snapshot_info()
     }
-    fn snapshot_chunk(
+    fn open_snapshot(
         &self,
-        meta: SnapshotMeta,
-        offset: u64,
-        max_bytes: u64,
-    ) -> Result<bytes::Bytes, StorageError> {
-        self.inner.snapshot_chunk(meta, offset, max_bytes)
+    ) -> Result<Option<std::sync::Arc<dyn raft_core::SnapshotChunks>>, StorageError> {
+        self.inner.open_snapshot()
     }
     fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
         self.faults.snapshot_store_delay();

@@ -16,6 +16,8 @@ mod mem;
 
 pub use mem::{check_contiguous, MemLog};
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use crate::types::{Entry, HardState, LogIndex, Snapshot, SnapshotInfo, SnapshotMeta, Term};
@@ -62,14 +64,6 @@ pub enum StorageError {
     /// The underlying I/O failed.
     #[error("storage i/o: {0}")]
     Io(String),
-    /// A snapshot asked for by its metadata is no longer stored: a newer one replaced it.
-    #[error("the snapshot up to {wanted} is no longer stored (the log holds one up to {stored})")]
-    SnapshotReplaced {
-        /// The last index of the snapshot asked for.
-        wanted: LogIndex,
-        /// The last index of the stored snapshot (0: none).
-        stored: LogIndex,
-    },
 }
 
 /// Durable storage for one node's Raft log.
@@ -155,30 +149,19 @@ pub trait Log: Send + 'static {
         }))
     }
 
-    /// At most `max_bytes` of the stored snapshot covering `meta`, from byte `offset` of
-    /// its data (fewer only at its end; empty at or past it). A leader sends a snapshot
-    /// in chunks read with this, so it never holds the whole snapshot in memory. The
-    /// default slices [`Log::snapshot`].
+    /// The latest stored snapshot, opened for reading in chunks: a leader sends it to a
+    /// follower chunk by chunk (`SnapshotChunks::read_chunk`) without holding it whole,
+    /// and the reader stays valid while the transfer lasts, even if the log stores a newer
+    /// snapshot meanwhile (a transfer restarted at every new snapshot might never end).
+    /// The default shares [`Log::snapshot`]'s bytes; [`MemLog`] keeps them in memory
+    /// anyway. A log that keeps snapshots in files opens the file.
     ///
     /// # Errors
-    /// [`StorageError::SnapshotReplaced`] when no stored snapshot covers exactly `meta`
-    /// any more (a newer one replaced it: the transfer starts over with that one); storage
-    /// failure.
-    fn snapshot_chunk(
-        &self,
-        meta: SnapshotMeta,
-        offset: u64,
-        max_bytes: u64,
-    ) -> Result<Bytes, StorageError> {
-        match self.snapshot()? {
-            Some(s) if s.meta == meta => {
-                let len = s.data.len() as u64;
-                let start = offset.min(len);
-                let end = offset.saturating_add(max_bytes).min(len);
-                Ok(s.data.slice(start as usize..end as usize))
-            }
-            other => Err(snapshot_gone(meta, other.map(|s| s.meta))),
-        }
+    /// Storage failure or corruption.
+    fn open_snapshot(&self) -> Result<Option<Arc<dyn SnapshotChunks>>, StorageError> {
+        Ok(self
+            .snapshot()?
+            .map(|s| Arc::new(InMemoryChunks::new(s)) as Arc<dyn SnapshotChunks>))
     }
 
     /// Stores `snapshot`, replacing the previous one atomically: after a crash at any
@@ -222,12 +205,50 @@ pub trait Log: Send + 'static {
     }
 }
 
-/// The error of [`Log::snapshot_chunk`] for a snapshot no longer stored: `meta` was asked
-/// for, `stored` is what the log holds now.
-pub fn snapshot_gone(meta: SnapshotMeta, stored: Option<SnapshotMeta>) -> StorageError {
-    StorageError::SnapshotReplaced {
-        wanted: meta.last_index,
-        stored: stored.map_or(0, |m| m.last_index),
+/// A stored snapshot opened for reading in chunks ([`Log::open_snapshot`]).
+pub trait SnapshotChunks: Send + Sync + 'static {
+    /// What it covers, its length and its checksum.
+    fn info(&self) -> SnapshotInfo;
+
+    /// At most `max_bytes` of its data from byte `offset` (fewer only at its end; empty
+    /// at or past it).
+    ///
+    /// # Errors
+    /// Storage failure.
+    fn read_chunk(&self, offset: u64, max_bytes: u64) -> Result<Bytes, StorageError>;
+}
+
+/// [`SnapshotChunks`] over a snapshot in memory (the default of [`Log::open_snapshot`]).
+#[derive(Debug)]
+pub struct InMemoryChunks {
+    info: SnapshotInfo,
+    data: Bytes,
+}
+
+impl InMemoryChunks {
+    /// Wraps `snapshot` (checksumming it once).
+    pub fn new(snapshot: Snapshot) -> Self {
+        Self {
+            info: SnapshotInfo {
+                meta: snapshot.meta,
+                len_bytes: snapshot.data.len() as u64,
+                crc32: crc32fast::hash(&snapshot.data),
+            },
+            data: snapshot.data,
+        }
+    }
+}
+
+impl SnapshotChunks for InMemoryChunks {
+    fn info(&self) -> SnapshotInfo {
+        self.info
+    }
+
+    fn read_chunk(&self, offset: u64, max_bytes: u64) -> Result<Bytes, StorageError> {
+        let len = self.data.len() as u64;
+        let start = offset.min(len);
+        let end = offset.saturating_add(max_bytes).min(len);
+        Ok(self.data.slice(start as usize..end as usize))
     }
 }
 
@@ -314,13 +335,8 @@ impl<L: Log + ?Sized> Log for Box<L> {
     fn snapshot_info(&self) -> Result<Option<SnapshotInfo>, StorageError> {
         (**self).snapshot_info()
     }
-    fn snapshot_chunk(
-        &self,
-        meta: SnapshotMeta,
-        offset: u64,
-        max_bytes: u64,
-    ) -> Result<Bytes, StorageError> {
-        (**self).snapshot_chunk(meta, offset, max_bytes)
+    fn open_snapshot(&self) -> Result<Option<Arc<dyn SnapshotChunks>>, StorageError> {
+        (**self).open_snapshot()
     }
     fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
         (**self).save_snapshot(snapshot)

@@ -149,14 +149,14 @@ impl<L: Log> Raft<L> {
     /// The follower needs entry `needed` or earlier, which is compacted: send the stored
     /// snapshot instead.
     pub(super) fn start_snapshot_transfer(&mut self, to: NodeId, needed: LogIndex) {
-        let info = match self.log.log.snapshot_info() {
-            Ok(Some(s)) if s.meta.last_index >= needed => s,
+        let chunks = match self.log.log.open_snapshot() {
+            Ok(Some(s)) if s.info().meta.last_index >= needed => s,
             Ok(other) => {
                 log::error!(
                     "n{} cannot catch n{to} up: entry {needed} is compacted and the stored \
                      snapshot ({:?}) does not cover it",
                     self.id,
-                    other.map(|s| s.meta)
+                    other.map(|s| s.info().meta)
                 );
                 return;
             }
@@ -165,6 +165,7 @@ impl<L: Log> Raft<L> {
                 return;
             }
         };
+        let info = chunks.info();
         log::info!(
             "n{} sending n{to} a snapshot up to {}@{} ({} bytes)",
             self.id,
@@ -175,7 +176,7 @@ impl<L: Log> Raft<L> {
         self.progress
             .get_mut(&to)
             .expect("peer exists")
-            .become_snapshot(info);
+            .become_snapshot(chunks);
         self.send_snapshot_chunks(to);
     }
 
@@ -183,9 +184,8 @@ impl<L: Log> Raft<L> {
     /// from the log as it goes out. Not one more: every chunk is answered, so sending on
     /// a full window would keep the chunks in flight from ever decreasing. Lost chunks
     /// are resent when a heartbeat answer shows no progress (that rewinds `sent` to
-    /// `acked`, which opens the window). If the log no longer holds the snapshot (a newer
-    /// one replaced it) or cannot read it, the transfer stops and the follower is probed
-    /// again, which starts a transfer of whatever the log holds then.
+    /// `acked`, which opens the window). If the snapshot cannot be read, the transfer
+    /// stops and the follower is probed again, which starts a new one.
     pub(super) fn send_snapshot_chunks(&mut self, to: NodeId) {
         let chunk_max = self
             .config
@@ -199,7 +199,7 @@ impl<L: Log> Raft<L> {
             let mut empty_sent = false;
             while (o.sent < len || (len == 0 && !empty_sent)) && o.sent - o.acked < window {
                 let want = chunk_max.min(len - o.sent);
-                let data = match self.log.log.snapshot_chunk(o.info.meta, o.sent, want) {
+                let data = match o.chunks.read_chunk(o.sent, want) {
                     Ok(data) if data.len() as u64 == want => data,
                     Ok(data) => {
                         failed = Some(crate::StorageError::Corrupt {
