@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use parking_lot::Mutex;
 use raft_core::node::{ClusterState, Node, NodeStatus};
 use raft_core::{Log, MemLog, NodeId, Role};
-use raft_net::{NetConfig, PeerConfig, UdpTransport};
+use raft_net::{DropKind, NetConfig, NetStats, NetStatsSnapshot, PeerConfig, UdpTransport};
 use raft_store::SledLog;
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +40,8 @@ pub struct NodeHost {
 #[derive(Default)]
 struct HostState {
     node: Option<KvNode>,
+    /// The running node's transport counters (`Some` exactly when `node` is).
+    net_stats: Option<Arc<NetStats>>,
     /// When the current run started.
     started_at: Option<Instant>,
     /// How many times the node was started.
@@ -115,8 +117,9 @@ impl NodeHost {
             return Ok(());
         }
         match self.build() {
-            Ok(node) => {
+            Ok((node, net_stats)) => {
                 state.node = Some(node);
+                state.net_stats = Some(net_stats);
                 state.started_at = Some(Instant::now());
                 state.starts += 1;
                 state.last_error = None;
@@ -132,7 +135,11 @@ impl NodeHost {
     /// Stops the node (no-op if stopped): its threads end, its port closes, its log is
     /// closed (and, if ephemeral, lost).
     pub fn stop(&self) {
-        let node = self.state.lock().node.take();
+        let node = {
+            let mut state = self.state.lock();
+            state.net_stats = None;
+            state.node.take()
+        };
         if let Some(node) = node {
             node.stop();
             drop(node.take_log());
@@ -153,9 +160,15 @@ impl NodeHost {
     /// Everything a UI or a status request shows, with the last `entries_max`
     /// committed entries.
     pub fn view(&self, entries_max: usize) -> HostView {
-        let (node, started_at, starts, last_error) = {
+        let (node, net_stats, started_at, starts, last_error) = {
             let s = self.state.lock();
-            (s.node.clone(), s.started_at, s.starts, s.last_error.clone())
+            (
+                s.node.clone(),
+                s.net_stats.clone(),
+                s.started_at,
+                s.starts,
+                s.last_error.clone(),
+            )
         };
         let mut view = HostView {
             name: self.entry.name.clone(),
@@ -174,6 +187,7 @@ impl NodeHost {
             commit_index: 0,
             applied_index: 0,
             last_index: 0,
+            snapshot_index: 0,
             cluster: "-".to_string(),
             peers: Vec::new(),
             entries: Vec::new(),
@@ -183,6 +197,7 @@ impl NodeHost {
             last_error,
             log_level: crate::logger::level().to_string().to_lowercase(),
             client_port: self.client_port.lock().as_ref().map(|p| p.view()),
+            transport: net_stats.map(|s| TransportView::from(&s.snapshot())),
         };
         let Some(node) = node else {
             return view;
@@ -197,6 +212,7 @@ impl NodeHost {
         view.commit_index = st.commit_index;
         view.applied_index = st.applied_index;
         view.last_index = st.last_index;
+        view.snapshot_index = st.snapshot_index;
         view.cluster = match st.cluster {
             ClusterState::Searching { attempt } => format!(
                 "searching (attempt {attempt} of {})",
@@ -223,7 +239,7 @@ impl NodeHost {
         view
     }
 
-    fn build(&self) -> Result<KvNode> {
+    fn build(&self) -> Result<(KvNode, Arc<NetStats>)> {
         let id = self.entry.id;
         let log: Box<dyn Log> = if self.config.storage.persistent {
             let dir = self.config.storage_dir(&self.entry);
@@ -245,6 +261,7 @@ impl NodeHost {
                 self.entry.name, self.entry.raft_addr
             )
         })?;
+        let net_stats = transport.stats_handle();
         log::info!(
             "{} (n{id}) starting on {}: {} storage, {}, {} reads",
             self.entry.name,
@@ -267,7 +284,7 @@ impl NodeHost {
             .state_machine(KvLog::new(replay_to))
             .start()
             .with_context(|| format!("cannot start {}", self.entry.name))?;
-        Ok(node)
+        Ok((node, net_stats))
     }
 
     /// The UDP transport's config: this node's address, every peer, the password.
@@ -362,6 +379,8 @@ pub struct HostView {
     pub applied_index: u64,
     /// Last index in its log.
     pub last_index: u64,
+    /// Index of the last entry its latest snapshot covers (0: no snapshot yet).
+    pub snapshot_index: u64,
     /// Whether it found its cluster.
     pub cluster: String,
     /// On a leader: each follower's progress.
@@ -381,6 +400,48 @@ pub struct HostView {
     /// The client port's connections and counters (`None` when no port serves the
     /// node, as in the demo).
     pub client_port: Option<crate::server::ClientPortView>,
+    /// The Raft (UDP) transport's counters since the node last started (`None` while
+    /// the node is stopped).
+    pub transport: Option<TransportView>,
+}
+
+/// A node's UDP transport counters, as `raft-kv status` shows them (raft-net's
+/// [`NetStatsSnapshot`] in a form the client protocol and `--json` carry).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransportView {
+    /// Datagrams handed to the socket.
+    pub sent_datagrams: u64,
+    /// Bytes handed to the socket.
+    pub sent_bytes: u64,
+    /// Datagrams read from the socket, good or bad.
+    pub received_datagrams: u64,
+    /// Bytes read from the socket, good or bad.
+    pub received_bytes: u64,
+    /// Messages delivered to the node.
+    pub delivered_messages: u64,
+    /// Datagrams or messages dropped, every reason added up.
+    pub dropped_total: u64,
+    /// Drops by reason (raft-net's `DropKind::name`), only reasons with at least one
+    /// drop, in `DropKind::ALL` order.
+    pub dropped: Vec<(String, u64)>,
+}
+
+impl From<&NetStatsSnapshot> for TransportView {
+    fn from(s: &NetStatsSnapshot) -> Self {
+        TransportView {
+            sent_datagrams: s.sent_datagrams,
+            sent_bytes: s.sent_bytes,
+            received_datagrams: s.received_datagrams,
+            received_bytes: s.received_bytes,
+            delivered_messages: s.delivered_messages,
+            dropped_total: s.dropped_total(),
+            dropped: DropKind::ALL
+                .iter()
+                .map(|k| (k.name().to_string(), s.dropped(*k)))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+        }
+    }
 }
 
 /// A follower's replication progress, as its leader sees it.

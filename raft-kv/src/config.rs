@@ -420,7 +420,8 @@ impl ClusterConfig {
     /// # Errors
     /// A TOML error (with line and column), or a [`ConfigError`] naming the bad field.
     pub fn from_toml(text: &str) -> Result<Self, LoadError> {
-        let mut config: ClusterConfig = toml::from_str(text).map_err(LoadError::Toml)?;
+        let mut config: ClusterConfig =
+            toml::from_str(text).map_err(|e| LoadError::toml(text, &e))?;
         config.base_dir = PathBuf::from(".");
         config.validate()?;
         Ok(config)
@@ -432,9 +433,9 @@ impl ClusterConfig {
     /// # Errors
     /// The file cannot be read, is not valid TOML, or a field is wrong.
     pub fn load(path: &Path) -> Result<Self, LoadError> {
-        let text = std::fs::read_to_string(path).map_err(|e| LoadError::Io {
+        let text = std::fs::read_to_string(path).map_err(|error| LoadError::Io {
             path: path.to_path_buf(),
-            source: e,
+            error,
         })?;
         let mut config = Self::from_toml(&text)?;
         config.base_dir = path
@@ -825,19 +826,64 @@ fn ticks(ms: u64, tick_ms: u64) -> u32 {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The file could not be read.
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {error}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    /// Not valid TOML, or an unknown or mistyped field.
-    #[error("{0}")]
-    Toml(toml::de::Error),
+    /// Not valid TOML, or an unknown or mistyped field: where (1-based; 0 when the
+    /// parser gave no position) and what, on one line.
+    #[error("{}", toml_error_text(*line, *column, message))]
+    Toml {
+        /// The line of the error.
+        line: usize,
+        /// Its column, in characters.
+        column: usize,
+        /// What is wrong, on one line.
+        message: String,
+    },
     /// A field has a wrong value.
     #[error("invalid config: {0}")]
     Invalid(#[from] ConfigError),
+}
+
+impl LoadError {
+    /// A TOML error on one line, with the line and column of `text` it points at.
+    fn toml(text: &str, e: &toml::de::Error) -> Self {
+        let (line, column) = e.span().map_or((0, 0), |span| {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            (line, column)
+        });
+        let message = e
+            .message()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ");
+        LoadError::Toml {
+            line,
+            column,
+            message,
+        }
+    }
+
+    /// Whether the file does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, LoadError::Io { error, .. } if error.kind() == std::io::ErrorKind::NotFound)
+    }
+}
+
+fn toml_error_text(line: usize, column: usize, message: &str) -> String {
+    if line == 0 {
+        format!("not a valid config: {message}")
+    } else {
+        format!("not a valid config at line {line}, column {column}: {message}")
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! - `raft-kv init`: write a cluster config file (asks on a terminal for what is missing);
 //! - `raft-kv node --config FILE --id NAME`: run one node, with a terminal UI or headless;
 //! - `raft-kv demo`: a local 3-node cluster in one terminal, or a scripted tour;
-//! - `raft-kv put/get/del/status`: clients over the client protocol ([`client`]);
+//! - `raft-kv put/get/del/status [--json]`: clients over the client protocol ([`client`]);
 //! - `raft-kv stop/start/log-level`: control a running node through its client port;
 //! - `raft-kv bench`: committed writes per second and their latency ([`mod@bench`]).
 //!

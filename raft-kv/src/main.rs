@@ -78,6 +78,10 @@ enum Command {
         /// Also print the last N committed entries.
         #[arg(long, value_name = "N")]
         entries: Option<u32>,
+        /// Print one JSON object instead of `key: value` lines (field names in
+        /// docs/operations.md, "raft-kv status --json").
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -182,10 +186,32 @@ fn main() -> ExitCode {
         // The reader went away (`raft-kv status | head -1`): nothing left to say.
         Err(e) if is_broken_pipe(&e) => ExitCode::from(EXIT_OK),
         Err(e) => {
-            eprintln!("raft-kv: error: {e:#}");
+            eprintln!("raft-kv: error: {}", one_line(&e));
             ExitCode::from(EXIT_ERROR)
         }
     }
+}
+
+/// An error and its causes as ONE line (docs/operations.md, "raft-kv: bad input"):
+/// causes joined by `: `, a cause whose text the previous message already contains
+/// left out (an io error quoted by its context), line breaks inside a message turned
+/// into `; `.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause
+            .to_string()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ");
+        if text.is_empty() || parts.last().is_some_and(|p| p.contains(&text)) {
+            continue;
+        }
+        parts.push(text);
+    }
+    parts.join(": ")
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
@@ -229,9 +255,17 @@ fn run(cli: Cli) -> Result<u8> {
             Response::Value(None) => Ok(EXIT_NOT_FOUND),
             other => unexpected(other),
         },
-        Command::Status { entries, target } => {
+        Command::Status {
+            entries,
+            json,
+            target,
+        } => {
             let entries_max = entries.unwrap_or(0);
             match call(&target, &Request::Status { entries_max })? {
+                Response::Status(view) if json => {
+                    out(status_json(&view, entries.is_some())?)?;
+                    Ok(EXIT_OK)
+                }
                 Response::Status(view) => {
                     out(status_text(&view))?;
                     if entries.is_some() {
@@ -293,7 +327,7 @@ fn unexpected(r: Response) -> Result<u8> {
 /// `key: value` lines a script can grep.
 fn status_text(v: &HostView) -> String {
     let mut s = format!(
-        "node: {}\nid: {}\ncluster: {}\nrunning: {}\nrole: {}\nterm: {}\nleader: {}\nuas_running: {}\ncommit: {}\napplied: {}\nlast_index: {}\ncluster_state: {}\nentries: {}\nencrypted: {}\npersistent: {}\nlog_level: {}\n",
+        "node: {}\nid: {}\ncluster: {}\nrunning: {}\nrole: {}\nterm: {}\nleader: {}\nuas_running: {}\ncommit: {}\napplied: {}\nlast_index: {}\nsnapshot_index: {}\ncluster_state: {}\nentries: {}\nencrypted: {}\npersistent: {}\nlog_level: {}\n",
         v.name,
         v.id,
         v.cluster_name,
@@ -305,6 +339,7 @@ fn status_text(v: &HostView) -> String {
         v.commit_index,
         v.applied_index,
         v.last_index,
+        v.snapshot_index,
         v.cluster,
         v.entries_total,
         v.encrypted,
@@ -325,6 +360,20 @@ fn status_text(v: &HostView) -> String {
             c.handshake_failures,
         );
     }
+    if let Some(t) = &v.transport {
+        s += &format!(
+            "net_sent_datagrams: {}\nnet_sent_bytes: {}\nnet_received_datagrams: {}\nnet_received_bytes: {}\nnet_delivered_messages: {}\nnet_dropped: {}\n",
+            t.sent_datagrams,
+            t.sent_bytes,
+            t.received_datagrams,
+            t.received_bytes,
+            t.delivered_messages,
+            t.dropped_total,
+        );
+        for (reason, n) in &t.dropped {
+            s += &format!("net_dropped_{reason}: {n}\n");
+        }
+    }
     for p in &v.peers {
         s += &format!("peer: {} match {} lag {}\n", p.name, p.match_index, p.lag);
     }
@@ -332,6 +381,105 @@ fn status_text(v: &HostView) -> String {
         s += &format!("last_error: {e}\n");
     }
     s
+}
+
+/// `raft-kv status --json`: one JSON object on one line. The field names are a stable
+/// interface (docs/operations.md lists them): add fields, never rename or remove one.
+fn status_json(v: &HostView, with_entries: bool) -> Result<String> {
+    use serde_json::json;
+    let transport = v.transport.as_ref().map(|t| {
+        json!({
+            "sent_datagrams": t.sent_datagrams,
+            "sent_bytes": t.sent_bytes,
+            "received_datagrams": t.received_datagrams,
+            "received_bytes": t.received_bytes,
+            "delivered_messages": t.delivered_messages,
+            "dropped_total": t.dropped_total,
+            "dropped": t
+                .dropped
+                .iter()
+                .map(|(reason, n)| (reason.clone(), json!(n)))
+                .collect::<serde_json::Map<_, _>>(),
+        })
+    });
+    let client_port = v.client_port.as_ref().map(|c| {
+        json!({
+            "open": c.open,
+            "unauthenticated": c.unauthenticated,
+            "max_connections": c.max_client_connections,
+            "max_unauthenticated": c.max_unauthenticated_connections,
+            "accepted": c.accepted,
+            "refused": c.refused,
+            "evicted": c.evicted,
+            "handshake_timeouts": c.handshake_timeouts,
+            "idle_timeouts": c.idle_timeouts,
+            "handshake_failures": c.handshake_failures,
+        })
+    });
+    let peers: Vec<_> = v
+        .peers
+        .iter()
+        .map(|p| json!({ "name": p.name, "match_index": p.match_index, "lag": p.lag }))
+        .collect();
+    let mut status = json!({
+        "node": v.name,
+        "id": v.id,
+        "cluster": v.cluster_name,
+        "raft_addr": v.raft_addr,
+        "client_addr": v.client_addr,
+        "running": v.running,
+        "role": v.role,
+        "term": v.term,
+        "leader_id": v.leader,
+        "leader": v.leader_name,
+        "is_leader": v.is_leader,
+        "commit_index": v.commit_index,
+        "applied_index": v.applied_index,
+        "last_index": v.last_index,
+        "snapshot_index": v.snapshot_index,
+        "cluster_state": v.cluster,
+        "entries_total": v.entries_total,
+        "uptime_ms": v.uptime_ms,
+        "starts": v.starts,
+        "encrypted": v.encrypted,
+        "persistent": v.persistent,
+        "log_level": v.log_level,
+        "last_error": v.last_error,
+        "peers": peers,
+        "client_port": client_port,
+        "transport": transport,
+    });
+    if with_entries {
+        status["entries"] = v.entries.iter().map(entry_json).collect();
+    }
+    Ok(format!("{}\n", serde_json::to_string(&status)?))
+}
+
+/// One committed entry in `status --json --entries N`: `op` is `put`, `delete`,
+/// `compare_and_set` or `invalid`; `key` and `value` are present where the op has them
+/// (`value` null: a compare-and-set that removed the key).
+fn entry_json(e: &raft_kv::store::CommittedEntry) -> serde_json::Value {
+    use raft_kv::store::Op;
+    use serde_json::json;
+    let mut j = json!({ "index": e.index, "replayed": e.replayed });
+    match &e.op {
+        Op::Put { key, value } => {
+            j["op"] = json!("put");
+            j["key"] = json!(key);
+            j["value"] = json!(value);
+        }
+        Op::Delete { key } => {
+            j["op"] = json!("delete");
+            j["key"] = json!(key);
+        }
+        Op::CompareAndSet { key, new } => {
+            j["op"] = json!("compare_and_set");
+            j["key"] = json!(key);
+            j["value"] = json!(new);
+        }
+        Op::Invalid => j["op"] = json!("invalid"),
+    }
+    j
 }
 
 /// A node's name and client address.
@@ -447,12 +595,15 @@ fn bench_target(target: &Target) -> Result<(String, String, Option<ClientKey>)> 
 }
 
 fn load_config(path: &Path) -> Result<ClusterConfig> {
-    ClusterConfig::load(path).with_context(|| {
-        format!(
-            "cannot load the cluster config {} (create one with `raft-kv init`)",
+    match ClusterConfig::load(path) {
+        Ok(config) => Ok(config),
+        Err(e) if e.is_not_found() => bail!(
+            "no cluster config at {} (create one with `raft-kv init`, or name it with --config)",
             path.display()
-        )
-    })
+        ),
+        Err(e) => Err(anyhow::Error::new(e))
+            .with_context(|| format!("cannot load the cluster config {}", path.display())),
+    }
 }
 
 fn run_node(args: &NodeArgs) -> Result<()> {
@@ -474,11 +625,32 @@ fn run_node(args: &NodeArgs) -> Result<()> {
         None => None,
     };
     logger::install(args.log_level, Sinks { stderr: !ui, file });
-    let _server = ClientServer::start(&host.entry().client_addr, host.clone())?;
     if ui {
+        let _server = ClientServer::start(&host.entry().client_addr, host.clone())?;
         return raft_kv::ui::run_node_ui(host);
     }
+    // Headless, bad input fails with one line before anything is logged or written:
+    // both ports are checked before the node opens its log (and raft-net logs its
+    // socket), and only a running node opens the client port. (The real binds still
+    // report a port taken in between.)
+    let (name, raft_addr) = (&host.entry().name, &host.entry().raft_addr);
+    drop(
+        std::net::UdpSocket::bind(raft_addr)
+            .with_context(|| format!("cannot use {name}'s Raft (UDP) port {raft_addr}"))?,
+    );
+    let client_addr = host.entry().client_addr.clone();
+    drop(
+        std::net::TcpListener::bind(&client_addr)
+            .with_context(|| format!("cannot use {name}'s client (TCP) port {client_addr}"))?,
+    );
     host.start()?;
+    let _server = match ClientServer::start(&client_addr, host.clone()) {
+        Ok(server) => server,
+        Err(e) => {
+            host.stop();
+            return Err(e);
+        }
+    };
     log::info!(
         "{} running headless; raft-kv status --config {} --node {} shows its state",
         host.entry().name,

@@ -701,6 +701,7 @@ mod tests {
             commit_index: 2,
             applied_index: 2,
             last_index: 2,
+            snapshot_index: 0,
             cluster: "found".into(),
             peers: if role == "leader" {
                 vec![crate::cluster::PeerView {
@@ -729,6 +730,7 @@ mod tests {
             last_error: None,
             log_level: "info".into(),
             client_port: None,
+            transport: None,
         }
     }
 

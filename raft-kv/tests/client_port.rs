@@ -368,7 +368,11 @@ fn connections_are_refused_only_when_every_slot_is_authenticated() {
     let status = wait_until("a slot is free for raft-kv status", WAIT, || {
         cluster.status("node1")
     });
-    assert_eq!(status["client_refused"], "1", "{status:?}");
+    // The fifth connection was refused; a status request that raced the departing
+    // client's close (the node had not seen it yet) is refused too and retried, so
+    // the count is at least one, not exactly one.
+    let refused: u64 = status["client_refused"].parse().unwrap();
+    assert!(refused >= 1, "{status:?}");
     assert_eq!(status["client_evicted"], "3", "{status:?}");
     assert_eq!(status["client_max_connections"], "4", "{status:?}");
     assert_eq!(status["client_connections"], "4", "{status:?}");

@@ -596,7 +596,8 @@ impl Opener {
                 let cipher_len = datagram
                     .len()
                     .saturating_sub(wire::HEADER_BYTES + wire::IV_BYTES + wire::MAC_BYTES);
-                if datagram.len() < wire::MIN_ENCRYPTED_BYTES || cipher_len % wire::BLOCK_BYTES != 0
+                if datagram.len() < wire::MIN_ENCRYPTED_BYTES
+                    || !cipher_len.is_multiple_of(wire::BLOCK_BYTES)
                 {
                     return reject(DropKind::Truncated);
                 }

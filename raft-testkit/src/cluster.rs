@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use raft_core::node::{KvStore, Node, NodeConfig, NodeError, StateMachine};
+use raft_core::node::{ChannelNetwork, KvStore, Node, NodeConfig, NodeError, StateMachine};
 use raft_core::{MemLog, NodeId, Role};
 use raft_net::{NetConfig, PeerConfig, UdpTransport};
 use raft_store::SledLog;
@@ -42,6 +42,9 @@ pub struct ClusterOptions {
     /// Seed of the proxy's random choices; `None`: the `RAFT_PROXY_SEED` environment
     /// variable if set, else drawn from the clock. The seed used is printed.
     pub proxy_seed: Option<u64>,
+    /// Nodes talk over an in-process `raft_core::node::ChannelNetwork` instead of UDP
+    /// (no sockets, no serialization; `password` and `proxy` do not apply).
+    pub channel: bool,
 }
 
 impl Default for ClusterOptions {
@@ -58,6 +61,7 @@ impl Default for ClusterOptions {
             snapshot_trailing_entries: NodeConfig::default().snapshot_trailing_entries,
             proxy: false,
             proxy_seed: None,
+            channel: false,
         }
     }
 }
@@ -77,6 +81,8 @@ pub struct LocalCluster<S: StateMachine = Kv> {
     nodes: Vec<Option<Node<S>>>,
     make_state_machine: MakeStateMachine<S>,
     tune: TuneConfig,
+    /// The in-process network, when [`ClusterOptions::channel`].
+    channel: Option<ChannelNetwork>,
     /// Declared last: dropped after the nodes are stopped.
     proxy: Option<UdpProxy>,
 }
@@ -131,6 +137,7 @@ impl<S: StateMachine> LocalCluster<S> {
         };
         let mut cluster = Self {
             proxy,
+            channel: options.channel.then(ChannelNetwork::new),
             nodes: (0..options.nodes).map(|_| None).collect(),
             options,
             addrs,
@@ -204,10 +211,12 @@ impl<S: StateMachine> LocalCluster<S> {
     /// The node cannot start.
     pub fn start_node(&mut self, id: NodeId) -> anyhow::Result<Node<S>> {
         anyhow::ensure!(self.node(id).is_none(), "node {id} is already running");
-        let transport = bind_retrying(self.net_config(id))?;
-        let builder = Node::builder(self.node_config(id))
-            .transport(transport)
-            .state_machine((self.make_state_machine)(id));
+        let builder = Node::builder(self.node_config(id));
+        let builder = match &self.channel {
+            Some(net) => builder.transport(net.transport(id)),
+            None => builder.transport(bind_retrying(self.net_config(id))?),
+        };
+        let builder = builder.state_machine((self.make_state_machine)(id));
         let builder = if self.options.sled {
             builder.log(SledLog::open(self.dir(id), &self.options.name, id)?)
         } else {

@@ -11,18 +11,24 @@ use super::envelope;
 use super::error::NodeError;
 use super::events::Event;
 use super::queue::QueueReceiver;
-use super::shared::Shared;
+use super::reply::{Completion, CompletionQueue};
+use super::shared::{ProposalWaiter, Shared};
 use super::snapshot;
 use super::state_machine::StateMachine;
-use crate::types::{Entry, EntryKind, LogIndex, Snapshot};
+use crate::types::{Entry, EntryKind, LogIndex, Snapshot, Term};
 
 /// Work for the apply thread, in log order.
 pub(crate) enum ApplyTask {
     /// Committed entries, in order.
     Entries(Vec<Entry>),
-    /// The leader placed this node's proposal `request_id` at `index`: if a different
-    /// entry ends up applied there, the proposal was dropped.
-    Placed { request_id: u64, index: LogIndex },
+    /// The leader of `term` placed this node's proposal `request_id` at `index`: if a
+    /// different entry ends up applied there, or an entry of a later term is applied at or
+    /// below `index`, the proposal was dropped.
+    Placed {
+        request_id: u64,
+        index: LogIndex,
+        term: Term,
+    },
     /// Replace the state with a snapshot received from the leader.
     Restore(Snapshot),
     /// Take a snapshot now (a manual trigger).
@@ -50,15 +56,33 @@ pub const SNAPSHOT_STRETCH_PERCENT_MAX: u64 = 50;
 /// to hand to the storer thread.
 pub(crate) type TakenSnapshot = (LogIndex, snapshot::PackedSource);
 
+/// One submitter's completions from the batch being applied.
+type BatchCompletions<R> = (Arc<CompletionQueue<R>>, Vec<Completion<R>>);
+
 pub(crate) struct Applier<S: StateMachine> {
     shared: Arc<Shared<S>>,
     tasks: QueueReceiver<ApplyTask>,
     applied: LogIndex,
     /// Entries up to here were committed before this start: applying them is a replay.
     replay_to: LogIndex,
-    /// Placed proposals not yet applied: index -> request id.
-    placed: BTreeMap<LogIndex, u64>,
+    /// Term of the entry at `applied` (0 before the first).
+    applied_term: Term,
+    /// Placed proposals not yet applied: index -> (request id, term it was placed in).
+    ///
+    /// Invariant: every placement here has index > `applied` and term >= `applied_term`.
+    /// A placement (p, t) that would break it can never be applied: the entry at p in
+    /// the committed log is another one when p <= `applied`; when p > `applied` and
+    /// t < `applied_term`, terms never decrease along a log, so the entry at p has a term
+    /// at least `applied_term`, above t, and is not the one placed in t. Such a proposal
+    /// is answered `Dropped` at once. Without the second half, a proposal that a dying
+    /// leader placed beyond the next leader's log waited until the log grew that far,
+    /// which with no more writes was never.
+    placed: BTreeMap<LogIndex, (u64, Term)>,
     dedup: Dedup,
+    /// Submitters' completions of the batch being applied, per queue: pushed together
+    /// once the batch is done, so a submitter wakes once per batch, not once per entry.
+    /// Empty between batches.
+    completions: Vec<BatchCompletions<S::Response>>,
     policy: SnapshotPolicy,
     snapshots: Sender<TakenSnapshot>,
     last_snapshot: LogIndex,
@@ -88,9 +112,11 @@ impl<S: StateMachine> Applier<S> {
             shared,
             tasks,
             applied,
+            applied_term: 0,
             replay_to,
             placed: BTreeMap::new(),
             dedup,
+            completions: Vec::new(),
             policy,
             snapshots,
             last_snapshot: applied,
@@ -114,6 +140,7 @@ impl<S: StateMachine> Applier<S> {
             while let Some(task) = batch.pop_front() {
                 self.handle(task);
             }
+            self.push_completions();
             self.shared.set_applied(self.applied);
             self.maybe_snapshot(false);
         }
@@ -130,12 +157,16 @@ impl<S: StateMachine> Applier<S> {
             ApplyTask::Restore(snap) => self.restore(snap),
             ApplyTask::TakeSnapshot => self.maybe_snapshot(true),
             ApplyTask::SnapshotStored { size_bytes } => self.stored_snapshot_bytes = size_bytes,
-            ApplyTask::Placed { request_id, index } => {
-                if index <= self.applied {
-                    // Already applied and not answered: what was applied there was not ours.
+            ApplyTask::Placed {
+                request_id,
+                index,
+                term,
+            } => {
+                if index <= self.applied || term < self.applied_term {
+                    // Applied there was another entry, or will be (see `placed`).
                     self.answer(request_id, Err(NodeError::Dropped));
                 } else {
-                    self.placed.insert(index, request_id);
+                    self.placed.insert(index, (request_id, term));
                 }
             }
         }
@@ -155,17 +186,42 @@ impl<S: StateMachine> Applier<S> {
                 "entries must be applied in order without gaps"
             );
             self.applied = entry.index;
+            let new_term = entry.term > self.applied_term;
+            self.applied_term = self.applied_term.max(entry.term);
             let answered = if entry.kind == EntryKind::Command {
                 self.apply_command(&mut sm, &entry, publish)
             } else {
                 None
             };
-            if let Some(request_id) = self.placed.remove(&entry.index) {
+            if let Some((request_id, _)) = self.placed.remove(&entry.index) {
                 if answered != Some(request_id) {
                     self.answer(request_id, Err(NodeError::Dropped));
                 }
             }
+            if new_term {
+                self.drop_placed_before_term();
+            }
         }
+    }
+
+    /// Answers `Dropped` every placement from a term before `applied_term`: keeps the
+    /// invariant of `placed` after the applied term rose. Runs once per new term.
+    fn drop_placed_before_term(&mut self) {
+        let applied_term = self.applied_term;
+        let stale: Vec<(LogIndex, u64)> = self
+            .placed
+            .iter()
+            .filter(|(_, (_, t))| *t < applied_term)
+            .map(|(i, (r, _))| (*i, *r))
+            .collect();
+        for (index, request_id) in stale {
+            self.placed.remove(&index);
+            self.answer(request_id, Err(NodeError::Dropped));
+        }
+        debug_assert!(self
+            .placed
+            .iter()
+            .all(|(&i, &(_, t))| i > self.applied && t >= self.applied_term));
     }
 
     fn restore(&mut self, snap: Snapshot) {
@@ -194,6 +250,7 @@ impl<S: StateMachine> Applier<S> {
             snap.meta.last_index
         );
         self.applied = snap.meta.last_index;
+        self.applied_term = self.applied_term.max(snap.meta.last_term);
         self.last_snapshot = snap.meta.last_index;
         self.bytes_since_snapshot = 0;
         self.stored_snapshot_bytes = snap.data.len() as u64;
@@ -202,7 +259,7 @@ impl<S: StateMachine> Applier<S> {
         let covered: Vec<(LogIndex, u64)> = self
             .placed
             .range(..=snap.meta.last_index)
-            .map(|(i, r)| (*i, *r))
+            .map(|(i, (r, _))| (*i, *r))
             .collect();
         for (index, request_id) in covered {
             self.placed.remove(&index);
@@ -213,6 +270,9 @@ impl<S: StateMachine> Applier<S> {
             };
             self.answer(request_id, Err(err));
         }
+        // The snapshot may have raised the applied term: placements of earlier terms
+        // beyond it can no longer be applied either (see `placed`).
+        self.drop_placed_before_term();
     }
 
     /// Takes a snapshot if the policy says so (or `force`), and hands it to the WaitLoop.
@@ -287,7 +347,7 @@ impl<S: StateMachine> Applier<S> {
         if let Some(request_id) = ours {
             let waiter = self.shared.waiters.lock().remove(&request_id);
             if let Some(w) = waiter {
-                w.send(Ok(response));
+                self.deliver(w, Ok(response));
             }
         }
         if publish {
@@ -301,10 +361,40 @@ impl<S: StateMachine> Applier<S> {
         ours
     }
 
-    fn answer(&self, request_id: u64, result: Result<S::Response, NodeError>) {
+    fn answer(&mut self, request_id: u64, result: Result<S::Response, NodeError>) {
         let waiter = self.shared.waiters.lock().remove(&request_id);
         if let Some(w) = waiter {
-            w.send(result);
+            self.deliver(w, result);
+        }
+    }
+
+    /// Answers a blocked proposer at once; keeps a submitter's completion for
+    /// [`Applier::push_completions`] at the end of the batch.
+    fn deliver(
+        &mut self,
+        waiter: ProposalWaiter<S::Response>,
+        result: Result<S::Response, NodeError>,
+    ) {
+        match waiter {
+            ProposalWaiter::Slot(slot) => slot.send(result),
+            ProposalWaiter::Queue(q) => {
+                let (queue, ticket) = q.into_parts();
+                match self
+                    .completions
+                    .iter_mut()
+                    .find(|(q, _)| Arc::ptr_eq(q, &queue))
+                {
+                    Some((_, list)) => list.push((ticket, result)),
+                    None => self.completions.push((queue, vec![(ticket, result)])),
+                }
+            }
+        }
+    }
+
+    /// Hands each submitter the completions of the batch just applied, in one push.
+    fn push_completions(&mut self) {
+        for (queue, list) in self.completions.drain(..) {
+            queue.push_all(list);
         }
     }
 }
@@ -312,4 +402,156 @@ impl<S: StateMachine> Applier<S> {
 /// A stretch in `0..SNAPSHOT_STRETCH_PERCENT_MAX` (see the constant).
 fn draw_stretch_percent() -> u64 {
     rand::random::<u64>() % SNAPSHOT_STRETCH_PERCENT_MAX
+}
+
+#[cfg(test)]
+mod tests {
+    //! The placement rules of [`Applier::placed`], driven task by task on this thread.
+    use super::*;
+    use crate::node::kv::{KvCommand, KvResponse, KvStore};
+    use crate::node::queue::queue;
+    use crate::node::reply::{reply_slot, ReplyReceiver};
+    use crate::node::status::NodeStatus;
+    use crate::types::SnapshotMeta;
+    use std::time::Duration;
+
+    type Kv = KvStore<String, u32>;
+    const ORIGIN: u64 = 77;
+
+    fn applier() -> Applier<Kv> {
+        let shared = Arc::new(Shared::new(1, ORIGIN, Kv::new(), NodeStatus::initial(1)));
+        let (_tasks_tx, tasks) = queue();
+        let (snapshots, _) = crossbeam_channel::bounded(1);
+        let policy = SnapshotPolicy {
+            after_entries: 0,
+            after_bytes: 0,
+        };
+        Applier::new(shared, tasks, 0, 0, Dedup::default(), policy, snapshots)
+    }
+
+    /// Registers a blocked proposer for `request_id`.
+    fn waiter(a: &Applier<Kv>, request_id: u64) -> ReplyReceiver<KvResponse<u32>> {
+        let (tx, rx) = reply_slot();
+        a.shared
+            .waiters
+            .lock()
+            .insert(request_id, ProposalWaiter::Slot(tx));
+        rx
+    }
+
+    fn entry(index: LogIndex, term: Term, origin: u64, request_id: u64) -> Entry {
+        let put = KvCommand::Put {
+            key: format!("k{index}"),
+            value: 1u32,
+        };
+        Entry {
+            term,
+            index,
+            kind: EntryKind::Command,
+            data: envelope::wrap(origin, request_id, &put.encode()),
+        }
+    }
+
+    fn placed(request_id: u64, index: LogIndex, term: Term) -> ApplyTask {
+        ApplyTask::Placed {
+            request_id,
+            index,
+            term,
+        }
+    }
+
+    fn answered(rx: &ReplyReceiver<KvResponse<u32>>) -> Option<Result<KvResponse<u32>, NodeError>> {
+        rx.wait(Duration::ZERO)
+    }
+
+    #[test]
+    fn a_placement_is_answered_by_its_entry_or_dropped_by_another() {
+        let mut a = applier();
+        let ours = waiter(&a, 1);
+        let lost = waiter(&a, 2);
+        a.handle(placed(1, 1, 1));
+        a.handle(placed(2, 2, 1));
+        // Index 2 holds another node's entry: request 2 was overwritten.
+        a.handle(ApplyTask::Entries(vec![
+            entry(1, 1, ORIGIN, 1),
+            entry(2, 1, 5, 9),
+        ]));
+        assert!(matches!(
+            answered(&ours),
+            Some(Ok(KvResponse::Previous(None)))
+        ));
+        assert!(matches!(answered(&lost), Some(Err(NodeError::Dropped))));
+        // Placed at or below what was applied: another entry is there.
+        let late = waiter(&a, 3);
+        a.handle(placed(3, 2, 1));
+        assert!(matches!(answered(&late), Some(Err(NodeError::Dropped))));
+        assert!(a.placed.is_empty());
+    }
+
+    #[test]
+    fn a_later_terms_entry_drops_placements_of_earlier_terms_beyond_it() {
+        let mut a = applier();
+        // A dying leader of term 1 placed request 1 at 5; the next leader's log ends at 3.
+        let stranded = waiter(&a, 1);
+        let current = waiter(&a, 2);
+        a.handle(placed(1, 5, 1));
+        a.handle(placed(2, 6, 2));
+        a.handle(ApplyTask::Entries(vec![
+            entry(1, 1, 5, 1),
+            entry(2, 1, 5, 2),
+        ]));
+        assert!(answered(&stranded).is_none(), "index 5 may still hold it");
+        a.handle(ApplyTask::Entries(vec![entry(3, 2, 5, 3)]));
+        assert!(matches!(answered(&stranded), Some(Err(NodeError::Dropped))));
+        assert!(
+            answered(&current).is_none(),
+            "term 2's placement can still apply"
+        );
+        // Placed in an earlier term than what was applied: answered at once.
+        let old = waiter(&a, 3);
+        a.handle(placed(3, 9, 1));
+        assert!(matches!(answered(&old), Some(Err(NodeError::Dropped))));
+        a.handle(ApplyTask::Entries(vec![
+            entry(4, 2, 5, 4),
+            entry(5, 2, 5, 5),
+            entry(6, 2, ORIGIN, 2),
+        ]));
+        assert!(matches!(
+            answered(&current),
+            Some(Ok(KvResponse::Previous(None)))
+        ));
+        assert!(a.placed.is_empty());
+    }
+
+    #[test]
+    fn a_restore_of_a_later_term_drops_earlier_placements_beyond_it() {
+        let mut a = applier();
+        let covered = waiter(&a, 1);
+        let beyond_old = waiter(&a, 2);
+        let beyond_new = waiter(&a, 3);
+        a.handle(placed(1, 2, 1));
+        a.handle(placed(2, 8, 1));
+        a.handle(placed(3, 9, 3));
+        let state = Kv::new().snapshot_source().expect("KvStore snapshots");
+        let data = snapshot::PackedSource::new(&Dedup::default(), state)
+            .into_bytes()
+            .expect("a KvStore view serializes");
+        a.handle(ApplyTask::Restore(Snapshot {
+            meta: SnapshotMeta {
+                last_index: 4,
+                last_term: 3,
+            },
+            data,
+        }));
+        assert_eq!(a.applied, 4);
+        // At 2, under the snapshot and not in its table: it did not take effect.
+        assert!(matches!(answered(&covered), Some(Err(NodeError::Dropped))));
+        // At 8 but placed in term 1, below the snapshot's term 3: never applies.
+        assert!(matches!(
+            answered(&beyond_old),
+            Some(Err(NodeError::Dropped))
+        ));
+        assert!(answered(&beyond_new).is_none());
+        assert_eq!(a.placed.len(), 1);
+    }
 }

@@ -30,6 +30,23 @@
 //! assert_eq!(nodes[2].get(&"hello".to_string(), t).unwrap(), Some("world".to_string()));
 //! for n in &nodes { n.stop(); }
 //! ```
+//!
+//! ## Writing
+//!
+//! - [`Node::propose`] (or `propose_wait`, `propose_with_retry`): one command, one
+//!   [`Proposal`] to wait on. Simple, but each write in flight costs a blocked thread.
+//! - [`Node::propose_batch`]: several commands with one request, one `Proposal` each.
+//! - [`Node::submitter`]: a [`Submitter`] keeps up to `in_flight_max` commands in flight
+//!   from one thread. `submit` never blocks (it fails fast with [`NodeError::Busy`] at
+//!   the limit); outcomes come back as `(Ticket, Result)` [`Completion`]s on one queue
+//!   that the caller drains in bulk, e.g. once per frame of a game loop
+//!   (`raft-core/examples/game_loop.rs`). The apply thread pushes a whole batch's
+//!   completions at once, so a burst of results costs one wake-up.
+//!
+//! Every proposal is answered exactly once, including across leader changes: a
+//! proposal placed by a leader that lost its place in the log is answered
+//! [`NodeError::Dropped`] as soon as an entry of a later term is applied (see the
+//! apply thread's `placed` invariant).
 
 mod apply;
 pub use apply::SNAPSHOT_STRETCH_PERCENT_MAX;
@@ -46,6 +63,7 @@ mod shared;
 mod snapshot;
 mod state_machine;
 mod status;
+mod submitter;
 mod wait_loop;
 
 use std::collections::{BTreeSet, HashMap};
@@ -64,8 +82,10 @@ pub use envelope::ENVELOPE_BYTES;
 pub use error::NodeError;
 pub use events::{Event, EVENTS_QUEUED_MAX};
 pub use kv::{KvCommand, KvResponse, KvStore};
+pub use reply::{Completion, Ticket};
 pub use state_machine::{RestoreError, SnapshotSource, StateMachine};
 pub use status::{ClusterState, NodeCounters, NodeStatus, PeerLag};
+pub use submitter::{Submitter, SUBMITTER_IN_FLIGHT_MAX_DEFAULT};
 
 use apply::Applier;
 use reply::ReplyReceiver;
@@ -399,6 +419,60 @@ impl<S: StateMachine> Node<S> {
         }
     }
 
+    /// Proposes several commands at once, in order, with one request to the WaitLoop;
+    /// returns one [`Proposal`] per command, in the same order. Each is answered on its
+    /// own, as after [`Node::propose`].
+    ///
+    /// # Errors
+    /// [`NodeError::Stopped`], [`NodeError::Busy`] when the queue is full (then none of
+    /// the commands was proposed).
+    pub fn propose_batch<C: Into<Bytes>>(
+        &self,
+        commands: Vec<C>,
+    ) -> Result<Vec<Proposal<S::Response>>, NodeError> {
+        if self.shared.stopped.load(Ordering::Acquire) {
+            return Err(NodeError::Stopped);
+        }
+        let mut proposals = Vec::with_capacity(commands.len());
+        let mut batch = Vec::with_capacity(commands.len());
+        {
+            let mut waiters = self.shared.waiters.lock();
+            for command in commands {
+                let request_id = self.shared.request_id();
+                let (tx, rx) = reply::reply_slot();
+                waiters.insert(request_id, shared::ProposalWaiter::Slot(tx));
+                proposals.push(Proposal {
+                    rx,
+                    request_id,
+                    waiters: self.shared.clone(),
+                });
+                batch.push((request_id, command.into()));
+            }
+        }
+        // On an error the proposals are dropped, which forgets their waiters.
+        self.send_batch(batch)?;
+        Ok(proposals)
+    }
+
+    /// A handle that keeps many commands in flight without blocking: see [`Submitter`].
+    /// Each call makes a new one with its own completion queue and
+    /// [`SUBMITTER_IN_FLIGHT_MAX_DEFAULT`] commands in flight at most.
+    pub fn submitter(&self) -> Submitter<S> {
+        Submitter::new(self.clone())
+    }
+
+    /// Queues an already registered batch of proposals for the WaitLoop.
+    fn send_batch(&self, commands: Vec<(u64, Bytes)>) -> Result<(), NodeError> {
+        if commands.is_empty() {
+            return Ok(());
+        }
+        match self.requests.try_send(Request::ProposeBatch { commands }) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(NodeError::Busy),
+            Err(TrySendError::Disconnected(_)) => Err(NodeError::Stopped),
+        }
+    }
+
     /// Registers a waiter for `request_id` and queues the proposal.
     fn submit(&self, request_id: u64, command: Bytes) -> Result<Proposal<S::Response>, NodeError> {
         if self.shared.stopped.load(Ordering::Acquire) {
@@ -407,7 +481,11 @@ impl<S: StateMachine> Node<S> {
         let (tx, rx) = reply::reply_slot();
         // A retry under the same id replaces the earlier waiter, which is answered
         // `Stopped` as it is dropped: nobody waits on it any more.
-        let replaced = self.shared.waiters.lock().insert(request_id, tx);
+        let replaced = self
+            .shared
+            .waiters
+            .lock()
+            .insert(request_id, shared::ProposalWaiter::Slot(tx));
         drop(replaced);
         let proposal = Proposal {
             rx,

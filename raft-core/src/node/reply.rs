@@ -90,6 +90,117 @@ impl<T> ReplyReceiver<T> {
     }
 }
 
+/// Identifies one command submitted through a [`super::Submitter`]: its completion
+/// carries the same ticket. Tickets of one submitter increase in submission order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Ticket(pub(crate) u64);
+
+impl Ticket {
+    /// The ticket's number (the command's request id on this node).
+    pub fn id(self) -> u64 {
+        self.0
+    }
+}
+
+/// One submitted command's outcome: its ticket and the state machine's response or why
+/// it did not take effect.
+pub type Completion<R> = (Ticket, Result<R, NodeError>);
+
+/// The completions of one submitter: the apply thread pushes a whole batch's at once,
+/// the submitter takes everything queued at once, so a burst of results costs one
+/// wake-up.
+pub(crate) struct CompletionQueue<T> {
+    state: Mutex<CompletionState<T>>,
+    ready: Condvar,
+}
+
+struct CompletionState<T> {
+    items: Vec<Completion<T>>,
+    /// The submitter is parked (so a push must wake it).
+    waiting: bool,
+}
+
+impl<T> CompletionQueue<T> {
+    pub(crate) fn new() -> Self {
+        Self {
+            state: Mutex::new(CompletionState {
+                items: Vec::new(),
+                waiting: false,
+            }),
+            ready: Condvar::new(),
+        }
+    }
+
+    /// Queues `completions`, waking the submitter once if it is parked.
+    pub(crate) fn push_all(&self, completions: impl IntoIterator<Item = Completion<T>>) {
+        let mut state = self.state.lock();
+        state.items.extend(completions);
+        let wake = state.waiting && !state.items.is_empty();
+        drop(state);
+        if wake {
+            self.ready.notify_one();
+        }
+    }
+
+    /// Moves everything queued to the end of `out`, first waiting until `deadline`
+    /// (`None`: not at all) for something to come. Returns how many it moved.
+    pub(crate) fn take_all(
+        &self,
+        out: &mut Vec<Completion<T>>,
+        deadline: Option<Instant>,
+    ) -> usize {
+        let mut state = self.state.lock();
+        if let Some(deadline) = deadline {
+            while state.items.is_empty() {
+                state.waiting = true;
+                let timed_out = self.ready.wait_until(&mut state, deadline).timed_out();
+                state.waiting = false;
+                if timed_out {
+                    break;
+                }
+            }
+        }
+        let n = state.items.len();
+        out.append(&mut state.items);
+        n
+    }
+}
+
+/// A submitter's command waiting for its outcome. Dropping it unanswered queues
+/// [`NodeError::Stopped`], so every ticket is answered exactly once.
+pub(crate) struct QueueWaiter<T> {
+    queue: Option<Arc<CompletionQueue<T>>>,
+    ticket: Ticket,
+}
+
+impl<T> QueueWaiter<T> {
+    pub(crate) fn new(queue: Arc<CompletionQueue<T>>, ticket: Ticket) -> Self {
+        Self {
+            queue: Some(queue),
+            ticket,
+        }
+    }
+
+    /// The queue and the ticket, for the caller to answer (the waiter is spent).
+    pub(crate) fn into_parts(mut self) -> (Arc<CompletionQueue<T>>, Ticket) {
+        let queue = self.queue.take().expect("a waiter is answered once");
+        (queue, self.ticket)
+    }
+
+    /// Forgets the waiter without answering: its command was never submitted.
+    pub(crate) fn cancel(mut self) {
+        self.queue = None;
+    }
+}
+
+impl<T> Drop for QueueWaiter<T> {
+    fn drop(&mut self) {
+        if let Some(queue) = self.queue.take() {
+            queue.push_all([(self.ticket, Err(NodeError::Stopped))]);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,12 +8,30 @@ use parking_lot::{Condvar, Mutex};
 
 use super::error::NodeError;
 use super::events::EventBus;
+use super::reply::{QueueWaiter, ReplySender};
 use super::state_machine::StateMachine;
 use super::status::{ClusterState, NodeStatus};
 use crate::types::{LogIndex, NodeId};
 
-/// A proposer waiting for its command's response.
-pub(crate) type ProposalWaiter<R> = super::reply::ReplySender<R>;
+/// A proposer waiting for its command's response: one blocked on its own slot
+/// ([`super::Proposal`]), or a submitter's command whose outcome goes to its queue.
+pub(crate) enum ProposalWaiter<R> {
+    Slot(ReplySender<R>),
+    Queue(QueueWaiter<R>),
+}
+
+impl<R> ProposalWaiter<R> {
+    /// Answers the waiter now.
+    pub(crate) fn send(self, value: Result<R, NodeError>) {
+        match self {
+            Self::Slot(s) => s.send(value),
+            Self::Queue(q) => {
+                let (queue, ticket) = q.into_parts();
+                queue.push_all([(ticket, value)]);
+            }
+        }
+    }
+}
 
 pub(crate) struct Shared<S: StateMachine> {
     pub(crate) id: NodeId,

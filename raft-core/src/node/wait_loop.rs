@@ -31,6 +31,8 @@ use crate::WrittenSnapshot;
 pub(crate) enum Request {
     /// Propose a command; the waiter is already registered under `request_id`.
     Propose { request_id: u64, command: Bytes },
+    /// Propose several commands, in order; each waiter is already registered.
+    ProposeBatch { commands: Vec<(u64, Bytes)> },
     /// Ask for a read index.
     Read {
         reply: Sender<Result<LogIndex, NodeError>>,
@@ -407,11 +409,12 @@ impl<S: StateMachine> WaitLoop<S> {
             Request::Propose {
                 request_id,
                 command,
-            } => {
-                self.counters.proposals += 1;
-                let data = envelope::wrap(self.shared.origin, request_id, &command);
-                self.unplaced.insert(request_id, (data, None));
-                self.send_proposal(request_id, Instant::now());
+            } => self.on_propose(request_id, &command, Instant::now()),
+            Request::ProposeBatch { commands } => {
+                let now = Instant::now();
+                for (request_id, command) in commands {
+                    self.on_propose(request_id, &command, now);
+                }
             }
             Request::Read { reply, deadline } => {
                 self.next_read_id += 1;
@@ -437,6 +440,14 @@ impl<S: StateMachine> WaitLoop<S> {
                 self.apply.send(ApplyTask::TakeSnapshot);
             }
         }
+    }
+
+    /// A new proposal from a handle: queue it as unplaced and send it.
+    fn on_propose(&mut self, request_id: u64, command: &[u8], now: Instant) {
+        self.counters.proposals += 1;
+        let data = envelope::wrap(self.shared.origin, request_id, command);
+        self.unplaced.insert(request_id, (data, None));
+        self.send_proposal(request_id, now);
     }
 
     /// Proposes (on the leader) or forwards (to the leader) an unplaced proposal. A new
@@ -773,11 +784,12 @@ impl<S: StateMachine> WaitLoop<S> {
         for placed in ready.forwarded.drain(..) {
             // A refusal (the node we forwarded to no longer leads) leaves the proposal
             // unplaced: it is sent again when a leader is known.
-            if let Some((index, _term)) = placed.placed {
+            if let Some((index, term)) = placed.placed {
                 if self.unplaced.remove(&placed.request_id).is_some() {
                     self.apply.send(ApplyTask::Placed {
                         request_id: placed.request_id,
                         index,
+                        term,
                     });
                 }
             }

@@ -57,6 +57,51 @@ impl std::str::FromStr for LogKind {
     }
 }
 
+/// How the nodes talk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    /// raft-net's `UdpTransport` over loopback.
+    Udp,
+    /// `raft_core::node::ChannelNetwork`: in-process, no sockets, no serialization.
+    Channel,
+}
+
+impl std::str::FromStr for TransportKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "udp" => Ok(Self::Udp),
+            "channel" => Ok(Self::Channel),
+            other => Err(format!("unknown transport {other:?}: use udp or channel")),
+        }
+    }
+}
+
+/// Which client API keeps `pipeline` writes in flight per client thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PipelineApi {
+    /// `Node::submitter`: submit without blocking, drain completions in bulk.
+    Submitter,
+    /// `Node::propose` per write, then wait on the oldest `Proposal` (the way to
+    /// pipeline before the submitter; kept for A/B runs).
+    Propose,
+}
+
+impl std::str::FromStr for PipelineApi {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "submitter" => Ok(Self::Submitter),
+            "propose" => Ok(Self::Propose),
+            other => Err(format!(
+                "unknown pipeline api {other:?}: use submitter or propose"
+            )),
+        }
+    }
+}
+
 /// What to run.
 #[derive(Clone, Debug, Serialize)]
 pub struct BenchConfig {
@@ -71,6 +116,13 @@ pub struct BenchConfig {
     pub kdf_iterations: u32,
     /// Concurrent closed-loop clients (threads), all writing through the leader.
     pub clients: usize,
+    /// Writes each client thread keeps in flight (0: one blocking write at a time,
+    /// closed loop).
+    pub pipeline: usize,
+    /// How pipelined clients keep their writes in flight.
+    pub pipeline_api: PipelineApi,
+    /// How the nodes talk.
+    pub transport: TransportKind,
     /// Bytes of each command (the runtime adds a 16-byte envelope to each entry).
     pub entry_bytes: usize,
     /// Length of the measured window.
@@ -95,6 +147,9 @@ impl Default for BenchConfig {
             encrypt: false,
             kdf_iterations: 1_000,
             clients: 64,
+            pipeline: 0,
+            pipeline_api: PipelineApi::Submitter,
+            transport: TransportKind::Udp,
             entry_bytes: 100,
             seconds: 10.0,
             warmup_seconds: 1.0,
@@ -114,6 +169,7 @@ impl BenchConfig {
             password: self.encrypt.then(|| "bench cluster password".to_string()),
             kdf_iterations: self.kdf_iterations,
             name: "bench".into(),
+            channel: self.transport == TransportKind::Channel,
             ..ClusterOptions::default()
         }
     }

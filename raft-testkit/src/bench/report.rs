@@ -247,7 +247,7 @@ impl ThroughputReport {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "raft bench: {} nodes, {} log, {}, {} clients, {}-byte entries, {:.1} s (after {:.1} s warm-up){}",
+            "raft bench: {} nodes, {} log, {}, {}, {} clients x {}, {}-byte entries, {:.1} s (after {:.1} s warm-up){}",
             c.nodes,
             match c.log {
                 LogKind::Mem => "MemLog",
@@ -258,7 +258,18 @@ impl ThroughputReport {
             } else {
                 "plaintext".into()
             },
+            match c.transport {
+                super::TransportKind::Udp => "UDP transport",
+                super::TransportKind::Channel => "ChannelNetwork transport",
+            },
             c.clients,
+            match (c.pipeline, c.pipeline_api) {
+                (0, _) => "1 blocking write in flight".to_string(),
+                (n, super::PipelineApi::Submitter) => format!("{n} in flight (Submitter)"),
+                (n, super::PipelineApi::Propose) => {
+                    format!("{n} in flight (propose, wait on the oldest)")
+                }
+            },
             c.entry_bytes,
             self.window_seconds,
             c.warmup_seconds,

@@ -1,5 +1,6 @@
 //! Throughput and commit latency: closed-loop clients writing through the leader.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -7,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
-use raft_core::node::{Node, NodeCounters, NodeError};
+use raft_core::node::{Node, NodeCounters, NodeError, Proposal, Ticket};
 use raft_core::NodeId;
 
 use super::floor;
@@ -16,7 +17,7 @@ use super::proc_stats;
 use super::report::{
     CpuReport, Floors, LatencyReport, MemoryReport, NodeActivity, ThroughputReport,
 };
-use super::{BenchConfig, LogKind, Sink};
+use super::{BenchConfig, LogKind, PipelineApi, Sink};
 use crate::cluster::LocalCluster;
 
 /// How long one client waits for one write before counting it as failed.
@@ -63,9 +64,14 @@ pub fn run_throughput(config: &BenchConfig) -> anyhow::Result<ThroughputReport> 
     let clients: Vec<_> = (0..config.clients)
         .map(|i| {
             let (node, phase, entry) = (leader.clone(), phase.clone(), entry.clone());
+            let (pipeline, api) = (config.pipeline, config.pipeline_api);
             thread::Builder::new()
                 .name(format!("bench-client-{i}"))
-                .spawn(move || client(&node, &phase, &entry))
+                .spawn(move || match (pipeline, api) {
+                    (0, _) => client(&node, &phase, &entry),
+                    (n, PipelineApi::Submitter) => submitter_client(&node, &phase, &entry, n),
+                    (n, PipelineApi::Propose) => propose_client(&node, &phase, &entry, n),
+                })
                 .context("spawn a client")
         })
         .collect::<anyhow::Result<_>>()?;
@@ -236,4 +242,107 @@ fn client(node: &Node<Sink>, phase: &AtomicU8, entry: &Bytes) -> ClientOutcome {
             }
         }
     }
+}
+
+impl ClientOutcome {
+    fn new() -> Self {
+        Self {
+            latencies: Histogram::new(),
+            acked: 0,
+            errors: 0,
+            first_error: None,
+        }
+    }
+
+    /// Counts one write's outcome if the window is open.
+    fn record(&mut self, phase: &AtomicU8, latency: Duration, result: Result<(), NodeError>) {
+        if phase.load(Ordering::Acquire) != MEASURE {
+            return;
+        }
+        match result {
+            Ok(()) => {
+                self.latencies.record(latency);
+                self.acked += 1;
+            }
+            Err(e) => {
+                self.errors += 1;
+                self.first_error.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+}
+
+/// Keeps `pipeline` writes in flight through a `Submitter`: tops the pipeline up with
+/// one `submit_batch`, then drains every completion that arrived.
+fn submitter_client(
+    node: &Node<Sink>,
+    phase: &AtomicU8,
+    entry: &Bytes,
+    pipeline: usize,
+) -> ClientOutcome {
+    let mut out = ClientOutcome::new();
+    let mut submitter = node.submitter().with_in_flight_max(pipeline);
+    let mut sent: HashMap<Ticket, Instant> = HashMap::with_capacity(pipeline);
+    let mut done = Vec::with_capacity(pipeline);
+    while phase.load(Ordering::Acquire) != DONE {
+        let room = pipeline - submitter.in_flight();
+        if room > 0 {
+            match submitter.submit_batch(vec![entry.clone(); room]) {
+                Ok(tickets) => {
+                    let now = Instant::now();
+                    sent.extend(tickets.into_iter().map(|t| (t, now)));
+                }
+                Err(NodeError::Stopped) => return out,
+                Err(e) => {
+                    // Busy: the node's queue is full; drain and try again.
+                    out.record(phase, Duration::ZERO, Err(e));
+                }
+            }
+        }
+        submitter.drain_timeout(&mut done, Duration::from_millis(100));
+        let now = Instant::now();
+        for (ticket, result) in done.drain(..) {
+            let latency = sent.remove(&ticket).map_or(Duration::ZERO, |t| now - t);
+            let stopped = matches!(result, Err(NodeError::Stopped));
+            out.record(phase, latency, result);
+            if stopped {
+                return out;
+            }
+        }
+    }
+    out
+}
+
+/// Keeps `pipeline` writes in flight with `Node::propose`, waiting on the oldest.
+fn propose_client(
+    node: &Node<Sink>,
+    phase: &AtomicU8,
+    entry: &Bytes,
+    pipeline: usize,
+) -> ClientOutcome {
+    let mut out = ClientOutcome::new();
+    let mut in_flight: VecDeque<(Instant, Proposal<()>)> = VecDeque::with_capacity(pipeline);
+    while phase.load(Ordering::Acquire) != DONE {
+        while in_flight.len() < pipeline {
+            match node.propose(entry.clone()) {
+                Ok(p) => in_flight.push_back((Instant::now(), p)),
+                Err(NodeError::Stopped) => return out,
+                Err(e) => {
+                    out.record(phase, Duration::ZERO, Err(e));
+                    break;
+                }
+            }
+        }
+        let Some((started, p)) = in_flight.pop_front() else {
+            thread::sleep(Duration::from_millis(1));
+            continue;
+        };
+        let result = p.wait(WRITE_TIMEOUT);
+        let stopped = matches!(result, Err(NodeError::Stopped));
+        out.record(phase, started.elapsed(), result);
+        if stopped {
+            return out;
+        }
+    }
+    out
 }

@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release -p raft-testkit --bin bench -- --nodes 3 --log mem --clients 64 --seconds 10
 //! cargo run --release -p raft-testkit --bin bench -- --log sled --clients 1 --json
+//! cargo run --release -p raft-testkit --bin bench -- --clients 2 --pipeline 128 --transport channel
 //! cargo run --release -p raft-testkit --bin bench -- --failover --trials 20
 //! cargo run --release -p raft-testkit --bin bench -- --soak --soak-scale 0.1
 //! ```
@@ -10,7 +11,7 @@
 use anyhow::Context;
 use clap::Parser;
 use raft_core::node::NodeConfig;
-use raft_testkit::bench::{self, BenchConfig, LogKind};
+use raft_testkit::bench::{self, BenchConfig, LogKind, PipelineApi, TransportKind};
 
 /// Throughput, commit latency, CPU and memory of a local cluster of real nodes over
 /// loopback UDP, with the machine's floor measured in the same run; or failover time.
@@ -32,6 +33,16 @@ struct Args {
     /// Concurrent closed-loop clients (each writes one entry and waits for it).
     #[arg(long, default_value_t = 64)]
     clients: usize,
+    /// Writes each client thread keeps in flight (0: one blocking write at a time).
+    #[arg(long, default_value_t = 0)]
+    pipeline: usize,
+    /// How a pipelined client keeps its writes in flight: submitter (Node::submitter)
+    /// or propose (Node::propose, then wait on the oldest).
+    #[arg(long, default_value = "submitter")]
+    pipeline_api: PipelineApi,
+    /// How the nodes talk: udp (raft-net) or channel (in-process ChannelNetwork).
+    #[arg(long, default_value = "udp")]
+    transport: TransportKind,
     /// Bytes per command.
     #[arg(long, default_value_t = 100)]
     entry_bytes: usize,
@@ -85,6 +96,9 @@ fn main() -> anyhow::Result<()> {
         encrypt: args.encrypt,
         kdf_iterations: args.kdf_iterations,
         clients: args.clients,
+        pipeline: args.pipeline,
+        pipeline_api: args.pipeline_api,
+        transport: args.transport,
         entry_bytes: args.entry_bytes,
         seconds: args.seconds,
         warmup_seconds: args.warmup,
