@@ -79,6 +79,18 @@ pub struct SnapshotMeta {
     pub last_term: Term,
 }
 
+/// A stored snapshot without its data: what a leader needs to send it in chunks read
+/// from storage ([`crate::Log::snapshot_info`], [`crate::Log::open_snapshot`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SnapshotInfo {
+    /// Where it ends.
+    pub meta: SnapshotMeta,
+    /// Bytes of its data.
+    pub len_bytes: u64,
+    /// CRC-32 (`crc32fast`) of its data, which the follower checks.
+    pub crc32: u32,
+}
+
 /// A snapshot of the state machine: everything up to and including `meta.last_index`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Snapshot {

@@ -1032,6 +1032,30 @@ impl Log for SledLog {
         }
     }
 
+    /// From the current snapshot's reference in the state record: no file is read.
+    fn snapshot_info(&self) -> Result<Option<raft_core::SnapshotInfo>, StorageError> {
+        Ok(self
+            .pending_snapshot
+            .or(self.snapshot_file)
+            .map(|r| raft_core::SnapshotInfo {
+                meta: r.meta,
+                len_bytes: r.len,
+                crc32: r.crc,
+            }))
+    }
+
+    /// Opens the current snapshot's file; chunks are read from it as they are sent.
+    fn open_snapshot(
+        &self,
+    ) -> Result<Option<std::sync::Arc<dyn raft_core::SnapshotChunks>>, StorageError> {
+        match self.pending_snapshot.or(self.snapshot_file) {
+            Some(r) => Ok(Some(std::sync::Arc::new(
+                self.snapshot_dir()?.open_chunks(&r)?,
+            ))),
+            None => Ok(None),
+        }
+    }
+
     /// Writes the snapshot to a new file at once (durably: temporary file, fsync,
     /// rename, directory fsync); the next [`Log::sync`] makes it the current one in the
     /// same atomic sled batch as everything else. Until then a crash leaves the previous
@@ -1196,9 +1220,10 @@ struct SledSnapshotWriter(crate::snapfile::FileWriter);
 impl raft_core::SnapshotWriter for SledSnapshotWriter {
     fn write(
         &mut self,
-        snapshot: &raft_core::Snapshot,
+        meta: raft_core::SnapshotMeta,
+        fill: &mut dyn FnMut(&mut dyn std::io::Write) -> std::io::Result<()>,
     ) -> Result<raft_core::WrittenSnapshot, StorageError> {
-        let r = self.0.write(snapshot)?;
+        let r = self.0.write_stream(meta, fill)?;
         Ok(raft_core::WrittenSnapshot {
             meta: r.meta,
             id: r.id,

@@ -27,7 +27,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -131,45 +131,136 @@ pub(crate) struct FileWriter {
 }
 
 impl FileWriter {
-    /// Writes `snapshot` durably as a new file; returns its reference.
-    pub(crate) fn write(&self, snapshot: &Snapshot) -> Result<SnapshotRef, StorageError> {
+    /// Writes the snapshot covering `meta` durably as a new file, its data written into
+    /// the file by `fill` as a stream; returns its reference.
+    pub(crate) fn write_stream(
+        &self,
+        meta: SnapshotMeta,
+        fill: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>,
+    ) -> Result<SnapshotRef, StorageError> {
         let id = self.next_id.fetch_add(1, Ordering::SeqCst);
-        let r = write_file(&self.dir, self.node_id, self.durable, id, snapshot)?;
+        let r = write_file(&self.dir, self.node_id, self.durable, id, meta, fill)?;
         self.written.lock().insert(r.id, r);
         Ok(r)
     }
 }
 
-/// Writes `snapshot` as file `id` in `dir`: temporary file, fsync, rename, directory
-/// fsync (the syncs only when `durable`). On failure the temporary file is removed.
-fn write_file(
-    dir: &Path,
-    node_id: NodeId,
+/// A snapshot file open for reading in chunks: what `SledLog::open_snapshot` hands a
+/// leader's transfer. The follower checks the data against `r.crc` (sent with the last
+/// chunk), so chunks are not checksummed here.
+#[derive(Debug)]
+pub(crate) struct FileChunks {
+    r: SnapshotRef,
+    file: Mutex<File>,
+    path: PathBuf,
+}
+
+impl raft_core::SnapshotChunks for FileChunks {
+    fn info(&self) -> raft_core::SnapshotInfo {
+        raft_core::SnapshotInfo {
+            meta: self.r.meta,
+            len_bytes: self.r.len,
+            crc32: self.r.crc,
+        }
+    }
+
+    fn read_chunk(&self, offset: u64, max_bytes: u64) -> Result<Bytes, StorageError> {
+        let start = offset.min(self.r.len);
+        let n = usize::try_from(max_bytes.min(self.r.len - start))
+            .map_err(|_| StorageError::Io(format!("a chunk of {max_bytes} bytes")))?;
+        let mut data = vec![0u8; n];
+        let mut file = self.file.lock();
+        file.seek(SeekFrom::Start(HEADER_BYTES as u64 + start))
+            .and_then(|_| file.read_exact(&mut data))
+            .map_err(|e| io_err("cannot read", &self.path, e))?;
+        Ok(Bytes::from(data))
+    }
+}
+
+/// The data part of a snapshot file being written: buffers, counts and checksums what
+/// passes, and makes each [`WRITE_SLICE_BYTES`] durable before writing more.
+struct SliceWriter {
+    file: File,
+    /// Bytes not yet written to `file` (at most [`WRITE_SLICE_BYTES`]).
+    buf: Vec<u8>,
+    hasher: crc32fast::Hasher,
+    len: u64,
     durable: bool,
-    id: u64,
-    snapshot: &Snapshot,
-) -> Result<SnapshotRef, StorageError> {
-    let r = SnapshotRef {
-        id,
-        meta: snapshot.meta,
-        len: snapshot.data.len() as u64,
-        crc: crc32fast::hash(&snapshot.data),
-    };
-    let temp = dir.join(temp_name(r.id));
-    let result = (|| {
-        let mut file = File::create(&temp)?;
-        file.write_all(&r.header())?;
+}
+
+impl SliceWriter {
+    /// Writes the buffered slice to the file, and syncs it when durable.
+    fn write_slice(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.file.write_all(&self.buf)?;
+        self.buf.clear();
         // In slices, each made durable before the next: a file of hundreds of MB flushed
         // at once fills the disk queue (and, on ext4, the journal commit) that the log's
         // own small fsyncs wait behind (RocksDB syncs big files incrementally for the same
         // reason, `bytes_per_sync`); a leader whose sync waited half a second for a
         // 150 MB snapshot stopped heartbeating and lost its leadership (issue 18).
-        for slice in snapshot.data.chunks(WRITE_SLICE_BYTES) {
-            file.write_all(slice)?;
-            if durable {
-                file.sync_data()?;
-            }
+        if self.durable {
+            self.file.sync_data()?;
         }
+        Ok(())
+    }
+}
+
+impl Write for SliceWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(WRITE_SLICE_BYTES - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        self.hasher.update(&data[..n]);
+        self.len += n as u64;
+        if self.buf.len() == WRITE_SLICE_BYTES {
+            self.write_slice()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(()) // slices are written whole; `write_file` writes the last one
+    }
+}
+
+/// Writes the snapshot covering `meta` as file `id` in `dir`, its data streamed in by
+/// `fill`: temporary file (its header, with the length and checksum known only at the
+/// end, written last), fsync, rename, directory fsync (the syncs only when `durable`).
+/// On failure the temporary file is removed.
+fn write_file(
+    dir: &Path,
+    node_id: NodeId,
+    durable: bool,
+    id: u64,
+    meta: SnapshotMeta,
+    fill: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>,
+) -> Result<SnapshotRef, StorageError> {
+    let temp = dir.join(temp_name(id));
+    let result = (|| {
+        let mut file = File::create(&temp)?;
+        // A placeholder header: a crash before the real one is written leaves a file that
+        // fails its header checksum (and is a temporary, removed on open anyway).
+        file.write_all(&[0u8; HEADER_BYTES])?;
+        let mut out = SliceWriter {
+            file,
+            buf: Vec::with_capacity(WRITE_SLICE_BYTES),
+            hasher: crc32fast::Hasher::new(),
+            len: 0,
+            durable,
+        };
+        fill(&mut out)?;
+        out.write_slice()?;
+        let r = SnapshotRef {
+            id,
+            meta,
+            len: out.len,
+            crc: out.hasher.finalize(),
+        };
+        let mut file = out.file;
+        file.seek(SeekFrom::Start(0))?;
+        file.write_all(&r.header())?;
         if durable {
             file.sync_data()?;
         }
@@ -178,20 +269,22 @@ fn write_file(
         if durable {
             sync_dir(dir)?;
         }
-        Ok::<(), io::Error>(())
+        Ok::<SnapshotRef, io::Error>(r)
     })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&temp);
-        let _ = fs::remove_file(dir.join(final_name(r.id)));
-        log::error!(
-            "n{node_id} cannot write the snapshot up to {}@{} in {}: {e}",
-            r.meta.last_index,
-            r.meta.last_term,
-            dir.display()
-        );
-        return Err(io_err("cannot write a snapshot in", dir, e));
+    match result {
+        Ok(r) => Ok(r),
+        Err(e) => {
+            let _ = fs::remove_file(&temp);
+            let _ = fs::remove_file(dir.join(final_name(id)));
+            log::error!(
+                "n{node_id} cannot write the snapshot up to {}@{} in {}: {e}",
+                meta.last_index,
+                meta.last_term,
+                dir.display()
+            );
+            Err(io_err("cannot write a snapshot in", dir, e))
+        }
     }
-    Ok(r)
 }
 
 fn io_err(what: &str, path: &Path, e: io::Error) -> StorageError {
@@ -420,6 +513,19 @@ impl SnapshotDir {
         })
     }
 
+    /// The file of `r`, open for reading in chunks (its header checked). It stays
+    /// readable after the file is removed (a newer snapshot replaced it) until dropped.
+    ///
+    /// # Errors
+    /// [`StorageError::Corrupt`] when the file is missing or does not match `r`.
+    pub(crate) fn open_chunks(&self, r: &SnapshotRef) -> Result<FileChunks, StorageError> {
+        Ok(FileChunks {
+            r: *r,
+            file: Mutex::new(self.open_checked(r)?),
+            path: self.path(&final_name(r.id)),
+        })
+    }
+
     /// Checks the file of `r` without keeping its data in memory.
     fn verify(&self, r: &SnapshotRef) -> Result<(), StorageError> {
         let mut file = self.open_checked(r)?;
@@ -458,7 +564,15 @@ impl SnapshotDir {
     ) -> Result<SnapshotRef, StorageError> {
         self.remove_all_but(keep)?;
         let id = self.next_id.fetch_add(1, Ordering::SeqCst);
-        write_file(&self.dir, self.node_id, self.durable, id, snapshot)
+        let mut fill = |out: &mut dyn Write| out.write_all(&snapshot.data);
+        write_file(
+            &self.dir,
+            self.node_id,
+            self.durable,
+            id,
+            snapshot.meta,
+            &mut fill,
+        )
     }
 
     /// Removes every file (temporaries included) but those in `keep`.

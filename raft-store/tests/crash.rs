@@ -6,7 +6,10 @@
 //! to 3 MB (written as files: temporary, fsync, rename, directory fsync, made current by
 //! the next sync) and entries up to 200 KB (records over 64 KiB go to the value log), so
 //! kills land while those files are written, renamed and adopted; the reopened log's
-//! snapshot must be the one of the same sync, whole.
+//! snapshot must be the one of the same sync, whole. Snapshots are written by the log's
+//! writer and adopted, and half the time the log is compacted behind one before the sync
+//! that makes both durable (as the runtime does, issue 18): a kill never leaves the
+//! compaction without its snapshot.
 //!
 //! The child is this test binary run again with `RAFT_STORE_CRASH_CHILD` set. Its
 //! workload is a deterministic function of a seed and the log it starts from, so the
@@ -85,14 +88,29 @@ fn step<L: Log>(log: &mut L, rng: &mut StdRng) {
             if at >= log.first_index() - 1 && at > 0 {
                 let term = log.term(at).expect("term at commit");
                 let len = rng.gen_range(0..3_000_000usize);
-                log.save_snapshot(&Snapshot {
+                let snapshot = Snapshot {
                     meta: SnapshotMeta {
                         last_index: at,
                         last_term: term,
                     },
                     data: payload(at, term, len),
-                })
-                .expect("save snapshot");
+                };
+                // As the runtime stores them: written by the log's writer (SledLog), then
+                // adopted; saved whole by a log without one (the MemLog replay).
+                match log.snapshot_writer() {
+                    Some(mut writer) => {
+                        let written = writer.write_whole(&snapshot).expect("write snapshot");
+                        log.adopt_snapshot(&written).expect("adopt snapshot");
+                    }
+                    None => log.save_snapshot(&snapshot).expect("save snapshot"),
+                }
+                // Half the time the log is compacted behind it before the sync, as the
+                // runtime's WaitLoop does (no sync in between): a kill must never leave
+                // the compaction durable without the snapshot.
+                if rng.gen_bool(0.5) {
+                    log.compact(snapshot.meta)
+                        .expect("compact behind the snapshot");
+                }
             }
         }
         _ => {

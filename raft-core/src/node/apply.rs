@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use crossbeam_channel::Sender;
 
 use super::dedup::Dedup;
@@ -35,6 +34,9 @@ pub(crate) enum ApplyTask {
     Restore(Snapshot),
     /// Take a snapshot now (a manual trigger).
     TakeSnapshot,
+    /// The log now stores a snapshot of `size_bytes` (the last one this node took, or the
+    /// one it started from): the next one waits for at least as many bytes of log.
+    SnapshotStored { size_bytes: u64 },
 }
 
 /// When the apply thread takes snapshots.
@@ -51,8 +53,9 @@ pub(crate) struct SnapshotPolicy {
 /// stalled lost its quorum (issue 18: 150 MB snapshots, 3 nodes on one disk).
 pub const SNAPSHOT_STRETCH_PERCENT_MAX: u64 = 50;
 
-/// A snapshot the apply thread took: (index, packed bytes), for the WaitLoop to store.
-pub(crate) type TakenSnapshot = (LogIndex, Bytes);
+/// A snapshot the apply thread took: (index, its unserialized view), for the WaitLoop
+/// to hand to the storer thread.
+pub(crate) type TakenSnapshot = (LogIndex, snapshot::PackedSource);
 
 /// One submitter's completions from the batch being applied.
 type BatchCompletions<R> = (Arc<CompletionQueue<R>>, Vec<Completion<R>>);
@@ -85,6 +88,9 @@ pub(crate) struct Applier<S: StateMachine> {
     snapshots: Sender<TakenSnapshot>,
     last_snapshot: LogIndex,
     bytes_since_snapshot: u64,
+    /// The size of the snapshot the log stores: the least `bytes_since_snapshot` before
+    /// the byte threshold calls for the next one (see `maybe_snapshot`).
+    stored_snapshot_bytes: u64,
     /// Whether the state machine produced a snapshot when asked (false: never ask again).
     snapshots_supported: bool,
     /// This round's stretch of the policy's thresholds, in percent
@@ -116,6 +122,7 @@ impl<S: StateMachine> Applier<S> {
             snapshots,
             last_snapshot: applied,
             bytes_since_snapshot: 0,
+            stored_snapshot_bytes: 0,
             snapshots_supported: true,
             stretch_percent: draw_stretch_percent(),
         }
@@ -123,9 +130,7 @@ impl<S: StateMachine> Applier<S> {
 
     /// Restores the state machine and the runtime state from stored snapshot bytes.
     pub(crate) fn restore_state(sm: &mut S, data: &[u8]) -> Result<Dedup, super::RestoreError> {
-        let (dedup, state) = snapshot::unpack(data)?;
-        sm.restore(&state)?;
-        Ok(dedup)
+        snapshot::restore_from(sm, &mut &data[..])
     }
 
     /// Runs until the task channel closes (the WaitLoop ended).
@@ -156,6 +161,7 @@ impl<S: StateMachine> Applier<S> {
             }
             ApplyTask::Restore(snap) => self.restore(snap),
             ApplyTask::TakeSnapshot => self.maybe_snapshot(true),
+            ApplyTask::SnapshotStored { size_bytes } => self.stored_snapshot_bytes = size_bytes,
             ApplyTask::Placed {
                 request_id,
                 index,
@@ -252,6 +258,7 @@ impl<S: StateMachine> Applier<S> {
         self.applied_term = self.applied_term.max(snap.meta.last_term);
         self.last_snapshot = snap.meta.last_index;
         self.bytes_since_snapshot = 0;
+        self.stored_snapshot_bytes = snap.data.len() as u64;
         // Our proposals placed at or below the snapshot: the snapshot's table says
         // whether they took effect; their responses are gone either way.
         let covered: Vec<(LogIndex, u64)> = self
@@ -274,19 +281,28 @@ impl<S: StateMachine> Applier<S> {
     }
 
     /// Takes a snapshot if the policy says so (or `force`), and hands it to the WaitLoop.
+    ///
+    /// The byte threshold is at least the size of the stored snapshot: a node writes a
+    /// snapshot only after at least as many bytes of log, so snapshots cost at most as
+    /// many bytes written as the log itself, however big the state (issue 18: with
+    /// 150 MB of state and a 64 MiB threshold every node wrote 150 MB per 1,300 values
+    /// of 50 KB). The entry threshold stays as configured.
     fn maybe_snapshot(&mut self, force: bool) {
         if !self.snapshots_supported || self.applied <= self.last_snapshot {
             return;
         }
         let stretched = |threshold: u64| threshold.saturating_mul(100 + self.stretch_percent) / 100;
+        let bytes_threshold = stretched(self.policy.after_bytes).max(self.stored_snapshot_bytes);
         let due = (self.policy.after_entries > 0
             && self.applied - self.last_snapshot >= stretched(self.policy.after_entries))
-            || (self.policy.after_bytes > 0
-                && self.bytes_since_snapshot >= stretched(self.policy.after_bytes));
+            || (self.policy.after_bytes > 0 && self.bytes_since_snapshot >= bytes_threshold);
         if !due && !force {
             return;
         }
-        let state = self.shared.state_machine.lock().snapshot();
+        // Cheap by contract (a frozen view): the writers wait only for this; the storer
+        // thread serializes the view into the snapshot file.
+        let taken = std::time::Instant::now();
+        let state = self.shared.state_machine.lock().snapshot_source();
         let Some(state) = state else {
             log::info!(
                 "n{} state machine does not snapshot; the log will not be compacted",
@@ -295,12 +311,12 @@ impl<S: StateMachine> Applier<S> {
             self.snapshots_supported = false;
             return;
         };
-        let packed = snapshot::pack(&self.dedup, state);
+        let packed = snapshot::PackedSource::new(&self.dedup, state);
         log::debug!(
-            "n{} took a snapshot at {} ({} bytes)",
+            "n{} took a snapshot at {} (the apply thread held the state machine {:?})",
             self.shared.id,
             self.applied,
-            packed.len()
+            taken.elapsed()
         );
         // A full channel means the WaitLoop has not stored the previous one yet: try
         // again after the next batch.
@@ -521,13 +537,16 @@ mod tests {
         a.handle(placed(1, 2, 1));
         a.handle(placed(2, 8, 1));
         a.handle(placed(3, 9, 3));
-        let state = Kv::new().snapshot().expect("KvStore snapshots");
+        let state = Kv::new().snapshot_source().expect("KvStore snapshots");
+        let data = snapshot::PackedSource::new(&Dedup::default(), state)
+            .into_bytes()
+            .expect("a KvStore view serializes");
         a.handle(ApplyTask::Restore(Snapshot {
             meta: SnapshotMeta {
                 last_index: 4,
                 last_term: 3,
             },
-            data: snapshot::pack(&Dedup::default(), state),
+            data,
         }));
         assert_eq!(a.applied, 4);
         // At 2, under the snapshot and not in its table: it did not take effect.

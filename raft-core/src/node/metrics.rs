@@ -133,9 +133,9 @@ pub const TRANSPORT_RECEIVED_TOTAL: &str = "raft_transport_received_total";
 /// Counter: messages or datagrams the transport dropped, for any reason.
 pub const TRANSPORT_DROPPED_TOTAL: &str = "raft_transport_dropped_total";
 
-/// Counter: snapshots the apply thread took of the state machine.
+/// Counter: snapshots this node took of its state machine and stored in its log.
 pub const SNAPSHOTS_TAKEN_TOTAL: &str = "raft_snapshots_taken_total";
-/// Counter: bytes of the snapshots taken.
+/// Counter: bytes of the snapshots taken, as stored.
 pub const SNAPSHOT_TAKEN_BYTES_TOTAL: &str = "raft_snapshot_taken_bytes_total";
 /// Counter: snapshot chunks sent to followers (`install_snapshot` messages).
 pub const SNAPSHOT_CHUNKS_SENT_TOTAL: &str = "raft_snapshot_chunks_sent_total";
@@ -403,10 +403,10 @@ impl NodeMetrics {
             .increment(1);
     }
 
-    /// The apply thread took a snapshot of `size_bytes`.
-    pub(crate) fn snapshot_taken(&self, size_bytes: usize) {
+    /// A snapshot this node took was stored, `size_bytes` long.
+    pub(crate) fn snapshot_taken(&self, size_bytes: u64) {
         self.snapshots_taken.increment(1);
-        self.snapshot_taken_bytes.increment(size_bytes as u64);
+        self.snapshot_taken_bytes.increment(size_bytes);
     }
 
     /// A snapshot of `size_bytes` from the leader is being installed.

@@ -84,7 +84,7 @@ pub use error::NodeError;
 pub use events::{Event, EVENTS_QUEUED_MAX};
 pub use kv::{KvCommand, KvResponse, KvStore};
 pub use reply::{Completion, Ticket};
-pub use state_machine::{RestoreError, StateMachine};
+pub use state_machine::{RestoreError, SnapshotSource, StateMachine};
 pub use status::{ClusterState, NodeCounters, NodeStatus, PeerLag};
 pub use submitter::{Submitter, SUBMITTER_IN_FLIGHT_MAX_DEFAULT};
 

@@ -17,6 +17,7 @@ use super::error::NodeError;
 use super::events::Event;
 use super::queue::QueueSender;
 use super::shared::Shared;
+use super::snapshot::PackedSource;
 use super::state_machine::StateMachine;
 use super::status::{ClusterState, NodeCounters, PeerLag};
 use crate::message::Message;
@@ -77,47 +78,69 @@ pub(crate) struct WaitLoop<S: StateMachine> {
     pub(crate) synced_since_tick: bool,
     /// When the next tick is due. Every tick before it has been delivered to `raft`.
     pub(crate) next_tick: Instant,
-    /// The thread that writes snapshots when the log has a [`crate::SnapshotWriter`]
-    /// (started by `run`).
+    /// The thread that serializes and writes snapshots (started by `run`).
     pub(crate) storer: Option<SnapshotStorer>,
 }
 
-/// A snapshot written on the storer thread, or why it was not.
-type Written = (SnapshotMeta, Result<WrittenSnapshot, crate::StorageError>);
+/// A snapshot the storer thread stored, or why it did not.
+type Written = (SnapshotMeta, Result<Stored, crate::StorageError>);
 
-/// The snapshot storer: a thread that writes snapshots with the log's
-/// [`crate::SnapshotWriter`], one at a time, so that a snapshot of any size never
-/// blocks the WaitLoop. The WaitLoop adopts each result (fast) and compacts behind it.
+/// What the storer thread made of a snapshot.
+pub(crate) enum Stored {
+    /// Written durably by the log's [`crate::SnapshotWriter`]: to adopt.
+    Written(WrittenSnapshot),
+    /// Serialized into memory, for a log without a writer ([`crate::MemLog`]): to save
+    /// with `Log::save_snapshot`.
+    InMemory(Snapshot),
+}
+
+/// A snapshot to store: what it covers, and its unserialized data.
+type Job = (SnapshotMeta, PackedSource);
+
+/// The snapshot storer: a thread that serializes each snapshot the apply thread took
+/// (the state machine's frozen view, see `StateMachine::snapshot_source`) straight into
+/// the log's [`crate::SnapshotWriter`], one at a time, so that a snapshot of any size
+/// stalls neither the WaitLoop nor the writers. A log without a writer gets the bytes in
+/// memory. The WaitLoop adopts (or saves) each result and compacts behind it.
 pub(crate) struct SnapshotStorer {
-    to_write: Option<Sender<Snapshot>>,
+    to_write: Option<Sender<Job>>,
     written: Receiver<Written>,
     thread: Option<std::thread::JoinHandle<()>>,
     /// Whether a write is in progress (at most one at a time).
     writing: bool,
+    /// A snapshot was adopted and the log compacted behind it since the last sync: the
+    /// next regular sync makes both durable, or an idle tick's (see
+    /// `WaitLoop::adopt_written`).
+    unsynced: bool,
     /// The newest snapshot taken while a write was in progress: written next; an older
     /// one waiting here is superseded.
-    next: Option<Snapshot>,
+    next: Option<Job>,
 }
 
 impl SnapshotStorer {
-    /// Starts the storer thread of node `id`, if the log has a writer.
+    /// Starts the storer thread of node `id`.
     fn start(id: NodeId, log: &dyn Log) -> Option<Self> {
-        let mut writer = log.snapshot_writer()?;
-        let (to_write, jobs) = crossbeam_channel::bounded::<Snapshot>(1);
+        let mut writer = log.snapshot_writer();
+        let (to_write, jobs) = crossbeam_channel::bounded::<Job>(1);
         let (done, written) = crossbeam_channel::bounded(1);
         let spawned = std::thread::Builder::new()
             .name(format!("raft-snap-n{id}"))
             .spawn(move || {
-                for snapshot in jobs {
+                for (meta, source) in jobs {
                     let started = Instant::now();
-                    let result = writer.write(&snapshot);
-                    log::debug!(
-                        "n{id} wrote the snapshot at {} ({} bytes) in {:?}",
-                        snapshot.meta.last_index,
-                        snapshot.data.len(),
-                        started.elapsed()
-                    );
-                    if done.send((snapshot.meta, result)).is_err() {
+                    let result = store(writer.as_deref_mut(), meta, source);
+                    if let Ok(stored) = &result {
+                        let bytes = match stored {
+                            Stored::Written(w) => w.size_bytes,
+                            Stored::InMemory(s) => s.data.len() as u64,
+                        };
+                        log::debug!(
+                            "n{id} serialized the snapshot at {} ({bytes} bytes) in {:?}",
+                            meta.last_index,
+                            started.elapsed()
+                        );
+                    }
+                    if done.send((meta, result)).is_err() {
                         break;
                     }
                 }
@@ -128,6 +151,7 @@ impl SnapshotStorer {
                 written,
                 thread: Some(thread),
                 writing: false,
+                unsynced: false,
                 next: None,
             }),
             Err(e) => {
@@ -137,15 +161,15 @@ impl SnapshotStorer {
         }
     }
 
-    /// Queues `snapshot` for writing: now if the thread is idle, else after the write
+    /// Queues a snapshot for writing: now if the thread is idle, else after the write
     /// in progress (replacing an older one waiting).
-    fn submit(&mut self, snapshot: Snapshot) {
+    fn submit(&mut self, job: Job) {
         if self.writing {
-            self.next = Some(snapshot);
+            self.next = Some(job);
             return;
         }
         if let Some(tx) = &self.to_write {
-            self.writing = tx.send(snapshot).is_ok();
+            self.writing = tx.send(job).is_ok();
         }
     }
 
@@ -163,6 +187,32 @@ impl SnapshotStorer {
         self.next = None;
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+    }
+}
+
+/// Serializes `source` through `writer` (durably, streamed), or into memory without one.
+fn store(
+    writer: Option<&mut dyn crate::SnapshotWriter>,
+    meta: SnapshotMeta,
+    source: PackedSource,
+) -> Result<Stored, crate::StorageError> {
+    let serialize_err =
+        |e: std::io::Error| crate::StorageError::Io(format!("cannot serialize the snapshot: {e}"));
+    match writer {
+        Some(writer) => {
+            let mut source = Some(source);
+            let mut fill = |out: &mut dyn std::io::Write| match source.take() {
+                Some(source) => source.write_to(out),
+                None => Err(std::io::Error::other(
+                    "a snapshot's data can be written once",
+                )),
+            };
+            writer.write(meta, &mut fill).map(Stored::Written)
+        }
+        None => {
+            let data = source.into_bytes().map_err(serialize_err)?;
+            Ok(Stored::InMemory(Snapshot { meta, data }))
         }
     }
 }
@@ -203,6 +253,13 @@ impl<S: StateMachine> WaitLoop<S> {
         let mut inbox = self.inbox.clone();
         let mut snapshots = self.snapshots.clone();
         self.storer = SnapshotStorer::start(id, &**self.raft.log());
+        match self.raft.log().snapshot_info() {
+            Ok(Some(info)) => self.apply.send(ApplyTask::SnapshotStored {
+                size_bytes: info.len_bytes,
+            }),
+            Ok(None) => {}
+            Err(e) => log::warn!("n{id} cannot read its stored snapshot's size: {e}"),
+        }
         let mut written = self
             .storer
             .as_ref()
@@ -283,10 +340,7 @@ impl<S: StateMachine> WaitLoop<S> {
         match turn {
             Turn::Message(m) => self.on_message(m),
             Turn::Request(r) => self.on_request(r),
-            Turn::Snapshot((index, data)) => {
-                self.shared.metrics.snapshot_taken(data.len());
-                self.store_snapshot(index, data)
-            }
+            Turn::Snapshot((index, source)) => self.store_snapshot(index, source),
             Turn::Written((meta, result)) => self.adopt_snapshot(meta, result),
             Turn::Idle => {}
         }
@@ -546,53 +600,29 @@ impl<S: StateMachine> WaitLoop<S> {
         }
         Ok(())
     }
-    /// Stores a snapshot the apply thread took at `index` and compacts the log behind it,
-    /// keeping `snapshot_trailing_entries`. A failure here is logged, not fatal: the log
-    /// simply stays longer.
-    fn store_snapshot(&mut self, index: LogIndex, data: bytes::Bytes) {
+    /// Hands a snapshot the apply thread took at `index` to the storer thread, which
+    /// serializes and writes it; `adopt_snapshot` then compacts the log behind it. Only
+    /// when the storer thread could not be started is it stored here, on the WaitLoop.
+    fn store_snapshot(&mut self, index: LogIndex, source: PackedSource) {
         let Some(term) = self.raft.term_at(index) else {
             return; // already compacted past it (a newer snapshot was installed)
         };
-        let id = self.shared.id;
-        let snapshot = Snapshot {
-            meta: SnapshotMeta {
-                last_index: index,
-                last_term: term,
-            },
-            data,
+        let meta = SnapshotMeta {
+            last_index: index,
+            last_term: term,
         };
         if let Some(storer) = self.storer.as_mut() {
-            storer.submit(snapshot);
+            storer.submit((meta, source));
             return;
         }
-        let result = (|| {
-            let log = self.raft.log_mut();
-            log.save_snapshot(&snapshot)?;
-            self.timed_sync("snapshot")?;
-            self.compact_behind(index)
-        })();
-        match result {
-            Ok(()) => {
-                self.snapshot_index = index;
-                log::info!(
-                    "n{id} stored a snapshot at {index} ({} bytes); log now starts at {}",
-                    snapshot.data.len(),
-                    self.raft.log().first_index()
-                );
-                self.publish_status();
-            }
-            Err(e) => log::error!("n{id} could not store the snapshot at {index}: {e}"),
-        }
+        let result = store(None, meta, source);
+        self.adopt_written(meta, result);
     }
 
     /// Adopts a snapshot the storer thread wrote and compacts the log behind it: fast
     /// (metadata), so the WaitLoop is never held up by a snapshot's size. A failure is
     /// logged, not fatal: the log simply stays longer.
-    fn adopt_snapshot(
-        &mut self,
-        meta: SnapshotMeta,
-        result: Result<WrittenSnapshot, crate::StorageError>,
-    ) {
+    fn adopt_snapshot(&mut self, meta: SnapshotMeta, result: Result<Stored, crate::StorageError>) {
         self.adopt_written(meta, result);
         // The next write starts only now: the log's clean-up at adoption removes files
         // no one adopted, and must not race a write in progress.
@@ -601,13 +631,9 @@ impl<S: StateMachine> WaitLoop<S> {
         }
     }
 
-    fn adopt_written(
-        &mut self,
-        meta: SnapshotMeta,
-        result: Result<WrittenSnapshot, crate::StorageError>,
-    ) {
+    fn adopt_written(&mut self, meta: SnapshotMeta, result: Result<Stored, crate::StorageError>) {
         let id = self.shared.id;
-        let written = match result {
+        let stored = match result {
             Ok(w) => w,
             Err(e) => {
                 log::error!(
@@ -627,19 +653,37 @@ impl<S: StateMachine> WaitLoop<S> {
             );
             return;
         }
+        let (size_bytes, how) = match &stored {
+            Stored::Written(w) => (w.size_bytes, "written off the WaitLoop"),
+            Stored::InMemory(s) => (s.data.len() as u64, "in memory"),
+        };
         let result = (|| {
+            // No sync here: a sync that waits for a disk busy with snapshot files cost
+            // the WaitLoop 150-320 ms per snapshot (issue 18). Adoption and compaction
+            // become durable with the next regular sync, or an idle tick's. Crash-safe:
+            // the log is written in order and a crash keeps a prefix of what came after
+            // the last sync (the `Log` contract; for `SledLog`, one atomic batch per
+            // sync), so the compaction is never durable without the snapshot adopted
+            // before it; losing both leaves the previous snapshot and every entry after
+            // it, which is where the node was. Nothing sent depends on them being durable.
             let log = self.raft.log_mut();
-            log.adopt_snapshot(&written)?;
-            self.timed_sync("snapshot")?;
+            match &stored {
+                Stored::Written(w) => log.adopt_snapshot(w)?,
+                Stored::InMemory(s) => log.save_snapshot(s)?,
+            }
             self.compact_behind(meta.last_index)
         })();
+        if let Some(storer) = self.storer.as_mut() {
+            storer.unsynced = true;
+        }
         match result {
             Ok(()) => {
+                self.shared.metrics.snapshot_taken(size_bytes);
+                self.apply.send(ApplyTask::SnapshotStored { size_bytes });
                 self.snapshot_index = meta.last_index;
                 log::info!(
-                    "n{id} stored a snapshot at {} ({} bytes, written off the WaitLoop); log now starts at {}",
+                    "n{id} stored a snapshot at {} ({size_bytes} bytes, {how}); log now starts at {}",
                     meta.last_index,
-                    written.size_bytes,
                     self.raft.log().first_index()
                 );
                 self.publish_status();
@@ -651,14 +695,12 @@ impl<S: StateMachine> WaitLoop<S> {
         }
     }
 
-    /// Compacts the log behind a snapshot at `index` that is now durable, keeping
-    /// `snapshot_trailing_entries`.
+    /// Compacts the log behind a snapshot at `index` that the log stores (written before
+    /// this compaction, so never durable after it), keeping `snapshot_trailing_entries`.
     fn compact_behind(&mut self, index: LogIndex) -> Result<(), crate::StorageError> {
         let keep = self.config.snapshot_trailing_entries;
         if let Some(meta) = self.raft.compaction_meta(index.saturating_sub(keep)) {
-            let log = self.raft.log_mut();
-            log.compact(meta)?;
-            self.timed_sync("snapshot")?;
+            self.raft.log_mut().compact(meta)?;
         }
         Ok(())
     }
@@ -669,6 +711,9 @@ impl<S: StateMachine> WaitLoop<S> {
     fn timed_sync(&mut self, what: &str) -> Result<(), crate::StorageError> {
         let started = Instant::now();
         self.raft.log_mut().sync()?;
+        if let Some(storer) = self.storer.as_mut() {
+            storer.unsynced = false;
+        }
         let took = started.elapsed();
         self.shared.metrics.log_synced(what, took);
         let half_election = self.config.tick() * self.config.protocol.election_timeout_ticks / 2;
@@ -687,6 +732,13 @@ impl<S: StateMachine> WaitLoop<S> {
     /// need carry it, at no extra cost; idle, it is durable within two ticks.
     fn sync_commit_index_if_idle(&mut self) -> Result<(), crate::StorageError> {
         if std::mem::take(&mut self.synced_since_tick) {
+            return Ok(());
+        }
+        if self.storer.as_ref().is_some_and(|s| s.unsynced) {
+            // Idle: a snapshot adopted since the last sync becomes durable now.
+            self.timed_sync("snapshot")?;
+            self.counters.syncs += 1;
+            self.durable = self.raft.log().hard_state();
             return Ok(());
         }
         self.sync_commit_index()

@@ -16,7 +16,11 @@ mod mem;
 
 pub use mem::{check_contiguous, MemLog};
 
-use crate::types::{Entry, HardState, LogIndex, Snapshot, SnapshotMeta, Term};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::types::{Entry, HardState, LogIndex, Snapshot, SnapshotInfo, SnapshotMeta, Term};
 
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +135,35 @@ pub trait Log: Send + 'static {
     /// Storage failure or corruption.
     fn snapshot(&self) -> Result<Option<Snapshot>, StorageError>;
 
+    /// The latest stored snapshot's metadata, length and checksum, without its data.
+    /// The default reads [`Log::snapshot`] (and checksums it); a log that keeps
+    /// snapshots in files answers from its metadata.
+    ///
+    /// # Errors
+    /// Storage failure or corruption.
+    fn snapshot_info(&self) -> Result<Option<SnapshotInfo>, StorageError> {
+        Ok(self.snapshot()?.map(|s| SnapshotInfo {
+            meta: s.meta,
+            len_bytes: s.data.len() as u64,
+            crc32: crc32fast::hash(&s.data),
+        }))
+    }
+
+    /// The latest stored snapshot, opened for reading in chunks: a leader sends it to a
+    /// follower chunk by chunk (`SnapshotChunks::read_chunk`) without holding it whole,
+    /// and the reader stays valid while the transfer lasts, even if the log stores a newer
+    /// snapshot meanwhile (a transfer restarted at every new snapshot might never end).
+    /// The default shares [`Log::snapshot`]'s bytes; [`MemLog`] keeps them in memory
+    /// anyway. A log that keeps snapshots in files opens the file.
+    ///
+    /// # Errors
+    /// Storage failure or corruption.
+    fn open_snapshot(&self) -> Result<Option<Arc<dyn SnapshotChunks>>, StorageError> {
+        Ok(self
+            .snapshot()?
+            .map(|s| Arc::new(InMemoryChunks::new(s)) as Arc<dyn SnapshotChunks>))
+    }
+
     /// Stores `snapshot`, replacing the previous one atomically: after a crash at any
     /// point, either the old or the new snapshot is there, whole. Durable at the next
     /// [`Log::sync`]. Does not compact the log; [`Log::compact`] does.
@@ -172,17 +205,80 @@ pub trait Log: Send + 'static {
     }
 }
 
+/// A stored snapshot opened for reading in chunks ([`Log::open_snapshot`]).
+pub trait SnapshotChunks: Send + Sync + 'static {
+    /// What it covers, its length and its checksum.
+    fn info(&self) -> SnapshotInfo;
+
+    /// At most `max_bytes` of its data from byte `offset` (fewer only at its end; empty
+    /// at or past it).
+    ///
+    /// # Errors
+    /// Storage failure.
+    fn read_chunk(&self, offset: u64, max_bytes: u64) -> Result<Bytes, StorageError>;
+}
+
+/// [`SnapshotChunks`] over a snapshot in memory (the default of [`Log::open_snapshot`]).
+#[derive(Debug)]
+pub struct InMemoryChunks {
+    info: SnapshotInfo,
+    data: Bytes,
+}
+
+impl InMemoryChunks {
+    /// Wraps `snapshot` (checksumming it once).
+    pub fn new(snapshot: Snapshot) -> Self {
+        Self {
+            info: SnapshotInfo {
+                meta: snapshot.meta,
+                len_bytes: snapshot.data.len() as u64,
+                crc32: crc32fast::hash(&snapshot.data),
+            },
+            data: snapshot.data,
+        }
+    }
+}
+
+impl SnapshotChunks for InMemoryChunks {
+    fn info(&self) -> SnapshotInfo {
+        self.info
+    }
+
+    fn read_chunk(&self, offset: u64, max_bytes: u64) -> Result<Bytes, StorageError> {
+        let len = self.data.len() as u64;
+        let start = offset.min(len);
+        let end = offset.saturating_add(max_bytes).min(len);
+        Ok(self.data.slice(start as usize..end as usize))
+    }
+}
+
 /// Writes snapshots durably away from the WaitLoop: see [`Log::snapshot_writer`].
 ///
 /// A writer only writes: until [`Log::adopt_snapshot`] is called with its result, the
 /// log's stored snapshot is unchanged, and a crash leaves at most an unreferenced file
 /// that the log may clean up when it is opened again.
 pub trait SnapshotWriter: Send + 'static {
-    /// Writes `snapshot` so that it survives a crash once this returns.
+    /// Writes the snapshot that covers `meta`, whose data `fill` writes into the sink it
+    /// is handed (a stream: no whole-snapshot buffer is needed), so that it survives a
+    /// crash once this returns. The writer counts and checksums the bytes as they pass.
     ///
     /// # Errors
-    /// Storage failure; nothing was adopted, the log keeps its previous snapshot.
-    fn write(&mut self, snapshot: &Snapshot) -> Result<WrittenSnapshot, StorageError>;
+    /// Storage failure, or `fill` failed; nothing was adopted, the log keeps its previous
+    /// snapshot, and whatever was partly written is not a snapshot the log will use.
+    fn write(
+        &mut self,
+        meta: SnapshotMeta,
+        fill: &mut dyn FnMut(&mut dyn std::io::Write) -> std::io::Result<()>,
+    ) -> Result<WrittenSnapshot, StorageError>;
+
+    /// [`SnapshotWriter::write`] for a snapshot already in memory.
+    ///
+    /// # Errors
+    /// As [`SnapshotWriter::write`].
+    fn write_whole(&mut self, snapshot: &Snapshot) -> Result<WrittenSnapshot, StorageError> {
+        let mut fill = |out: &mut dyn std::io::Write| out.write_all(&snapshot.data);
+        self.write(snapshot.meta, &mut fill)
+    }
 }
 
 /// A snapshot a [`SnapshotWriter`] wrote durably, for [`Log::adopt_snapshot`].
@@ -235,6 +331,12 @@ impl<L: Log + ?Sized> Log for Box<L> {
     }
     fn snapshot(&self) -> Result<Option<Snapshot>, StorageError> {
         (**self).snapshot()
+    }
+    fn snapshot_info(&self) -> Result<Option<SnapshotInfo>, StorageError> {
+        (**self).snapshot_info()
+    }
+    fn open_snapshot(&self) -> Result<Option<Arc<dyn SnapshotChunks>>, StorageError> {
+        (**self).open_snapshot()
     }
     fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
         (**self).save_snapshot(snapshot)

@@ -149,14 +149,14 @@ impl<L: Log> Raft<L> {
     /// The follower needs entry `needed` or earlier, which is compacted: send the stored
     /// snapshot instead.
     pub(super) fn start_snapshot_transfer(&mut self, to: NodeId, needed: LogIndex) {
-        let snapshot = match self.log.log.snapshot() {
-            Ok(Some(s)) if s.meta.last_index >= needed => s,
+        let chunks = match self.log.log.open_snapshot() {
+            Ok(Some(s)) if s.info().meta.last_index >= needed => s,
             Ok(other) => {
                 log::error!(
                     "n{} cannot catch n{to} up: entry {needed} is compacted and the stored \
                      snapshot ({:?}) does not cover it",
                     self.id,
-                    other.map(|s| s.meta)
+                    other.map(|s| s.info().meta)
                 );
                 return;
             }
@@ -165,24 +165,27 @@ impl<L: Log> Raft<L> {
                 return;
             }
         };
+        let info = chunks.info();
         log::info!(
             "n{} sending n{to} a snapshot up to {}@{} ({} bytes)",
             self.id,
-            snapshot.meta.last_index,
-            snapshot.meta.last_term,
-            snapshot.data.len()
+            info.meta.last_index,
+            info.meta.last_term,
+            info.len_bytes
         );
         self.progress
             .get_mut(&to)
             .expect("peer exists")
-            .become_snapshot(snapshot);
+            .become_snapshot(chunks);
         self.send_snapshot_chunks(to);
     }
 
-    /// Sends snapshot chunks to `to` while the in-flight byte window allows. Not one
-    /// more: every chunk is answered, so sending on a full window would keep the chunks
-    /// in flight from ever decreasing. Lost chunks are resent when a heartbeat answer
-    /// shows no progress (that rewinds `sent` to `acked`, which opens the window).
+    /// Sends snapshot chunks to `to` while the in-flight byte window allows, each read
+    /// from the log as it goes out. Not one more: every chunk is answered, so sending on
+    /// a full window would keep the chunks in flight from ever decreasing. Lost chunks
+    /// are resent when a heartbeat answer shows no progress (that rewinds `sent` to
+    /// `acked`, which opens the window). If the snapshot cannot be read, the transfer
+    /// stops and the follower is probed again, which starts a new one.
     pub(super) fn send_snapshot_chunks(&mut self, to: NodeId) {
         let chunk_max = self
             .config
@@ -190,16 +193,44 @@ impl<L: Log> Raft<L> {
             .min(self.config.append_bytes_max);
         let window = self.config.inflight_bytes_max;
         let mut chunks = Vec::new();
+        let mut failed = None;
         if let Some(o) = self.progress.get_mut(&to).and_then(|p| p.outgoing.as_mut()) {
-            let len = o.snapshot.data.len() as u64;
+            let len = o.info.len_bytes;
             let mut empty_sent = false;
             while (o.sent < len || (len == 0 && !empty_sent)) && o.sent - o.acked < window {
-                let end = (o.sent + chunk_max).min(len);
-                let data = o.snapshot.data.slice(o.sent as usize..end as usize);
-                let done = (end == len).then_some(o.checksum);
-                chunks.push((o.snapshot.meta, o.sent, data, done));
+                let want = chunk_max.min(len - o.sent);
+                let data = match o.chunks.read_chunk(o.sent, want) {
+                    Ok(data) if data.len() as u64 == want => data,
+                    Ok(data) => {
+                        failed = Some(crate::StorageError::Corrupt {
+                            index: o.info.meta.last_index,
+                            detail: format!(
+                                "{} bytes at offset {} of the snapshot, {want} expected",
+                                data.len(),
+                                o.sent
+                            ),
+                        });
+                        break;
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                };
+                let end = o.sent + want;
+                let done = (end == len).then_some(o.info.crc32);
+                chunks.push((o.info.meta, o.sent, data, done));
                 o.sent = end;
                 empty_sent = true;
+            }
+        }
+        if let Some(e) = failed {
+            log::warn!(
+                "n{} stops sending n{to} its snapshot: {e}; probing it again",
+                self.id
+            );
+            if let Some(pr) = self.progress.get_mut(&to) {
+                pr.become_probe();
             }
         }
         for (meta, offset, data, done) in chunks {
