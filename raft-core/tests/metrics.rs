@@ -154,7 +154,11 @@ fn metrics_follow_a_three_node_cluster() {
     // Node 3 joins late: the log behind the snapshots is gone, so it installs one.
     nodes.push(start(&recorder, &net, 3));
     // Each write was applied on the node it went through before it returned.
-    let last = nodes.iter().map(|n| n.status().applied_index).max().unwrap_or(0);
+    let last = nodes
+        .iter()
+        .map(|n| n.status().applied_index)
+        .max()
+        .unwrap_or(0);
     assert!(last > WRITES, "applied {last}");
     for node in &nodes {
         let id = node.id();
@@ -168,7 +172,10 @@ fn metrics_follow_a_three_node_cluster() {
                 && recorder.gauge(m::COMMIT_INDEX, &node_label) >= Some(last as f64)
                 && recorder.gauge(m::LAST_INDEX, &node_label) >= Some(last as f64)
         });
-        assert!(recorder.gauge(m::TERM, &node_label) >= Some(1.0), "n{id} term");
+        assert!(
+            recorder.gauge(m::TERM, &node_label) >= Some(1.0),
+            "n{id} term"
+        );
         assert_eq!(
             recorder.gauge(m::CLUSTER_FOUND, &node_label),
             Some(1.0),
@@ -180,7 +187,9 @@ fn metrics_follow_a_three_node_cluster() {
         );
         // Every node wrote and synced entries, and applied batches.
         assert!(
-            !recorder.histogram(m::LOG_APPEND_SECONDS, &node_label).is_empty(),
+            !recorder
+                .histogram(m::LOG_APPEND_SECONDS, &node_label)
+                .is_empty(),
             "n{id} append histogram"
         );
         let syncs = recorder.histogram(
@@ -213,11 +222,17 @@ fn metrics_follow_a_three_node_cluster() {
     let l = leader_now.to_string();
     let leader_label = [(m::LABEL_NODE, l.as_str())];
     assert_eq!(
-        recorder.gauge(m::ROLE, &[(m::LABEL_NODE, l.as_str()), (m::LABEL_ROLE, "leader")]),
+        recorder.gauge(
+            m::ROLE,
+            &[(m::LABEL_NODE, l.as_str()), (m::LABEL_ROLE, "leader")]
+        ),
         Some(1.0)
     );
     assert_eq!(
-        recorder.gauge(m::ROLE, &[(m::LABEL_NODE, l.as_str()), (m::LABEL_ROLE, "follower")]),
+        recorder.gauge(
+            m::ROLE,
+            &[(m::LABEL_NODE, l.as_str()), (m::LABEL_ROLE, "follower")]
+        ),
         Some(0.0)
     );
     assert!(recorder.counter(m::ELECTIONS_STARTED_TOTAL, &leader_label) >= 1);

@@ -26,7 +26,8 @@
 //! The library holds the pieces, so tests and other programs can use them:
 //! [`config`] (the TOML file), [`cluster`] (building and restarting a node),
 //! [`store`] (the state machine), [`client`] and [`server`] (the client protocol),
-//! [`logger`] (the developer log), [`ui`] (the terminal screens) and [`demo`].
+//! [`logger`] (the developer log), [`ui`] (the terminal screens), [`demo`] and
+//! [`metrics`] (the Prometheus endpoint of `raft-kv node --metrics-addr`).
 //!
 //! ```
 //! use raft_kv::config::{ClusterConfig, NodeEntry};

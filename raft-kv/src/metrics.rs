@@ -37,7 +37,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use crossbeam_channel::{RecvTimeoutError, Sender};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
 
 /// The longest a scraper may take to send its whole request, in milliseconds.
 pub const REQUEST_TIMEOUT_MS: u64 = 2_000;
@@ -51,8 +53,8 @@ pub const UPKEEP_INTERVAL_MS: u64 = 5_000;
 
 /// Bucket bounds of the `_seconds` histograms (log write, sync, apply): 50 µs to 10 s.
 pub const SECONDS_BUCKETS: [f64; 16] = [
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-    0.5, 1.0, 2.5, 10.0,
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 10.0,
 ];
 /// Bucket bounds of `raft_apply_batch_entries`: 1 to 4096 entries.
 pub const ENTRIES_BUCKETS: [f64; 13] = [
@@ -63,7 +65,9 @@ pub const ENTRIES_BUCKETS: [f64; 13] = [
 pub fn build_recorder() -> PrometheusRecorder {
     PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)
-        .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_entries".into()), &ENTRIES_BUCKETS))
+        .and_then(|b| {
+            b.set_buckets_for_metric(Matcher::Suffix("_entries".into()), &ENTRIES_BUCKETS)
+        })
         .expect("the bucket lists are constant and non-empty")
         .build_recorder()
 }
@@ -88,7 +92,9 @@ pub fn install_recorder() -> Result<PrometheusHandle> {
 pub fn bind(name: &str, addr: &str) -> Result<TcpListener> {
     let resolved: Vec<SocketAddr> = addr
         .to_socket_addrs()
-        .with_context(|| format!("the metrics address {addr:?} of {name} is not a usable host:port"))?
+        .with_context(|| {
+            format!("the metrics address {addr:?} of {name} is not a usable host:port")
+        })?
         .collect();
     TcpListener::bind(&resolved[..])
         .with_context(|| format!("cannot use {name}'s metrics (HTTP) port {addr}"))
@@ -290,7 +296,11 @@ fn read_request(stream: &mut TcpStream) -> Result<Vec<u8>, Refusal> {
         }
         let _ = stream.set_read_timeout(Some(left));
         match stream.read(&mut chunk) {
-            Ok(0) => return Err(Refusal::BadRequest("connection closed before the request ended")),
+            Ok(0) => {
+                return Err(Refusal::BadRequest(
+                    "connection closed before the request ended",
+                ))
+            }
             Ok(n) => head.extend_from_slice(&chunk[..n]),
             Err(e)
                 if matches!(
@@ -324,7 +334,9 @@ fn parse_request(head: &[u8]) -> Result<Scrape, Refusal> {
     let (Some(method), Some(target), Some(version), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(Refusal::BadRequest("the request line is not METHOD PATH HTTP/1.x"));
+        return Err(Refusal::BadRequest(
+            "the request line is not METHOD PATH HTTP/1.x",
+        ));
     };
     if !matches!(version.trim_end(), "HTTP/1.0" | "HTTP/1.1") {
         return Err(Refusal::BadRequest("not HTTP/1.0 or HTTP/1.1"));
@@ -351,14 +363,29 @@ mod tests {
     #[test]
     fn parses_scrapes_and_refuses_the_rest() {
         let ok = |s: &str| parse_request(s.as_bytes());
-        assert_eq!(ok("GET /metrics HTTP/1.1\r\nHost: a"), Ok(Scrape { head_only: false }));
-        assert_eq!(ok("HEAD /metrics?x=1 HTTP/1.0"), Ok(Scrape { head_only: true }));
+        assert_eq!(
+            ok("GET /metrics HTTP/1.1\r\nHost: a"),
+            Ok(Scrape { head_only: false })
+        );
+        assert_eq!(
+            ok("HEAD /metrics?x=1 HTTP/1.0"),
+            Ok(Scrape { head_only: true })
+        );
         assert_eq!(ok("POST /metrics HTTP/1.1"), Err(Refusal::MethodNotAllowed));
         assert_eq!(ok("GET / HTTP/1.1"), Err(Refusal::NotFound));
         assert!(matches!(ok("GET /metrics"), Err(Refusal::BadRequest(_))));
-        assert!(matches!(ok("GET /metrics SPDY/3"), Err(Refusal::BadRequest(_))));
-        assert!(matches!(ok("\u{1}\u{2} / HTTP/1.1"), Err(Refusal::BadRequest(_))));
-        assert!(matches!(parse_request(&[0xff, 0xfe]), Err(Refusal::BadRequest(_))));
+        assert!(matches!(
+            ok("GET /metrics SPDY/3"),
+            Err(Refusal::BadRequest(_))
+        ));
+        assert!(matches!(
+            ok("\u{1}\u{2} / HTTP/1.1"),
+            Err(Refusal::BadRequest(_))
+        ));
+        assert!(matches!(
+            parse_request(&[0xff, 0xfe]),
+            Err(Refusal::BadRequest(_))
+        ));
         assert!(matches!(ok(""), Err(Refusal::BadRequest(_))));
     }
 

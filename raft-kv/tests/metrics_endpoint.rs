@@ -72,7 +72,9 @@ fn parse(text: &str) -> (BTreeMap<Series, f64>, BTreeMap<String, String>) {
         let value: f64 = match value {
             "+Inf" => f64::INFINITY,
             "-Inf" => f64::NEG_INFINITY,
-            v => v.parse().unwrap_or_else(|_| panic!("bad value in {line:?}")),
+            v => v
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value in {line:?}")),
         };
         let (name, labels) = match series.split_once('{') {
             None => (series.to_string(), BTreeMap::new()),
@@ -145,28 +147,36 @@ fn nodes_serve_prometheus_metrics_that_follow_the_cluster() {
 
     const WRITES: usize = 20;
     for i in 0..WRITES {
-        cluster.put(&format!("node{}", i % 3 + 1), &format!("k{i}"), &format!("v{i}"));
+        cluster.put(
+            &format!("node{}", i % 3 + 1),
+            &format!("k{i}"),
+            &format!("v{i}"),
+        );
     }
 
     // Every node applied every write (the no-op of each term adds to the index), and
     // exactly one says it leads.
-    let all = wait_until("every node's metrics show the writes and one leader", WAIT, || {
-        let mut all = Vec::new();
-        for (i, addr) in addrs.iter().enumerate() {
-            let (samples, types) = parse(&scrape(addr)?);
-            let node = (i + 1).to_string();
-            let applied = value(&samples, "raft_applied_index", &[("node", &node)])?;
-            if applied < WRITES as f64 {
-                return None;
+    let all = wait_until(
+        "every node's metrics show the writes and one leader",
+        WAIT,
+        || {
+            let mut all = Vec::new();
+            for (i, addr) in addrs.iter().enumerate() {
+                let (samples, types) = parse(&scrape(addr)?);
+                let node = (i + 1).to_string();
+                let applied = value(&samples, "raft_applied_index", &[("node", &node)])?;
+                if applied < WRITES as f64 {
+                    return None;
+                }
+                all.push((node, samples, types));
             }
-            all.push((node, samples, types));
-        }
-        let leaders = all
-            .iter()
-            .filter(|(node, s, _)| value(s, "raft_is_leader", &[("node", node)]) == Some(1.0))
-            .count();
-        (leaders == 1).then_some(all)
-    });
+            let leaders = all
+                .iter()
+                .filter(|(node, s, _)| value(s, "raft_is_leader", &[("node", node)]) == Some(1.0))
+                .count();
+            (leaders == 1).then_some(all)
+        },
+    );
 
     for (node, samples, types) in &all {
         let n = [("node", node.as_str())];
@@ -325,12 +335,23 @@ fn a_bad_metrics_addr_is_one_error_line_and_exit_2() {
         let lines: Vec<&str> = stderr.lines().collect();
         assert_eq!(lines.len(), 1, "not one line on stderr:\n{stderr}");
         assert!(lines[0].starts_with("raft-kv: error: "), "{}", lines[0]);
-        assert!(lines[0].contains(says), "{:?} does not say {says:?}", lines[0]);
-        assert!(lines[0].contains(addr), "{:?} does not name {addr}", lines[0]);
+        assert!(
+            lines[0].contains(says),
+            "{:?} does not say {says:?}",
+            lines[0]
+        );
+        assert!(
+            lines[0].contains(addr),
+            "{:?} does not name {addr}",
+            lines[0]
+        );
     }
     // Nothing was started: no data directory, no new file.
     assert!(!data_dir.exists() || std::fs::read_dir(&data_dir).unwrap().count() == 0);
-    assert_eq!(std::fs::read_dir(cluster.dir.path()).unwrap().count(), before);
+    assert_eq!(
+        std::fs::read_dir(cluster.dir.path()).unwrap().count(),
+        before
+    );
 
     // A bad metrics_addr in the config file is a config error naming the field.
     let text = std::fs::read_to_string(&cluster.config).unwrap();

@@ -2,7 +2,7 @@
 //! and out, drops by reason (a wrong password shows as `reason="bad_mac"`), fragments
 //! and reassembly.
 //!
-//! They are [`NetStats`]'s counters, published (not counted again) each time the node's
+//! They are [`crate::NetStats`]'s counters, published (not counted again) each time the node's
 //! WaitLoop publishes its status ([`raft_core::Transport::publish_metrics`], every tick).
 //! The handles are registered when the transport is bound ([`crate::UdpTransport::bind`]),
 //! with the recorder in force on that thread; with none installed, publishing costs a
@@ -138,8 +138,7 @@ impl NetMetrics {
             .absolute(s.fragment_requests_sent);
         self.fragment_requests_received
             .absolute(s.fragment_requests_received);
-        self.messages_reassembled
-            .absolute(s.messages_reassembled);
+        self.messages_reassembled.absolute(s.messages_reassembled);
         self.reassembly_bytes.set(s.reassembly_bytes as f64);
         self.reassembly_bytes_peak
             .set(s.reassembly_bytes_peak as f64);

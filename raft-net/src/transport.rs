@@ -24,9 +24,9 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::codec::{Codec, Sealer};
 use crate::config::NetConfig;
 use crate::fragment::{ReassemblyLimits, ResendCache};
+use crate::metrics::NetMetrics;
 use crate::peers::{self, PeerDirectory};
 use crate::processor::{Control, Processor, LOG_INTERVAL};
-use crate::metrics::NetMetrics;
 use crate::stats::{DropKind, NetStats, NetStatsSnapshot};
 use crate::wire;
 

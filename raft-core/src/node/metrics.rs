@@ -323,7 +323,8 @@ impl NodeMetrics {
     /// status publication calls it, so it runs every tick).
     pub(crate) fn publish(&self, status: &NodeStatus) {
         self.term.set(status.term as f64);
-        self.is_leader.set(if status.is_leader() { 1.0 } else { 0.0 });
+        self.is_leader
+            .set(if status.is_leader() { 1.0 } else { 0.0 });
         for ((role, _), gauge) in ROLES.iter().zip(&self.roles) {
             gauge.set(if *role == status.role { 1.0 } else { 0.0 });
         }
@@ -412,8 +413,7 @@ impl NodeMetrics {
     /// A snapshot of `size_bytes` from the leader is being installed.
     pub(crate) fn snapshot_installed(&self, size_bytes: usize) {
         self.snapshots_installed.increment(1);
-        self.snapshot_installed_bytes
-            .increment(size_bytes as u64);
+        self.snapshot_installed_bytes.increment(size_bytes as u64);
     }
 
     /// One `Log::append` took `took`.
