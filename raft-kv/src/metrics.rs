@@ -129,10 +129,11 @@ impl MetricsServer {
         let upkeep_handle = handle.clone();
         let upkeep = std::thread::Builder::new()
             .name("raft-kv-metrics-upkeep".into())
-            .spawn(move || loop {
-                match upkeep_stop.recv_timeout(Duration::from_millis(UPKEEP_INTERVAL_MS)) {
-                    Err(RecvTimeoutError::Timeout) => upkeep_handle.run_upkeep(),
-                    _ => break,
+            .spawn(move || {
+                let every = Duration::from_millis(UPKEEP_INTERVAL_MS);
+                // Until the server is dropped (the sender goes away).
+                while let Err(RecvTimeoutError::Timeout) = upkeep_stop.recv_timeout(every) {
+                    upkeep_handle.run_upkeep();
                 }
             })
             .context("cannot start the metrics upkeep thread")?;

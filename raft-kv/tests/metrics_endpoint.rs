@@ -181,7 +181,7 @@ fn nodes_serve_prometheus_metrics_that_follow_the_cluster() {
     for (node, samples, types) in &all {
         let n = [("node", node.as_str())];
         // One node per process: every series carries this node's label and no other.
-        for ((name, labels), _) in samples {
+        for (name, labels) in samples.keys() {
             assert_eq!(
                 labels.get("node").map(String::as_str),
                 Some(node.as_str()),
