@@ -174,7 +174,14 @@ fn nodes_serve_prometheus_metrics_that_follow_the_cluster() {
                 .iter()
                 .filter(|(node, s, _)| value(s, "raft_is_leader", &[("node", node)]) == Some(1.0))
                 .count();
-            (leaders == 1).then_some(all)
+            // Counters are published at the next tick: wait until every write is counted.
+            let proposals: f64 = all
+                .iter()
+                .map(|(node, s, _)| {
+                    value(s, "raft_proposals_total", &[("node", node)]).unwrap_or(0.0)
+                })
+                .sum();
+            (leaders == 1 && proposals >= WRITES as f64).then_some(all)
         },
     );
 
@@ -230,12 +237,11 @@ fn nodes_serve_prometheus_metrics_that_follow_the_cluster() {
         );
         assert_eq!(types.get("raft_term").map(String::as_str), Some("gauge"));
     }
-    // The writes were proposed through the three nodes.
-    let proposals: f64 = all
-        .iter()
-        .map(|(node, s, _)| value(s, "raft_proposals_total", &[("node", node)]).unwrap())
-        .sum();
-    assert!(proposals >= WRITES as f64, "{proposals} proposals");
+    // The writes were proposed through the three nodes (their sum is waited for above).
+    for (node, s, _) in &all {
+        let p = value(s, "raft_proposals_total", &[("node", node)]).unwrap();
+        assert!(p >= 1.0, "node {node}: {p} proposals");
+    }
 
     // Bad requests get an error answer; the endpoint goes on serving.
     let addr = &addrs[0];
