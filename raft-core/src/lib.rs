@@ -79,6 +79,13 @@
 //! # }
 //! ```
 //!
+//! Metrics: a node records counters, gauges and histograms (term, role, indexes,
+//! elections, proposals, messages, log write and sync latency, snapshots) through the
+//! [`metrics`](https://docs.rs/metrics) facade, each labelled with its node id. Like
+//! `log`, the application picks the recorder (for example a Prometheus exporter) and
+//! installs it before starting nodes; with none installed, recording costs a branch.
+//! [`node::metrics`] names them all and shows a test recorder in a doctest.
+//!
 //! [`node::KvStore`] is a ready-made key/value state machine; `docs/architecture.md` in
 //! the repository describes the threads, the storage and transport contracts, and
 //! `docs/operations.md` what survives a crash.

@@ -385,6 +385,10 @@ pub struct NodeEntry {
     pub raft_addr: String,
     /// `host:port` of the node's client protocol (TCP): `raft-kv put/get` talk to it.
     pub client_addr: String,
+    /// `host:port` where `raft-kv node` serves Prometheus metrics (`GET /metrics`);
+    /// `None`: off (`--metrics-addr` overrides it). See [`crate::metrics`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_addr: Option<String>,
 }
 
 impl NodeEntry {
@@ -395,6 +399,7 @@ impl NodeEntry {
             id,
             raft_addr: format!("127.0.0.1:{raft_port}"),
             client_addr: format!("127.0.0.1:{client_port}"),
+            metrics_addr: None,
         }
     }
 }
@@ -505,6 +510,9 @@ impl ClusterConfig {
             }
             check_addr(&node.raft_addr).map_err(|r| ConfigError::new(field("raft_addr"), r))?;
             check_addr(&node.client_addr).map_err(|r| ConfigError::new(field("client_addr"), r))?;
+            if let Some(addr) = &node.metrics_addr {
+                check_addr(addr).map_err(|r| ConfigError::new(field("metrics_addr"), r))?;
+            }
             if node.raft_addr == node.client_addr {
                 return Err(ConfigError::new(
                     field("client_addr"),

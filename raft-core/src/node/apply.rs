@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
+use std::time::Instant;
 
 use crossbeam_channel::Sender;
 
@@ -153,7 +154,11 @@ impl<S: StateMachine> Applier<S> {
 
     fn handle(&mut self, task: ApplyTask) {
         match task {
-            ApplyTask::Entries(entries) => self.apply(entries),
+            ApplyTask::Entries(entries) => {
+                let (count, started) = (entries.len(), Instant::now());
+                self.apply(entries);
+                self.shared.metrics.applied(count, started.elapsed());
+            }
             ApplyTask::Restore(snap) => self.restore(snap),
             ApplyTask::TakeSnapshot => self.maybe_snapshot(true),
             ApplyTask::SnapshotStored { size_bytes } => self.stored_snapshot_bytes = size_bytes,

@@ -57,6 +57,7 @@ mod envelope;
 mod error;
 mod events;
 mod kv;
+pub mod metrics;
 mod queue;
 mod reply;
 mod shared;

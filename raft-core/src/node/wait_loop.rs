@@ -391,6 +391,7 @@ impl<S: StateMachine> WaitLoop<S> {
 
     fn on_message(&mut self, m: Message) {
         self.counters.messages_received += 1;
+        self.shared.metrics.received(&m);
         if !self.join.found {
             self.join.heard.insert(m.from);
         }
@@ -461,6 +462,7 @@ impl<S: StateMachine> WaitLoop<S> {
             if sent.is_none() {
                 self.unplaced.remove(&request_id);
                 self.counters.proposals_failed += 1;
+                self.shared.metrics.proposal_failed_no_leader();
                 let waiter = self.shared.waiters.lock().remove(&request_id);
                 if let Some(w) = waiter {
                     w.send(Err(NodeError::NoLeader));
@@ -476,6 +478,7 @@ impl<S: StateMachine> WaitLoop<S> {
             Err(e) => {
                 // Too large, too many uncommitted, or a transfer under way: tell the caller.
                 self.counters.proposals_failed += 1;
+                self.shared.metrics.proposal_rejected(&e);
                 self.unplaced.remove(&request_id);
                 let waiter = self.shared.waiters.lock().remove(&request_id);
                 if let Some(w) = waiter {
@@ -580,6 +583,7 @@ impl<S: StateMachine> WaitLoop<S> {
             let early = ready.take_messages_before_sync();
             if !early.is_empty() {
                 self.counters.messages_sent += early.len() as u64;
+                self.shared.metrics.sent(&early);
                 self.transport.send(early);
             }
             self.persist(&ready)?;
@@ -588,6 +592,7 @@ impl<S: StateMachine> WaitLoop<S> {
             self.keep_time()?;
             if !ready.messages.is_empty() {
                 self.counters.messages_sent += ready.messages.len() as u64;
+                self.shared.metrics.sent(&ready.messages);
                 self.transport.send(std::mem::take(&mut ready.messages));
             }
             self.dispatch(&mut ready);
@@ -673,6 +678,7 @@ impl<S: StateMachine> WaitLoop<S> {
         }
         match result {
             Ok(()) => {
+                self.shared.metrics.snapshot_taken(size_bytes);
                 self.apply.send(ApplyTask::SnapshotStored { size_bytes });
                 self.snapshot_index = meta.last_index;
                 log::info!(
@@ -709,6 +715,7 @@ impl<S: StateMachine> WaitLoop<S> {
             storer.unsynced = false;
         }
         let took = started.elapsed();
+        self.shared.metrics.log_synced(what, took);
         let half_election = self.config.tick() * self.config.protocol.election_timeout_ticks / 2;
         if took > half_election {
             log::warn!(
@@ -757,7 +764,9 @@ impl<S: StateMachine> WaitLoop<S> {
             log.compact(snapshot.meta)?;
         }
         if !ready.entries.is_empty() {
+            let started = Instant::now();
             self.raft.log_mut().append(&ready.entries)?;
+            self.shared.metrics.log_appended(started.elapsed());
         }
         if let Some(hs) = ready.hard_state {
             self.raft.log_mut().set_hard_state(hs)?;
@@ -778,6 +787,7 @@ impl<S: StateMachine> WaitLoop<S> {
             self.on_soft_state(soft);
         }
         if let Some(snapshot) = ready.snapshot.take() {
+            self.shared.metrics.snapshot_installed(snapshot.data.len());
             self.snapshot_index = snapshot.meta.last_index;
             self.apply.send(ApplyTask::Restore(snapshot));
         }
@@ -816,6 +826,7 @@ impl<S: StateMachine> WaitLoop<S> {
             events.publish(Event::LostLeadership { term: old.term });
         }
         if old.leader != soft.leader || (soft.leader.is_some() && old.term != soft.term) {
+            self.shared.metrics.leader_changed();
             if let Some(leader) = soft.leader {
                 log::info!(
                     "n{} follows leader n{leader} at term {}",
@@ -872,5 +883,8 @@ impl<S: StateMachine> WaitLoop<S> {
             })
             .collect();
         status.counters = counters;
+        self.shared.metrics.publish(&status);
+        drop(status);
+        self.transport.publish_metrics();
     }
 }
