@@ -133,9 +133,10 @@ pub mod types;
 
 pub use config::{Config, ConfigError, ReadMode};
 pub use message::{Message, MessageBody, RejectHint};
-pub use protocol::{ProposeError, Raft, ReadState, Ready, Role, SoftState, Status};
+pub use protocol::{ProposeError, Raft, ReadState, Ready, Role, SnapshotChunk, SoftState, Status};
 pub use storage::{
-    InMemoryChunks, Log, MemLog, SnapshotChunks, SnapshotWriter, StorageError, WrittenSnapshot,
+    ChunksReader, InMemoryChunks, InMemoryInstaller, Log, MemLog, ReceivedInMemory, SnapshotChunks,
+    SnapshotWriter, StorageError, WrittenSnapshot,
 };
 pub use transport::{Transport, TransportCounters, TransportError};
 pub use types::{

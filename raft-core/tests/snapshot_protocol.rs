@@ -45,12 +45,36 @@ fn chunk(meta: SnapshotMeta, offset: u64, data: &[u8], done: Option<u32>) -> Mes
 
 /// Handles one ready the way the runtime does; returns the messages sent.
 fn handle(raft: &mut Raft<MemLog>) -> Vec<Message> {
+    thread_local! {
+        // The follower's received snapshot, across calls (each test drives one follower
+        // on its own thread).
+        static INSTALLER: std::cell::RefCell<raft_core::InMemoryInstaller> = Default::default();
+    }
+    INSTALLER.with(|i| handle_with(raft, &mut i.borrow_mut()))
+}
+
+fn handle_with(
+    raft: &mut Raft<MemLog>,
+    installer: &mut raft_core::InMemoryInstaller,
+) -> Vec<Message> {
+    let mut msgs = Vec::new();
+    // A received snapshot is installed (and acknowledged) by the ready after the one
+    // that completed it.
+    loop {
+        msgs.extend(handle_one(raft, installer));
+        if !raft.has_ready() {
+            return msgs;
+        }
+    }
+}
+
+fn handle_one(
+    raft: &mut Raft<MemLog>,
+    installer: &mut raft_core::InMemoryInstaller,
+) -> Vec<Message> {
     let ready = raft.ready();
     let log = raft.log_mut();
-    if let Some(s) = &ready.snapshot {
-        log.save_snapshot(s).unwrap();
-        log.compact(s.meta).unwrap();
-    }
+    installer.persist(log, &ready).unwrap();
     log.append(&ready.entries).unwrap();
     if let Some(hs) = ready.hard_state {
         log.set_hard_state(hs).unwrap();
@@ -58,6 +82,7 @@ fn handle(raft: &mut Raft<MemLog>) -> Vec<Message> {
     log.sync().unwrap();
     let msgs = ready.messages.clone();
     raft.advance(ready);
+    installer.after_advance(raft);
     msgs
 }
 

@@ -16,7 +16,7 @@ use super::reply::{Completion, CompletionQueue};
 use super::shared::{ProposalWaiter, Shared};
 use super::snapshot;
 use super::state_machine::StateMachine;
-use crate::types::{Entry, EntryKind, LogIndex, Snapshot, Term};
+use crate::types::{Entry, EntryKind, LogIndex, Term};
 
 /// Work for the apply thread, in log order.
 pub(crate) enum ApplyTask {
@@ -30,8 +30,9 @@ pub(crate) enum ApplyTask {
         index: LogIndex,
         term: Term,
     },
-    /// Replace the state with a snapshot received from the leader.
-    Restore(Snapshot),
+    /// Replace the state with a snapshot received from the leader, now the log's stored
+    /// one, read as a stream from storage (a file for a log that keeps them in files).
+    Restore(Arc<dyn crate::SnapshotChunks>),
     /// Take a snapshot now (a manual trigger).
     TakeSnapshot,
     /// The log now stores a snapshot of `size_bytes` (the last one this node took, or the
@@ -159,7 +160,7 @@ impl<S: StateMachine> Applier<S> {
                 self.apply(entries);
                 self.shared.metrics.applied(count, started.elapsed());
             }
-            ApplyTask::Restore(snap) => self.restore(snap),
+            ApplyTask::Restore(chunks) => self.restore(chunks),
             ApplyTask::TakeSnapshot => self.maybe_snapshot(true),
             ApplyTask::SnapshotStored { size_bytes } => self.stored_snapshot_bytes = size_bytes,
             ApplyTask::Placed {
@@ -229,12 +230,15 @@ impl<S: StateMachine> Applier<S> {
             .all(|(&i, &(_, t))| i > self.applied && t >= self.applied_term));
     }
 
-    fn restore(&mut self, snap: Snapshot) {
-        if snap.meta.last_index <= self.applied {
+    fn restore(&mut self, chunks: Arc<dyn crate::SnapshotChunks>) {
+        let info = chunks.info();
+        let meta = info.meta;
+        if meta.last_index <= self.applied {
             return;
         }
         let mut sm = self.shared.state_machine.lock();
-        match Self::restore_state(&mut sm, &snap.data) {
+        let mut input = crate::ChunksReader::new(chunks);
+        match snapshot::restore_from(&mut *sm, &mut input) {
             Ok(dedup) => self.dedup = dedup,
             Err(e) => {
                 // A snapshot that passed its checksum but does not restore: this node
@@ -242,7 +246,7 @@ impl<S: StateMachine> Applier<S> {
                 log::error!(
                     "n{} cannot restore the snapshot up to {}: {e}; this node stops applying",
                     self.shared.id,
-                    snap.meta.last_index
+                    meta.last_index
                 );
                 self.shared.fail_all_waiters(|| NodeError::Stopped);
                 return;
@@ -252,18 +256,18 @@ impl<S: StateMachine> Applier<S> {
         log::info!(
             "n{} restored its state from a snapshot up to {}",
             self.shared.id,
-            snap.meta.last_index
+            meta.last_index
         );
-        self.applied = snap.meta.last_index;
-        self.applied_term = self.applied_term.max(snap.meta.last_term);
-        self.last_snapshot = snap.meta.last_index;
+        self.applied = meta.last_index;
+        self.applied_term = self.applied_term.max(meta.last_term);
+        self.last_snapshot = meta.last_index;
         self.bytes_since_snapshot = 0;
-        self.stored_snapshot_bytes = snap.data.len() as u64;
+        self.stored_snapshot_bytes = info.len_bytes;
         // Our proposals placed at or below the snapshot: the snapshot's table says
         // whether they took effect; their responses are gone either way.
         let covered: Vec<(LogIndex, u64)> = self
             .placed
-            .range(..=snap.meta.last_index)
+            .range(..=meta.last_index)
             .map(|(i, (r, _))| (*i, *r))
             .collect();
         for (index, request_id) in covered {
@@ -417,7 +421,7 @@ mod tests {
     use crate::node::queue::queue;
     use crate::node::reply::{reply_slot, ReplyReceiver};
     use crate::node::status::NodeStatus;
-    use crate::types::SnapshotMeta;
+    use crate::types::{Snapshot, SnapshotMeta};
     use std::time::Duration;
 
     type Kv = KvStore<String, u32>;
@@ -541,13 +545,15 @@ mod tests {
         let data = snapshot::PackedSource::new(&Dedup::default(), state)
             .into_bytes()
             .expect("a KvStore view serializes");
-        a.handle(ApplyTask::Restore(Snapshot {
-            meta: SnapshotMeta {
-                last_index: 4,
-                last_term: 3,
+        a.handle(ApplyTask::Restore(Arc::new(crate::InMemoryChunks::new(
+            Snapshot {
+                meta: SnapshotMeta {
+                    last_index: 4,
+                    last_term: 3,
+                },
+                data,
             },
-            data,
-        }));
+        ))));
         assert_eq!(a.applied, 4);
         // At 2, under the snapshot and not in its table: it did not take effect.
         assert!(matches!(answered(&covered), Some(Err(NodeError::Dropped))));

@@ -227,6 +227,10 @@ impl<S: StateMachine> NodeBuilder<S> {
             synced_since_tick: false,
             next_tick: now + config.tick(),
             storer: None,
+            receiving: None,
+            received: None,
+            restore_from: None,
+            received_in_memory: None,
             config: config.clone(),
         };
         if config.protocol.voters.len() == 1 {

@@ -80,10 +80,41 @@ pub(crate) struct WaitLoop<S: StateMachine> {
     pub(crate) next_tick: Instant,
     /// The thread that serializes and writes snapshots (started by `run`).
     pub(crate) storer: Option<SnapshotStorer>,
+    /// Follower: where the snapshot being received is written (`Ready::snapshot_chunks`).
+    pub(crate) receiving: Option<(SnapshotMeta, Receiving)>,
+    /// Follower: a received snapshot, durable, that the protocol accepted: stored in the
+    /// log with the ready that carries it (`Ready::snapshot`).
+    pub(crate) received: Option<(SnapshotMeta, Stored)>,
+    /// Follower: a received snapshot collected in memory, to tell the protocol about
+    /// once the ready that completed it is advanced.
+    pub(crate) received_in_memory: Option<ReceivedResult>,
+    /// Follower: the installed snapshot, opened, for the apply thread to restore from.
+    pub(crate) restore_from: Option<Arc<dyn crate::SnapshotChunks>>,
 }
 
-/// A snapshot the storer thread stored, or why it did not.
-type Written = (SnapshotMeta, Result<Stored, crate::StorageError>);
+/// A received snapshot made durable (or not).
+pub(crate) type ReceivedResult = (SnapshotMeta, Result<Stored, crate::StorageError>);
+
+/// Where a follower writes a snapshot it receives.
+pub(crate) enum Receiving {
+    /// Into memory, for a log without a snapshot writer (or without a storer thread).
+    InMemory(crate::ReceivedInMemory),
+    /// Streamed to the storer thread, which writes it through the log's
+    /// [`crate::SnapshotWriter`] (a temporary file, synced and renamed at the end).
+    Streamed(Sender<ReceivedPiece>),
+}
+
+/// A piece of a received snapshot on its way to the storer thread.
+pub(crate) enum ReceivedPiece {
+    /// The next bytes.
+    Data(Bytes),
+    /// That was all: `len_bytes` in total. The storer makes it durable.
+    End { len_bytes: u64 },
+}
+
+/// A snapshot the storer thread stored (whether it was received from the leader, what it
+/// covers), or why it did not.
+type Written = (bool, SnapshotMeta, Result<Stored, crate::StorageError>);
 
 /// What the storer thread made of a snapshot.
 pub(crate) enum Stored {
@@ -94,8 +125,13 @@ pub(crate) enum Stored {
     InMemory(Snapshot),
 }
 
-/// A snapshot to store: what it covers, and its unserialized data.
-type Job = (SnapshotMeta, PackedSource);
+/// Work for the storer thread.
+enum Job {
+    /// A snapshot this node took: what it covers, and its unserialized data.
+    Take(SnapshotMeta, PackedSource),
+    /// A snapshot received from the leader, its data arriving on the channel.
+    Receive(SnapshotMeta, Receiver<ReceivedPiece>),
+}
 
 /// The snapshot storer: a thread that serializes each snapshot the apply thread took
 /// (the state machine's frozen view, see `StateMachine::snapshot_source`) straight into
@@ -115,18 +151,34 @@ pub(crate) struct SnapshotStorer {
     /// The newest snapshot taken while a write was in progress: written next; an older
     /// one waiting here is superseded.
     next: Option<Job>,
+    /// A received snapshot whose transfer started while a write was in progress: written
+    /// before `next` (its chunks queue meanwhile).
+    next_receive: Option<Job>,
+    /// Whether the log has a snapshot writer (else snapshots are serialized to memory).
+    has_writer: bool,
 }
 
 impl SnapshotStorer {
     /// Starts the storer thread of node `id`.
-    fn start(id: NodeId, log: &dyn Log) -> Option<Self> {
+    fn start(id: NodeId, log: &dyn Log, idle_max: Duration) -> Option<Self> {
         let mut writer = log.snapshot_writer();
+        let has_writer = writer.is_some();
         let (to_write, jobs) = crossbeam_channel::bounded::<Job>(1);
         let (done, written) = crossbeam_channel::bounded(1);
         let spawned = std::thread::Builder::new()
             .name(format!("raft-snap-n{id}"))
             .spawn(move || {
-                for (meta, source) in jobs {
+                for job in jobs {
+                    let (meta, source) = match job {
+                        Job::Take(meta, source) => (meta, source),
+                        Job::Receive(meta, pieces) => {
+                            let result = receive(writer.as_deref_mut(), meta, &pieces, idle_max);
+                            if done.send((true, meta, result)).is_err() {
+                                break;
+                            }
+                            continue;
+                        }
+                    };
                     let started = Instant::now();
                     let result = store(writer.as_deref_mut(), meta, source);
                     if let Ok(stored) = &result {
@@ -140,7 +192,7 @@ impl SnapshotStorer {
                             started.elapsed()
                         );
                     }
-                    if done.send((meta, result)).is_err() {
+                    if done.send((false, meta, result)).is_err() {
                         break;
                     }
                 }
@@ -153,6 +205,8 @@ impl SnapshotStorer {
                 writing: false,
                 unsynced: false,
                 next: None,
+                next_receive: None,
+                has_writer,
             }),
             Err(e) => {
                 log::warn!("n{id} cannot start the snapshot storer ({e}); storing snapshots on the WaitLoop");
@@ -165,7 +219,10 @@ impl SnapshotStorer {
     /// in progress (replacing an older one waiting).
     fn submit(&mut self, job: Job) {
         if self.writing {
-            self.next = Some(job);
+            match job {
+                Job::Take(..) => self.next = Some(job),
+                Job::Receive(..) => self.next_receive = Some(job),
+            }
             return;
         }
         if let Some(tx) = &self.to_write {
@@ -176,7 +233,7 @@ impl SnapshotStorer {
     /// A write finished: start the next one, if any.
     fn finished(&mut self) {
         self.writing = false;
-        if let Some(next) = self.next.take() {
+        if let Some(next) = self.next_receive.take().or_else(|| self.next.take()) {
             self.submit(next);
         }
     }
@@ -185,6 +242,7 @@ impl SnapshotStorer {
     fn stop(&mut self) {
         self.to_write = None;
         self.next = None;
+        self.next_receive = None;
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -215,6 +273,51 @@ fn store(
             Ok(Stored::InMemory(Snapshot { meta, data }))
         }
     }
+}
+
+/// Writes a snapshot received from the leader through `writer` as its pieces arrive,
+/// durably once the last one is in (the writer syncs and renames its file). Fails if the
+/// transfer is abandoned (the sender dropped) or stalls for `idle_max`, or if the pieces
+/// do not add up to the announced length; the writer then removes what it wrote.
+fn receive(
+    writer: Option<&mut dyn crate::SnapshotWriter>,
+    meta: SnapshotMeta,
+    pieces: &Receiver<ReceivedPiece>,
+    idle_max: Duration,
+) -> Result<Stored, crate::StorageError> {
+    let Some(writer) = writer else {
+        return Err(crate::StorageError::Io(
+            "no snapshot writer to receive a snapshot with".into(),
+        ));
+    };
+    let mut fill = |out: &mut dyn std::io::Write| {
+        let mut written_bytes = 0u64;
+        loop {
+            match pieces.recv_timeout(idle_max) {
+                Ok(ReceivedPiece::Data(data)) => {
+                    out.write_all(&data)?;
+                    written_bytes += data.len() as u64;
+                }
+                Ok(ReceivedPiece::End { len_bytes }) if len_bytes == written_bytes => {
+                    return Ok(());
+                }
+                Ok(ReceivedPiece::End { len_bytes }) => {
+                    return Err(std::io::Error::other(format!(
+                        "received {written_bytes} bytes of a snapshot of {len_bytes}"
+                    )))
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    return Err(std::io::Error::other(format!(
+                        "no snapshot data for {idle_max:?}: transfer abandoned"
+                    )))
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                    return Err(std::io::Error::other("transfer abandoned"))
+                }
+            }
+        }
+    };
+    writer.write(meta, &mut fill).map(Stored::Written)
 }
 
 /// What woke the WaitLoop for a turn.
@@ -252,7 +355,10 @@ impl<S: StateMachine> WaitLoop<S> {
         let mut requests = self.requests.clone();
         let mut inbox = self.inbox.clone();
         let mut snapshots = self.snapshots.clone();
-        self.storer = SnapshotStorer::start(id, &**self.raft.log());
+        // A received snapshot whose chunks stop coming for this long is dropped (the
+        // leader restarts the transfer), so it cannot hold the storer thread forever.
+        let idle_max = self.config.tick() * self.config.protocol.election_timeout_ticks * 10;
+        self.storer = SnapshotStorer::start(id, &**self.raft.log(), idle_max);
         match self.raft.log().snapshot_info() {
             Ok(Some(info)) => self.apply.send(ApplyTask::SnapshotStored {
                 size_bytes: info.len_bytes,
@@ -341,7 +447,8 @@ impl<S: StateMachine> WaitLoop<S> {
             Turn::Message(m) => self.on_message(m),
             Turn::Request(r) => self.on_request(r),
             Turn::Snapshot((index, source)) => self.store_snapshot(index, source),
-            Turn::Written((meta, result)) => self.adopt_snapshot(meta, result),
+            Turn::Written((false, meta, result)) => self.adopt_snapshot(meta, result),
+            Turn::Written((true, meta, result)) => self.on_received_stored(meta, result),
             Turn::Idle => {}
         }
         for _ in 0..self.config.batch_messages_max {
@@ -597,6 +704,9 @@ impl<S: StateMachine> WaitLoop<S> {
             }
             self.dispatch(&mut ready);
             self.raft.advance(ready);
+            if let Some((meta, result)) = self.received_in_memory.take() {
+                self.received_stored(meta, result);
+            }
         }
         Ok(())
     }
@@ -612,7 +722,7 @@ impl<S: StateMachine> WaitLoop<S> {
             last_term: term,
         };
         if let Some(storer) = self.storer.as_mut() {
-            storer.submit((meta, source));
+            storer.submit(Job::Take(meta, source));
             return;
         }
         let result = store(None, meta, source);
@@ -756,12 +866,130 @@ impl<S: StateMachine> WaitLoop<S> {
         Ok(())
     }
 
+    /// The storer thread made a received snapshot durable (or failed to): tell the
+    /// protocol, which installs it with its next ready if it still needs it.
+    fn on_received_stored(
+        &mut self,
+        meta: SnapshotMeta,
+        result: Result<Stored, crate::StorageError>,
+    ) {
+        self.received_stored(meta, result);
+        // The next write starts once this one is adopted (`persist`), if it is: adoption
+        // removes the files no one adopted, and must not race a write in progress.
+        if self.received.is_none() {
+            if let Some(storer) = self.storer.as_mut() {
+                storer.finished();
+            }
+        }
+    }
+
+    fn received_stored(&mut self, meta: SnapshotMeta, result: Result<Stored, crate::StorageError>) {
+        if let Err(e) = &result {
+            log::warn!(
+                "n{} could not store the snapshot up to {} it received: {e}",
+                self.shared.id,
+                meta.last_index
+            );
+        }
+        if self.raft.snapshot_received(meta, result.is_ok()) {
+            if let Ok(stored) = result {
+                self.received = Some((meta, stored));
+            }
+        }
+    }
+
+    /// Writes the received snapshot data of a ready, and hands a complete snapshot on to
+    /// be made durable (off the WaitLoop when the log has a writer).
+    fn write_received(&mut self, ready: &Ready) {
+        for chunk in &ready.snapshot_chunks {
+            if chunk.offset == 0 {
+                let to = match self.storer.as_mut() {
+                    Some(storer) if storer.has_writer => {
+                        let (tx, rx) = crossbeam_channel::unbounded();
+                        storer.submit(Job::Receive(chunk.meta, rx));
+                        Receiving::Streamed(tx)
+                    }
+                    _ => Receiving::InMemory(crate::ReceivedInMemory::default()),
+                };
+                self.receiving = Some((chunk.meta, to));
+            }
+            let written = match &mut self.receiving {
+                Some((meta, to)) if *meta == chunk.meta => match to {
+                    Receiving::InMemory(m) => m.write(chunk).map_err(|e| e.to_string()),
+                    Receiving::Streamed(tx) => tx
+                        .send(ReceivedPiece::Data(chunk.data.clone()))
+                        .map_err(|_| "the storer thread dropped it".to_string()),
+                },
+                _ => Err("its start was not written".to_string()),
+            };
+            if let Err(e) = written {
+                log::warn!(
+                    "n{} cannot write the snapshot up to {} it receives ({e}); the leader will send it again",
+                    self.shared.id,
+                    chunk.meta.last_index
+                );
+                self.receiving = None;
+                self.raft.snapshot_received(chunk.meta, false);
+                break;
+            }
+        }
+        if let Some(info) = ready.received_snapshot {
+            match self.receiving.take() {
+                Some((meta, Receiving::InMemory(mut m))) if meta == info.meta => {
+                    // Told to the protocol once this ready is advanced (`handle_readies`).
+                    self.received_in_memory = Some((meta, m.finish(&info).map(Stored::InMemory)));
+                }
+                Some((meta, Receiving::Streamed(tx))) if meta == info.meta => {
+                    // The storer answers with the durable file (`on_received_stored`).
+                    if tx
+                        .send(ReceivedPiece::End {
+                            len_bytes: info.len_bytes,
+                        })
+                        .is_err()
+                    {
+                        self.raft.snapshot_received(meta, false);
+                    }
+                }
+                _ => {
+                    self.raft.snapshot_received(info.meta, false);
+                }
+            }
+        }
+        // A transfer the protocol gave up (a newer one, or entries that overtook it):
+        // dropping the sender makes the storer remove its partial file.
+        if self
+            .receiving
+            .as_ref()
+            .is_some_and(|(meta, _)| self.raft.receiving_snapshot() != Some(*meta))
+        {
+            self.receiving = None;
+        }
+    }
+
     /// Step 1 of a Ready: make its snapshot, entries, term and vote durable, with one sync.
     fn persist(&mut self, ready: &Ready) -> Result<(), crate::StorageError> {
-        if let Some(snapshot) = &ready.snapshot {
+        self.write_received(ready);
+        if let Some(meta) = ready.snapshot {
+            let stored = match self.received.take() {
+                Some((m, stored)) if m == meta => stored,
+                other => {
+                    return Err(crate::StorageError::Io(format!(
+                        "the protocol installs the snapshot up to {} but the one stored is {:?}",
+                        meta.last_index,
+                        other.map(|(m, _)| m)
+                    )))
+                }
+            };
             let log = self.raft.log_mut();
-            log.save_snapshot(snapshot)?;
-            log.compact(snapshot.meta)?;
+            let adopted = match &stored {
+                Stored::Written(w) => log.adopt_snapshot(w),
+                Stored::InMemory(s) => log.save_snapshot(s),
+            };
+            if let (Stored::Written(_), Some(storer)) = (&stored, self.storer.as_mut()) {
+                storer.finished();
+            }
+            adopted?;
+            self.raft.log_mut().compact(meta)?;
         }
         if !ready.entries.is_empty() {
             let started = Instant::now();
@@ -778,6 +1006,20 @@ impl<S: StateMachine> WaitLoop<S> {
             self.durable = self.raft.log().hard_state();
             self.synced_since_tick = true;
         }
+        if let Some(meta) = ready.snapshot {
+            // Installed and durable: the apply thread restores from the stored snapshot,
+            // read as a stream (`dispatch`).
+            match self.raft.log().open_snapshot()? {
+                Some(chunks) if chunks.info().meta == meta => self.restore_from = Some(chunks),
+                other => {
+                    return Err(crate::StorageError::Io(format!(
+                        "the snapshot up to {} was installed but the log stores {:?}",
+                        meta.last_index,
+                        other.map(|c| c.info().meta)
+                    )))
+                }
+            }
+        }
         Ok(())
     }
 
@@ -786,10 +1028,14 @@ impl<S: StateMachine> WaitLoop<S> {
         if let Some(soft) = ready.soft_state {
             self.on_soft_state(soft);
         }
-        if let Some(snapshot) = ready.snapshot.take() {
-            self.shared.metrics.snapshot_installed(snapshot.data.len());
-            self.snapshot_index = snapshot.meta.last_index;
-            self.apply.send(ApplyTask::Restore(snapshot));
+        if let Some(meta) = ready.snapshot.take() {
+            self.snapshot_index = meta.last_index;
+            if let Some(chunks) = self.restore_from.take() {
+                self.shared
+                    .metrics
+                    .snapshot_installed(chunks.info().len_bytes as usize);
+                self.apply.send(ApplyTask::Restore(chunks));
+            }
         }
         for placed in ready.forwarded.drain(..) {
             // A refusal (the node we forwarded to no longer leads) leaves the proposal

@@ -10,11 +10,13 @@ use rand_chacha::ChaCha8Rng;
 use super::progress::{Progress, ProgressState};
 use super::quorum::{self, VoteResult};
 use super::raft_log::RaftLog;
-use super::ready::{ForwardedProposal, ReadState, Ready, Role, SoftState};
+use super::ready::{ForwardedProposal, ReadState, Ready, Role, SnapshotChunk, SoftState};
 use crate::config::{Config, ConfigError, ReadMode};
 use crate::message::{Message, MessageBody, RejectHint};
 use crate::storage::Log;
-use crate::types::{Entry, EntryKind, HardState, LogIndex, NodeId, Snapshot, SnapshotMeta, Term};
+use crate::types::{
+    Entry, EntryKind, HardState, LogIndex, NodeId, SnapshotInfo, SnapshotMeta, Term,
+};
 
 mod election;
 mod leader;
@@ -69,6 +71,10 @@ pub enum BrokenVariant {
     VoteWithoutLogCheck,
     /// Commit entries of older terms by counting replicas (the Figure 8 bug).
     CommitOlderTerms,
+    /// Take a snapshot transfer for complete once its last chunk arrives, without
+    /// waiting for the chunks before it or checking its checksum: the driver stores, and
+    /// the node restores from, a partial snapshot.
+    InstallPartialSnapshot,
 }
 
 /// What one ready handed out: its last entry (index, term) and last committed index.
@@ -201,8 +207,12 @@ pub struct Raft<L: Log> {
     handed_out: Option<HandedOut>,
     /// Follower: the snapshot being received.
     incoming: Option<IncomingSnapshot>,
-    /// Follower: a received snapshot for the driver to install.
-    pending_snapshot: Option<Snapshot>,
+    /// Follower: received snapshot data for the driver to write, in order.
+    snapshot_writes: Vec<SnapshotChunk>,
+    /// Follower: a received snapshot, every byte written, for the driver to make durable.
+    received_snapshot: Option<SnapshotInfo>,
+    /// Follower: a received snapshot, durable, for the driver to install.
+    pending_snapshot: Option<SnapshotMeta>,
     counters: ProtocolCounters,
     #[cfg(feature = "fault-injection")]
     broken: Option<BrokenVariant>,
@@ -302,6 +312,8 @@ impl<L: Log> Raft<L> {
             },
             handed_out: None,
             incoming: None,
+            snapshot_writes: Vec::new(),
+            received_snapshot: None,
             pending_snapshot: None,
             counters: ProtocolCounters::default(),
             config,
@@ -756,6 +768,8 @@ impl<L: Log> Raft<L> {
     pub fn has_ready(&self) -> bool {
         self.soft_state() != self.prev_soft
             || self.pending_snapshot.is_some()
+            || !self.snapshot_writes.is_empty()
+            || self.received_snapshot.is_some()
             || self.hard_state() != self.prev_hard
             || !self.log.unstable_entries().is_empty()
             || !self.msgs.is_empty()
@@ -774,6 +788,8 @@ impl<L: Log> Raft<L> {
         let ready = Ready {
             soft_state: (soft != self.prev_soft).then_some(soft),
             snapshot: self.pending_snapshot.take(),
+            snapshot_chunks: std::mem::take(&mut self.snapshot_writes),
+            received_snapshot: self.received_snapshot.take(),
             hard_state: (hard != self.prev_hard).then_some(hard),
             entries: self.log.unstable_entries().to_vec(),
             messages: std::mem::take(&mut self.msgs),
@@ -790,7 +806,7 @@ impl<L: Log> Raft<L> {
         self.handed_out = Some(HandedOut {
             last_entry: ready.entries.last().map(|e| (e.index, e.term)),
             last_committed: ready.committed.last().map(|e| e.index),
-            snapshot: ready.snapshot.as_ref().map(|s| s.meta),
+            snapshot: ready.snapshot,
         });
         ready
     }

@@ -252,6 +252,199 @@ impl SnapshotChunks for InMemoryChunks {
     }
 }
 
+/// Reads a [`SnapshotChunks`] as a stream, a chunk of at most `chunk_bytes_max` at a
+/// time: what a state machine restores from ([`crate::StateMachine::restore_from`]) without
+/// the snapshot being loaded whole.
+pub struct ChunksReader {
+    chunks: Arc<dyn SnapshotChunks>,
+    offset: u64,
+    buf: Bytes,
+    chunk_bytes_max: u64,
+}
+
+impl ChunksReader {
+    /// Default read size: 1 MiB.
+    pub const CHUNK_BYTES_DEFAULT: u64 = 1 << 20;
+
+    /// A reader from the start of `chunks`.
+    pub fn new(chunks: Arc<dyn SnapshotChunks>) -> Self {
+        Self {
+            chunks,
+            offset: 0,
+            buf: Bytes::new(),
+            chunk_bytes_max: Self::CHUNK_BYTES_DEFAULT,
+        }
+    }
+}
+
+impl std::io::Read for ChunksReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.buf.is_empty() {
+            let len = self.chunks.info().len_bytes;
+            if self.offset >= len {
+                return Ok(0);
+            }
+            let want = self.chunk_bytes_max.min(len - self.offset);
+            self.buf = self
+                .chunks
+                .read_chunk(self.offset, want)
+                .map_err(std::io::Error::other)?;
+            if self.buf.is_empty() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("the snapshot ends at {} of {len} bytes", self.offset),
+                ));
+            }
+            self.offset += self.buf.len() as u64;
+        }
+        let n = out.len().min(self.buf.len());
+        out[..n].copy_from_slice(&self.buf.split_to(n));
+        Ok(n)
+    }
+}
+
+/// Collects a snapshot this follower receives ([`crate::Ready::snapshot_chunks`]) in
+/// memory: for logs that keep snapshots in memory anyway ([`MemLog`]) and for tests.
+/// A log that keeps snapshots in files streams the chunks into a [`SnapshotWriter`]
+/// instead.
+///
+/// ```
+/// use raft_core::{ReceivedInMemory, SnapshotChunk, SnapshotInfo, SnapshotMeta};
+/// let meta = SnapshotMeta { last_index: 7, last_term: 2 };
+/// let mut r = ReceivedInMemory::default();
+/// r.write(&SnapshotChunk { meta, offset: 0, data: "abc".into() }).unwrap();
+/// r.write(&SnapshotChunk { meta, offset: 3, data: "de".into() }).unwrap();
+/// let info = SnapshotInfo { meta, len_bytes: 5, crc32: crc32fast::hash(b"abcde") };
+/// assert_eq!(&r.finish(&info).unwrap().data[..], b"abcde");
+/// ```
+#[derive(Debug, Default)]
+pub struct ReceivedInMemory {
+    meta: Option<SnapshotMeta>,
+    data: Vec<u8>,
+}
+
+impl ReceivedInMemory {
+    /// Takes the next piece; a piece at offset 0 starts over.
+    ///
+    /// # Errors
+    /// A piece of another snapshot, or not right after the last one.
+    pub fn write(&mut self, chunk: &crate::SnapshotChunk) -> Result<(), StorageError> {
+        if chunk.offset == 0 {
+            self.meta = Some(chunk.meta);
+            self.data.clear();
+        }
+        if self.meta != Some(chunk.meta) || chunk.offset != self.data.len() as u64 {
+            return Err(StorageError::Io(format!(
+                "snapshot data for {:?} at offset {}, but {} bytes of {:?} are written",
+                chunk.meta,
+                chunk.offset,
+                self.data.len(),
+                self.meta
+            )));
+        }
+        self.data.extend_from_slice(&chunk.data);
+        Ok(())
+    }
+
+    /// The snapshot `info` describes, taken out of the collector.
+    ///
+    /// # Errors
+    /// What was collected is not that snapshot (another one, a length or checksum that
+    /// differs); the collector is emptied anyway.
+    pub fn finish(&mut self, info: &SnapshotInfo) -> Result<Snapshot, StorageError> {
+        let meta = self.meta.take();
+        let data = std::mem::take(&mut self.data);
+        if meta != Some(info.meta)
+            || data.len() as u64 != info.len_bytes
+            || crc32fast::hash(&data) != info.crc32
+        {
+            return Err(StorageError::Corrupt {
+                index: info.meta.last_index,
+                detail: format!(
+                    "received {} bytes of {meta:?}, expected {} bytes of {:?} with checksum {:#x}",
+                    data.len(),
+                    info.len_bytes,
+                    info.meta,
+                    info.crc32
+                ),
+            });
+        }
+        Ok(Snapshot {
+            meta: info.meta,
+            data: data.into(),
+        })
+    }
+}
+
+/// Receives and installs snapshots synchronously, in memory, for drivers that need
+/// nothing faster (tests, benches, tools): call [`InMemoryInstaller::persist`] in step 1
+/// of every ready and [`InMemoryInstaller::after_advance`] after [`crate::Raft::advance`].
+/// The runtime's WaitLoop writes received snapshots off its thread instead.
+#[derive(Debug, Default)]
+pub struct InMemoryInstaller {
+    receiving: ReceivedInMemory,
+    /// A snapshot the last ready completed, to report once it is advanced.
+    finished: Option<(SnapshotMeta, Result<Snapshot, StorageError>)>,
+    /// A snapshot the protocol accepted, to store with the ready that installs it.
+    accepted: Option<Snapshot>,
+}
+
+impl InMemoryInstaller {
+    /// Step 1 of `ready`, for snapshots: collects its [`crate::Ready::snapshot_chunks`],
+    /// finishes a [`crate::Ready::received_snapshot`], and stores (save, compact) the
+    /// snapshot [`crate::Ready::snapshot`] installs. Returns the installed snapshot, for
+    /// the state machine to restore from.
+    ///
+    /// # Errors
+    /// Storage failure, or a ready that installs a snapshot this installer did not
+    /// receive.
+    pub fn persist<L: Log + ?Sized>(
+        &mut self,
+        log: &mut L,
+        ready: &crate::Ready,
+    ) -> Result<Option<Snapshot>, StorageError> {
+        let mut failed = None;
+        for chunk in &ready.snapshot_chunks {
+            if let Err(e) = self.receiving.write(chunk) {
+                failed = Some((chunk.meta, Err(e)));
+                break;
+            }
+        }
+        if let Some(info) = ready.received_snapshot {
+            self.finished = Some((info.meta, self.receiving.finish(&info)));
+        } else if failed.is_some() {
+            self.finished = failed;
+        }
+        let Some(meta) = ready.snapshot else {
+            return Ok(None);
+        };
+        let snapshot = match self.accepted.take() {
+            Some(s) if s.meta == meta => s,
+            other => {
+                return Err(StorageError::Io(format!(
+                    "asked to install the snapshot up to {} but received {:?}",
+                    meta.last_index,
+                    other.map(|s| s.meta)
+                )))
+            }
+        };
+        log.save_snapshot(&snapshot)?;
+        log.compact(meta)?;
+        Ok(Some(snapshot))
+    }
+
+    /// After [`crate::Raft::advance`]: tells the protocol about a snapshot the ready
+    /// completed (stored, or not).
+    pub fn after_advance<L: Log>(&mut self, raft: &mut crate::Raft<L>) {
+        if let Some((meta, result)) = self.finished.take() {
+            let stored = result.is_ok();
+            if raft.snapshot_received(meta, stored) {
+                self.accepted = result.ok();
+            }
+        }
+    }
+}
+
 /// Writes snapshots durably away from the WaitLoop: see [`Log::snapshot_writer`].
 ///
 /// A writer only writes: until [`Log::adopt_snapshot`] is called with its result, the

@@ -15,8 +15,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::Bytes;
 use raft_core::protocol::ForwardedProposal;
 use raft_core::{
-    Config, Entry, EntryKind, HardState, Log, LogIndex, MemLog, Message, MessageBody, NodeId, Raft,
-    ReadState, Role, Snapshot, SnapshotMeta, Term,
+    Config, Entry, EntryKind, HardState, InMemoryInstaller, Log, LogIndex, MemLog, Message,
+    MessageBody, NodeId, Raft, ReadState, Role, Snapshot, SnapshotMeta, Term,
 };
 
 /// One node of the network.
@@ -173,6 +173,7 @@ impl NetworkBuilder {
             delivered: Vec::new(),
             leaders: BTreeMap::new(),
             applied_terms: BTreeMap::new(),
+            installers: BTreeMap::new(),
         };
         for &id in &self.ids {
             let mut config = Config::new(id, self.ids.iter().copied());
@@ -209,6 +210,8 @@ pub struct Network {
     leaders: BTreeMap<Term, NodeId>,
     /// State machine safety: the term of the entry applied at each index, by anyone.
     applied_terms: BTreeMap<LogIndex, (Term, NodeId)>,
+    /// Each node's received snapshots, in memory.
+    installers: BTreeMap<NodeId, InMemoryInstaller>,
 }
 
 impl Network {
@@ -373,9 +376,8 @@ impl Network {
             return false;
         }
         let ready = node.ready();
-        if let Some(snapshot) = &ready.snapshot {
-            node.log_mut().save_snapshot(snapshot).unwrap();
-            node.log_mut().compact(snapshot.meta).unwrap();
+        let installer = self.installers.entry(id).or_default();
+        if let Some(snapshot) = &installer.persist(node.log_mut(), &ready).unwrap() {
             // The state machine is restored from the snapshot.
             let restored = decode_entries(&snapshot.data);
             assert_eq!(
@@ -425,6 +427,10 @@ impl Network {
         }
         self.in_flight.extend(ready.messages.iter().cloned());
         node.advance(ready);
+        self.installers
+            .get_mut(&id)
+            .expect("inserted above")
+            .after_advance(node);
         true
     }
 
@@ -632,12 +638,10 @@ pub fn append(
 /// Takes node's ready, handles it like a driver would, and returns its messages.
 pub fn drain_messages(node: &mut Node) -> Vec<Message> {
     let mut out = Vec::new();
+    let mut installer = InMemoryInstaller::default();
     while node.has_ready() {
         let ready = node.ready();
-        if let Some(snapshot) = &ready.snapshot {
-            node.log_mut().save_snapshot(snapshot).unwrap();
-            node.log_mut().compact(snapshot.meta).unwrap();
-        }
+        installer.persist(node.log_mut(), &ready).unwrap();
         node.log_mut().append(&ready.entries).unwrap();
         if let Some(hs) = ready.hard_state {
             node.log_mut().set_hard_state(hs).unwrap();
@@ -645,6 +649,7 @@ pub fn drain_messages(node: &mut Node) -> Vec<Message> {
         node.log_mut().sync().unwrap();
         out.extend(ready.messages.iter().cloned());
         node.advance(ready);
+        installer.after_advance(node);
     }
     out
 }

@@ -43,8 +43,8 @@ struct Args {
     /// Print every event of the run (use with --seed).
     #[arg(long)]
     trace: bool,
-    /// Run a deliberately broken variant: vote-without-log-check, commit-older-terms or
-    /// ticks-after-queue (needs the broken-variants feature).
+    /// Run a deliberately broken variant: vote-without-log-check, commit-older-terms,
+    /// ticks-after-queue or install-partial-snapshot (needs the broken-variants feature).
     #[arg(long)]
     broken: Option<String>,
     /// Stop after this many failures.
@@ -59,6 +59,7 @@ fn main() -> Result<()> {
         Some("vote-without-log-check") => Some(Broken::VoteWithoutLogCheck),
         Some("commit-older-terms") => Some(Broken::CommitOlderTerms),
         Some("ticks-after-queue") => Some(Broken::TicksAfterQueue),
+        Some("install-partial-snapshot") => Some(Broken::InstallPartialSnapshot),
         Some(other) => bail!("unknown broken variant {other:?}"),
     };
     if broken.is_some() && !cfg!(feature = "broken-variants") {

@@ -37,7 +37,7 @@ impl<L: Log> Raft<L> {
             } => {
                 self.election_elapsed = 0;
                 self.leader = Some(m.from);
-                self.handle_snapshot_chunk(m.from, meta, offset, &data, done);
+                self.handle_snapshot_chunk(m.from, meta, offset, data, done);
             }
             MessageBody::TimeoutNow => {
                 log::info!(

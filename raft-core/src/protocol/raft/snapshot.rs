@@ -6,18 +6,25 @@ use super::*;
 impl<L: Log> Raft<L> {
     /// A chunk of a snapshot from the leader. Chunks ahead of a gap are kept (within the
     /// leader's window) until the gap fills; every chunk is answered with the next
-    /// offset needed, so the leader resumes after loss.
+    /// offset needed, so the leader resumes after loss. The protocol holds no
+    /// whole-snapshot buffer: each contiguous piece goes to the driver to write
+    /// ([`Ready::snapshot_chunks`]) and into a running checksum. Once every byte is in and
+    /// the checksum matches, the driver is asked to make the snapshot durable
+    /// ([`Ready::received_snapshot`]); only when it says so ([`Raft::snapshot_received`])
+    /// is it installed and acknowledged.
     pub(super) fn handle_snapshot_chunk(
         &mut self,
         leader: NodeId,
         meta: SnapshotMeta,
         offset: u64,
-        data: &[u8],
+        data: Bytes,
         done: Option<u32>,
     ) {
         if meta.last_index <= self.log.committed {
             // We already have everything it covers.
-            self.incoming = None;
+            if self.incoming.as_ref().is_some_and(|i| !i.received) {
+                self.incoming = None;
+            }
             self.send(
                 leader,
                 MessageBody::AppendResponse {
@@ -25,6 +32,12 @@ impl<L: Log> Raft<L> {
                     reject: None,
                 },
             );
+            return;
+        }
+        if self.incoming.as_ref().is_some_and(|i| i.received) {
+            // The driver is making a received snapshot durable. Not answered: the leader
+            // resends its last chunks at heartbeats until the snapshot is installed,
+            // and is then told (the branch above).
             return;
         }
         if self.incoming.as_ref().map(|i| i.meta) != Some(meta) {
@@ -51,14 +64,20 @@ impl<L: Log> Raft<L> {
             );
             self.incoming = Some(IncomingSnapshot {
                 meta,
-                data: Vec::new(),
+                have_bytes: 0,
+                crc: crc32fast::Hasher::new(),
                 ahead: BTreeMap::new(),
                 ahead_bytes: 0,
                 end: None,
+                received: false,
             });
         }
         let bytes_max = self.config.snapshot_bytes_max;
         let window = self.config.inflight_bytes_max;
+        #[cfg(feature = "fault-injection")]
+        let partial = self.broken(BrokenVariant::InstallPartialSnapshot);
+        #[cfg(not(feature = "fault-injection"))]
+        let partial = false;
         let incoming = self.incoming.as_mut().expect("set above");
         let len = data.len() as u64;
         if offset + len > bytes_max {
@@ -72,19 +91,19 @@ impl<L: Log> Raft<L> {
         if let Some(checksum) = done {
             incoming.end = Some((offset + len, checksum));
         }
-        let have = incoming.data.len() as u64;
+        let have = incoming.have_bytes;
         if offset == have {
-            incoming.data.extend_from_slice(data);
+            incoming.take(data, &mut self.snapshot_writes);
             // The chunks that waited for this one follow it now.
             while let Some(entry) = incoming.ahead.first_entry() {
                 let at = *entry.key();
-                if at > incoming.data.len() as u64 {
+                if at > incoming.have_bytes {
                     break;
                 }
                 let chunk = entry.remove();
                 incoming.ahead_bytes -= chunk.len() as u64;
-                if at == incoming.data.len() as u64 {
-                    incoming.data.extend_from_slice(&chunk);
+                if at == incoming.have_bytes {
+                    incoming.take(chunk, &mut self.snapshot_writes);
                 }
             }
         } else if offset > have
@@ -94,11 +113,12 @@ impl<L: Log> Raft<L> {
         {
             // Within the leader's window past what we have: anything further is a
             // leftover of an earlier attempt and would only take the room.
-            incoming.ahead.insert(offset, Bytes::copy_from_slice(data));
+            incoming.ahead.insert(offset, data);
             incoming.ahead_bytes += len;
         }
-        let have = incoming.data.len() as u64;
-        let complete = incoming.end.is_some_and(|(end, _)| have >= end);
+        let have = incoming.have_bytes;
+        // Broken variant: the last chunk's arrival taken for the whole snapshot's.
+        let complete = incoming.end.is_some_and(|(end, _)| have >= end || partial);
         if !complete {
             self.send(
                 leader,
@@ -109,13 +129,14 @@ impl<L: Log> Raft<L> {
             );
             return;
         }
-        let incoming = self.incoming.take().expect("set above");
-        if Some(crc32fast::hash(&incoming.data)) != incoming.end.map(|(_, checksum)| checksum) {
+        let crc = incoming.crc.clone().finalize();
+        if Some(crc) != incoming.end.map(|(_, checksum)| checksum) && !partial {
             log::warn!(
                 "n{} snapshot up to {} failed its checksum; asking for it again",
                 self.id,
                 meta.last_index
             );
+            self.incoming = None;
             self.send(
                 leader,
                 MessageBody::SnapshotResponse {
@@ -126,24 +147,78 @@ impl<L: Log> Raft<L> {
             return;
         }
         log::info!(
-            "n{} installing a snapshot up to {}@{} ({} bytes)",
+            "n{} received a snapshot up to {}@{} ({have} bytes); storing it",
             self.id,
             meta.last_index,
             meta.last_term,
-            incoming.data.len()
+        );
+        incoming.received = true;
+        incoming.ahead.clear();
+        incoming.ahead_bytes = 0;
+        self.received_snapshot = Some(SnapshotInfo {
+            meta,
+            len_bytes: have,
+            crc32: crc,
+        });
+    }
+
+    /// The driver made the snapshot it was handed in [`Ready::received_snapshot`] durable
+    /// (`stored`), or failed to. Stored and still needed (nothing newer was committed
+    /// meanwhile), it is installed: the log's view moves to it, the next ready carries it
+    /// in [`Ready::snapshot`] (for the driver to make it the log's stored snapshot, compact
+    /// and restore the state machine from it) and acknowledges it to the leader, after
+    /// that ready's sync. Returns whether it was installed; if not, the driver discards
+    /// what it wrote. A failure (also while the chunks are still arriving: the driver
+    /// could not write one) drops the transfer: the leader's next chunk restarts it.
+    pub fn snapshot_received(&mut self, meta: SnapshotMeta, stored: bool) -> bool {
+        let expected = self
+            .incoming
+            .as_ref()
+            .is_some_and(|i| i.meta == meta && (i.received || !stored));
+        if !expected {
+            log::debug!(
+                "n{} was not waiting for the snapshot up to {} to be stored",
+                self.id,
+                meta.last_index
+            );
+            return false;
+        }
+        self.incoming = None;
+        if !stored {
+            log::warn!(
+                "n{} could not store the snapshot up to {}; the leader will send it again",
+                self.id,
+                meta.last_index
+            );
+            return false;
+        }
+        if meta.last_index <= self.log.committed {
+            return false; // committed past it meanwhile: nothing to install
+        }
+        log::info!(
+            "n{} installing a snapshot up to {}@{}",
+            self.id,
+            meta.last_index,
+            meta.last_term
         );
         self.log.restore(meta);
-        self.pending_snapshot = Some(Snapshot {
-            meta,
-            data: incoming.data.into(),
-        });
-        self.send(
-            leader,
-            MessageBody::AppendResponse {
-                index: meta.last_index,
-                reject: None,
-            },
-        );
+        self.pending_snapshot = Some(meta);
+        if let Some(leader) = self.leader {
+            self.send(
+                leader,
+                MessageBody::AppendResponse {
+                    index: meta.last_index,
+                    reject: None,
+                },
+            );
+        }
+        true
+    }
+
+    /// The snapshot this follower is receiving or storing, if any: a driver that writes
+    /// received chunks somewhere drops what it has for any other.
+    pub fn receiving_snapshot(&self) -> Option<SnapshotMeta> {
+        self.incoming.as_ref().map(|i| i.meta)
     }
 
     /// The follower needs entry `needed` or earlier, which is compacted: send the stored
@@ -247,18 +322,36 @@ impl<L: Log> Raft<L> {
     }
 }
 
-/// A snapshot a follower is receiving, chunk by chunk.
+/// A snapshot a follower is receiving, chunk by chunk: only its running length and
+/// checksum, and the chunks that arrived ahead of a gap; the data goes to the driver.
 #[derive(Debug)]
 pub(super) struct IncomingSnapshot {
     pub(super) meta: SnapshotMeta,
-    /// The bytes received contiguously from offset 0.
-    pub(super) data: Vec<u8>,
-    /// Chunks that arrived ahead of a gap (reordered), by offset, to be appended once
+    /// Bytes received contiguously from offset 0 (and handed to the driver).
+    pub(super) have_bytes: u64,
+    /// Checksum of those bytes.
+    pub(super) crc: crc32fast::Hasher,
+    /// Chunks that arrived ahead of a gap (reordered), by offset, to be taken once
     /// the gap fills. Only chunks starting less than `inflight_bytes_max` bytes past
-    /// `data` (the most a leader sends beyond what was acknowledged), and at most that
-    /// many bytes.
+    /// `have_bytes` (the most a leader sends beyond what was acknowledged), and at most
+    /// that many bytes.
     pub(super) ahead: BTreeMap<u64, Bytes>,
     pub(super) ahead_bytes: u64,
     /// From the last chunk: the snapshot's length and checksum.
     pub(super) end: Option<(u64, u32)>,
+    /// Every byte is in and checked; the driver is making it durable.
+    pub(super) received: bool,
+}
+
+impl IncomingSnapshot {
+    /// Takes the next contiguous piece: into the checksum, and out to the driver.
+    fn take(&mut self, data: Bytes, writes: &mut Vec<SnapshotChunk>) {
+        self.crc.update(&data);
+        writes.push(SnapshotChunk {
+            meta: self.meta,
+            offset: self.have_bytes,
+            data: data.clone(),
+        });
+        self.have_bytes += data.len() as u64;
+    }
 }
