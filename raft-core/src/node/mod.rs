@@ -564,10 +564,17 @@ impl<S: StateMachine> Node<S> {
         self.shared.events.subscribe()
     }
 
-    /// The node's current state.
+    /// The node's current state: protocol fields as of the last tick at most, the applied
+    /// index live (see [`NodeStatus`] for the ordering it keeps).
     pub fn status(&self) -> NodeStatus {
         let mut status = self.shared.status.lock().clone();
         status.applied_index = *self.shared.applied.lock();
+        // An applied entry is committed and in the log, even when the published commit
+        // and last index are a tick old.
+        status.commit_index = status.commit_index.max(status.applied_index);
+        status.last_index = status.last_index.max(status.commit_index);
+        debug_assert!(status.applied_index <= status.commit_index);
+        debug_assert!(status.commit_index <= status.last_index);
         status
     }
 
