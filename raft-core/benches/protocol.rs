@@ -39,17 +39,17 @@ fn entries(first: u64, term: u64, data: &Bytes) -> Vec<Entry> {
 /// the messages (they would be sent), then advance.
 fn drain(raft: &mut Raft<MemLog>) -> usize {
     let mut messages = 0;
+    let mut installer = raft_core::InMemoryInstaller::default();
     while raft.has_ready() {
         let ready = raft.ready();
-        if let Some(s) = &ready.snapshot {
-            raft.log_mut().save_snapshot(s).unwrap();
-        }
+        installer.persist(raft.log_mut(), &ready).unwrap();
         raft.log_mut().append(&ready.entries).unwrap();
         if let Some(hs) = ready.hard_state {
             raft.log_mut().set_hard_state(hs).unwrap();
         }
         messages += ready.messages.len();
         raft.advance(ready);
+        installer.after_advance(raft);
     }
     messages
 }

@@ -58,6 +58,12 @@ pub trait Transport: Send + 'static {
     /// Counters so far.
     fn counters(&self) -> TransportCounters;
 
+    /// Publishes the transport's own metrics through the `metrics` facade (see
+    /// [`crate::node::metrics`]). The WaitLoop calls it with every status publication
+    /// (each tick), so a transport that keeps counters can publish them here instead of
+    /// counting twice. Must be cheap. By default nothing.
+    fn publish_metrics(&self) {}
+
     /// Stops and joins every thread of the transport. Idempotent.
     fn stop(&mut self);
 }

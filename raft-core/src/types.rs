@@ -75,13 +75,52 @@ pub struct HardState {
     pub commit: LogIndex,
 }
 
-/// Where a snapshot ends: the log below and at `last_index` is covered by it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Where a snapshot ends, and the configuration in force there: the log below and at
+/// `last_index` is covered by it. As etcd-io/raft keeps its `ConfState` in the snapshot
+/// metadata, the configuration travels and is stored with the snapshot's metadata, never
+/// inside the state machine's bytes, so a node that installs or restarts from a snapshot
+/// knows who votes although the configuration entry itself was compacted away.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SnapshotMeta {
     /// The last index the snapshot covers (0: no snapshot).
     pub last_index: LogIndex,
     /// The term of the entry at `last_index`.
     pub last_term: Term,
+    /// The configuration in force at `last_index` (Raft thesis §4.1: the latest one in
+    /// the log up to it). `None` only for a snapshot stored before configurations were
+    /// kept with snapshots (raft-store's format 2, say): the initial configuration
+    /// (`Config::voters`) then holds at it. A leader always sends one.
+    pub membership: Option<Membership>,
+}
+
+impl SnapshotMeta {
+    /// A position without a configuration (a compaction point, or a snapshot stored
+    /// before configurations were kept with snapshots).
+    pub const fn at(last_index: LogIndex, last_term: Term) -> Self {
+        SnapshotMeta {
+            last_index,
+            last_term,
+            membership: None,
+        }
+    }
+
+    /// Whether `self` and `other` end at the same index and term (whatever their
+    /// configurations).
+    pub fn same_position(&self, other: &SnapshotMeta) -> bool {
+        self.last_index == other.last_index && self.last_term == other.last_term
+    }
+}
+
+/// A stored snapshot without its data: what a leader needs to send it in chunks read
+/// from storage ([`crate::Log::snapshot_info`], [`crate::Log::open_snapshot`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SnapshotInfo {
+    /// Where it ends.
+    pub meta: SnapshotMeta,
+    /// Bytes of its data.
+    pub len_bytes: u64,
+    /// CRC-32 (`crc32fast`) of its data, which the follower checks.
+    pub crc32: u32,
 }
 
 /// A snapshot of the state machine: everything up to and including `meta.last_index`.

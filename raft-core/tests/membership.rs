@@ -382,7 +382,23 @@ fn configuration_survives_restarts_and_snapshots() {
     });
     let want = Membership::new([1, 2, 3, 4], [5]);
     assert_eq!(net.node(5).membership(), &want);
-    assert!(net.node(5).log().snapshot().unwrap().is_some());
+    // The configuration travelled in the snapshot's metadata (the one in force at its
+    // index, before n5 was added), not inside the state machine's bytes.
+    let stored = net
+        .node(5)
+        .log()
+        .snapshot()
+        .unwrap()
+        .expect("n5 installed a snapshot");
+    assert_eq!(
+        stored.meta.membership,
+        Some(Membership::new([1, 2, 3, 4], []))
+    );
+    assert_eq!(
+        common::decode_entries(&stored.data).last().map(|e| e.index),
+        Some(stored.meta.last_index),
+        "the data is the harness's state machine, as it was taken"
+    );
     net.restart(5, 3);
     assert_eq!(net.node(5).membership(), &want, "after a restart");
 }
@@ -490,4 +506,46 @@ fn node_removed_by_an_uncommitted_entry_still_campaigns() {
             && net.node(2).membership() == &Membership::new([2], [])
             && net.node(2).commit_index() >= index
     });
+}
+
+/// Snapshot metadata carries the configuration (issue 14 step B). A snapshot stored
+/// before that (raft-store format 2: no configuration) is still sent with one: the
+/// leader fills in the configuration in force at its index, so the joining node learns
+/// who votes even though the configuration entries were compacted away.
+#[test]
+fn a_snapshot_stored_without_configuration_is_sent_with_one() {
+    let mut net = cluster(5, &[1, 2, 3]);
+    change(&mut net, 1, MembershipChange::AddLearner(4));
+    change(&mut net, 1, MembershipChange::Promote(4));
+    for i in 0..3 {
+        net.propose(1, &format!("c{i}"));
+    }
+    net.deliver_all();
+    assert!(net.take_snapshot(1, 0));
+    // Rewrite n1's stored snapshot as an older build stored it: no configuration.
+    let log = net.node_mut(1).log_mut();
+    let mut old = log.snapshot().unwrap().expect("n1 took a snapshot");
+    old.meta.membership = None;
+    log.save_snapshot(&old).unwrap();
+    log.sync().unwrap();
+    change(&mut net, 1, MembershipChange::AddLearner(5));
+    run_until(&mut net, 50, |net| {
+        net.node(5).commit_index() == net.node(1).commit_index()
+    });
+    let stored = net
+        .node(5)
+        .log()
+        .snapshot()
+        .unwrap()
+        .expect("n5 installed a snapshot");
+    assert_eq!(stored.meta.last_index, old.meta.last_index);
+    assert_eq!(
+        stored.meta.membership,
+        Some(Membership::new([1, 2, 3, 4], [])),
+        "filled in by the leader"
+    );
+    assert_eq!(
+        net.node(5).membership(),
+        &Membership::new([1, 2, 3, 4], [5])
+    );
 }

@@ -420,3 +420,32 @@ fn ticks_missed_during_a_stall_are_caught_up() {
     );
     node.stop();
 }
+
+/// Regression (CI stop 24): the protocol fields of `status()` are published at each tick
+/// while the applied index is live, so a status read between ticks reported
+/// `applied_index` 16 with `commit_index` 14. Every status read keeps
+/// `applied_index <= commit_index <= last_index`, on every node, while writes go on.
+#[test]
+fn status_indexes_stay_ordered_between_ticks() {
+    let net = ChannelNetwork::new();
+    let nodes = start_cluster(&net, 3);
+    let leader = agreed_leader(&nodes.iter().collect::<Vec<_>>());
+    let leader = &nodes[(leader - 1) as usize];
+    let mut reads = 0u64;
+    for i in 0..200 {
+        leader
+            .put_with_retry(format!("k{i}"), format!("v{i}"), T)
+            .unwrap();
+        for n in &nodes {
+            let s = n.status();
+            reads += 1;
+            assert!(s.applied_index <= s.commit_index, "{s:?}");
+            assert!(s.commit_index <= s.last_index, "{s:?}");
+        }
+    }
+    // Right after a write is acknowledged the leader has applied it: status shows it.
+    let s = leader.status();
+    assert!(s.commit_index >= 200 && s.applied_index >= 200, "{s:?}");
+    assert_eq!(reads, 600);
+    stop_all(&nodes);
+}

@@ -45,12 +45,36 @@ fn chunk(meta: SnapshotMeta, offset: u64, data: &[u8], done: Option<u32>) -> Mes
 
 /// Handles one ready the way the runtime does; returns the messages sent.
 fn handle(raft: &mut Raft<MemLog>) -> Vec<Message> {
+    thread_local! {
+        // The follower's received snapshot, across calls (each test drives one follower
+        // on its own thread).
+        static INSTALLER: std::cell::RefCell<raft_core::InMemoryInstaller> = Default::default();
+    }
+    INSTALLER.with(|i| handle_with(raft, &mut i.borrow_mut()))
+}
+
+fn handle_with(
+    raft: &mut Raft<MemLog>,
+    installer: &mut raft_core::InMemoryInstaller,
+) -> Vec<Message> {
+    let mut msgs = Vec::new();
+    // A received snapshot is installed (and acknowledged) by the ready after the one
+    // that completed it.
+    loop {
+        msgs.extend(handle_one(raft, installer));
+        if !raft.has_ready() {
+            return msgs;
+        }
+    }
+}
+
+fn handle_one(
+    raft: &mut Raft<MemLog>,
+    installer: &mut raft_core::InMemoryInstaller,
+) -> Vec<Message> {
     let ready = raft.ready();
     let log = raft.log_mut();
-    if let Some(s) = &ready.snapshot {
-        log.save_snapshot(s).unwrap();
-        log.compact(s.meta).unwrap();
-    }
+    installer.persist(log, &ready).unwrap();
     log.append(&ready.entries).unwrap();
     if let Some(hs) = ready.hard_state {
         log.set_hard_state(hs).unwrap();
@@ -58,13 +82,11 @@ fn handle(raft: &mut Raft<MemLog>) -> Vec<Message> {
     log.sync().unwrap();
     let msgs = ready.messages.clone();
     raft.advance(ready);
+    installer.after_advance(raft);
     msgs
 }
 
-const META: SnapshotMeta = SnapshotMeta {
-    last_index: 5,
-    last_term: 3,
-};
+const META: SnapshotMeta = SnapshotMeta::at(5, 3);
 
 #[test]
 fn a_conflicting_suffix_does_not_survive_a_snapshot_install() {
@@ -241,4 +263,57 @@ fn chunks_ahead_of_a_gap_wait_within_the_window_and_leftovers_beyond_it_take_no_
         f.log().snapshot().unwrap().unwrap().data.as_ref(),
         &data[..]
     );
+}
+
+/// Thesis §4.1 and the snapshot metadata (as etcd-io/raft's `ConfState`): a follower that
+/// installs a snapshot takes the configuration its metadata carries, in force from its
+/// last index, and the stored snapshot keeps it (a restart resumes with it). The state
+/// machine's bytes are stored as sent: the configuration is not mixed into them.
+#[test]
+fn an_installed_snapshot_brings_its_configuration() {
+    let mut f = follower(&[(1, 1), (2, 1), (3, 1)]);
+    assert_eq!(f.membership(), &raft_core::Membership::new([1, 2, 3], []));
+    let m = raft_core::Membership::new([1, 2, 4], [3]);
+    let meta = SnapshotMeta {
+        membership: Some(m.clone()),
+        ..META
+    };
+    let data = b"state up to 5";
+    f.step(chunk(meta.clone(), 0, data, Some(crc32fast::hash(data))));
+    handle(&mut f);
+    assert_eq!(f.commit_index(), 5);
+    assert_eq!(f.membership(), &m, "n3 is a learner now");
+    assert_eq!(f.membership_at(5), &m);
+    let stored = f.log().snapshot().unwrap().unwrap();
+    assert_eq!(stored.meta, meta);
+    assert_eq!(stored.data.as_ref(), data);
+    // A restart from that log resumes with the snapshot's configuration, not with the
+    // initial voters of its config.
+    let log = std::mem::take(f.log_mut());
+    let f = Raft::new(Config::new(3, [1, 2, 3]), log, 2).unwrap();
+    assert_eq!(f.membership(), &m);
+}
+
+/// A snapshot whose configuration is invalid (no voters) is refused once received:
+/// nothing is installed, the configuration and log stay, and the error is logged.
+#[test]
+fn a_snapshot_with_an_invalid_configuration_is_refused() {
+    let mut f = follower(&[(1, 1), (2, 1), (3, 1)]);
+    let meta = SnapshotMeta {
+        membership: Some(raft_core::Membership::new([], [3])),
+        ..META
+    };
+    let data = b"state up to 5";
+    f.step(chunk(meta, 0, data, Some(crc32fast::hash(data))));
+    let msgs = handle(&mut f);
+    assert!(
+        !msgs
+            .iter()
+            .any(|m| matches!(m.body, MessageBody::AppendResponse { index: 5, .. })),
+        "not acknowledged: {msgs:?}"
+    );
+    assert_eq!(f.commit_index(), 3);
+    assert_eq!(f.last_index(), 3);
+    assert_eq!(f.membership(), &raft_core::Membership::new([1, 2, 3], []));
+    assert!(f.log().snapshot().unwrap().is_none());
 }

@@ -385,6 +385,10 @@ pub struct NodeEntry {
     pub raft_addr: String,
     /// `host:port` of the node's client protocol (TCP): `raft-kv put/get` talk to it.
     pub client_addr: String,
+    /// `host:port` where `raft-kv node` serves Prometheus metrics (`GET /metrics`);
+    /// `None`: off (`--metrics-addr` overrides it). See [`crate::metrics`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_addr: Option<String>,
 }
 
 impl NodeEntry {
@@ -395,6 +399,7 @@ impl NodeEntry {
             id,
             raft_addr: format!("127.0.0.1:{raft_port}"),
             client_addr: format!("127.0.0.1:{client_port}"),
+            metrics_addr: None,
         }
     }
 }
@@ -505,6 +510,9 @@ impl ClusterConfig {
             }
             check_addr(&node.raft_addr).map_err(|r| ConfigError::new(field("raft_addr"), r))?;
             check_addr(&node.client_addr).map_err(|r| ConfigError::new(field("client_addr"), r))?;
+            if let Some(addr) = &node.metrics_addr {
+                check_addr(addr).map_err(|r| ConfigError::new(field("metrics_addr"), r))?;
+            }
             if node.raft_addr == node.client_addr {
                 return Err(ConfigError::new(
                     field("client_addr"),
@@ -835,12 +843,15 @@ pub enum LoadError {
     },
     /// Not valid TOML, or an unknown or mistyped field: where (1-based; 0 when the
     /// parser gave no position) and what, on one line.
-    #[error("{}", toml_error_text(*line, *column, message))]
+    #[error("{}", toml_error_text(*line, *column, source_line, message))]
     Toml {
         /// The line of the error.
         line: usize,
         /// Its column, in characters.
         column: usize,
+        /// That line of the file, trimmed and shortened (empty when there is no position),
+        /// so the message names the key even when the parser's message does not.
+        source_line: String,
         /// What is wrong, on one line.
         message: String,
     },
@@ -853,11 +864,23 @@ impl LoadError {
     /// A TOML error on one line, with the line and column of `text` it points at.
     fn toml(text: &str, e: &toml::de::Error) -> Self {
         let (line, column) = e.span().map_or((0, 0), |span| {
-            let before = &text[..span.start.min(text.len())];
+            let before = text.get(..span.start.min(text.len())).unwrap_or("");
             let line = before.matches('\n').count() + 1;
             let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
             (line, column)
         });
+        let source_line = match line {
+            0 => String::new(),
+            n => {
+                let l = text.lines().nth(n - 1).unwrap_or("").trim();
+                if l.chars().count() > SOURCE_LINE_CHARS_MAX {
+                    let cut: String = l.chars().take(SOURCE_LINE_CHARS_MAX).collect();
+                    format!("{cut}...")
+                } else {
+                    l.to_string()
+                }
+            }
+        };
         let message = e
             .message()
             .lines()
@@ -868,6 +891,7 @@ impl LoadError {
         LoadError::Toml {
             line,
             column,
+            source_line,
             message,
         }
     }
@@ -878,11 +902,16 @@ impl LoadError {
     }
 }
 
-fn toml_error_text(line: usize, column: usize, message: &str) -> String {
-    if line == 0 {
-        format!("not a valid config: {message}")
-    } else {
-        format!("not a valid config at line {line}, column {column}: {message}")
+/// The most characters of the offending line quoted in a TOML error.
+const SOURCE_LINE_CHARS_MAX: usize = 80;
+
+fn toml_error_text(line: usize, column: usize, source_line: &str, message: &str) -> String {
+    match (line, source_line.is_empty()) {
+        (0, _) => format!("not a valid config: {message}"),
+        (_, true) => format!("not a valid config at line {line}, column {column}: {message}"),
+        (_, false) => format!(
+            "not a valid config at line {line}, column {column} (`{source_line}`): {message}"
+        ),
     }
 }
 

@@ -367,6 +367,7 @@ pub fn plan(args: &InitArgs, ask: &mut dyn Ask) -> Result<Plan> {
             id: i as u64 + 1,
             raft_addr: raft_addrs[i].clone(),
             client_addr: client_addrs[i].clone(),
+            metrics_addr: None,
         })
         .collect();
 

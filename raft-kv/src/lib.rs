@@ -26,7 +26,8 @@
 //! The library holds the pieces, so tests and other programs can use them:
 //! [`config`] (the TOML file), [`cluster`] (building and restarting a node),
 //! [`store`] (the state machine), [`client`] and [`server`] (the client protocol),
-//! [`logger`] (the developer log), [`ui`] (the terminal screens) and [`demo`].
+//! [`logger`] (the developer log), [`ui`] (the terminal screens), [`demo`] and
+//! [`metrics`] (the Prometheus endpoint of `raft-kv node --metrics-addr`).
 //!
 //! ```
 //! use raft_kv::config::{ClusterConfig, NodeEntry};
@@ -59,6 +60,7 @@ pub mod config;
 pub mod demo;
 pub mod init;
 pub mod logger;
+pub mod metrics;
 pub mod server;
 pub mod store;
 pub mod ui;

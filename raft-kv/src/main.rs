@@ -136,6 +136,10 @@ struct NodeArgs {
     /// Also append the log to this file.
     #[arg(long)]
     log_file: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics (default: the node's
+    /// `metrics_addr` in the config, else off).
+    #[arg(long, env = "RAFT_KV_METRICS_ADDR", value_name = "HOST:PORT")]
+    metrics_addr: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -625,7 +629,21 @@ fn run_node(args: &NodeArgs) -> Result<()> {
         None => None,
     };
     logger::install(args.log_level, Sinks { stderr: !ui, file });
+    // The metrics port is bound before anything starts, so a bad address changes nothing.
+    let metrics_addr = args
+        .metrics_addr
+        .clone()
+        .or_else(|| host.entry().metrics_addr.clone());
+    let metrics_listener = match &metrics_addr {
+        Some(addr) => Some(raft_kv::metrics::bind(&host.entry().name, addr)?),
+        None => None,
+    };
+    // Installed before the node starts, so the node registers its metrics with it.
+    let serve_metrics = |listener| -> Result<_> {
+        raft_kv::metrics::MetricsServer::serve(listener, raft_kv::metrics::install_recorder()?)
+    };
     if ui {
+        let _metrics = metrics_listener.map(serve_metrics).transpose()?;
         let _server = ClientServer::start(&host.entry().client_addr, host.clone())?;
         return raft_kv::ui::run_node_ui(host);
     }
@@ -643,6 +661,7 @@ fn run_node(args: &NodeArgs) -> Result<()> {
         std::net::TcpListener::bind(&client_addr)
             .with_context(|| format!("cannot use {name}'s client (TCP) port {client_addr}"))?,
     );
+    let _metrics = metrics_listener.map(serve_metrics).transpose()?;
     host.start()?;
     let _server = match ClientServer::start(&client_addr, host.clone()) {
         Ok(server) => server,

@@ -9,9 +9,9 @@
 //! Snapshots carry the map and the list, so a node brought up to date by a snapshot
 //! (after the leader compacted its log) shows the same committed entries as the others.
 
-use std::collections::VecDeque;
+use std::io::{Read, Write};
 
-use raft_core::node::{KvCommand, KvResponse, KvStore, RestoreError, StateMachine};
+use raft_core::node::{KvCommand, KvResponse, KvStore, RestoreError, SnapshotSource, StateMachine};
 use raft_core::LogIndex;
 use serde::{Deserialize, Serialize};
 
@@ -76,7 +76,8 @@ pub type Command = KvCommand<String, String>;
 #[derive(Debug, Default)]
 pub struct KvLog {
     kv: KvStore<String, String>,
-    entries: VecDeque<CommittedEntry>,
+    /// A persistent vector, so a snapshot view of it is an O(1) clone.
+    entries: imbl::Vector<CommittedEntry>,
     /// Entries dropped from the front of `entries` to bound it.
     entries_dropped: u64,
     /// Entries up to here were committed before this start (replayed from storage).
@@ -103,7 +104,7 @@ impl KvLog {
     }
 
     /// The committed entries kept, oldest first.
-    pub fn entries(&self) -> &VecDeque<CommittedEntry> {
+    pub fn entries(&self) -> &imbl::Vector<CommittedEntry> {
         &self.entries
     }
 
@@ -120,7 +121,36 @@ impl KvLog {
     }
 }
 
-/// What a snapshot of a [`KvLog`] holds, besides the map's own snapshot.
+/// The first byte of a [`KvLog`] snapshot stream.
+const STREAM_FORMAT: u8 = 2;
+/// The most bytes the entry list may claim in a snapshot stream (bad input is refused
+/// before it allocates more).
+const STREAM_ENTRIES_BYTES_MAX: u64 = 1 << 30;
+
+/// A [`KvLog`]'s snapshot view (O(1) to take): the map's view and the entry list.
+///
+/// Stream: `format u8 = 2 | entries_dropped u64 LE | list_len u64 LE | list (postcard)`,
+/// then the map's own stream.
+struct KvLogView {
+    kv: Box<dyn SnapshotSource>,
+    entries: imbl::Vector<CommittedEntry>,
+    entries_dropped: u64,
+}
+
+impl SnapshotSource for KvLogView {
+    fn write_to(self: Box<Self>, out: &mut dyn Write) -> std::io::Result<()> {
+        let entries: Vec<&CommittedEntry> = self.entries.iter().collect();
+        let list = postcard::to_allocvec(&entries).map_err(std::io::Error::other)?;
+        out.write_all(&[STREAM_FORMAT])?;
+        out.write_all(&self.entries_dropped.to_le_bytes())?;
+        out.write_all(&(list.len() as u64).to_le_bytes())?;
+        out.write_all(&list)?;
+        self.kv.write_to(out)
+    }
+}
+
+/// What a snapshot of a [`KvLog`] holds, besides the map's own snapshot (the format of
+/// earlier builds, restored through [`StateMachine::restore`]).
 #[derive(Serialize, Deserialize)]
 struct Snapshot {
     map: Vec<u8>,
@@ -147,6 +177,53 @@ impl StateMachine for KvLog {
         let keep = snapshot.entries.len().saturating_sub(ENTRIES_KEPT_MAX);
         self.entries_dropped = snapshot.entries_dropped + keep as u64;
         self.entries = snapshot.entries.into_iter().skip(keep).collect();
+        Ok(())
+    }
+
+    fn snapshot_source(&self) -> Option<Box<dyn SnapshotSource>> {
+        Some(Box::new(KvLogView {
+            kv: self.kv.snapshot_source()?,
+            entries: self.entries.clone(),
+            entries_dropped: self.entries_dropped,
+        }))
+    }
+
+    fn restore_from(&mut self, input: &mut dyn Read) -> Result<(), RestoreError> {
+        let read_err = |e: std::io::Error| RestoreError(format!("raft-kv snapshot: {e}"));
+        let mut format = [0u8; 1];
+        input.read_exact(&mut format).map_err(read_err)?;
+        if format[0] != STREAM_FORMAT {
+            return Err(RestoreError(format!(
+                "raft-kv snapshot: unknown format {} (this build reads {STREAM_FORMAT})",
+                format[0]
+            )));
+        }
+        let mut word = [0u8; 8];
+        input.read_exact(&mut word).map_err(read_err)?;
+        let entries_dropped = u64::from_le_bytes(word);
+        input.read_exact(&mut word).map_err(read_err)?;
+        let list_len = u64::from_le_bytes(word);
+        if list_len > STREAM_ENTRIES_BYTES_MAX {
+            return Err(RestoreError(format!(
+                "raft-kv snapshot: an entry list of {list_len} bytes (at most {STREAM_ENTRIES_BYTES_MAX})"
+            )));
+        }
+        let mut list = Vec::new();
+        input
+            .take(list_len)
+            .read_to_end(&mut list)
+            .map_err(read_err)?;
+        if list.len() as u64 != list_len {
+            return Err(RestoreError(
+                "raft-kv snapshot: cut short in its entry list".into(),
+            ));
+        }
+        let entries: Vec<CommittedEntry> = postcard::from_bytes(&list)
+            .map_err(|e| RestoreError(format!("raft-kv snapshot: bad entry list: {e}")))?;
+        self.kv.restore_from(input)?;
+        let keep = entries.len().saturating_sub(ENTRIES_KEPT_MAX);
+        self.entries_dropped = entries_dropped + keep as u64;
+        self.entries = entries.into_iter().skip(keep).collect();
         Ok(())
     }
 
@@ -217,5 +294,35 @@ mod tests {
         assert_eq!(other.entries(), sm.entries());
         assert_eq!(other.entries_total(), 3);
         assert!(other.restore(b"junk").is_err());
+    }
+
+    #[test]
+    fn streamed_snapshots_hold_the_view_taken() {
+        let mut sm = KvLog::new(0);
+        let put = |i: u64| {
+            Command::Put {
+                key: format!("k{i}"),
+                value: format!("v{i}"),
+            }
+            .encode()
+        };
+        for i in 1..=3u64 {
+            sm.apply(i, &put(i));
+        }
+        let view = sm.snapshot_source().unwrap();
+        sm.apply(4, &put(4)); // after the view: not in it
+        let mut bytes = Vec::new();
+        view.write_to(&mut bytes).unwrap();
+        let mut other = KvLog::new(0);
+        other.restore_from(&mut &bytes[..]).unwrap();
+        assert_eq!(other.get("k3").map(String::as_str), Some("v3"));
+        assert_eq!(other.get("k4"), None);
+        assert_eq!(other.entries_total(), 3);
+        assert_eq!(other.map().last_applied(), 3);
+        assert!(other.restore_from(&mut &b"junk"[..]).is_err());
+        assert!(other.restore_from(&mut &bytes[..bytes.len() - 1]).is_err());
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert!(other.restore_from(&mut &trailing[..]).is_err());
     }
 }

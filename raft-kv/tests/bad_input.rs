@@ -174,7 +174,10 @@ fn malformed_toml_names_the_line_and_column() {
         vec!["get", "k", "--config", b],
     ] {
         let r = run(&args, &[]);
-        assert_one_error(&r, &[b, "line 2, column 8", "invalid table header"]);
+        assert_one_error(
+            &r,
+            &[b, "line 2, column 8 (`[[nodes]`)", "invalid table header"],
+        );
     }
 }
 
@@ -185,7 +188,11 @@ fn a_wrong_field_value_is_named() {
     let text = text.replace("read_mode = \"read_index\"", "read_mode = \"fast\"");
     std::fs::write(&c.config, &text).unwrap();
     let r = run(&node_args(&c, "node1"), &[]);
-    assert_one_error(&r, &["unknown variant `fast`", "line "]);
+    // The line is quoted, so the message names the key even though TOML's does not.
+    assert_one_error(
+        &r,
+        &["read_mode = \"fast\"", "unknown variant `fast`", "line "],
+    );
 }
 
 #[test]

@@ -124,7 +124,8 @@ fn status_json_reports_a_running_cluster() {
     // The leader: field names exactly as documented, values matching the cluster.
     let s = wait_until("the leader reports a snapshot", WAIT, || {
         let s = status_json(&c, &leader, &[])?;
-        (u(&s, "snapshot_index") > 0).then_some(s)
+        // Protocol fields are published at each tick: wait until they show the 15 puts.
+        (u(&s, "snapshot_index") > 0 && u(&s, "commit_index") >= 15).then_some(s)
     });
     assert_eq!(keys(&s), set(TOP_FIELDS), "{s}");
     assert_eq!(s["node"], leader.as_str());

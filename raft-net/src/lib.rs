@@ -35,6 +35,10 @@
 //! b.stop();
 //! assert_eq!(b.stats().delivered_messages, 1);
 //! ```
+//!
+//! Its counters ([`NetStats`]: bytes in and out, drops by reason, fragments) are also
+//! published through the `metrics` facade, labelled with the node id, at each status
+//! publication of the node; [`metrics`] names them.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -43,6 +47,7 @@ pub mod codec;
 pub mod config;
 pub mod crypto;
 pub mod fragment;
+pub mod metrics;
 pub mod peers;
 pub mod processor;
 pub mod replay;

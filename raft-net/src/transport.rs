@@ -24,6 +24,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::codec::{Codec, Sealer};
 use crate::config::NetConfig;
 use crate::fragment::{ReassemblyLimits, ResendCache};
+use crate::metrics::NetMetrics;
 use crate::peers::{self, PeerDirectory};
 use crate::processor::{Control, Processor, LOG_INTERVAL};
 use crate::stats::{DropKind, NetStats, NetStatsSnapshot};
@@ -75,6 +76,8 @@ pub struct UdpTransport {
     codec: Codec,
     directory: PeerDirectory,
     stats: Arc<NetStats>,
+    /// `stats`, published through the `metrics` facade at each status publication.
+    metrics: NetMetrics,
     state: State,
 }
 
@@ -150,6 +153,7 @@ impl UdpTransport {
             codec,
             directory,
             stats: NetStats::new_shared(),
+            metrics: NetMetrics::new(me),
             state: State::Bound,
         })
     }
@@ -290,6 +294,10 @@ impl Transport for UdpTransport {
 
     fn counters(&self) -> TransportCounters {
         self.stats.snapshot().counters()
+    }
+
+    fn publish_metrics(&self) {
+        self.metrics.publish(&self.stats.snapshot());
     }
 
     fn stop(&mut self) {

@@ -84,10 +84,7 @@ impl Writer {
             return;
         }
         let at = last - KEEP_ENTRIES;
-        let meta = SnapshotMeta {
-            last_index: at,
-            last_term: self.log.term(at).expect("term"),
-        };
+        let meta = SnapshotMeta::at(at, self.log.term(at).expect("term"));
         self.log.compact(meta).expect("compact");
         self.log.sync().expect("sync");
     }

@@ -40,7 +40,13 @@ pub(crate) const RECORD_MAGIC: u8 = 0xB1;
 ///
 /// - 1: snapshot stored in sled under `m/snapshot`, one key per record.
 /// - 2: snapshots as files, records cut into chunks (keys carry a chunk number).
-pub(crate) const FORMAT_VERSION: u32 = 2;
+/// - 3: the state record's snapshot metadata carries the configuration in force at the
+///   snapshot (`SnapshotMeta::membership`). A version-2 directory is read with
+///   [`StateV2`] (no configuration: the node's initial configuration holds at its
+///   snapshot) and upgraded in place when it is opened.
+pub(crate) const FORMAT_VERSION: u32 = 3;
+/// The previous format, still opened: the same but for the snapshot metadata.
+pub(crate) const FORMAT_VERSION_NO_CONFIG: u32 = 2;
 /// The largest sled value a record chunk takes.
 pub(crate) const CHUNK_BYTES_MAX: usize = 64 << 10;
 
@@ -343,7 +349,7 @@ impl Owner {
 }
 
 /// Everything besides entries, rewritten by every sync that changed any of it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct State {
     pub(crate) hard_state: HardState,
     /// The compaction point: the log starts after it.
@@ -356,6 +362,59 @@ pub(crate) struct State {
     pub(crate) last_term: Term,
     /// How many syncs wrote a state record; compared with the sync marker on open.
     pub(crate) seq: u64,
+}
+
+/// [`SnapshotMeta`] as format 2 stored it: no configuration.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SnapshotMetaV2 {
+    pub(crate) last_index: LogIndex,
+    pub(crate) last_term: Term,
+}
+
+impl SnapshotMetaV2 {
+    fn upgrade(self) -> SnapshotMeta {
+        SnapshotMeta::at(self.last_index, self.last_term)
+    }
+}
+
+/// [`SnapshotRef`] as format 2 stored it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SnapshotRefV2 {
+    pub(crate) id: u64,
+    pub(crate) meta: SnapshotMetaV2,
+    pub(crate) len: u64,
+    pub(crate) crc: u32,
+}
+
+/// [`State`] as format 2 stored it (field for field, so that postcard, which is not
+/// self-describing, reads its bytes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct StateV2 {
+    pub(crate) hard_state: HardState,
+    pub(crate) snapshot: SnapshotMetaV2,
+    pub(crate) snapshot_file: Option<SnapshotRefV2>,
+    pub(crate) last_index: LogIndex,
+    pub(crate) last_term: Term,
+    pub(crate) seq: u64,
+}
+
+impl StateV2 {
+    /// The same state in the current format: the snapshot carries no configuration.
+    pub(crate) fn upgrade(self) -> State {
+        State {
+            hard_state: self.hard_state,
+            snapshot: self.snapshot.upgrade(),
+            snapshot_file: self.snapshot_file.map(|r| SnapshotRef {
+                id: r.id,
+                meta: r.meta.upgrade(),
+                len: r.len,
+                crc: r.crc,
+            }),
+            last_index: self.last_index,
+            last_term: self.last_term,
+            seq: self.seq,
+        }
+    }
 }
 
 /// Encodes a metadata record: crc32 over key and payload, then the postcard payload.
@@ -493,16 +552,10 @@ mod tests {
                 vote: Some(2),
                 commit: 5,
             },
-            snapshot: SnapshotMeta {
-                last_index: 2,
-                last_term: 1,
-            },
+            snapshot: SnapshotMeta::at(2, 1),
             snapshot_file: Some(SnapshotRef {
                 id: 3,
-                meta: SnapshotMeta {
-                    last_index: 2,
-                    last_term: 1,
-                },
+                meta: SnapshotMeta::at(2, 1),
                 len: 1234,
                 crc: 0xdead_beef,
             }),

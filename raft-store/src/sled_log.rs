@@ -14,8 +14,8 @@ use crate::durable::SledFiles;
 use crate::marker::{Mark, SyncMarker};
 use crate::record::{
     chunk_count, decode_meta, encode_meta, encode_record, parse_record_key, record_bytes,
-    record_key, ByteBudget, Owner, Record, State, CHUNK_BYTES_MAX, FORMAT_VERSION, OWNER_KEY,
-    RECORD_PREFIX, STATE_KEY,
+    record_key, ByteBudget, Owner, Record, State, StateV2, CHUNK_BYTES_MAX, FORMAT_VERSION,
+    FORMAT_VERSION_NO_CONFIG, OWNER_KEY, RECORD_PREFIX, STATE_KEY,
 };
 use crate::snapfile::{SnapshotDir, SnapshotRef};
 use crate::vlog::{ValueLog, ValueRef};
@@ -357,8 +357,23 @@ impl SledLog {
             pending_snapshot: None,
             uncertain_snapshots: Vec::new(),
         };
-        log.check_owner()?;
-        log.restore()?;
+        let format_version = log.check_owner()?;
+        log.restore(format_version)?;
+        if format_version == FORMAT_VERSION_NO_CONFIG {
+            // Upgrade in place, in one sled batch: the owner record names the current
+            // format and the state record is rewritten in it (the snapshot metadata
+            // with no configuration: `SnapshotMeta::membership` is `None`).
+            let mut batch = sled::Batch::default();
+            batch.insert(OWNER_KEY, encode_meta(OWNER_KEY, &log.me())?);
+            log.write(batch)?;
+            log::info!(
+                "n{} upgraded sled log {} from format {FORMAT_VERSION_NO_CONFIG} to \
+                 {FORMAT_VERSION} (its snapshot carries no configuration: the initial \
+                 voters hold at it)",
+                log.options.node_id,
+                log.dir.display()
+            );
+        }
         log::info!(
             "n{} opened sled log {}: entries {}..={}, term {}, snapshot at {}",
             log.options.node_id,
@@ -423,7 +438,7 @@ impl SledLog {
     fn snapshot_dir_and_keep(
         &mut self,
     ) -> Result<(Vec<SnapshotRef>, &mut SnapshotDir), StorageError> {
-        let mut keep: Vec<SnapshotRef> = self.snapshot_file.into_iter().collect();
+        let mut keep: Vec<SnapshotRef> = self.snapshot_file.clone().into_iter().collect();
         keep.extend_from_slice(&self.uncertain_snapshots);
         let dir = self
             .snapshots
@@ -446,19 +461,25 @@ impl SledLog {
         }
     }
 
-    /// Claims a new directory, or checks that an existing one is ours.
-    fn check_owner(&mut self) -> Result<(), StorageError> {
+    /// Claims a new directory, or checks that an existing one is ours. Returns the
+    /// directory's format version: [`FORMAT_VERSION`], or [`FORMAT_VERSION_NO_CONFIG`]
+    /// (read, then upgraded by [`SledLog::open`]).
+    fn check_owner(&mut self) -> Result<u32, StorageError> {
         let me = self.me();
         match self.db.get(OWNER_KEY).map_err(sled_err)? {
             Some(bytes) => {
-                let found: Owner = decode_meta(OWNER_KEY, &bytes)?;
+                let mut found: Owner = decode_meta(OWNER_KEY, &bytes)?;
+                let version = found.format_version;
+                if version == FORMAT_VERSION_NO_CONFIG {
+                    found.format_version = FORMAT_VERSION;
+                }
                 if found.format_version != FORMAT_VERSION {
                     return Err(corrupt(
                         0,
                         format!(
                             "directory {} has format version {}, this build reads only {} \
-                             (version 2 moved snapshots to files and large records to a \
-                             value log); keep the directory for the older build, or move it \
+                             and {FORMAT_VERSION_NO_CONFIG} (version 2 moved snapshots to \
+                             files and large records to a value log); keep the directory for the older build, or move it \
                              away and let the node catch up from the cluster (a snapshot \
                              and the log)",
                             self.dir.display(),
@@ -473,7 +494,7 @@ impl SledLog {
                         found: found.describe(),
                     });
                 }
-                Ok(())
+                Ok(version)
             }
             None => {
                 let keys = self.db.len();
@@ -495,14 +516,19 @@ impl SledLog {
                 }
                 let mut batch = sled::Batch::default();
                 batch.insert(OWNER_KEY, encode_meta(OWNER_KEY, &me)?);
-                self.write(batch)
+                self.write(batch)?;
+                Ok(FORMAT_VERSION)
             }
         }
     }
 
-    /// Rebuilds the in-memory state from the stored records, checking all of them.
-    fn restore(&mut self) -> Result<(), StorageError> {
+    /// Rebuilds the in-memory state from the stored records, checking all of them;
+    /// `format_version` says how the state record is laid out.
+    fn restore(&mut self, format_version: u32) -> Result<(), StorageError> {
         let state: State = match self.db.get(STATE_KEY).map_err(sled_err)? {
+            Some(bytes) if format_version == FORMAT_VERSION_NO_CONFIG => {
+                decode_meta::<StateV2>(STATE_KEY, &bytes)?.upgrade()
+            }
             Some(bytes) => decode_meta(STATE_KEY, &bytes)?,
             None => return Err(corrupt(0, "the state record is missing".into())),
         };
@@ -809,12 +835,19 @@ impl SledLog {
         }
     }
 
+    /// The snapshot file the next sync names (a saved or adopted one), else the durable one.
+    fn current_snapshot(&self) -> Option<&SnapshotRef> {
+        self.pending_snapshot
+            .as_ref()
+            .or(self.snapshot_file.as_ref())
+    }
+
     fn state(&self) -> State {
         let last_index = self.last_index();
         State {
             hard_state: self.hard_state,
-            snapshot: self.snapshot,
-            snapshot_file: self.pending_snapshot.or(self.snapshot_file),
+            snapshot: self.snapshot.clone(),
+            snapshot_file: self.current_snapshot().cloned(),
             last_index,
             last_term: self
                 .terms
@@ -840,7 +873,7 @@ impl Log for SledLog {
     }
 
     fn snapshot_meta(&self) -> SnapshotMeta {
-        self.snapshot
+        self.snapshot.clone()
     }
 
     fn first_index(&self) -> LogIndex {
@@ -991,7 +1024,7 @@ impl Log for SledLog {
         values.sync()?;
         // On failure the pending writes stay, so a retried sync writes them again.
         if let Err(e) = self.write(batch) {
-            if let Some(p) = self.pending_snapshot {
+            if let Some(p) = self.pending_snapshot.clone() {
                 if !self.uncertain_snapshots.contains(&p) {
                     self.uncertain_snapshots.push(p);
                 }
@@ -1026,8 +1059,29 @@ impl Log for SledLog {
     }
 
     fn snapshot(&self) -> Result<Option<raft_core::Snapshot>, StorageError> {
-        match self.pending_snapshot.or(self.snapshot_file) {
-            Some(r) => self.snapshot_dir()?.read(&r).map(Some),
+        match self.current_snapshot() {
+            Some(r) => self.snapshot_dir()?.read(r).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// From the current snapshot's reference in the state record: no file is read.
+    fn snapshot_info(&self) -> Result<Option<raft_core::SnapshotInfo>, StorageError> {
+        Ok(self.current_snapshot().map(|r| raft_core::SnapshotInfo {
+            meta: r.meta.clone(),
+            len_bytes: r.len,
+            crc32: r.crc,
+        }))
+    }
+
+    /// Opens the current snapshot's file; chunks are read from it as they are sent.
+    fn open_snapshot(
+        &self,
+    ) -> Result<Option<std::sync::Arc<dyn raft_core::SnapshotChunks>>, StorageError> {
+        match self.current_snapshot() {
+            Some(r) => Ok(Some(std::sync::Arc::new(
+                self.snapshot_dir()?.open_chunks(r)?,
+            ))),
             None => Ok(None),
         }
     }
@@ -1071,7 +1125,7 @@ impl Log for SledLog {
                 r.id, r.meta, written.meta
             )));
         }
-        keep.push(r);
+        keep.push(r.clone());
         dir.remove_all_but(&keep)?;
         self.pending_snapshot = Some(r);
         self.state_dirty = true;
@@ -1196,13 +1250,189 @@ struct SledSnapshotWriter(crate::snapfile::FileWriter);
 impl raft_core::SnapshotWriter for SledSnapshotWriter {
     fn write(
         &mut self,
-        snapshot: &raft_core::Snapshot,
+        meta: raft_core::SnapshotMeta,
+        fill: &mut dyn FnMut(&mut dyn std::io::Write) -> std::io::Result<()>,
     ) -> Result<raft_core::WrittenSnapshot, StorageError> {
-        let r = self.0.write(snapshot)?;
+        let r = self.0.write_stream(meta, fill)?;
         Ok(raft_core::WrittenSnapshot {
             meta: r.meta,
             id: r.id,
             size_bytes: r.len,
         })
+    }
+}
+
+#[cfg(test)]
+mod format_tests {
+    //! Format 3 (the snapshot's configuration in its metadata) still opens a directory
+    //! written in format 2 (no configuration), and refuses a damaged state record with a
+    //! clear error.
+
+    use super::*;
+    use crate::record::{SnapshotMetaV2, SnapshotRefV2};
+    use raft_core::{Config, Entry, EntryKind, Membership, Raft, Snapshot};
+
+    const CLUSTER: &str = "format-test";
+
+    fn entries(from: LogIndex, to: LogIndex, term: Term) -> Vec<Entry> {
+        (from..=to)
+            .map(|index| Entry {
+                term,
+                index,
+                kind: EntryKind::Command,
+                data: format!("e{index}").into_bytes().into(),
+            })
+            .collect()
+    }
+
+    /// A directory with entries 1..=10 and a snapshot at 6 (carrying `membership`),
+    /// compacted there, synced; the log is returned open.
+    fn written(dir: &Path, membership: Option<Membership>) -> SledLog {
+        let mut log = SledLog::open(dir, CLUSTER, 1).unwrap();
+        log.append(&entries(1, 10, 2)).unwrap();
+        log.set_hard_state(HardState {
+            term: 2,
+            vote: Some(1),
+            commit: 10,
+        })
+        .unwrap();
+        let meta = SnapshotMeta {
+            last_index: 6,
+            last_term: 2,
+            membership,
+        };
+        log.save_snapshot(&Snapshot {
+            meta: meta.clone(),
+            data: "state at 6".into(),
+        })
+        .unwrap();
+        log.compact(meta).unwrap();
+        log.sync().unwrap();
+        log
+    }
+
+    /// Rewrites the owner and state records of an open log as format 2 wrote them
+    /// (field for field, no configuration), with the same sync sequence number, then
+    /// closes it: the directory a build of format 2 would have left.
+    fn downgrade_to_format_2(log: SledLog) {
+        let state = log.state();
+        let v2 = |m: &SnapshotMeta| SnapshotMetaV2 {
+            last_index: m.last_index,
+            last_term: m.last_term,
+        };
+        let old = StateV2 {
+            hard_state: state.hard_state,
+            snapshot: v2(&state.snapshot),
+            snapshot_file: state.snapshot_file.as_ref().map(|r| SnapshotRefV2 {
+                id: r.id,
+                meta: v2(&r.meta),
+                len: r.len,
+                crc: r.crc,
+            }),
+            last_index: state.last_index,
+            last_term: state.last_term,
+            seq: state.seq,
+        };
+        let owner = Owner {
+            format_version: FORMAT_VERSION_NO_CONFIG,
+            ..log.me()
+        };
+        let mut batch = sled::Batch::default();
+        batch.insert(OWNER_KEY, encode_meta(OWNER_KEY, &owner).unwrap());
+        batch.insert(STATE_KEY, encode_meta(STATE_KEY, &old).unwrap());
+        log.db.apply_batch(batch).unwrap();
+        log.db.flush().unwrap();
+    }
+
+    fn stored_format(log: &SledLog) -> u32 {
+        let bytes = log.db.get(OWNER_KEY).unwrap().expect("an owner record");
+        decode_meta::<Owner>(OWNER_KEY, &bytes)
+            .unwrap()
+            .format_version
+    }
+
+    #[test]
+    fn the_configuration_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Membership::new([1, 2, 4], [5]);
+        drop(written(dir.path(), Some(m.clone())));
+        let log = SledLog::open(dir.path(), CLUSTER, 1).unwrap();
+        let info = log.snapshot_info().unwrap().expect("a snapshot");
+        assert_eq!(info.meta.membership, Some(m.clone()));
+        assert_eq!(
+            log.snapshot().unwrap().unwrap().meta.membership,
+            Some(m.clone())
+        );
+        assert_eq!(stored_format(&log), FORMAT_VERSION);
+        // The protocol resumes with it: node 3, a voter at start, no longer is.
+        let raft = Raft::new(Config::new(1, [1, 2, 3]), log, 7).unwrap();
+        assert_eq!(raft.membership(), &m);
+    }
+
+    #[test]
+    fn a_format_2_directory_opens_with_the_initial_configuration_and_is_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = written(dir.path(), Some(Membership::new([1, 2, 4], [])));
+        downgrade_to_format_2(log);
+        let log = SledLog::open(dir.path(), CLUSTER, 1).unwrap();
+        assert_eq!(stored_format(&log), FORMAT_VERSION, "upgraded in place");
+        let info = log.snapshot_info().unwrap().expect("the snapshot is kept");
+        assert_eq!(info.meta, SnapshotMeta::at(6, 2));
+        assert_eq!(&log.snapshot().unwrap().unwrap().data[..], b"state at 6");
+        assert_eq!((log.first_index(), log.last_index()), (7, 10));
+        assert_eq!(log.hard_state().commit, 10);
+        // No configuration stored: the node's initial voters hold at the snapshot.
+        let raft = Raft::new(Config::new(1, [1, 2, 3]), log, 7).unwrap();
+        assert_eq!(raft.membership(), &Membership::new([1, 2, 3], []));
+        drop(raft);
+        // Upgraded: it opens again as format 3.
+        let log = SledLog::open(dir.path(), CLUSTER, 1).unwrap();
+        assert_eq!(
+            log.snapshot_info().unwrap().unwrap().meta,
+            SnapshotMeta::at(6, 2)
+        );
+    }
+
+    #[test]
+    fn a_state_record_in_the_wrong_format_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = written(dir.path(), Some(Membership::new([1, 2, 3], [])));
+        // A format-2 state record under a format-3 owner: postcard cannot tell, the
+        // decoder runs out of bytes or reads garbage; either way it must be refused.
+        let state = log.state();
+        let old = StateV2 {
+            hard_state: state.hard_state,
+            snapshot: SnapshotMetaV2 {
+                last_index: 6,
+                last_term: 2,
+            },
+            snapshot_file: None,
+            last_index: state.last_index,
+            last_term: state.last_term,
+            seq: state.seq,
+        };
+        let mut batch = sled::Batch::default();
+        batch.insert(STATE_KEY, encode_meta(STATE_KEY, &old).unwrap());
+        log.db.apply_batch(batch).unwrap();
+        log.db.flush().unwrap();
+        drop(log);
+        let err = SledLog::open(dir.path(), CLUSTER, 1).unwrap_err();
+        assert!(
+            err.to_string().contains("m/state"),
+            "the error names the record: {err}"
+        );
+    }
+
+    #[test]
+    fn a_stored_invalid_configuration_is_refused_by_the_protocol() {
+        let dir = tempfile::tempdir().unwrap();
+        // No voters: not a configuration a leader could have had.
+        drop(written(dir.path(), Some(Membership::new([], [2]))));
+        let log = SledLog::open(dir.path(), CLUSTER, 1).unwrap();
+        let err = Raft::new(Config::new(1, [1, 2, 3]), log, 7).unwrap_err();
+        assert!(
+            err.to_string().contains("configuration is invalid"),
+            "{err}"
+        );
     }
 }

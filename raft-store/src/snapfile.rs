@@ -27,7 +27,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -51,8 +51,10 @@ const PREFIX: &str = "snapshot-";
 const FINAL_SUFFIX: &str = ".snap";
 const TEMP_SUFFIX: &str = ".tmp";
 
-/// What the log's state record says about the current snapshot file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// What the log's state record says about the current snapshot file. The state record
+/// is the authority on its metadata (the configuration included); the file's header
+/// repeats its position, length and checksum, to be checked against it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct SnapshotRef {
     /// The file's id (its name); ids only grow.
     pub(crate) id: u64,
@@ -93,10 +95,7 @@ impl SnapshotRef {
         }
         Ok(Self {
             id: u64_at(8),
-            meta: SnapshotMeta {
-                last_index: u64_at(16),
-                last_term: u64_at(24),
-            },
+            meta: SnapshotMeta::at(u64_at(16), u64_at(24)),
             len: u64_at(32),
             crc: u32_at(40),
         })
@@ -131,45 +130,137 @@ pub(crate) struct FileWriter {
 }
 
 impl FileWriter {
-    /// Writes `snapshot` durably as a new file; returns its reference.
-    pub(crate) fn write(&self, snapshot: &Snapshot) -> Result<SnapshotRef, StorageError> {
+    /// Writes the snapshot covering `meta` durably as a new file, its data written into
+    /// the file by `fill` as a stream; returns its reference.
+    pub(crate) fn write_stream(
+        &self,
+        meta: SnapshotMeta,
+        fill: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>,
+    ) -> Result<SnapshotRef, StorageError> {
         let id = self.next_id.fetch_add(1, Ordering::SeqCst);
-        let r = write_file(&self.dir, self.node_id, self.durable, id, snapshot)?;
-        self.written.lock().insert(r.id, r);
+        let r = write_file(&self.dir, self.node_id, self.durable, id, meta, fill)?;
+        self.written.lock().insert(r.id, r.clone());
         Ok(r)
     }
 }
 
-/// Writes `snapshot` as file `id` in `dir`: temporary file, fsync, rename, directory
-/// fsync (the syncs only when `durable`). On failure the temporary file is removed.
-fn write_file(
-    dir: &Path,
-    node_id: NodeId,
+/// A snapshot file open for reading in chunks: what `SledLog::open_snapshot` hands a
+/// leader's transfer. The follower checks the data against `r.crc` (sent with the last
+/// chunk), so chunks are not checksummed here.
+#[derive(Debug)]
+pub(crate) struct FileChunks {
+    r: SnapshotRef,
+    file: Mutex<File>,
+    path: PathBuf,
+}
+
+impl raft_core::SnapshotChunks for FileChunks {
+    fn info(&self) -> raft_core::SnapshotInfo {
+        raft_core::SnapshotInfo {
+            meta: self.r.meta.clone(),
+            len_bytes: self.r.len,
+            crc32: self.r.crc,
+        }
+    }
+
+    fn read_chunk(&self, offset: u64, max_bytes: u64) -> Result<Bytes, StorageError> {
+        let start = offset.min(self.r.len);
+        let n = usize::try_from(max_bytes.min(self.r.len - start))
+            .map_err(|_| StorageError::Io(format!("a chunk of {max_bytes} bytes")))?;
+        let mut data = vec![0u8; n];
+        let mut file = self.file.lock();
+        file.seek(SeekFrom::Start(HEADER_BYTES as u64 + start))
+            .and_then(|_| file.read_exact(&mut data))
+            .map_err(|e| io_err("cannot read", &self.path, e))?;
+        Ok(Bytes::from(data))
+    }
+}
+
+/// The data part of a snapshot file being written: buffers, counts and checksums what
+/// passes, and makes each [`WRITE_SLICE_BYTES`] durable before writing more.
+struct SliceWriter {
+    file: File,
+    /// Bytes not yet written to `file` (at most [`WRITE_SLICE_BYTES`]).
+    buf: Vec<u8>,
+    hasher: crc32fast::Hasher,
+    len: u64,
     durable: bool,
-    id: u64,
-    snapshot: &Snapshot,
-) -> Result<SnapshotRef, StorageError> {
-    let r = SnapshotRef {
-        id,
-        meta: snapshot.meta,
-        len: snapshot.data.len() as u64,
-        crc: crc32fast::hash(&snapshot.data),
-    };
-    let temp = dir.join(temp_name(r.id));
-    let result = (|| {
-        let mut file = File::create(&temp)?;
-        file.write_all(&r.header())?;
+}
+
+impl SliceWriter {
+    /// Writes the buffered slice to the file, and syncs it when durable.
+    fn write_slice(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.file.write_all(&self.buf)?;
+        self.buf.clear();
         // In slices, each made durable before the next: a file of hundreds of MB flushed
         // at once fills the disk queue (and, on ext4, the journal commit) that the log's
         // own small fsyncs wait behind (RocksDB syncs big files incrementally for the same
         // reason, `bytes_per_sync`); a leader whose sync waited half a second for a
         // 150 MB snapshot stopped heartbeating and lost its leadership (issue 18).
-        for slice in snapshot.data.chunks(WRITE_SLICE_BYTES) {
-            file.write_all(slice)?;
-            if durable {
-                file.sync_data()?;
-            }
+        if self.durable {
+            self.file.sync_data()?;
         }
+        Ok(())
+    }
+}
+
+impl Write for SliceWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(WRITE_SLICE_BYTES - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        self.hasher.update(&data[..n]);
+        self.len += n as u64;
+        if self.buf.len() == WRITE_SLICE_BYTES {
+            self.write_slice()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(()) // slices are written whole; `write_file` writes the last one
+    }
+}
+
+/// Writes the snapshot covering `meta` as file `id` in `dir`, its data streamed in by
+/// `fill`: temporary file (its header, with the length and checksum known only at the
+/// end, written last), fsync, rename, directory fsync (the syncs only when `durable`).
+/// On failure the temporary file is removed.
+fn write_file(
+    dir: &Path,
+    node_id: NodeId,
+    durable: bool,
+    id: u64,
+    meta: SnapshotMeta,
+    fill: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>,
+) -> Result<SnapshotRef, StorageError> {
+    let temp = dir.join(temp_name(id));
+    let (last_index, last_term) = (meta.last_index, meta.last_term);
+    let result = (|| {
+        let mut file = File::create(&temp)?;
+        // A placeholder header: a crash before the real one is written leaves a file that
+        // fails its header checksum (and is a temporary, removed on open anyway).
+        file.write_all(&[0u8; HEADER_BYTES])?;
+        let mut out = SliceWriter {
+            file,
+            buf: Vec::with_capacity(WRITE_SLICE_BYTES),
+            hasher: crc32fast::Hasher::new(),
+            len: 0,
+            durable,
+        };
+        fill(&mut out)?;
+        out.write_slice()?;
+        let r = SnapshotRef {
+            id,
+            meta,
+            len: out.len,
+            crc: out.hasher.finalize(),
+        };
+        let mut file = out.file;
+        file.seek(SeekFrom::Start(0))?;
+        file.write_all(&r.header())?;
         if durable {
             file.sync_data()?;
         }
@@ -178,20 +269,20 @@ fn write_file(
         if durable {
             sync_dir(dir)?;
         }
-        Ok::<(), io::Error>(())
+        Ok::<SnapshotRef, io::Error>(r)
     })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&temp);
-        let _ = fs::remove_file(dir.join(final_name(r.id)));
-        log::error!(
-            "n{node_id} cannot write the snapshot up to {}@{} in {}: {e}",
-            r.meta.last_index,
-            r.meta.last_term,
-            dir.display()
-        );
-        return Err(io_err("cannot write a snapshot in", dir, e));
+    match result {
+        Ok(r) => Ok(r),
+        Err(e) => {
+            let _ = fs::remove_file(&temp);
+            let _ = fs::remove_file(dir.join(final_name(id)));
+            log::error!(
+                "n{node_id} cannot write the snapshot up to {last_index}@{last_term} in {}: {e}",
+                dir.display()
+            );
+            Err(io_err("cannot write a snapshot in", dir, e))
+        }
     }
-    Ok(r)
 }
 
 fn io_err(what: &str, path: &Path, e: io::Error) -> StorageError {
@@ -378,7 +469,12 @@ impl SnapshotDir {
             Err(e) => return Err(io_err("cannot read", &path, e)),
         }
         let found = SnapshotRef::parse_header(&header).map_err(bad)?;
-        if found != *r {
+        // The header has no configuration: the state record's reference is the authority.
+        let same = found.id == r.id
+            && found.meta.same_position(&r.meta)
+            && found.len == r.len
+            && found.crc == r.crc;
+        if !same {
             return Err(bad(format!(
                 "it holds {found:?}, but the log's state names {r:?}"
             )));
@@ -415,8 +511,21 @@ impl SnapshotDir {
             )));
         }
         Ok(Snapshot {
-            meta: r.meta,
+            meta: r.meta.clone(),
             data: Bytes::from(data),
+        })
+    }
+
+    /// The file of `r`, open for reading in chunks (its header checked). It stays
+    /// readable after the file is removed (a newer snapshot replaced it) until dropped.
+    ///
+    /// # Errors
+    /// [`StorageError::Corrupt`] when the file is missing or does not match `r`.
+    pub(crate) fn open_chunks(&self, r: &SnapshotRef) -> Result<FileChunks, StorageError> {
+        Ok(FileChunks {
+            r: r.clone(),
+            file: Mutex::new(self.open_checked(r)?),
+            path: self.path(&final_name(r.id)),
         })
     }
 
@@ -458,7 +567,15 @@ impl SnapshotDir {
     ) -> Result<SnapshotRef, StorageError> {
         self.remove_all_but(keep)?;
         let id = self.next_id.fetch_add(1, Ordering::SeqCst);
-        write_file(&self.dir, self.node_id, self.durable, id, snapshot)
+        let mut fill = |out: &mut dyn Write| out.write_all(&snapshot.data);
+        write_file(
+            &self.dir,
+            self.node_id,
+            self.durable,
+            id,
+            snapshot.meta.clone(),
+            &mut fill,
+        )
     }
 
     /// Removes every file (temporaries included) but those in `keep`.
@@ -507,10 +624,7 @@ mod tests {
 
     fn snap(index: u64, len: usize) -> Snapshot {
         Snapshot {
-            meta: SnapshotMeta {
-                last_index: index,
-                last_term: 2,
-            },
+            meta: SnapshotMeta::at(index, 2),
             data: (0..len).map(|i| (i * 7 + index as usize) as u8).collect(),
         }
     }
@@ -520,8 +634,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = SnapshotDir::open(dir.path(), 1, true, None).unwrap();
         let a = s.write(&snap(10, 1000), &[]).unwrap();
-        let b = s.write(&snap(20, 2000), &[a]).unwrap();
-        let c = s.write(&snap(30, 3000), &[b]).unwrap();
+        let b = s.write(&snap(20, 2000), std::slice::from_ref(&a)).unwrap();
+        let c = s.write(&snap(30, 3000), std::slice::from_ref(&b)).unwrap();
         assert_eq!(s.read(&c).unwrap(), snap(30, 3000));
         assert_eq!(s.read(&b).unwrap(), snap(20, 2000));
         // `a` was neither kept nor the new one.
@@ -537,7 +651,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = SnapshotDir::open(dir.path(), 1, true, None).unwrap();
         let a = s.write(&snap(10, 100), &[]).unwrap();
-        let b = s.write(&snap(20, 100), &[a]).unwrap();
+        let b = s.write(&snap(20, 100), std::slice::from_ref(&a)).unwrap();
         let sd = dir.path().join(SNAPSHOT_DIR);
         // A save no sync adopted, and a temporary of a save cut short.
         let c_id = b.id + 5;

@@ -68,11 +68,7 @@ mod cases {
             matches!(backwards, Err(StorageError::InvalidAppend(_))),
             "{backwards:?}"
         );
-        log.compact(SnapshotMeta {
-            last_index: 2,
-            last_term: 1,
-        })
-        .unwrap();
+        log.compact(SnapshotMeta::at(2, 1)).unwrap();
         let below = log.append(&run(2, 4, 1));
         assert!(
             matches!(below, Err(StorageError::InvalidAppend(_))),
@@ -158,11 +154,7 @@ mod cases {
         let mut f = F::create();
         let log = f.log();
         log.append(&run(1, 10, 1)).unwrap();
-        log.compact(SnapshotMeta {
-            last_index: 4,
-            last_term: 1,
-        })
-        .unwrap();
+        log.compact(SnapshotMeta::at(4, 1)).unwrap();
         assert!(matches!(
             log.entries(4, 6, u64::MAX),
             Err(StorageError::Compacted {
@@ -223,11 +215,7 @@ mod cases {
         assert_eq!(log.term(0).unwrap(), 0);
         assert_eq!(log.term(4).unwrap(), 1);
         assert_eq!(log.term(5).unwrap(), 3);
-        log.compact(SnapshotMeta {
-            last_index: 6,
-            last_term: 3,
-        })
-        .unwrap();
+        log.compact(SnapshotMeta::at(6, 3)).unwrap();
         assert_eq!(log.term(6).unwrap(), 3);
         assert!(matches!(
             log.term(5),
@@ -254,28 +242,17 @@ mod cases {
         log.append(&run(1, 6, 1)).unwrap();
         log.append(&run(7, 12, 2)).unwrap();
         log.sync().unwrap();
-        let meta = SnapshotMeta {
-            last_index: 8,
-            last_term: 2,
-        };
-        log.compact(meta).unwrap();
+        let meta = SnapshotMeta::at(8, 2);
+        log.compact(meta.clone()).unwrap();
         assert_eq!(log.snapshot_meta(), meta);
         assert_eq!((log.first_index(), log.last_index()), (9, 12));
         assert_eq!(log.entries(9, 13, u64::MAX).unwrap(), run(9, 12, 2));
         // Compacting to or below the current snapshot changes nothing.
-        log.compact(SnapshotMeta {
-            last_index: 5,
-            last_term: 1,
-        })
-        .unwrap();
-        log.compact(meta).unwrap();
+        log.compact(SnapshotMeta::at(5, 1)).unwrap();
+        log.compact(meta.clone()).unwrap();
         assert_eq!(log.snapshot_meta(), meta);
         // Compacting to the last index leaves an empty log after the snapshot.
-        log.compact(SnapshotMeta {
-            last_index: 12,
-            last_term: 2,
-        })
-        .unwrap();
+        log.compact(SnapshotMeta::at(12, 2)).unwrap();
         assert_eq!((log.first_index(), log.last_index()), (13, 12));
         assert_eq!(log.term(12).unwrap(), 2);
         log.append(&run(13, 14, 3)).unwrap();
@@ -288,11 +265,8 @@ mod cases {
         let mut f = F::create();
         let log = f.log();
         log.append(&run(1, 10, 1)).unwrap();
-        let meta = SnapshotMeta {
-            last_index: 5,
-            last_term: 7,
-        };
-        log.compact(meta).unwrap();
+        let meta = SnapshotMeta::at(5, 7);
+        log.compact(meta.clone()).unwrap();
         assert_eq!(log.snapshot_meta(), meta);
         assert_eq!((log.first_index(), log.last_index()), (6, 5));
         assert_eq!(log.term(5).unwrap(), 7);
@@ -300,11 +274,8 @@ mod cases {
         log.append(&run(6, 7, 7)).unwrap();
         assert_eq!(log.entries(6, 8, u64::MAX).unwrap(), run(6, 7, 7));
         // Past the end.
-        let meta = SnapshotMeta {
-            last_index: 20,
-            last_term: 8,
-        };
-        log.compact(meta).unwrap();
+        let meta = SnapshotMeta::at(20, 8);
+        log.compact(meta.clone()).unwrap();
         assert_eq!((log.first_index(), log.last_index()), (21, 20));
         log.sync().unwrap();
         if let Some(log) = f.reopen() {
@@ -317,14 +288,11 @@ mod cases {
     pub fn compact_inside_a_batch_then_overwrite<F: Fixture>() {
         let mut f = F::create();
         let mut model = raft_store::MemLog::new();
-        let meta = SnapshotMeta {
-            last_index: 4,
-            last_term: 1,
-        };
+        let meta = SnapshotMeta::at(4, 1);
         for log in [f.log() as &mut dyn Log, &mut model as &mut dyn Log] {
             log.append(&run(1, 10, 1)).unwrap();
             log.sync().unwrap();
-            log.compact(meta).unwrap();
+            log.compact(meta.clone()).unwrap();
             log.append(&run(5, 6, 2)).unwrap();
         }
         assert_eq!(view(f.log()), view(&model));
@@ -367,11 +335,7 @@ mod cases {
         let log = f.log();
         log.append(&run(1, 30, 1)).unwrap();
         log.append(&run(20, 40, 2)).unwrap();
-        log.compact(SnapshotMeta {
-            last_index: 25,
-            last_term: 2,
-        })
-        .unwrap();
+        log.compact(SnapshotMeta::at(25, 2)).unwrap();
         log.set_hard_state(HardState {
             term: 2,
             vote: Some(1),
@@ -402,12 +366,7 @@ mod cases {
                 commit: 3,
             })
             .unwrap();
-        f.log()
-            .compact(SnapshotMeta {
-                last_index: 2,
-                last_term: 1,
-            })
-            .unwrap();
+        f.log().compact(SnapshotMeta::at(2, 1)).unwrap();
         if let Some(log) = f.reopen() {
             assert_eq!(view(log), synced);
         }

@@ -456,11 +456,7 @@ fn value_log_records_survive_and_damage_is_refused() {
             log.size_on_disk_bytes().unwrap() < 4 << 20,
             "sled holds references"
         );
-        log.compact(raft_core::SnapshotMeta {
-            last_index: 38,
-            last_term: 1,
-        })
-        .unwrap();
+        log.compact(raft_core::SnapshotMeta::at(38, 1)).unwrap();
         log.sync().unwrap();
         assert_eq!(
             segments(),
@@ -539,10 +535,7 @@ fn snapshot_files_reopen_and_damage_is_refused() {
     use raft_core::{Snapshot, SnapshotMeta};
     let dir = tempfile::tempdir().unwrap();
     let snap = |index: LogIndex, len: usize| Snapshot {
-        meta: SnapshotMeta {
-            last_index: index,
-            last_term: 1,
-        },
+        meta: SnapshotMeta::at(index, 1),
         data: payload(index, 1, len),
     };
     let files = || {

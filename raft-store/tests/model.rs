@@ -128,11 +128,8 @@ impl Run {
                     (true, Ok(term)) => term,
                     _ => self.term_max + 1,
                 };
-                let meta = SnapshotMeta {
-                    last_index: index,
-                    last_term,
-                };
-                let a = self.sled().compact(meta);
+                let meta = SnapshotMeta::at(index, last_term);
+                let a = self.sled().compact(meta.clone());
                 let b = self.model.compact(meta);
                 same(&format!("{op:?}"), a, b)?;
             }

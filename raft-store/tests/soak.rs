@@ -138,10 +138,7 @@ fn run(w: &Workload) -> Outcome {
         if to / w.snapshot_every > (next - 1) / w.snapshot_every {
             let state = (to as usize * w.entry_bytes).min(w.state_max_bytes);
             let snapshot = Snapshot {
-                meta: SnapshotMeta {
-                    last_index: to,
-                    last_term: 1,
-                },
+                meta: SnapshotMeta::at(to, 1),
                 data: vec![(to % 253) as u8; state].into(),
             };
             log.save_snapshot(&snapshot).unwrap();
@@ -151,11 +148,7 @@ fn run(w: &Workload) -> Outcome {
             check(&log, snapshot_bytes, &mut syncs);
             if to > w.trailing {
                 let at = to - w.trailing;
-                log.compact(SnapshotMeta {
-                    last_index: at,
-                    last_term: 1,
-                })
-                .unwrap();
+                log.compact(SnapshotMeta::at(at, 1)).unwrap();
                 log.sync().unwrap();
                 check(&log, snapshot_bytes, &mut syncs);
             }

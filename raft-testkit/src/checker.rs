@@ -189,6 +189,18 @@ pub enum Violation {
         /// What was wrong.
         detail: String,
     },
+    /// Two nodes hold different configurations in force at the same committed index
+    /// (thesis §4.1: the configuration at an index is the latest one in the log up to
+    /// it, and the committed prefix is the same everywhere): a node lost a configuration
+    /// entry, or installed a snapshot without its configuration.
+    ConfigurationDivergence {
+        /// The node whose configuration differs.
+        node: NodeId,
+        /// The committed index.
+        index: LogIndex,
+        /// Its configuration there, and the one the node seen first there had.
+        detail: String,
+    },
     /// A leader appended a configuration entry that breaks the change rules (thesis
     /// §4.1-§4.3): a second change while one is in flight, a single-server change
     /// before an entry of its term committed, or a step that changes the voters by more
@@ -313,6 +325,11 @@ impl fmt::Display for Violation {
                 f,
                 "membership change: n{leader}'s configuration entry {index}@{term}: {detail}"
             ),
+            Violation::ConfigurationDivergence {
+                node,
+                index,
+                detail,
+            } => write!(f, "membership: at committed index {index} n{node} {detail}"),
             Violation::Liveness { detail } => write!(f, "liveness: {detail}"),
         }
     }
@@ -397,6 +414,9 @@ pub struct SafetyChecker {
     nodes: BTreeMap<NodeId, NodeWatch>,
     /// Nodes currently seen as leader, with their term.
     current_leaders: BTreeMap<NodeId, Term>,
+    /// The configuration in force at committed indexes, as the first node seen there
+    /// held it (only indexes some node's commit index stopped at).
+    configs_at_commit: BTreeMap<LogIndex, (NodeId, Membership)>,
 }
 
 impl SafetyChecker {
@@ -607,6 +627,41 @@ impl SafetyChecker {
             }
         }
         Ok(())
+    }
+
+    /// Node `node`'s commit index is `commit` and its configuration in force there is
+    /// `membership`. Every node must hold the same configuration at the same committed
+    /// index: it is the latest configuration entry in the committed prefix (or what a
+    /// snapshot covering it carried, or the initial one).
+    ///
+    /// # Errors
+    /// [`Violation::ConfigurationDivergence`].
+    pub fn observe_configuration_at_commit(
+        &mut self,
+        node: NodeId,
+        commit: LogIndex,
+        membership: &Membership,
+    ) -> Result<(), Violation> {
+        if commit == 0 {
+            return Ok(());
+        }
+        match self.configs_at_commit.get(&commit) {
+            Some((other, expected)) if expected != membership => {
+                Err(Violation::ConfigurationDivergence {
+                    node,
+                    index: commit,
+                    detail: format!(
+                        "has configuration {membership:?} but n{other} had {expected:?}"
+                    ),
+                })
+            }
+            Some(_) => Ok(()),
+            None => {
+                self.configs_at_commit
+                    .insert(commit, (node, membership.clone()));
+                Ok(())
+            }
+        }
     }
 
     /// A leader of `term` appended the configuration entry `next` at `index`; before
@@ -1187,10 +1242,7 @@ mod tests {
             .unwrap();
         c.observe_commit(1, 3, 2, &log_of(&[1, 1, 2]), &no_leaders)
             .unwrap();
-        let meta = |last_index, last_term| SnapshotMeta {
-            last_index,
-            last_term,
-        };
+        let meta = |last_index, last_term| SnapshotMeta::at(last_index, last_term);
         let v = c.observe_snapshot_restored(2, meta(2, 2));
         assert!(
             matches!(v, Err(Violation::BadSnapshot { index: 2, .. })),

@@ -106,8 +106,18 @@ impl FaultyLogControl {
 struct FaultyWriter(FaultyLogControl);
 
 impl SnapshotWriter for FaultyWriter {
-    fn write(&mut self, snapshot: &Snapshot) -> Result<WrittenSnapshot, StorageError> {
+    fn write(
+        &mut self,
+        meta: SnapshotMeta,
+        fill: &mut dyn FnMut(&mut dyn std::io::Write) -> std::io::Result<()>,
+    ) -> Result<WrittenSnapshot, StorageError> {
         self.0.snapshot_store_delay();
+        let mut data = Vec::new();
+        fill(&mut data).map_err(|e| StorageError::Io(format!("snapshot data: {e}")))?;
+        let snapshot = Snapshot {
+            meta,
+            data: data.into(),
+        };
         let f = &self.0 .0;
         let id = f.next_written_id.fetch_add(1, Ordering::SeqCst);
         f.written
@@ -204,6 +214,14 @@ impl<L: Log> Log for FaultyLog<L> {
     }
     fn snapshot(&self) -> Result<Option<Snapshot>, StorageError> {
         self.inner.snapshot()
+    }
+    fn snapshot_info(&self) -> Result<Option<raft_core::SnapshotInfo>, StorageError> {
+        self.inner.snapshot_info()
+    }
+    fn open_snapshot(
+        &self,
+    ) -> Result<Option<std::sync::Arc<dyn raft_core::SnapshotChunks>>, StorageError> {
+        self.inner.open_snapshot()
     }
     fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
         self.faults.snapshot_store_delay();

@@ -32,7 +32,6 @@ use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use bytes::Bytes;
-use raft_core::protocol::membership::open_snapshot_state;
 use raft_core::{
     Config, Entry, EntryKind, Log, LogIndex, Message, MessageBody, NodeId, ProposeError, Raft,
     ReadMode, Ready, Role, Snapshot, StorageError, Term,
@@ -72,6 +71,14 @@ pub enum Broken {
     /// A leader accepts a membership change while the previous one is not committed
     /// (two changes in flight): the membership checker catches the entry it appends.
     TwoChangesInFlight,
+    /// A snapshot transfer is taken for complete when its last chunk arrives, without
+    /// the chunks before it or a checksum check: the follower stores, and restores
+    /// from, a partial snapshot (see `BrokenVariant::InstallPartialSnapshot`).
+    InstallPartialSnapshot,
+    /// A follower installs a snapshot without adopting the configuration in its
+    /// metadata (see `BrokenVariant::SnapshotWithoutConfig`): it keeps counting votes
+    /// and commits with the configuration it had.
+    SnapshotWithoutConfig,
 }
 
 /// A deliberately broken state machine snapshot, to prove that restores are checked.
@@ -576,6 +583,11 @@ enum Ev {
         node: usize,
         life: u32,
     },
+    /// A follower's received snapshot file is durable (synced and renamed).
+    ReceivedDurable {
+        node: usize,
+        life: u32,
+    },
     /// The `k`th scripted fault.
     Script {
         k: usize,
@@ -675,6 +687,14 @@ struct SimNode {
     last_commit: LogIndex,
     /// The node got a chunk of a snapshot it has not installed yet (in this life).
     receiving_snapshot: bool,
+    /// The snapshot being received, as written so far (a temporary file: lost in a
+    /// crash). Not checked here: the protocol decides when it is complete.
+    receive_file: Option<Snapshot>,
+    /// A received snapshot whose file is being made durable (`Ev::ReceivedDurable`).
+    finishing: Option<Snapshot>,
+    /// A received snapshot, durable, that the protocol accepted: stored in the log with
+    /// the ready that installs it.
+    accepted: Option<Snapshot>,
     snapshots_installed: u64,
     /// A scripted crash waiting for its moment.
     crash_trigger: Option<Scripted>,
@@ -874,6 +894,9 @@ impl Simulator {
                 last_role: None,
                 last_commit: 0,
                 receiving_snapshot: false,
+                receive_file: None,
+                finishing: None,
+                accepted: None,
                 snapshots_installed: 0,
                 crash_trigger: None,
             });
@@ -1074,6 +1097,8 @@ impl Simulator {
                 Broken::CommitOlderTerms => Some(BrokenVariant::CommitOlderTerms),
                 Broken::TwoChangesInFlight => Some(BrokenVariant::TwoChangesInFlight),
                 Broken::TicksAfterQueue => None, // the driver's bug: see `resume`
+                Broken::InstallPartialSnapshot => Some(BrokenVariant::InstallPartialSnapshot),
+                Broken::SnapshotWithoutConfig => Some(BrokenVariant::SnapshotWithoutConfig),
             });
         }
         let snapshot_index = stored.as_ref().map_or(0, |s| s.meta.last_index);
@@ -1157,6 +1182,9 @@ impl Simulator {
         node.reading.clear();
         node.read_waiting.clear();
         node.receiving_snapshot = false;
+        node.receive_file = None;
+        node.finishing = None;
+        node.accepted = None;
         let id = node.id;
         self.checker.observe_crash(id);
         self.count("crash");
@@ -1178,6 +1206,7 @@ impl Simulator {
             Ev::Deliver { msg, send_seq } => self.on_deliver(msg, send_seq),
             Ev::SyncDone { node, life } => self.on_sync_done(node, life),
             Ev::SnapshotSync { node, life } => self.on_snapshot_sync(node, life),
+            Ev::ReceivedDurable { node, life } => self.on_received_durable(node, life),
             Ev::Script { k } => self.on_script(k),
             Ev::TriggeredCrash {
                 node,
@@ -1366,6 +1395,31 @@ impl Simulator {
         self.after_node_event(i)
     }
 
+    /// A received snapshot's file is durable: the protocol learns it and, if it still
+    /// needs the snapshot, installs it with its next ready.
+    fn on_received_durable(&mut self, i: usize, life: u32) -> Result<(), Violation> {
+        let node = &mut self.nodes[i];
+        if node.life != life || node.raft.is_none() {
+            return Ok(());
+        }
+        if node.paused.is_some() {
+            node.pause_inbox.push(Ev::ReceivedDurable { node: i, life });
+            return Ok(());
+        }
+        let Some(snapshot) = node.finishing.take() else {
+            return Ok(());
+        };
+        let raft = node.raft.as_mut().expect("up");
+        if raft.snapshot_received(snapshot.meta.clone(), true) {
+            node.accepted = Some(snapshot);
+            self.count("snapshot_received_durable");
+        } else {
+            self.count("snapshot_received_not_needed");
+        }
+        self.drive(i)?;
+        self.after_node_event(i)
+    }
+
     fn on_snapshot_sync(&mut self, i: usize, life: u32) -> Result<(), Violation> {
         let node = &mut self.nodes[i];
         if node.life != life {
@@ -1469,6 +1523,61 @@ impl Simulator {
             }
             let id = node.id;
             let ready = raft.ready();
+            // Received snapshot data goes to a temporary file, unsynced; a complete one
+            // is synced and renamed off the protocol's thread, which learns it later.
+            for chunk in &ready.snapshot_chunks {
+                if chunk.offset == 0 {
+                    node.receive_file = Some(Snapshot {
+                        meta: chunk.meta.clone(),
+                        data: Default::default(),
+                    });
+                }
+                match node.receive_file.as_mut() {
+                    Some(f) if f.meta == chunk.meta && f.data.len() as u64 == chunk.offset => {
+                        let mut data = f.data.to_vec();
+                        data.extend_from_slice(&chunk.data);
+                        f.data = data.into();
+                    }
+                    other => {
+                        return Err(Violation::Storage {
+                            node: id,
+                            detail: format!(
+                                "snapshot data for {:?} at offset {} after {:?}",
+                                chunk.meta,
+                                chunk.offset,
+                                other.map(|f| (f.meta.clone(), f.data.len()))
+                            ),
+                        })
+                    }
+                }
+            }
+            if let Some(info) = &ready.received_snapshot {
+                match node.receive_file.take() {
+                    Some(f) if f.meta == info.meta => {
+                        node.finishing = Some(f);
+                        let life = node.life;
+                        // A big file's fsync can take a while: sometimes several ticks.
+                        let delay = if self.rng.gen_bool(0.1) {
+                            self.rng.gen_range(UNITS_PER_TICK..=4 * UNITS_PER_TICK)
+                        } else {
+                            self.rng.gen_range(10..=UNITS_PER_TICK / 2)
+                        };
+                        self.schedule_in(delay, Ev::ReceivedDurable { node: i, life });
+                    }
+                    other => {
+                        return Err(Violation::Storage {
+                            node: id,
+                            detail: format!(
+                                "the snapshot {:?} is complete but {:?} was written",
+                                info.meta,
+                                other.map(|f| f.meta)
+                            ),
+                        })
+                    }
+                }
+            }
+            let node = &mut self.nodes[i];
+            let raft = node.raft.as_mut().expect("up");
             if !ready.must_sync() {
                 self.finish_ready(i, ready)?;
                 continue;
@@ -1494,10 +1603,22 @@ impl Simulator {
             // follow it; then write entries and hard state. All of it is visible now and
             // durable at the sync.
             let writes_before = raft.log().pending_writes();
-            if let Some(snapshot) = &ready.snapshot {
+            if let Some(meta) = &ready.snapshot {
+                let snapshot = match node.accepted.take() {
+                    Some(s) if s.meta == *meta => s,
+                    other => {
+                        return Err(Violation::Storage {
+                            node: id,
+                            detail: format!(
+                                "the protocol installs {meta:?} but {:?} was received",
+                                other.map(|s| s.meta)
+                            ),
+                        })
+                    }
+                };
                 let log = raft.log_mut();
-                log.save_snapshot(snapshot).map_err(storage)?;
-                log.compact(snapshot.meta).map_err(storage)?;
+                log.save_snapshot(&snapshot).map_err(storage)?;
+                log.compact(meta.clone()).map_err(storage)?;
             }
             if raft.role() == Role::Leader {
                 for e in ready
@@ -1592,6 +1713,8 @@ impl Simulator {
         let Ready {
             soft_state,
             snapshot,
+            snapshot_chunks,
+            received_snapshot,
             hard_state,
             entries,
             messages,
@@ -1607,9 +1730,20 @@ impl Simulator {
             self.send(msg);
         }
         // The state machine restarts from an installed snapshot before it applies the
-        // entries that follow it.
-        if let Some(snapshot) = &snapshot {
-            let kv = self.restore_snapshot(id, snapshot)?;
+        // entries that follow it, read from the log that now stores it.
+        if let Some(meta) = &snapshot {
+            let raft = self.nodes[i].raft.as_ref().expect("up");
+            let stored = raft
+                .log()
+                .snapshot()
+                .ok()
+                .flatten()
+                .filter(|s| s.meta == *meta)
+                .ok_or_else(|| Violation::Storage {
+                    node: id,
+                    detail: format!("installed {meta:?} but the log does not store it"),
+                })?;
+            let kv = self.restore_snapshot(id, &stored)?;
             let node = &mut self.nodes[i];
             node.kv = kv;
             node.receiving_snapshot = false;
@@ -1617,7 +1751,7 @@ impl Simulator {
             self.count("snapshot_installed");
             self.record(TraceEvent::SnapshotInstalled {
                 node: id,
-                index: snapshot.meta.last_index,
+                index: meta.last_index,
             });
         }
         if !committed.is_empty() {
@@ -1664,6 +1798,8 @@ impl Simulator {
         let ready = Ready {
             soft_state,
             snapshot,
+            snapshot_chunks,
+            received_snapshot,
             hard_state,
             entries,
             messages: Vec::new(),
@@ -1688,8 +1824,7 @@ impl Simulator {
             index,
             detail: format!("it does not decode: {detail}"),
         };
-        let (_, state) = open_snapshot_state(&snapshot.data).map_err(bad)?;
-        let kv = KvState::restore(&state).map_err(bad)?;
+        let kv = KvState::restore(&snapshot.data).map_err(bad)?;
         if kv.applied_index() != index {
             return Err(Violation::BadSnapshot {
                 node: id,
@@ -1697,7 +1832,8 @@ impl Simulator {
                 detail: format!("its state machine is at {}", kv.applied_index()),
             });
         }
-        self.checker.observe_snapshot_restored(id, snapshot.meta)?;
+        self.checker
+            .observe_snapshot_restored(id, snapshot.meta.clone())?;
         self.reference.check(id, &kv)?;
         Ok(kv)
     }
@@ -1728,18 +1864,19 @@ impl Simulator {
             Some(BrokenSnapshot::WithoutSessions) => node.kv.snapshot_without_sessions(),
             None | Some(BrokenSnapshot::CompactBeforeSave) => node.kv.snapshot(),
         };
-        // Sealed with the configuration at `applied`, as the runtime does.
-        let Some(snapshot) = raft.snapshot_at(applied, &state) else {
+        // With the configuration at `applied` in its metadata, as the runtime does.
+        let Some(meta) = raft.snapshot_meta_at(applied) else {
             return Ok(()); // compacted already: a newer snapshot was installed
         };
+        let snapshot = Snapshot { meta, data: state };
         let compact_first = self.cfg.broken_snapshot == Some(BrokenSnapshot::CompactBeforeSave);
         if !compact_first {
             raft.log_mut().save_snapshot(&snapshot).map_err(storage)?;
         }
         let keep_from = applied.saturating_sub(policy.trailing_entries);
         let compaction = raft.compaction_meta(keep_from);
-        if let Some(meta) = compaction {
-            raft.log_mut().compact(meta).map_err(storage)?;
+        if let Some(meta) = &compaction {
+            raft.log_mut().compact(meta.clone()).map_err(storage)?;
         }
         if compact_first {
             raft.log_mut().save_snapshot(&snapshot).map_err(storage)?;
@@ -1864,6 +2001,7 @@ impl Simulator {
                 .map(|r| Box::new(RaftView(r)) as Box<dyn LogView>)
         };
         checker.observe_commit(node.id, commit, term, &view, &leader_logs)?;
+        checker.observe_configuration_at_commit(node.id, commit, raft.membership_at(commit))?;
         let mut events = Vec::new();
         let became_leader = role == Role::Leader && node.last_role != Some((role, term));
         if became_leader {

@@ -36,7 +36,7 @@ fn apply(state: &mut MemLog, write: &Write) {
         Write::Append(entries) => state.append(entries),
         Write::HardState(hs) => state.set_hard_state(*hs),
         Write::SaveSnapshot(snapshot) => state.save_snapshot(snapshot),
-        Write::Compact(meta) => state.compact(*meta),
+        Write::Compact(meta) => state.compact(meta.clone()),
     };
     applied.expect("a write validated when it was buffered applies to its lineage");
 }
@@ -385,10 +385,7 @@ mod tests {
 
     fn snap(index: LogIndex, term: Term, data: &'static [u8]) -> Snapshot {
         Snapshot {
-            meta: SnapshotMeta {
-                last_index: index,
-                last_term: term,
-            },
+            meta: SnapshotMeta::at(index, term),
             data: data.into(),
         }
     }
@@ -399,11 +396,11 @@ mod tests {
         log.append(&[e(1, 1), e(2, 1), e(3, 1), e(4, 2)]).unwrap();
         let old = snap(2, 1, b"old");
         log.save_snapshot(&old).unwrap();
-        log.compact(old.meta).unwrap();
+        log.compact(old.meta.clone()).unwrap();
         log.sync().unwrap();
         let new = snap(3, 1, b"new");
         log.save_snapshot(&new).unwrap();
-        log.compact(new.meta).unwrap();
+        log.compact(new.meta.clone()).unwrap();
         assert!(log.snapshot_pending());
         assert_eq!(log.durable_snapshot(), Some(old.clone()));
         // Nothing kept: the old snapshot and compaction point.
@@ -428,19 +425,11 @@ mod tests {
         let mut log = SimLog::new();
         log.append(&[e(1, 1), e(2, 1), e(3, 1)]).unwrap();
         log.save_snapshot(&snap(2, 1, b"")).unwrap();
-        log.compact(SnapshotMeta {
-            last_index: 2,
-            last_term: 1,
-        })
-        .unwrap();
+        log.compact(SnapshotMeta::at(2, 1)).unwrap();
         assert_eq!((log.first_index(), log.last_index()), (3, 3));
         // A snapshot that disagrees at its last index: nothing of the log survives.
         log.save_snapshot(&snap(5, 4, b"")).unwrap();
-        log.compact(SnapshotMeta {
-            last_index: 5,
-            last_term: 4,
-        })
-        .unwrap();
+        log.compact(SnapshotMeta::at(5, 4)).unwrap();
         assert_eq!((log.first_index(), log.last_index()), (6, 5));
         assert_eq!(log.term(5).unwrap(), 4);
     }
@@ -451,10 +440,7 @@ mod tests {
         let mut log = SimLog::new();
         log.append(&[e(1, 1), e(2, 1)]).unwrap();
         log.save_snapshot(&snap(1, 1, b"")).unwrap();
-        let _ = log.compact(SnapshotMeta {
-            last_index: 2,
-            last_term: 1,
-        });
+        let _ = log.compact(SnapshotMeta::at(2, 1));
     }
 
     fn common_prefix(a: &[Term], b: &[Term]) -> usize {

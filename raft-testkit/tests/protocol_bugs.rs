@@ -2,7 +2,9 @@
 //! `Raft` instances by hand, delivering exactly the messages that matter, so the bug
 //! stays pinned down even when the simulator's random choices change.
 
-use raft_core::{Config, Log, Message, MessageBody, Raft, ReadMode, Role, Snapshot};
+use raft_core::{
+    Config, InMemoryInstaller, Log, Message, MessageBody, Raft, ReadMode, Role, Snapshot,
+};
 use raft_testkit::SimLog;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -12,6 +14,8 @@ use rand::SeedableRng;
 struct Cluster {
     nodes: Vec<Raft<SimLog>>,
     net: Vec<Message>,
+    /// Each node's received snapshots (in memory).
+    installers: Vec<InMemoryInstaller>,
 }
 
 impl Cluster {
@@ -24,6 +28,7 @@ impl Cluster {
             })
             .collect();
         Self {
+            installers: (1..=n).map(|_| InMemoryInstaller::default()).collect(),
             nodes,
             net: Vec::new(),
         }
@@ -41,13 +46,15 @@ impl Cluster {
     /// [`Cluster::flush`] for the nodes `which` selects.
     fn flush_where(&mut self, which: impl Fn(u64) -> bool) -> Vec<(u64, raft_core::ReadState)> {
         let mut reads = Vec::new();
-        for r in self.nodes.iter_mut().filter(|r| which(r.id())) {
+        for (r, installer) in self
+            .nodes
+            .iter_mut()
+            .zip(self.installers.iter_mut())
+            .filter(|(r, _)| which(r.id()))
+        {
             while r.has_ready() {
                 let ready = r.ready();
-                if let Some(s) = &ready.snapshot {
-                    r.log_mut().save_snapshot(s).unwrap();
-                    r.log_mut().compact(s.meta).unwrap();
-                }
+                installer.persist(r.log_mut(), &ready).unwrap();
                 r.log_mut().append(&ready.entries).unwrap();
                 if let Some(hs) = ready.hard_state {
                     r.log_mut().set_hard_state(hs).unwrap();
@@ -56,6 +63,7 @@ impl Cluster {
                 self.net.extend(ready.messages.iter().cloned());
                 reads.extend(ready.read_states.iter().map(|rs| (r.id(), *rs)));
                 r.advance(ready);
+                installer.after_advance(r);
             }
         }
         reads
@@ -81,10 +89,7 @@ impl Cluster {
         let index = leader.applied_index();
         assert!(index > behind + 1);
         let snapshot = Snapshot {
-            meta: raft_core::SnapshotMeta {
-                last_index: index,
-                last_term: leader.term_at(index).unwrap(),
-            },
+            meta: raft_core::SnapshotMeta::at(index, leader.term_at(index).unwrap()),
             data: data.into(),
         };
         let meta = leader.compaction_meta(index).unwrap();
@@ -336,12 +341,14 @@ fn a_snapshot_kept_without_its_compaction_is_usable_after_a_restart() {
     for _ in 0..20 {
         c.flush_where(|id| id != 3);
         let r = &mut c.nodes[2];
+        let installer = &mut c.installers[2];
         while install.is_none() && r.has_ready() {
             let ready = r.ready();
             if ready.snapshot.is_some() {
                 install = Some(ready);
                 break;
             }
+            installer.persist(r.log_mut(), &ready).unwrap();
             r.log_mut().append(&ready.entries).unwrap();
             if let Some(hs) = ready.hard_state {
                 r.log_mut().set_hard_state(hs).unwrap();
@@ -349,6 +356,7 @@ fn a_snapshot_kept_without_its_compaction_is_usable_after_a_restart() {
             r.log_mut().sync().unwrap();
             c.net.extend(ready.messages.iter().cloned());
             r.advance(ready);
+            installer.after_advance(r);
         }
         if install.is_some() {
             break;
@@ -362,8 +370,8 @@ fn a_snapshot_kept_without_its_compaction_is_usable_after_a_restart() {
     // only the first write: the snapshot.
     let ready = install.expect("n3 got the snapshot");
     let n3 = c.node(3);
-    let installed = ready.snapshot.clone().expect("a snapshot");
-    assert_eq!(installed.meta, snapshot.meta);
+    assert_eq!(ready.snapshot, Some(snapshot.meta.clone()));
+    let installed = snapshot.clone();
     n3.log_mut().save_snapshot(&installed).unwrap();
     n3.log_mut().compact(installed.meta).unwrap();
     if let Some(hs) = ready.hard_state {
@@ -656,6 +664,7 @@ fn a_candidate_with_a_short_log_does_not_hold_off_the_nodes_that_could_win() {
     let mut c = Cluster {
         nodes: std::mem::take(&mut nodes),
         net: Vec::new(),
+        installers: (1..=3).map(|_| InMemoryInstaller::default()).collect(),
     };
     for tick in 0..200 {
         c.node(2).tick();

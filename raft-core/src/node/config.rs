@@ -32,9 +32,10 @@ pub struct NodeConfig {
     /// by count). Only for state machines that implement `StateMachine::snapshot`.
     pub snapshot_after_entries: u64,
     /// Take a snapshot after this many bytes of commands were applied since the last one
-    /// (0: never by size). Both thresholds are stretched by a random 0 to
-    /// [`crate::node::SNAPSHOT_STRETCH_PERCENT_MAX`] percent per snapshot, so the nodes of a
-    /// cluster do not all snapshot at the same moment.
+    /// (0: never by size), and never after fewer bytes than the stored snapshot has, so a
+    /// big state is written at most once per as many bytes of log. Both thresholds are
+    /// stretched by a random 0 to [`crate::node::SNAPSHOT_STRETCH_PERCENT_MAX`] percent
+    /// per snapshot, so the nodes of a cluster do not all snapshot at the same moment.
     pub snapshot_after_log_bytes: u64,
     /// Entries kept in the log behind a snapshot, so slightly slow followers catch up
     /// from the log rather than by snapshot.

@@ -1,6 +1,7 @@
 //! `KvStore<K, V>`: a typed replicated map (the original's `IConsensus<TKey, TValue>`).
 
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
 use std::marker::PhantomData;
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::error::NodeError;
-use super::state_machine::{RestoreError, StateMachine};
+use super::state_machine::{RestoreError, SnapshotSource, StateMachine};
 use super::Node;
 use crate::types::LogIndex;
 
@@ -63,6 +64,11 @@ pub enum KvResponse<V> {
 
 /// A replicated map from `K` to `V`.
 ///
+/// The map is a persistent B-tree ([`imbl::OrdMap`]): taking a snapshot is an O(1) clone
+/// on the apply thread, and the storer thread serializes that clone while later commands
+/// change the live map (each change copies only the path to its key while a snapshot
+/// shares it).
+///
 /// ```
 /// use raft_core::node::{KvCommand, KvResponse, KvStore, StateMachine};
 /// let mut kv = KvStore::<String, u32>::new();
@@ -72,17 +78,17 @@ pub enum KvResponse<V> {
 /// assert!(matches!(kv.apply(2, b"\xff\xff"), KvResponse::Invalid(_)));
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct KvStore<K: Ord, V> {
-    map: BTreeMap<K, V>,
+pub struct KvStore<K: Ord + Clone, V: Clone> {
+    map: imbl::OrdMap<K, V>,
     last_applied: LogIndex,
     _marker: PhantomData<fn() -> V>,
 }
 
-impl<K: Ord, V> KvStore<K, V> {
+impl<K: Ord + Clone, V: Clone> KvStore<K, V> {
     /// An empty store.
     pub fn new() -> Self {
         Self {
-            map: BTreeMap::new(),
+            map: imbl::OrdMap::new(),
             last_applied: 0,
             _marker: PhantomData,
         }
@@ -114,20 +120,127 @@ impl<K: Ord, V> KvStore<K, V> {
     }
 }
 
+/// The first byte of a [`KvStore`] snapshot stream.
+const STREAM_FORMAT: u8 = 2;
+/// The most bytes one encoded (key, value) record of a snapshot stream may claim: bad
+/// input is refused before it allocates more.
+const STREAM_RECORD_BYTES_MAX: u32 = 256 << 20;
+
+/// A [`KvStore`]'s snapshot view: a clone of the persistent map, serialized later.
+///
+/// Stream format: `format u8 = 2 | last_applied u64 LE | count u64 LE`, then `count`
+/// records `len u32 LE | postcard (key, value)`, and nothing after them.
+struct KvView<K: Ord + Clone, V: Clone> {
+    map: imbl::OrdMap<K, V>,
+    last_applied: LogIndex,
+}
+
+impl<K, V> SnapshotSource for KvView<K, V>
+where
+    K: Ord + Clone + Serialize + Send + Sync + 'static,
+    V: Clone + Serialize + Send + Sync + 'static,
+{
+    fn write_to(self: Box<Self>, out: &mut dyn Write) -> std::io::Result<()> {
+        out.write_all(&[STREAM_FORMAT])?;
+        out.write_all(&self.last_applied.to_le_bytes())?;
+        out.write_all(&(self.map.len() as u64).to_le_bytes())?;
+        let mut record = Vec::new();
+        for (k, v) in self.map.iter() {
+            record.clear();
+            record = postcard::to_extend(&(k, v), record).map_err(std::io::Error::other)?;
+            let len = u32::try_from(record.len())
+                .ok()
+                .filter(|len| *len <= STREAM_RECORD_BYTES_MAX)
+                .ok_or_else(|| {
+                    std::io::Error::other(format!(
+                        "a key and value of {} bytes (a snapshot record holds at most {STREAM_RECORD_BYTES_MAX})",
+                        record.len()
+                    ))
+                })?;
+            out.write_all(&len.to_le_bytes())?;
+            out.write_all(&record)?;
+        }
+        Ok(())
+    }
+}
+
 impl<K, V> StateMachine for KvStore<K, V>
 where
-    K: Ord + Serialize + DeserializeOwned + Send + 'static,
-    V: Clone + PartialEq + Serialize + DeserializeOwned + Send + 'static,
+    K: Ord + Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
+    V: Clone + PartialEq + Serialize + DeserializeOwned + Send + Sync + 'static,
 {
     type Response = KvResponse<V>;
 
+    /// The whole map as one record (the format of earlier builds' snapshots; the runtime
+    /// uses [`StateMachine::snapshot_source`]).
     fn snapshot(&self) -> Option<Vec<u8>> {
-        postcard::to_allocvec(&(&self.map, self.last_applied)).ok()
+        let map: BTreeMap<&K, &V> = self.map.iter().collect();
+        postcard::to_allocvec(&(map, self.last_applied)).ok()
     }
 
+    /// Restores from [`StateMachine::snapshot`]'s record (snapshots of earlier builds).
     fn restore(&mut self, data: &[u8]) -> Result<(), RestoreError> {
         let (map, last_applied): (BTreeMap<K, V>, LogIndex) =
             postcard::from_bytes(data).map_err(|e| RestoreError(e.to_string()))?;
+        self.map = map.into_iter().collect();
+        self.last_applied = last_applied;
+        Ok(())
+    }
+
+    /// O(1): a clone of the persistent map.
+    fn snapshot_source(&self) -> Option<Box<dyn SnapshotSource>> {
+        Some(Box::new(KvView {
+            map: self.map.clone(),
+            last_applied: self.last_applied,
+        }))
+    }
+
+    /// Reads the stream [`KvStore`]'s snapshot view writes, one record at a time.
+    fn restore_from(&mut self, input: &mut dyn Read) -> Result<(), RestoreError> {
+        let read_err = |e: std::io::Error| RestoreError(format!("kv store snapshot: {e}"));
+        let mut format = [0u8; 1];
+        input.read_exact(&mut format).map_err(read_err)?;
+        if format[0] != STREAM_FORMAT {
+            return Err(RestoreError(format!(
+                "kv store snapshot: unknown format {} (this build reads {STREAM_FORMAT})",
+                format[0]
+            )));
+        }
+        let mut word = [0u8; 8];
+        input.read_exact(&mut word).map_err(read_err)?;
+        let last_applied = u64::from_le_bytes(word);
+        input.read_exact(&mut word).map_err(read_err)?;
+        let count = u64::from_le_bytes(word);
+        let mut map = imbl::OrdMap::new();
+        let mut record = Vec::new();
+        for _ in 0..count {
+            let mut len = [0u8; 4];
+            input.read_exact(&mut len).map_err(read_err)?;
+            let len = u32::from_le_bytes(len);
+            if len > STREAM_RECORD_BYTES_MAX {
+                return Err(RestoreError(format!(
+                    "kv store snapshot: a record of {len} bytes (at most {STREAM_RECORD_BYTES_MAX})"
+                )));
+            }
+            record.clear();
+            input
+                .take(u64::from(len))
+                .read_to_end(&mut record)
+                .map_err(read_err)?;
+            if record.len() != len as usize {
+                return Err(RestoreError(
+                    "kv store snapshot: cut short in a record".into(),
+                ));
+            }
+            let (k, v): (K, V) = postcard::from_bytes(&record)
+                .map_err(|e| RestoreError(format!("kv store snapshot: bad record: {e}")))?;
+            map.insert(k, v);
+        }
+        if input.read(&mut format).map_err(read_err)? != 0 {
+            return Err(RestoreError(
+                "kv store snapshot: bytes after the last record".to_string(),
+            ));
+        }
         self.map = map;
         self.last_applied = last_applied;
         Ok(())
@@ -173,8 +286,8 @@ where
 /// Typed operations on a node that replicates a [`KvStore`].
 impl<K, V> Node<KvStore<K, V>>
 where
-    K: Ord + Clone + Serialize + DeserializeOwned + Send + 'static,
-    V: Clone + PartialEq + Serialize + DeserializeOwned + Send + 'static,
+    K: Ord + Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
+    V: Clone + PartialEq + Serialize + DeserializeOwned + Send + Sync + 'static,
 {
     /// Sets `key` to `value`; returns the previous value. One attempt.
     ///
@@ -252,5 +365,55 @@ fn invalid<V>(r: KvResponse<V>) -> NodeError {
     match r {
         KvResponse::Invalid(e) => NodeError::StateMachine(e),
         _ => NodeError::StateMachine("unexpected response kind".to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(k: &str, v: u32) -> Vec<u8> {
+        KvCommand::Put {
+            key: k.to_string(),
+            value: v,
+        }
+        .encode()
+    }
+
+    #[test]
+    fn a_snapshot_view_is_frozen_and_streams_back() {
+        let mut kv = KvStore::<String, u32>::new();
+        for i in 0..1_000u32 {
+            kv.apply(u64::from(i) + 1, &put(&format!("k{i}"), i));
+        }
+        let view = kv.snapshot_source().unwrap();
+        kv.apply(1_001, &put("k0", 77)); // changes the live map, not the view
+        kv.apply(
+            1_002,
+            &KvCommand::<String, u32>::Delete { key: "k1".into() }.encode(),
+        );
+        let mut bytes = Vec::new();
+        view.write_to(&mut bytes).unwrap();
+        let mut other = KvStore::<String, u32>::new();
+        other.restore_from(&mut &bytes[..]).unwrap();
+        assert_eq!(other.len(), 1_000);
+        assert_eq!(other.get(&"k0".to_string()), Some(&0));
+        assert_eq!(other.get(&"k1".to_string()), Some(&1));
+        assert_eq!(other.last_applied(), 1_000);
+        assert_eq!(kv.get(&"k0".to_string()), Some(&77));
+        // Cut short, trailing bytes, another format, a huge record length: refused.
+        assert!(other.restore_from(&mut &bytes[..bytes.len() - 1]).is_err());
+        let mut trailing = bytes.clone();
+        trailing.push(1);
+        assert!(other.restore_from(&mut &trailing[..]).is_err());
+        assert!(other.restore_from(&mut &b"\x09"[..]).is_err());
+        let mut huge = bytes[..17].to_vec();
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(other.restore_from(&mut &huge[..]).is_err());
+        // The record format of earlier builds still restores.
+        let old = kv.snapshot().unwrap();
+        let mut again = KvStore::<String, u32>::new();
+        again.restore(&old).unwrap();
+        assert_eq!(again, kv);
     }
 }

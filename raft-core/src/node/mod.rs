@@ -57,6 +57,7 @@ mod envelope;
 mod error;
 mod events;
 mod kv;
+pub mod metrics;
 mod queue;
 mod reply;
 mod shared;
@@ -83,7 +84,7 @@ pub use error::NodeError;
 pub use events::{Event, EVENTS_QUEUED_MAX};
 pub use kv::{KvCommand, KvResponse, KvStore};
 pub use reply::{Completion, Ticket};
-pub use state_machine::{RestoreError, StateMachine};
+pub use state_machine::{RestoreError, SnapshotSource, StateMachine};
 pub use status::{ClusterState, NodeCounters, NodeStatus, PeerLag};
 pub use submitter::{Submitter, SUBMITTER_IN_FLIGHT_MAX_DEFAULT};
 
@@ -226,6 +227,10 @@ impl<S: StateMachine> NodeBuilder<S> {
             synced_since_tick: false,
             next_tick: now + config.tick(),
             storer: None,
+            receiving: None,
+            received: None,
+            restore_from: None,
+            received_in_memory: None,
             config: config.clone(),
         };
         if config.protocol.voters.len() == 1 {
@@ -559,10 +564,17 @@ impl<S: StateMachine> Node<S> {
         self.shared.events.subscribe()
     }
 
-    /// The node's current state.
+    /// The node's current state: protocol fields as of the last tick at most, the applied
+    /// index live (see [`NodeStatus`] for the ordering it keeps).
     pub fn status(&self) -> NodeStatus {
         let mut status = self.shared.status.lock().clone();
         status.applied_index = *self.shared.applied.lock();
+        // An applied entry is committed and in the log, even when the published commit
+        // and last index are a tick old.
+        status.commit_index = status.commit_index.max(status.applied_index);
+        status.last_index = status.last_index.max(status.commit_index);
+        debug_assert!(status.applied_index <= status.commit_index);
+        debug_assert!(status.commit_index <= status.last_index);
         status
     }
 

@@ -8,6 +8,7 @@ use parking_lot::{Condvar, Mutex};
 
 use super::error::NodeError;
 use super::events::EventBus;
+use super::metrics::NodeMetrics;
 use super::reply::{QueueWaiter, ReplySender};
 use super::state_machine::StateMachine;
 use super::status::{ClusterState, NodeStatus};
@@ -48,6 +49,9 @@ pub(crate) struct Shared<S: StateMachine> {
     pub(crate) cluster_changed: Condvar,
     pub(crate) events: EventBus,
     pub(crate) stopped: AtomicBool,
+    /// The node's metric handles (registered at start, used by the WaitLoop and the
+    /// apply thread).
+    pub(crate) metrics: NodeMetrics,
 }
 
 impl<S: StateMachine> Shared<S> {
@@ -65,6 +69,7 @@ impl<S: StateMachine> Shared<S> {
             cluster_changed: Condvar::new(),
             events: EventBus::default(),
             stopped: AtomicBool::new(false),
+            metrics: NodeMetrics::new(id),
         }
     }
 

@@ -50,6 +50,13 @@ pub struct PeerLag {
 }
 
 /// A node's state, as `Node::status()` reports it.
+///
+/// The WaitLoop publishes the protocol fields (role, term, indexes, peers, counters) at
+/// every tick, on every role change and when a snapshot is stored, so they may be up to
+/// one tick old; `applied_index` is read live from the apply thread. `Node::status()`
+/// keeps the indexes ordered all the same (invariant:
+/// `applied_index <= commit_index <= last_index`) by raising a stale commit or last index
+/// to what the apply thread has already shown to be committed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeStatus {
     /// This node.

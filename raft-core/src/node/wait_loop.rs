@@ -17,6 +17,7 @@ use super::error::NodeError;
 use super::events::Event;
 use super::queue::QueueSender;
 use super::shared::Shared;
+use super::snapshot::PackedSource;
 use super::state_machine::StateMachine;
 use super::status::{ClusterState, NodeCounters, PeerLag};
 use crate::message::Message;
@@ -77,47 +78,122 @@ pub(crate) struct WaitLoop<S: StateMachine> {
     pub(crate) synced_since_tick: bool,
     /// When the next tick is due. Every tick before it has been delivered to `raft`.
     pub(crate) next_tick: Instant,
-    /// The thread that writes snapshots when the log has a [`crate::SnapshotWriter`]
-    /// (started by `run`).
+    /// The thread that serializes and writes snapshots (started by `run`).
     pub(crate) storer: Option<SnapshotStorer>,
+    /// Follower: where the snapshot being received is written (`Ready::snapshot_chunks`).
+    pub(crate) receiving: Option<(SnapshotMeta, Receiving)>,
+    /// Follower: a received snapshot, durable, that the protocol accepted: stored in the
+    /// log with the ready that carries it (`Ready::snapshot`).
+    pub(crate) received: Option<(SnapshotMeta, Stored)>,
+    /// Follower: a received snapshot collected in memory, to tell the protocol about
+    /// once the ready that completed it is advanced.
+    pub(crate) received_in_memory: Option<ReceivedResult>,
+    /// Follower: the installed snapshot, opened, for the apply thread to restore from.
+    pub(crate) restore_from: Option<Arc<dyn crate::SnapshotChunks>>,
 }
 
-/// A snapshot written on the storer thread, or why it was not.
-type Written = (SnapshotMeta, Result<WrittenSnapshot, crate::StorageError>);
+/// A received snapshot made durable (or not).
+pub(crate) type ReceivedResult = (SnapshotMeta, Result<Stored, crate::StorageError>);
 
-/// The snapshot storer: a thread that writes snapshots with the log's
-/// [`crate::SnapshotWriter`], one at a time, so that a snapshot of any size never
-/// blocks the WaitLoop. The WaitLoop adopts each result (fast) and compacts behind it.
+/// Where a follower writes a snapshot it receives.
+pub(crate) enum Receiving {
+    /// Into memory, for a log without a snapshot writer (or without a storer thread).
+    InMemory(crate::ReceivedInMemory),
+    /// Streamed to the storer thread, which writes it through the log's
+    /// [`crate::SnapshotWriter`] (a temporary file, synced and renamed at the end).
+    Streamed(Sender<ReceivedPiece>),
+}
+
+/// A piece of a received snapshot on its way to the storer thread.
+pub(crate) enum ReceivedPiece {
+    /// The next bytes.
+    Data(Bytes),
+    /// That was all: `len_bytes` in total. The storer makes it durable.
+    End { len_bytes: u64 },
+}
+
+/// A snapshot the storer thread stored (whether it was received from the leader, what it
+/// covers), or why it did not.
+type Written = (bool, SnapshotMeta, Result<Stored, crate::StorageError>);
+
+/// What the storer thread made of a snapshot.
+pub(crate) enum Stored {
+    /// Written durably by the log's [`crate::SnapshotWriter`]: to adopt.
+    Written(WrittenSnapshot),
+    /// Serialized into memory, for a log without a writer ([`crate::MemLog`]): to save
+    /// with `Log::save_snapshot`.
+    InMemory(Snapshot),
+}
+
+/// Work for the storer thread.
+enum Job {
+    /// A snapshot this node took: what it covers, and its unserialized data.
+    Take(SnapshotMeta, PackedSource),
+    /// A snapshot received from the leader, its data arriving on the channel.
+    Receive(SnapshotMeta, Receiver<ReceivedPiece>),
+}
+
+/// The snapshot storer: a thread that serializes each snapshot the apply thread took
+/// (the state machine's frozen view, see `StateMachine::snapshot_source`) straight into
+/// the log's [`crate::SnapshotWriter`], one at a time, so that a snapshot of any size
+/// stalls neither the WaitLoop nor the writers. A log without a writer gets the bytes in
+/// memory. The WaitLoop adopts (or saves) each result and compacts behind it.
 pub(crate) struct SnapshotStorer {
-    to_write: Option<Sender<Snapshot>>,
+    to_write: Option<Sender<Job>>,
     written: Receiver<Written>,
     thread: Option<std::thread::JoinHandle<()>>,
     /// Whether a write is in progress (at most one at a time).
     writing: bool,
+    /// A snapshot was adopted and the log compacted behind it since the last sync: the
+    /// next regular sync makes both durable, or an idle tick's (see
+    /// `WaitLoop::adopt_written`).
+    unsynced: bool,
     /// The newest snapshot taken while a write was in progress: written next; an older
     /// one waiting here is superseded.
-    next: Option<Snapshot>,
+    next: Option<Job>,
+    /// A received snapshot whose transfer started while a write was in progress: written
+    /// before `next` (its chunks queue meanwhile).
+    next_receive: Option<Job>,
+    /// Whether the log has a snapshot writer (else snapshots are serialized to memory).
+    has_writer: bool,
 }
 
 impl SnapshotStorer {
-    /// Starts the storer thread of node `id`, if the log has a writer.
-    fn start(id: NodeId, log: &dyn Log) -> Option<Self> {
-        let mut writer = log.snapshot_writer()?;
-        let (to_write, jobs) = crossbeam_channel::bounded::<Snapshot>(1);
+    /// Starts the storer thread of node `id`.
+    fn start(id: NodeId, log: &dyn Log, idle_max: Duration) -> Option<Self> {
+        let mut writer = log.snapshot_writer();
+        let has_writer = writer.is_some();
+        let (to_write, jobs) = crossbeam_channel::bounded::<Job>(1);
         let (done, written) = crossbeam_channel::bounded(1);
         let spawned = std::thread::Builder::new()
             .name(format!("raft-snap-n{id}"))
             .spawn(move || {
-                for snapshot in jobs {
+                for job in jobs {
+                    let (meta, source) = match job {
+                        Job::Take(meta, source) => (meta, source),
+                        Job::Receive(meta, pieces) => {
+                            let result =
+                                receive(writer.as_deref_mut(), meta.clone(), &pieces, idle_max);
+                            if done.send((true, meta, result)).is_err() {
+                                break;
+                            }
+                            continue;
+                        }
+                    };
                     let started = Instant::now();
-                    let result = writer.write(&snapshot);
-                    log::debug!(
-                        "n{id} wrote the snapshot at {} ({} bytes) in {:?}",
-                        snapshot.meta.last_index,
-                        snapshot.data.len(),
-                        started.elapsed()
-                    );
-                    if done.send((snapshot.meta, result)).is_err() {
+                    let result = store(writer.as_deref_mut(), meta.clone(), source);
+                    if let Ok(stored) = &result {
+                        let bytes = match stored {
+                            Stored::Written(w) => w.size_bytes,
+                            Stored::InMemory(s) => s.data.len() as u64,
+                        };
+                        log::debug!(
+                            "n{id} serialized the snapshot at {} ({bytes} bytes) in {:?}",
+                            meta.last_index,
+                            started.elapsed()
+                        );
+                    }
+                    if done.send((false, meta, result)).is_err() {
                         break;
                     }
                 }
@@ -128,7 +204,10 @@ impl SnapshotStorer {
                 written,
                 thread: Some(thread),
                 writing: false,
+                unsynced: false,
                 next: None,
+                next_receive: None,
+                has_writer,
             }),
             Err(e) => {
                 log::warn!("n{id} cannot start the snapshot storer ({e}); storing snapshots on the WaitLoop");
@@ -137,22 +216,25 @@ impl SnapshotStorer {
         }
     }
 
-    /// Queues `snapshot` for writing: now if the thread is idle, else after the write
+    /// Queues a snapshot for writing: now if the thread is idle, else after the write
     /// in progress (replacing an older one waiting).
-    fn submit(&mut self, snapshot: Snapshot) {
+    fn submit(&mut self, job: Job) {
         if self.writing {
-            self.next = Some(snapshot);
+            match job {
+                Job::Take(..) => self.next = Some(job),
+                Job::Receive(..) => self.next_receive = Some(job),
+            }
             return;
         }
         if let Some(tx) = &self.to_write {
-            self.writing = tx.send(snapshot).is_ok();
+            self.writing = tx.send(job).is_ok();
         }
     }
 
     /// A write finished: start the next one, if any.
     fn finished(&mut self) {
         self.writing = false;
-        if let Some(next) = self.next.take() {
+        if let Some(next) = self.next_receive.take().or_else(|| self.next.take()) {
             self.submit(next);
         }
     }
@@ -161,10 +243,82 @@ impl SnapshotStorer {
     fn stop(&mut self) {
         self.to_write = None;
         self.next = None;
+        self.next_receive = None;
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
     }
+}
+
+/// Serializes `source` through `writer` (durably, streamed), or into memory without one.
+fn store(
+    writer: Option<&mut dyn crate::SnapshotWriter>,
+    meta: SnapshotMeta,
+    source: PackedSource,
+) -> Result<Stored, crate::StorageError> {
+    let serialize_err =
+        |e: std::io::Error| crate::StorageError::Io(format!("cannot serialize the snapshot: {e}"));
+    match writer {
+        Some(writer) => {
+            let mut source = Some(source);
+            let mut fill = |out: &mut dyn std::io::Write| match source.take() {
+                Some(source) => source.write_to(out),
+                None => Err(std::io::Error::other(
+                    "a snapshot's data can be written once",
+                )),
+            };
+            writer.write(meta, &mut fill).map(Stored::Written)
+        }
+        None => {
+            let data = source.into_bytes().map_err(serialize_err)?;
+            Ok(Stored::InMemory(Snapshot { meta, data }))
+        }
+    }
+}
+
+/// Writes a snapshot received from the leader through `writer` as its pieces arrive,
+/// durably once the last one is in (the writer syncs and renames its file). Fails if the
+/// transfer is abandoned (the sender dropped) or stalls for `idle_max`, or if the pieces
+/// do not add up to the announced length; the writer then removes what it wrote.
+fn receive(
+    writer: Option<&mut dyn crate::SnapshotWriter>,
+    meta: SnapshotMeta,
+    pieces: &Receiver<ReceivedPiece>,
+    idle_max: Duration,
+) -> Result<Stored, crate::StorageError> {
+    let Some(writer) = writer else {
+        return Err(crate::StorageError::Io(
+            "no snapshot writer to receive a snapshot with".into(),
+        ));
+    };
+    let mut fill = |out: &mut dyn std::io::Write| {
+        let mut written_bytes = 0u64;
+        loop {
+            match pieces.recv_timeout(idle_max) {
+                Ok(ReceivedPiece::Data(data)) => {
+                    out.write_all(&data)?;
+                    written_bytes += data.len() as u64;
+                }
+                Ok(ReceivedPiece::End { len_bytes }) if len_bytes == written_bytes => {
+                    return Ok(());
+                }
+                Ok(ReceivedPiece::End { len_bytes }) => {
+                    return Err(std::io::Error::other(format!(
+                        "received {written_bytes} bytes of a snapshot of {len_bytes}"
+                    )))
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    return Err(std::io::Error::other(format!(
+                        "no snapshot data for {idle_max:?}: transfer abandoned"
+                    )))
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                    return Err(std::io::Error::other("transfer abandoned"))
+                }
+            }
+        }
+    };
+    writer.write(meta, &mut fill).map(Stored::Written)
 }
 
 /// What woke the WaitLoop for a turn.
@@ -202,7 +356,17 @@ impl<S: StateMachine> WaitLoop<S> {
         let mut requests = self.requests.clone();
         let mut inbox = self.inbox.clone();
         let mut snapshots = self.snapshots.clone();
-        self.storer = SnapshotStorer::start(id, &**self.raft.log());
+        // A received snapshot whose chunks stop coming for this long is dropped (the
+        // leader restarts the transfer), so it cannot hold the storer thread forever.
+        let idle_max = self.config.tick() * self.config.protocol.election_timeout_ticks * 10;
+        self.storer = SnapshotStorer::start(id, &**self.raft.log(), idle_max);
+        match self.raft.log().snapshot_info() {
+            Ok(Some(info)) => self.apply.send(ApplyTask::SnapshotStored {
+                size_bytes: info.len_bytes,
+            }),
+            Ok(None) => {}
+            Err(e) => log::warn!("n{id} cannot read its stored snapshot's size: {e}"),
+        }
         let mut written = self
             .storer
             .as_ref()
@@ -283,8 +447,9 @@ impl<S: StateMachine> WaitLoop<S> {
         match turn {
             Turn::Message(m) => self.on_message(m),
             Turn::Request(r) => self.on_request(r),
-            Turn::Snapshot((index, data)) => self.store_snapshot(index, data),
-            Turn::Written((meta, result)) => self.adopt_snapshot(meta, result),
+            Turn::Snapshot((index, source)) => self.store_snapshot(index, source),
+            Turn::Written((false, meta, result)) => self.adopt_snapshot(meta, result),
+            Turn::Written((true, meta, result)) => self.on_received_stored(meta, result),
             Turn::Idle => {}
         }
         for _ in 0..self.config.batch_messages_max {
@@ -334,6 +499,7 @@ impl<S: StateMachine> WaitLoop<S> {
 
     fn on_message(&mut self, m: Message) {
         self.counters.messages_received += 1;
+        self.shared.metrics.received(&m);
         if !self.join.found {
             self.join.heard.insert(m.from);
         }
@@ -404,6 +570,7 @@ impl<S: StateMachine> WaitLoop<S> {
             if sent.is_none() {
                 self.unplaced.remove(&request_id);
                 self.counters.proposals_failed += 1;
+                self.shared.metrics.proposal_failed_no_leader();
                 let waiter = self.shared.waiters.lock().remove(&request_id);
                 if let Some(w) = waiter {
                     w.send(Err(NodeError::NoLeader));
@@ -419,6 +586,7 @@ impl<S: StateMachine> WaitLoop<S> {
             Err(e) => {
                 // Too large, too many uncommitted, or a transfer under way: tell the caller.
                 self.counters.proposals_failed += 1;
+                self.shared.metrics.proposal_rejected(&e);
                 self.unplaced.remove(&request_id);
                 let waiter = self.shared.waiters.lock().remove(&request_id);
                 if let Some(w) = waiter {
@@ -523,6 +691,7 @@ impl<S: StateMachine> WaitLoop<S> {
             let early = ready.take_messages_before_sync();
             if !early.is_empty() {
                 self.counters.messages_sent += early.len() as u64;
+                self.shared.metrics.sent(&early);
                 self.transport.send(early);
             }
             self.persist(&ready)?;
@@ -531,54 +700,37 @@ impl<S: StateMachine> WaitLoop<S> {
             self.keep_time()?;
             if !ready.messages.is_empty() {
                 self.counters.messages_sent += ready.messages.len() as u64;
+                self.shared.metrics.sent(&ready.messages);
                 self.transport.send(std::mem::take(&mut ready.messages));
             }
             self.dispatch(&mut ready);
             self.raft.advance(ready);
+            if let Some((meta, result)) = self.received_in_memory.take() {
+                self.received_stored(meta, result);
+            }
         }
         Ok(())
     }
-    /// Stores a snapshot the apply thread took at `index` and compacts the log behind it,
-    /// keeping `snapshot_trailing_entries`. A failure here is logged, not fatal: the log
-    /// simply stays longer.
-    fn store_snapshot(&mut self, index: LogIndex, data: bytes::Bytes) {
-        // Sealed with the configuration in force at `index` (see `Raft::snapshot_at`).
-        let Some(snapshot) = self.raft.snapshot_at(index, &data) else {
+    /// Hands a snapshot the apply thread took at `index` to the storer thread, which
+    /// serializes and writes it; `adopt_snapshot` then compacts the log behind it. Only
+    /// when the storer thread could not be started is it stored here, on the WaitLoop.
+    fn store_snapshot(&mut self, index: LogIndex, source: PackedSource) {
+        // With the configuration in force at `index` (see `Raft::snapshot_meta_at`).
+        let Some(meta) = self.raft.snapshot_meta_at(index) else {
             return; // already compacted past it (a newer snapshot was installed)
         };
-        let id = self.shared.id;
         if let Some(storer) = self.storer.as_mut() {
-            storer.submit(snapshot);
+            storer.submit(Job::Take(meta, source));
             return;
         }
-        let result = (|| {
-            let log = self.raft.log_mut();
-            log.save_snapshot(&snapshot)?;
-            self.timed_sync("snapshot")?;
-            self.compact_behind(index)
-        })();
-        match result {
-            Ok(()) => {
-                self.snapshot_index = index;
-                log::info!(
-                    "n{id} stored a snapshot at {index} ({} bytes); log now starts at {}",
-                    snapshot.data.len(),
-                    self.raft.log().first_index()
-                );
-                self.publish_status();
-            }
-            Err(e) => log::error!("n{id} could not store the snapshot at {index}: {e}"),
-        }
+        let result = store(None, meta.clone(), source);
+        self.adopt_written(meta, result);
     }
 
     /// Adopts a snapshot the storer thread wrote and compacts the log behind it: fast
     /// (metadata), so the WaitLoop is never held up by a snapshot's size. A failure is
     /// logged, not fatal: the log simply stays longer.
-    fn adopt_snapshot(
-        &mut self,
-        meta: SnapshotMeta,
-        result: Result<WrittenSnapshot, crate::StorageError>,
-    ) {
+    fn adopt_snapshot(&mut self, meta: SnapshotMeta, result: Result<Stored, crate::StorageError>) {
         self.adopt_written(meta, result);
         // The next write starts only now: the log's clean-up at adoption removes files
         // no one adopted, and must not race a write in progress.
@@ -587,13 +739,9 @@ impl<S: StateMachine> WaitLoop<S> {
         }
     }
 
-    fn adopt_written(
-        &mut self,
-        meta: SnapshotMeta,
-        result: Result<WrittenSnapshot, crate::StorageError>,
-    ) {
+    fn adopt_written(&mut self, meta: SnapshotMeta, result: Result<Stored, crate::StorageError>) {
         let id = self.shared.id;
-        let written = match result {
+        let stored = match result {
             Ok(w) => w,
             Err(e) => {
                 log::error!(
@@ -613,19 +761,37 @@ impl<S: StateMachine> WaitLoop<S> {
             );
             return;
         }
+        let (size_bytes, how) = match &stored {
+            Stored::Written(w) => (w.size_bytes, "written off the WaitLoop"),
+            Stored::InMemory(s) => (s.data.len() as u64, "in memory"),
+        };
         let result = (|| {
+            // No sync here: a sync that waits for a disk busy with snapshot files cost
+            // the WaitLoop 150-320 ms per snapshot (issue 18). Adoption and compaction
+            // become durable with the next regular sync, or an idle tick's. Crash-safe:
+            // the log is written in order and a crash keeps a prefix of what came after
+            // the last sync (the `Log` contract; for `SledLog`, one atomic batch per
+            // sync), so the compaction is never durable without the snapshot adopted
+            // before it; losing both leaves the previous snapshot and every entry after
+            // it, which is where the node was. Nothing sent depends on them being durable.
             let log = self.raft.log_mut();
-            log.adopt_snapshot(&written)?;
-            self.timed_sync("snapshot")?;
+            match &stored {
+                Stored::Written(w) => log.adopt_snapshot(w)?,
+                Stored::InMemory(s) => log.save_snapshot(s)?,
+            }
             self.compact_behind(meta.last_index)
         })();
+        if let Some(storer) = self.storer.as_mut() {
+            storer.unsynced = true;
+        }
         match result {
             Ok(()) => {
+                self.shared.metrics.snapshot_taken(size_bytes);
+                self.apply.send(ApplyTask::SnapshotStored { size_bytes });
                 self.snapshot_index = meta.last_index;
                 log::info!(
-                    "n{id} stored a snapshot at {} ({} bytes, written off the WaitLoop); log now starts at {}",
+                    "n{id} stored a snapshot at {} ({size_bytes} bytes, {how}); log now starts at {}",
                     meta.last_index,
-                    written.size_bytes,
                     self.raft.log().first_index()
                 );
                 self.publish_status();
@@ -637,14 +803,12 @@ impl<S: StateMachine> WaitLoop<S> {
         }
     }
 
-    /// Compacts the log behind a snapshot at `index` that is now durable, keeping
-    /// `snapshot_trailing_entries`.
+    /// Compacts the log behind a snapshot at `index` that the log stores (written before
+    /// this compaction, so never durable after it), keeping `snapshot_trailing_entries`.
     fn compact_behind(&mut self, index: LogIndex) -> Result<(), crate::StorageError> {
         let keep = self.config.snapshot_trailing_entries;
         if let Some(meta) = self.raft.compaction_meta(index.saturating_sub(keep)) {
-            let log = self.raft.log_mut();
-            log.compact(meta)?;
-            self.timed_sync("snapshot")?;
+            self.raft.log_mut().compact(meta.clone())?;
         }
         Ok(())
     }
@@ -655,7 +819,11 @@ impl<S: StateMachine> WaitLoop<S> {
     fn timed_sync(&mut self, what: &str) -> Result<(), crate::StorageError> {
         let started = Instant::now();
         self.raft.log_mut().sync()?;
+        if let Some(storer) = self.storer.as_mut() {
+            storer.unsynced = false;
+        }
         let took = started.elapsed();
+        self.shared.metrics.log_synced(what, took);
         let half_election = self.config.tick() * self.config.protocol.election_timeout_ticks / 2;
         if took > half_election {
             log::warn!(
@@ -674,6 +842,13 @@ impl<S: StateMachine> WaitLoop<S> {
         if std::mem::take(&mut self.synced_since_tick) {
             return Ok(());
         }
+        if self.storer.as_ref().is_some_and(|s| s.unsynced) {
+            // Idle: a snapshot adopted since the last sync becomes durable now.
+            self.timed_sync("snapshot")?;
+            self.counters.syncs += 1;
+            self.durable = self.raft.log().hard_state();
+            return Ok(());
+        }
         self.sync_commit_index()
     }
 
@@ -689,15 +864,135 @@ impl<S: StateMachine> WaitLoop<S> {
         Ok(())
     }
 
+    /// The storer thread made a received snapshot durable (or failed to): tell the
+    /// protocol, which installs it with its next ready if it still needs it.
+    fn on_received_stored(
+        &mut self,
+        meta: SnapshotMeta,
+        result: Result<Stored, crate::StorageError>,
+    ) {
+        self.received_stored(meta, result);
+        // The next write starts once this one is adopted (`persist`), if it is: adoption
+        // removes the files no one adopted, and must not race a write in progress.
+        if self.received.is_none() {
+            if let Some(storer) = self.storer.as_mut() {
+                storer.finished();
+            }
+        }
+    }
+
+    fn received_stored(&mut self, meta: SnapshotMeta, result: Result<Stored, crate::StorageError>) {
+        if let Err(e) = &result {
+            log::warn!(
+                "n{} could not store the snapshot up to {} it received: {e}",
+                self.shared.id,
+                meta.last_index
+            );
+        }
+        if self.raft.snapshot_received(meta.clone(), result.is_ok()) {
+            if let Ok(stored) = result {
+                self.received = Some((meta, stored));
+            }
+        }
+    }
+
+    /// Writes the received snapshot data of a ready, and hands a complete snapshot on to
+    /// be made durable (off the WaitLoop when the log has a writer).
+    fn write_received(&mut self, ready: &Ready) {
+        for chunk in &ready.snapshot_chunks {
+            if chunk.offset == 0 {
+                let to = match self.storer.as_mut() {
+                    Some(storer) if storer.has_writer => {
+                        let (tx, rx) = crossbeam_channel::unbounded();
+                        storer.submit(Job::Receive(chunk.meta.clone(), rx));
+                        Receiving::Streamed(tx)
+                    }
+                    _ => Receiving::InMemory(crate::ReceivedInMemory::default()),
+                };
+                self.receiving = Some((chunk.meta.clone(), to));
+            }
+            let written = match &mut self.receiving {
+                Some((meta, to)) if *meta == chunk.meta => match to {
+                    Receiving::InMemory(m) => m.write(chunk).map_err(|e| e.to_string()),
+                    Receiving::Streamed(tx) => tx
+                        .send(ReceivedPiece::Data(chunk.data.clone()))
+                        .map_err(|_| "the storer thread dropped it".to_string()),
+                },
+                _ => Err("its start was not written".to_string()),
+            };
+            if let Err(e) = written {
+                log::warn!(
+                    "n{} cannot write the snapshot up to {} it receives ({e}); the leader will send it again",
+                    self.shared.id,
+                    chunk.meta.last_index
+                );
+                self.receiving = None;
+                self.raft.snapshot_received(chunk.meta.clone(), false);
+                break;
+            }
+        }
+        if let Some(info) = &ready.received_snapshot {
+            match self.receiving.take() {
+                Some((meta, Receiving::InMemory(mut m))) if meta == info.meta => {
+                    // Told to the protocol once this ready is advanced (`handle_readies`).
+                    self.received_in_memory = Some((meta, m.finish(info).map(Stored::InMemory)));
+                }
+                Some((meta, Receiving::Streamed(tx))) if meta == info.meta => {
+                    // The storer answers with the durable file (`on_received_stored`).
+                    if tx
+                        .send(ReceivedPiece::End {
+                            len_bytes: info.len_bytes,
+                        })
+                        .is_err()
+                    {
+                        self.raft.snapshot_received(meta, false);
+                    }
+                }
+                _ => {
+                    self.raft.snapshot_received(info.meta.clone(), false);
+                }
+            }
+        }
+        // A transfer the protocol gave up (a newer one, or entries that overtook it):
+        // dropping the sender makes the storer remove its partial file.
+        if self
+            .receiving
+            .as_ref()
+            .is_some_and(|(meta, _)| self.raft.receiving_snapshot().as_ref() != Some(meta))
+        {
+            self.receiving = None;
+        }
+    }
+
     /// Step 1 of a Ready: make its snapshot, entries, term and vote durable, with one sync.
     fn persist(&mut self, ready: &Ready) -> Result<(), crate::StorageError> {
-        if let Some(snapshot) = &ready.snapshot {
+        self.write_received(ready);
+        if let Some(meta) = &ready.snapshot {
+            let stored = match self.received.take() {
+                Some((m, stored)) if m == *meta => stored,
+                other => {
+                    return Err(crate::StorageError::Io(format!(
+                        "the protocol installs the snapshot up to {} but the one stored is {:?}",
+                        meta.last_index,
+                        other.map(|(m, _)| m)
+                    )))
+                }
+            };
             let log = self.raft.log_mut();
-            log.save_snapshot(snapshot)?;
-            log.compact(snapshot.meta)?;
+            let adopted = match &stored {
+                Stored::Written(w) => log.adopt_snapshot(w),
+                Stored::InMemory(s) => log.save_snapshot(s),
+            };
+            if let (Stored::Written(_), Some(storer)) = (&stored, self.storer.as_mut()) {
+                storer.finished();
+            }
+            adopted?;
+            self.raft.log_mut().compact(meta.clone())?;
         }
         if !ready.entries.is_empty() {
+            let started = Instant::now();
             self.raft.log_mut().append(&ready.entries)?;
+            self.shared.metrics.log_appended(started.elapsed());
         }
         if let Some(hs) = ready.hard_state {
             self.raft.log_mut().set_hard_state(hs)?;
@@ -709,6 +1004,20 @@ impl<S: StateMachine> WaitLoop<S> {
             self.durable = self.raft.log().hard_state();
             self.synced_since_tick = true;
         }
+        if let Some(meta) = &ready.snapshot {
+            // Installed and durable: the apply thread restores from the stored snapshot,
+            // read as a stream (`dispatch`).
+            match self.raft.log().open_snapshot()? {
+                Some(chunks) if chunks.info().meta == *meta => self.restore_from = Some(chunks),
+                other => {
+                    return Err(crate::StorageError::Io(format!(
+                        "the snapshot up to {} was installed but the log stores {:?}",
+                        meta.last_index,
+                        other.map(|c| c.info().meta)
+                    )))
+                }
+            }
+        }
         Ok(())
     }
 
@@ -717,9 +1026,14 @@ impl<S: StateMachine> WaitLoop<S> {
         if let Some(soft) = ready.soft_state {
             self.on_soft_state(soft);
         }
-        if let Some(snapshot) = ready.snapshot.take() {
-            self.snapshot_index = snapshot.meta.last_index;
-            self.apply.send(ApplyTask::Restore(snapshot));
+        if let Some(meta) = ready.snapshot.take() {
+            self.snapshot_index = meta.last_index;
+            if let Some(chunks) = self.restore_from.take() {
+                self.shared
+                    .metrics
+                    .snapshot_installed(chunks.info().len_bytes as usize);
+                self.apply.send(ApplyTask::Restore(chunks));
+            }
         }
         for placed in ready.forwarded.drain(..) {
             // A refusal (the node we forwarded to no longer leads) leaves the proposal
@@ -756,6 +1070,7 @@ impl<S: StateMachine> WaitLoop<S> {
             events.publish(Event::LostLeadership { term: old.term });
         }
         if old.leader != soft.leader || (soft.leader.is_some() && old.term != soft.term) {
+            self.shared.metrics.leader_changed();
             if let Some(leader) = soft.leader {
                 log::info!(
                     "n{} follows leader n{leader} at term {}",
@@ -812,5 +1127,8 @@ impl<S: StateMachine> WaitLoop<S> {
             })
             .collect();
         status.counters = counters;
+        self.shared.metrics.publish(&status);
+        drop(status);
+        self.transport.publish_metrics();
     }
 }

@@ -256,62 +256,6 @@ pub fn decode_entry(data: &[u8]) -> Result<Membership, String> {
     Ok(m)
 }
 
-/// Leading bytes of snapshot data sealed by [`seal_snapshot_state`].
-const SNAPSHOT_MAGIC: &[u8; 8] = b"RaftMbr1";
-/// Magic, then the configuration's length as a little-endian `u32`.
-const SNAPSHOT_HEADER_BYTES: usize = 8 + 4;
-
-/// The bytes of a snapshot: the configuration in force at its last index, then the
-/// state machine's bytes. The configuration travels and is stored with the snapshot, so
-/// a node that installs it or restarts from it knows who votes even though the
-/// configuration entry itself was compacted away (as etcd-io/raft keeps its ConfState in the snapshot metadata).
-pub fn seal_snapshot_state(membership: &Membership, state: &[u8]) -> bytes::Bytes {
-    let config = encode_entry(membership);
-    let mut out = Vec::with_capacity(SNAPSHOT_HEADER_BYTES + config.len() + state.len());
-    out.extend_from_slice(SNAPSHOT_MAGIC);
-    out.extend_from_slice(&(config.len() as u32).to_le_bytes());
-    out.extend_from_slice(&config);
-    out.extend_from_slice(state);
-    out.into()
-}
-
-/// Splits snapshot data into the configuration it carries and the state machine's
-/// bytes. Data that does not start with the seal (written before configurations were
-/// stored with snapshots) carries none and is all state.
-///
-/// # Errors
-/// Data that starts with the seal but whose configuration is cut short or invalid.
-///
-/// ```
-/// # use raft_core::types::Membership;
-/// # use raft_core::protocol::membership::{open_snapshot_state, seal_snapshot_state};
-/// let m = Membership::new([1, 2, 3], [4]);
-/// let sealed = seal_snapshot_state(&m, b"state");
-/// assert_eq!(open_snapshot_state(&sealed).unwrap(), (Some(m), sealed.slice(sealed.len() - 5..)));
-/// let old = bytes::Bytes::from_static(b"old state");
-/// assert_eq!(open_snapshot_state(&old).unwrap(), (None, old.clone()));
-/// ```
-pub fn open_snapshot_state(
-    data: &bytes::Bytes,
-) -> Result<(Option<Membership>, bytes::Bytes), String> {
-    if !data.starts_with(SNAPSHOT_MAGIC) {
-        return Ok((None, data.clone()));
-    }
-    let Some(len) = data.get(8..SNAPSHOT_HEADER_BYTES) else {
-        return Err("snapshot configuration header cut short".into());
-    };
-    let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
-    let end = SNAPSHOT_HEADER_BYTES.saturating_add(len);
-    let Some(config) = data.get(SNAPSHOT_HEADER_BYTES..end) else {
-        return Err(format!(
-            "snapshot configuration of {len} bytes cut short ({} bytes in all)",
-            data.len()
-        ));
-    };
-    let membership = decode_entry(config)?;
-    Ok((Some(membership), data.slice(end..)))
-}
-
 /// The configurations a node's log defines, oldest first: the one in force at the
 /// start of the log (from the stored snapshot, or the initial configuration) and one per
 /// configuration entry after it. The last is the configuration in force (thesis §4.1:

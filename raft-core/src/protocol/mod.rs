@@ -14,4 +14,4 @@ mod ready;
 #[cfg(feature = "fault-injection")]
 pub use raft::BrokenVariant;
 pub use raft::{PeerStatus, ProposeError, ProtocolCounters, Raft, Status};
-pub use ready::{ForwardedProposal, ReadState, Ready, Role, SoftState};
+pub use ready::{ForwardedProposal, ReadState, Ready, Role, SnapshotChunk, SoftState};

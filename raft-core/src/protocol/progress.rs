@@ -17,12 +17,26 @@ pub enum ProgressState {
     Snapshot,
 }
 
+impl std::fmt::Debug for OutgoingSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutgoingSnapshot")
+            .field("info", &self.info)
+            .field("acked", &self.acked)
+            .field("sent", &self.sent)
+            .field("acked_at_last_heartbeat", &self.acked_at_last_heartbeat)
+            .field("behind", &self.behind)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A snapshot being streamed to one follower.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(crate) struct OutgoingSnapshot {
-    pub(crate) snapshot: crate::types::Snapshot,
-    /// CRC-32 of the whole snapshot, sent with the last chunk.
-    pub(crate) checksum: u32,
+    /// What is sent (its checksum goes with the last chunk).
+    pub(crate) info: crate::types::SnapshotInfo,
+    /// Where its chunks are read from as they go out (`Log::open_snapshot`): it is never
+    /// held whole here, and stays readable if the log stores a newer snapshot meanwhile.
+    pub(crate) chunks: std::sync::Arc<dyn crate::storage::SnapshotChunks>,
     /// Bytes the follower acknowledged (received in order).
     pub(crate) acked: u64,
     /// Bytes sent so far (`acked <= sent`).
@@ -102,15 +116,18 @@ impl Progress {
         self.inflight_bytes = 0;
     }
 
-    pub(crate) fn become_snapshot(&mut self, snapshot: crate::types::Snapshot) {
+    pub(crate) fn become_snapshot(
+        &mut self,
+        info: crate::types::SnapshotInfo,
+        chunks: std::sync::Arc<dyn crate::storage::SnapshotChunks>,
+    ) {
         self.state = ProgressState::Snapshot;
         self.probe_sent = false;
         self.inflight.clear();
         self.inflight_bytes = 0;
-        let checksum = crc32fast::hash(&snapshot.data);
         self.outgoing = Some(OutgoingSnapshot {
-            snapshot,
-            checksum,
+            info,
+            chunks,
             acked: 0,
             sent: 0,
             acked_at_last_heartbeat: 0,

@@ -11,12 +11,12 @@ use super::membership::{self, ConfigHistory, MembershipChange, MembershipError};
 use super::progress::{Progress, ProgressState};
 use super::quorum::VoteResult;
 use super::raft_log::RaftLog;
-use super::ready::{ForwardedProposal, ReadState, Ready, Role, SoftState};
+use super::ready::{ForwardedProposal, ReadState, Ready, Role, SnapshotChunk, SoftState};
 use crate::config::{Config, ConfigError, ReadMode};
 use crate::message::{Message, MessageBody, RejectHint};
 use crate::storage::Log;
 use crate::types::{
-    Entry, EntryKind, HardState, LogIndex, Membership, NodeId, Snapshot, SnapshotMeta, Term,
+    Entry, EntryKind, HardState, LogIndex, Membership, NodeId, SnapshotInfo, SnapshotMeta, Term,
 };
 
 mod election;
@@ -90,10 +90,17 @@ pub enum BrokenVariant {
     /// Accept a membership change while the previous one is not committed yet (two
     /// changes in flight, against thesis §4.1).
     TwoChangesInFlight,
+    /// Take a snapshot transfer for complete once its last chunk arrives, without
+    /// waiting for the chunks before it or checking its checksum: the driver stores, and
+    /// the node restores from, a partial snapshot.
+    InstallPartialSnapshot,
+    /// Install a snapshot without adopting the configuration its metadata carries: the
+    /// node keeps the configuration it had at the snapshot's index.
+    SnapshotWithoutConfig,
 }
 
 /// What one ready handed out: its last entry (index, term) and last committed index.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct HandedOut {
     last_entry: Option<(LogIndex, Term)>,
     last_committed: Option<LogIndex>,
@@ -224,8 +231,12 @@ pub struct Raft<L: Log> {
     handed_out: Option<HandedOut>,
     /// Follower: the snapshot being received.
     incoming: Option<IncomingSnapshot>,
-    /// Follower: a received snapshot for the driver to install.
-    pending_snapshot: Option<Snapshot>,
+    /// Follower: received snapshot data for the driver to write, in order.
+    snapshot_writes: Vec<SnapshotChunk>,
+    /// Follower: a received snapshot, every byte written, for the driver to make durable.
+    received_snapshot: Option<SnapshotInfo>,
+    /// Follower: a received snapshot, durable, for the driver to install.
+    pending_snapshot: Option<SnapshotMeta>,
     counters: ProtocolCounters,
     #[cfg(feature = "fault-injection")]
     broken: Option<BrokenVariant>,
@@ -255,9 +266,10 @@ impl<L: Log> Raft<L> {
     pub fn new(config: Config, mut log: L, seed: u64) -> Result<Self, ConfigError> {
         config.validate()?;
         let hard = log.hard_state();
-        // The state machine starts from the stored snapshot, if any (the runtime restores it).
-        let stored = match log.snapshot() {
-            Ok(snap) => snap,
+        // The state machine starts from the stored snapshot, if any (the runtime
+        // restores it). Only its metadata is read here, not its data.
+        let snapshot = match log.snapshot_info() {
+            Ok(info) => info.map(|i| i.meta),
             Err(e) => {
                 return Err(ConfigError::new(
                     "log",
@@ -265,32 +277,33 @@ impl<L: Log> Raft<L> {
                 ))
             }
         };
-        let snapshot = stored.as_ref().map(|s| s.meta);
-        // The configuration in force at the snapshot travels with it; a snapshot written
-        // before configurations were stored with snapshots has none, and the initial
+        // The configuration in force at the snapshot is in its metadata; a snapshot
+        // stored before configurations were kept with snapshots has none, and the initial
         // configuration (`config.voters`) then holds until a configuration entry.
-        let base = match &stored {
-            Some(s) => match membership::open_snapshot_state(&s.data) {
-                Ok((m, _)) => m.map(|m| (s.meta.last_index, m)),
+        let base = match snapshot
+            .as_ref()
+            .and_then(|m| m.membership.clone().map(|c| (m.last_index, c)))
+        {
+            Some((index, m)) => match m.validate() {
+                Ok(()) => Some((index, m)),
                 Err(e) => {
                     return Err(ConfigError::new(
                         "log",
-                        format!("the stored snapshot's configuration is unreadable: {e}"),
+                        format!("the stored snapshot's configuration is invalid: {e}"),
                     ))
                 }
             },
             None => None,
         };
-        drop(stored);
         // Installing a snapshot is two writes, save then compact, and a crash before the
         // sync may keep only the first: the snapshot then lies beyond a log that does not
         // hold its last entry (or disagrees there). Finish the compaction, or the log
         // would have no term for the index the node resumes from.
-        if let Some(meta) = snapshot {
+        if let Some(meta) = &snapshot {
             if meta.last_index > log.snapshot_meta().last_index
                 && log.term(meta.last_index).ok() != Some(meta.last_term)
             {
-                log.compact(meta).map_err(|e| {
+                log.compact(meta.clone()).map_err(|e| {
                     ConfigError::new(
                         "log",
                         format!("cannot compact the log to the stored snapshot: {e}"),
@@ -298,7 +311,7 @@ impl<L: Log> Raft<L> {
                 })?;
             }
         }
-        let snapshot_index = snapshot.map_or(0, |m| m.last_index);
+        let snapshot_index = snapshot.as_ref().map_or(0, |m| m.last_index);
         let applied = snapshot_index.max(log.snapshot_meta().last_index);
         let log = RaftLog::new(log, applied);
         let configs = Self::load_configs(&config, &log, base)?;
@@ -342,6 +355,8 @@ impl<L: Log> Raft<L> {
             },
             handed_out: None,
             incoming: None,
+            snapshot_writes: Vec::new(),
+            received_snapshot: None,
             pending_snapshot: None,
             counters: ProtocolCounters::default(),
             config,
@@ -812,6 +827,8 @@ impl<L: Log> Raft<L> {
     pub fn has_ready(&self) -> bool {
         self.soft_state() != self.prev_soft
             || self.pending_snapshot.is_some()
+            || !self.snapshot_writes.is_empty()
+            || self.received_snapshot.is_some()
             || self.hard_state() != self.prev_hard
             || !self.log.unstable_entries().is_empty()
             || !self.msgs.is_empty()
@@ -831,6 +848,8 @@ impl<L: Log> Raft<L> {
         let ready = Ready {
             soft_state: (soft != self.prev_soft).then_some(soft),
             snapshot: self.pending_snapshot.take(),
+            snapshot_chunks: std::mem::take(&mut self.snapshot_writes),
+            received_snapshot: self.received_snapshot.take(),
             hard_state: (hard != self.prev_hard).then_some(hard),
             entries: self.log.unstable_entries().to_vec(),
             messages: std::mem::take(&mut self.msgs),
@@ -847,7 +866,7 @@ impl<L: Log> Raft<L> {
         self.handed_out = Some(HandedOut {
             last_entry: ready.entries.last().map(|e| (e.index, e.term)),
             last_committed: ready.committed.last().map(|e| e.index),
-            snapshot: ready.snapshot.as_ref().map(|s| s.meta),
+            snapshot: ready.snapshot.clone(),
         });
         ready
     }

@@ -49,7 +49,7 @@ impl<L: Log> RaftLog<L> {
     }
 
     pub(crate) fn first_index(&self) -> LogIndex {
-        match self.installing {
+        match &self.installing {
             Some(meta) => meta.last_index + 1,
             None => self.log.first_index(),
         }
@@ -64,7 +64,7 @@ impl<L: Log> RaftLog<L> {
 
     /// Term at `index`, or `None` if the index is compacted or past the end.
     pub(crate) fn term(&self, index: LogIndex) -> Option<Term> {
-        if let Some(meta) = self.installing {
+        if let Some(meta) = &self.installing {
             if index == meta.last_index {
                 return Some(meta.last_term);
             }
@@ -262,10 +262,11 @@ impl<L: Log> RaftLog<L> {
             self.unstable.clear();
             self.unstable_offset = meta.last_index + 1;
         }
+        let last_index = meta.last_index;
         self.installing = Some(meta);
-        self.committed = meta.last_index;
-        self.applied = meta.last_index;
-        self.persisted = self.persisted.max(meta.last_index).min(self.last_index());
+        self.committed = last_index;
+        self.applied = last_index;
+        self.persisted = self.persisted.max(last_index).min(self.last_index());
     }
 
     /// The driver stored (and synced) the snapshot being installed and compacted the log.
@@ -283,10 +284,7 @@ impl<L: Log> RaftLog<L> {
             return None;
         }
         let term = self.term(index)?;
-        Some(SnapshotMeta {
-            last_index: index,
-            last_term: term,
-        })
+        Some(SnapshotMeta::at(index, term))
     }
 
     pub(crate) fn commit_to(&mut self, index: LogIndex) -> bool {

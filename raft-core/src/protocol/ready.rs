@@ -1,7 +1,9 @@
 //! `Ready`: what the protocol asks its driver to do, in order.
 
 use crate::message::Message;
-use crate::types::{Entry, HardState, LogIndex, NodeId, Snapshot, Term};
+use bytes::Bytes;
+
+use crate::types::{Entry, HardState, LogIndex, NodeId, SnapshotInfo, SnapshotMeta, Term};
 
 /// A node's role.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -46,12 +48,27 @@ pub struct ForwardedProposal {
     pub placed: Option<(LogIndex, Term)>,
 }
 
+/// A piece of a snapshot this follower receives: write `data` at `offset` of the
+/// snapshot covering `meta`. Pieces come in order, from offset 0, without gaps; a piece
+/// at offset 0 starts the snapshot over (drop whatever was written for another).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotChunk {
+    /// The snapshot it belongs to.
+    pub meta: SnapshotMeta,
+    /// Where its data goes, in bytes from the snapshot's start.
+    pub offset: u64,
+    /// The data.
+    pub data: Bytes,
+}
+
 /// A batch of work for the driver. Handle it in this order:
 ///
 /// 0. optionally, send [`Ready::take_messages_before_sync`] first: the leader's appends,
 ///    heartbeats and snapshot chunks, which promise nothing about this node's storage;
-/// 1. store [`Ready::snapshot`] if any, append [`Ready::entries`] and store
-///    [`Ready::hard_state`], then sync the log (see [`Ready::must_sync_after`]);
+/// 1. write [`Ready::snapshot_chunks`] (no sync needed: they are durable only as a
+///    whole, see [`Ready::received_snapshot`]); store [`Ready::snapshot`] if any, append
+///    [`Ready::entries`] and store [`Ready::hard_state`], then sync the log (see
+///    [`Ready::must_sync_after`]);
 /// 2. send [`Ready::messages`] (only now: they may promise what step 1 made durable);
 /// 3. apply [`Ready::committed`] in order; answer [`Ready::read_states`] and
 ///    [`Ready::forwarded`];
@@ -61,10 +78,19 @@ pub struct ForwardedProposal {
 pub struct Ready {
     /// New role, term or leader, if any changed since the last ready.
     pub soft_state: Option<SoftState>,
-    /// A snapshot received from the leader: store it ([`crate::Log::save_snapshot`]),
-    /// compact the log to it ([`crate::Log::compact`]), before appending `entries`; then
-    /// restore the state machine from it before applying `committed`.
-    pub snapshot: Option<Snapshot>,
+    /// A snapshot received from the leader that the driver made durable and
+    /// [`crate::Raft::snapshot_received`] accepted: make it the log's stored snapshot
+    /// ([`crate::Log::adopt_snapshot`] or [`crate::Log::save_snapshot`]) and compact the
+    /// log to it ([`crate::Log::compact`]), before appending `entries`; then restore the
+    /// state machine from the stored snapshot before applying `committed`.
+    pub snapshot: Option<SnapshotMeta>,
+    /// Data of a snapshot being received, to write in order (see [`SnapshotChunk`]).
+    pub snapshot_chunks: Vec<SnapshotChunk>,
+    /// Every byte of this snapshot was handed out in `snapshot_chunks` and matched the
+    /// leader's checksum: make what was written durable (off the thread that drives the
+    /// protocol, if that is slow), then call [`crate::Raft::snapshot_received`] with the
+    /// outcome. Until then the snapshot is neither installed nor acknowledged.
+    pub received_snapshot: Option<SnapshotInfo>,
     /// Hard state to store, if it changed.
     pub hard_state: Option<HardState>,
     /// Entries to append to the log (replacing any suffix from the first one's index).
@@ -84,6 +110,8 @@ impl Ready {
     pub fn is_empty(&self) -> bool {
         self.soft_state.is_none()
             && self.snapshot.is_none()
+            && self.snapshot_chunks.is_empty()
+            && self.received_snapshot.is_none()
             && self.hard_state.is_none()
             && self.entries.is_empty()
             && self.messages.is_empty()

@@ -48,7 +48,7 @@ impl Log for MemLog {
     }
 
     fn snapshot_meta(&self) -> SnapshotMeta {
-        self.snapshot
+        self.snapshot.clone()
     }
 
     fn first_index(&self) -> LogIndex {

@@ -16,7 +16,11 @@ mod mem;
 
 pub use mem::{check_contiguous, MemLog};
 
-use crate::types::{Entry, HardState, LogIndex, Snapshot, SnapshotMeta, Term};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::types::{Entry, HardState, LogIndex, Snapshot, SnapshotInfo, SnapshotMeta, Term};
 
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +135,35 @@ pub trait Log: Send + 'static {
     /// Storage failure or corruption.
     fn snapshot(&self) -> Result<Option<Snapshot>, StorageError>;
 
+    /// The latest stored snapshot's metadata, length and checksum, without its data.
+    /// The default reads [`Log::snapshot`] (and checksums it); a log that keeps
+    /// snapshots in files answers from its metadata.
+    ///
+    /// # Errors
+    /// Storage failure or corruption.
+    fn snapshot_info(&self) -> Result<Option<SnapshotInfo>, StorageError> {
+        Ok(self.snapshot()?.map(|s| SnapshotInfo {
+            meta: s.meta,
+            len_bytes: s.data.len() as u64,
+            crc32: crc32fast::hash(&s.data),
+        }))
+    }
+
+    /// The latest stored snapshot, opened for reading in chunks: a leader sends it to a
+    /// follower chunk by chunk (`SnapshotChunks::read_chunk`) without holding it whole,
+    /// and the reader stays valid while the transfer lasts, even if the log stores a newer
+    /// snapshot meanwhile (a transfer restarted at every new snapshot might never end).
+    /// The default shares [`Log::snapshot`]'s bytes; [`MemLog`] keeps them in memory
+    /// anyway. A log that keeps snapshots in files opens the file.
+    ///
+    /// # Errors
+    /// Storage failure or corruption.
+    fn open_snapshot(&self) -> Result<Option<Arc<dyn SnapshotChunks>>, StorageError> {
+        Ok(self
+            .snapshot()?
+            .map(|s| Arc::new(InMemoryChunks::new(s)) as Arc<dyn SnapshotChunks>))
+    }
+
     /// Stores `snapshot`, replacing the previous one atomically: after a crash at any
     /// point, either the old or the new snapshot is there, whole. Durable at the next
     /// [`Log::sync`]. Does not compact the log; [`Log::compact`] does.
@@ -172,17 +205,273 @@ pub trait Log: Send + 'static {
     }
 }
 
+/// A stored snapshot opened for reading in chunks ([`Log::open_snapshot`]).
+pub trait SnapshotChunks: Send + Sync + 'static {
+    /// What it covers, its length and its checksum.
+    fn info(&self) -> SnapshotInfo;
+
+    /// At most `max_bytes` of its data from byte `offset` (fewer only at its end; empty
+    /// at or past it).
+    ///
+    /// # Errors
+    /// Storage failure.
+    fn read_chunk(&self, offset: u64, max_bytes: u64) -> Result<Bytes, StorageError>;
+}
+
+/// [`SnapshotChunks`] over a snapshot in memory (the default of [`Log::open_snapshot`]).
+#[derive(Debug)]
+pub struct InMemoryChunks {
+    info: SnapshotInfo,
+    data: Bytes,
+}
+
+impl InMemoryChunks {
+    /// Wraps `snapshot` (checksumming it once).
+    pub fn new(snapshot: Snapshot) -> Self {
+        Self {
+            info: SnapshotInfo {
+                meta: snapshot.meta,
+                len_bytes: snapshot.data.len() as u64,
+                crc32: crc32fast::hash(&snapshot.data),
+            },
+            data: snapshot.data,
+        }
+    }
+}
+
+impl SnapshotChunks for InMemoryChunks {
+    fn info(&self) -> SnapshotInfo {
+        self.info.clone()
+    }
+
+    fn read_chunk(&self, offset: u64, max_bytes: u64) -> Result<Bytes, StorageError> {
+        let len = self.data.len() as u64;
+        let start = offset.min(len);
+        let end = offset.saturating_add(max_bytes).min(len);
+        Ok(self.data.slice(start as usize..end as usize))
+    }
+}
+
+/// Reads a [`SnapshotChunks`] as a stream, a chunk of at most `chunk_bytes_max` at a
+/// time: what a state machine restores from ([`crate::StateMachine::restore_from`]) without
+/// the snapshot being loaded whole.
+pub struct ChunksReader {
+    chunks: Arc<dyn SnapshotChunks>,
+    offset: u64,
+    buf: Bytes,
+    chunk_bytes_max: u64,
+}
+
+impl ChunksReader {
+    /// Default read size: 1 MiB.
+    pub const CHUNK_BYTES_DEFAULT: u64 = 1 << 20;
+
+    /// A reader from the start of `chunks`.
+    pub fn new(chunks: Arc<dyn SnapshotChunks>) -> Self {
+        Self {
+            chunks,
+            offset: 0,
+            buf: Bytes::new(),
+            chunk_bytes_max: Self::CHUNK_BYTES_DEFAULT,
+        }
+    }
+}
+
+impl std::io::Read for ChunksReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.buf.is_empty() {
+            let len = self.chunks.info().len_bytes;
+            if self.offset >= len {
+                return Ok(0);
+            }
+            let want = self.chunk_bytes_max.min(len - self.offset);
+            self.buf = self
+                .chunks
+                .read_chunk(self.offset, want)
+                .map_err(std::io::Error::other)?;
+            if self.buf.is_empty() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("the snapshot ends at {} of {len} bytes", self.offset),
+                ));
+            }
+            self.offset += self.buf.len() as u64;
+        }
+        let n = out.len().min(self.buf.len());
+        out[..n].copy_from_slice(&self.buf.split_to(n));
+        Ok(n)
+    }
+}
+
+/// Collects a snapshot this follower receives ([`crate::Ready::snapshot_chunks`]) in
+/// memory: for logs that keep snapshots in memory anyway ([`MemLog`]) and for tests.
+/// A log that keeps snapshots in files streams the chunks into a [`SnapshotWriter`]
+/// instead.
+///
+/// ```
+/// use raft_core::{ReceivedInMemory, SnapshotChunk, SnapshotInfo, SnapshotMeta};
+/// let meta = SnapshotMeta::at(7, 2);
+/// let mut r = ReceivedInMemory::default();
+/// r.write(&SnapshotChunk { meta: meta.clone(), offset: 0, data: "abc".into() }).unwrap();
+/// r.write(&SnapshotChunk { meta: meta.clone(), offset: 3, data: "de".into() }).unwrap();
+/// let info = SnapshotInfo { meta, len_bytes: 5, crc32: crc32fast::hash(b"abcde") };
+/// assert_eq!(&r.finish(&info).unwrap().data[..], b"abcde");
+/// ```
+#[derive(Debug, Default)]
+pub struct ReceivedInMemory {
+    meta: Option<SnapshotMeta>,
+    data: Vec<u8>,
+}
+
+impl ReceivedInMemory {
+    /// Takes the next piece; a piece at offset 0 starts over.
+    ///
+    /// # Errors
+    /// A piece of another snapshot, or not right after the last one.
+    pub fn write(&mut self, chunk: &crate::SnapshotChunk) -> Result<(), StorageError> {
+        if chunk.offset == 0 {
+            self.meta = Some(chunk.meta.clone());
+            self.data.clear();
+        }
+        if self.meta.as_ref() != Some(&chunk.meta) || chunk.offset != self.data.len() as u64 {
+            return Err(StorageError::Io(format!(
+                "snapshot data for {:?} at offset {}, but {} bytes of {:?} are written",
+                chunk.meta,
+                chunk.offset,
+                self.data.len(),
+                self.meta
+            )));
+        }
+        self.data.extend_from_slice(&chunk.data);
+        Ok(())
+    }
+
+    /// The snapshot `info` describes, taken out of the collector.
+    ///
+    /// # Errors
+    /// What was collected is not that snapshot (another one, a length or checksum that
+    /// differs); the collector is emptied anyway.
+    pub fn finish(&mut self, info: &SnapshotInfo) -> Result<Snapshot, StorageError> {
+        let meta = self.meta.take();
+        let data = std::mem::take(&mut self.data);
+        if meta.as_ref() != Some(&info.meta)
+            || data.len() as u64 != info.len_bytes
+            || crc32fast::hash(&data) != info.crc32
+        {
+            return Err(StorageError::Corrupt {
+                index: info.meta.last_index,
+                detail: format!(
+                    "received {} bytes of {meta:?}, expected {} bytes of {:?} with checksum {:#x}",
+                    data.len(),
+                    info.len_bytes,
+                    info.meta,
+                    info.crc32
+                ),
+            });
+        }
+        Ok(Snapshot {
+            meta: info.meta.clone(),
+            data: data.into(),
+        })
+    }
+}
+
+/// Receives and installs snapshots synchronously, in memory, for drivers that need
+/// nothing faster (tests, benches, tools): call [`InMemoryInstaller::persist`] in step 1
+/// of every ready and [`InMemoryInstaller::after_advance`] after [`crate::Raft::advance`].
+/// The runtime's WaitLoop writes received snapshots off its thread instead.
+#[derive(Debug, Default)]
+pub struct InMemoryInstaller {
+    receiving: ReceivedInMemory,
+    /// A snapshot the last ready completed, to report once it is advanced.
+    finished: Option<(SnapshotMeta, Result<Snapshot, StorageError>)>,
+    /// A snapshot the protocol accepted, to store with the ready that installs it.
+    accepted: Option<Snapshot>,
+}
+
+impl InMemoryInstaller {
+    /// Step 1 of `ready`, for snapshots: collects its [`crate::Ready::snapshot_chunks`],
+    /// finishes a [`crate::Ready::received_snapshot`], and stores (save, compact) the
+    /// snapshot [`crate::Ready::snapshot`] installs. Returns the installed snapshot, for
+    /// the state machine to restore from.
+    ///
+    /// # Errors
+    /// Storage failure, or a ready that installs a snapshot this installer did not
+    /// receive.
+    pub fn persist<L: Log + ?Sized>(
+        &mut self,
+        log: &mut L,
+        ready: &crate::Ready,
+    ) -> Result<Option<Snapshot>, StorageError> {
+        let mut failed = None;
+        for chunk in &ready.snapshot_chunks {
+            if let Err(e) = self.receiving.write(chunk) {
+                failed = Some((chunk.meta.clone(), Err(e)));
+                break;
+            }
+        }
+        if let Some(info) = &ready.received_snapshot {
+            self.finished = Some((info.meta.clone(), self.receiving.finish(info)));
+        } else if failed.is_some() {
+            self.finished = failed;
+        }
+        let Some(meta) = &ready.snapshot else {
+            return Ok(None);
+        };
+        let snapshot = match self.accepted.take() {
+            Some(s) if s.meta == *meta => s,
+            other => {
+                return Err(StorageError::Io(format!(
+                    "asked to install the snapshot up to {} but received {:?}",
+                    meta.last_index,
+                    other.map(|s| s.meta)
+                )))
+            }
+        };
+        log.save_snapshot(&snapshot)?;
+        log.compact(meta.clone())?;
+        Ok(Some(snapshot))
+    }
+
+    /// After [`crate::Raft::advance`]: tells the protocol about a snapshot the ready
+    /// completed (stored, or not).
+    pub fn after_advance<L: Log>(&mut self, raft: &mut crate::Raft<L>) {
+        if let Some((meta, result)) = self.finished.take() {
+            let stored = result.is_ok();
+            if raft.snapshot_received(meta, stored) {
+                self.accepted = result.ok();
+            }
+        }
+    }
+}
+
 /// Writes snapshots durably away from the WaitLoop: see [`Log::snapshot_writer`].
 ///
 /// A writer only writes: until [`Log::adopt_snapshot`] is called with its result, the
 /// log's stored snapshot is unchanged, and a crash leaves at most an unreferenced file
 /// that the log may clean up when it is opened again.
 pub trait SnapshotWriter: Send + 'static {
-    /// Writes `snapshot` so that it survives a crash once this returns.
+    /// Writes the snapshot that covers `meta`, whose data `fill` writes into the sink it
+    /// is handed (a stream: no whole-snapshot buffer is needed), so that it survives a
+    /// crash once this returns. The writer counts and checksums the bytes as they pass.
     ///
     /// # Errors
-    /// Storage failure; nothing was adopted, the log keeps its previous snapshot.
-    fn write(&mut self, snapshot: &Snapshot) -> Result<WrittenSnapshot, StorageError>;
+    /// Storage failure, or `fill` failed; nothing was adopted, the log keeps its previous
+    /// snapshot, and whatever was partly written is not a snapshot the log will use.
+    fn write(
+        &mut self,
+        meta: SnapshotMeta,
+        fill: &mut dyn FnMut(&mut dyn std::io::Write) -> std::io::Result<()>,
+    ) -> Result<WrittenSnapshot, StorageError>;
+
+    /// [`SnapshotWriter::write`] for a snapshot already in memory.
+    ///
+    /// # Errors
+    /// As [`SnapshotWriter::write`].
+    fn write_whole(&mut self, snapshot: &Snapshot) -> Result<WrittenSnapshot, StorageError> {
+        let mut fill = |out: &mut dyn std::io::Write| out.write_all(&snapshot.data);
+        self.write(snapshot.meta.clone(), &mut fill)
+    }
 }
 
 /// A snapshot a [`SnapshotWriter`] wrote durably, for [`Log::adopt_snapshot`].
@@ -235,6 +524,12 @@ impl<L: Log + ?Sized> Log for Box<L> {
     }
     fn snapshot(&self) -> Result<Option<Snapshot>, StorageError> {
         (**self).snapshot()
+    }
+    fn snapshot_info(&self) -> Result<Option<SnapshotInfo>, StorageError> {
+        (**self).snapshot_info()
+    }
+    fn open_snapshot(&self) -> Result<Option<Arc<dyn SnapshotChunks>>, StorageError> {
+        (**self).open_snapshot()
     }
     fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
         (**self).save_snapshot(snapshot)

@@ -15,8 +15,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::Bytes;
 use raft_core::protocol::ForwardedProposal;
 use raft_core::{
-    Config, Entry, EntryKind, HardState, Log, LogIndex, MemLog, Message, MessageBody, NodeId, Raft,
-    ReadState, Role, Term,
+    Config, Entry, EntryKind, HardState, InMemoryInstaller, Log, LogIndex, MemLog, Message,
+    MessageBody, NodeId, Raft, ReadState, Role, Snapshot, Term,
 };
 
 /// One node of the network.
@@ -87,14 +87,6 @@ pub fn encode_entries(entries: &[Entry]) -> Bytes {
         out.extend_from_slice(&e.data);
     }
     out.into()
-}
-
-/// The state machine's bytes of a snapshot: without the configuration the protocol
-/// seals in (if it does).
-pub fn snapshot_state(data: &Bytes) -> Bytes {
-    raft_core::protocol::membership::open_snapshot_state(data)
-        .expect("a readable snapshot")
-        .1
 }
 
 /// Decodes what [`encode_entries`] encoded.
@@ -190,6 +182,7 @@ impl NetworkBuilder {
             delivered: Vec::new(),
             leaders: BTreeMap::new(),
             applied_terms: BTreeMap::new(),
+            installers: BTreeMap::new(),
         };
         for &id in &self.ids {
             let voters = self.voters.clone().unwrap_or_else(|| self.ids.clone());
@@ -227,6 +220,8 @@ pub struct Network {
     leaders: BTreeMap<Term, NodeId>,
     /// State machine safety: the term of the entry applied at each index, by anyone.
     applied_terms: BTreeMap<LogIndex, (Term, NodeId)>,
+    /// Each node's received snapshots, in memory.
+    installers: BTreeMap<NodeId, InMemoryInstaller>,
 }
 
 impl Network {
@@ -324,9 +319,12 @@ impl Network {
             Some(index),
             "n{id}: the harness's state machine is not at the applied index"
         );
-        let snapshot = node
-            .snapshot_at(index, &encode_entries(&covered))
-            .expect("the applied index is in the log");
+        let snapshot = Snapshot {
+            meta: node
+                .snapshot_meta_at(index)
+                .expect("the applied index is in the log"),
+            data: encode_entries(&covered),
+        };
         assert_eq!(snapshot.meta.last_term, term);
         let log = node.log_mut();
         log.save_snapshot(&snapshot).unwrap();
@@ -389,11 +387,10 @@ impl Network {
             return false;
         }
         let ready = node.ready();
-        if let Some(snapshot) = &ready.snapshot {
-            node.log_mut().save_snapshot(snapshot).unwrap();
-            node.log_mut().compact(snapshot.meta).unwrap();
+        let installer = self.installers.entry(id).or_default();
+        if let Some(snapshot) = &installer.persist(node.log_mut(), &ready).unwrap() {
             // The state machine is restored from the snapshot.
-            let restored = decode_entries(&snapshot_state(&snapshot.data));
+            let restored = decode_entries(&snapshot.data);
             assert_eq!(
                 restored.last().map(|e| (e.index, e.term)),
                 Some((snapshot.meta.last_index, snapshot.meta.last_term)),
@@ -441,6 +438,10 @@ impl Network {
         }
         self.in_flight.extend(ready.messages.iter().cloned());
         node.advance(ready);
+        self.installers
+            .get_mut(&id)
+            .expect("inserted above")
+            .after_advance(node);
         true
     }
 
@@ -571,7 +572,7 @@ impl Network {
         let restored = log
             .snapshot()
             .unwrap()
-            .map(|s| decode_entries(&snapshot_state(&s.data)))
+            .map(|s| decode_entries(&s.data))
             .unwrap_or_default();
         let node = Raft::new(config, log, seed).expect("the config was valid before");
         self.nodes.insert(id, node);
@@ -648,12 +649,10 @@ pub fn append(
 /// Takes node's ready, handles it like a driver would, and returns its messages.
 pub fn drain_messages(node: &mut Node) -> Vec<Message> {
     let mut out = Vec::new();
+    let mut installer = InMemoryInstaller::default();
     while node.has_ready() {
         let ready = node.ready();
-        if let Some(snapshot) = &ready.snapshot {
-            node.log_mut().save_snapshot(snapshot).unwrap();
-            node.log_mut().compact(snapshot.meta).unwrap();
-        }
+        installer.persist(node.log_mut(), &ready).unwrap();
         node.log_mut().append(&ready.entries).unwrap();
         if let Some(hs) = ready.hard_state {
             node.log_mut().set_hard_state(hs).unwrap();
@@ -661,6 +660,7 @@ pub fn drain_messages(node: &mut Node) -> Vec<Message> {
         node.log_mut().sync().unwrap();
         out.extend(ready.messages.iter().cloned());
         node.advance(ready);
+        installer.after_advance(node);
     }
     out
 }

@@ -86,10 +86,7 @@ pub fn every_body() -> Vec<MessageBody> {
         },
         MessageBody::TimeoutNow,
         MessageBody::InstallSnapshot {
-            meta: raft_core::SnapshotMeta {
-                last_index: 900,
-                last_term: 7,
-            },
+            meta: raft_core::SnapshotMeta::at(900, 7),
             offset: 4096,
             data: vec![0xAB; 2000].into(),
             done: Some(0xDEAD_BEEF),

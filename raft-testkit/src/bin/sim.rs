@@ -48,8 +48,9 @@ struct Args {
     /// Print every event of the run (use with --seed).
     #[arg(long)]
     trace: bool,
-    /// Run a deliberately broken variant: vote-without-log-check, commit-older-terms or
-    /// ticks-after-queue, two-changes-in-flight (needs the broken-variants feature).
+    /// Run a deliberately broken variant: vote-without-log-check, commit-older-terms,
+    /// ticks-after-queue, install-partial-snapshot, two-changes-in-flight or
+    /// snapshot-without-config (needs the broken-variants feature).
     #[arg(long)]
     broken: Option<String>,
     /// Stop after this many failures.
@@ -65,6 +66,8 @@ fn main() -> Result<()> {
         Some("commit-older-terms") => Some(Broken::CommitOlderTerms),
         Some("ticks-after-queue") => Some(Broken::TicksAfterQueue),
         Some("two-changes-in-flight") => Some(Broken::TwoChangesInFlight),
+        Some("install-partial-snapshot") => Some(Broken::InstallPartialSnapshot),
+        Some("snapshot-without-config") => Some(Broken::SnapshotWithoutConfig),
         Some(other) => bail!("unknown broken variant {other:?}"),
     };
     if broken.is_some() && !cfg!(feature = "broken-variants") {

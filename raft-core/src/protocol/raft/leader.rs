@@ -63,7 +63,7 @@ impl<L: Log> Raft<L> {
                         && pr
                             .outgoing
                             .as_ref()
-                            .is_none_or(|o| index >= o.snapshot.meta.last_index);
+                            .is_none_or(|o| index >= o.info.meta.last_index);
                     if pr.state == ProgressState::Probe || snapshot_done {
                         pr.become_replicate();
                     }
@@ -109,7 +109,7 @@ impl<L: Log> Raft<L> {
                 let Some(o) = pr.outgoing.as_mut() else {
                     return;
                 };
-                if o.snapshot.meta.last_index != last_index {
+                if o.info.meta.last_index != last_index {
                     return;
                 }
                 if next_offset < o.acked {
@@ -124,7 +124,7 @@ impl<L: Log> Raft<L> {
                     return;
                 }
                 o.behind = None;
-                o.acked = next_offset.min(o.snapshot.data.len() as u64);
+                o.acked = next_offset.min(o.info.len_bytes);
                 o.sent = o.sent.max(o.acked);
                 self.send_snapshot_chunks(from);
             }

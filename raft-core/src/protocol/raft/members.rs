@@ -71,19 +71,16 @@ impl<L: Log> Raft<L> {
         self.configs.index_at(index)
     }
 
-    /// A snapshot of the state machine at `index` for the driver to store: `state` is
-    /// the state machine's bytes, sealed with the configuration in force at `index` so
-    /// that a node installing or restarting from the snapshot knows who votes
-    /// ([`membership::open_snapshot_state`] gives the state back). `None` if `index`
-    /// is not in the log (compacted, or beyond its end).
-    pub fn snapshot_at(&self, index: LogIndex, state: &[u8]) -> Option<Snapshot> {
+    /// The metadata of a snapshot of the state machine at `index`, for the driver to
+    /// store with the state machine's bytes: the index, its term and the configuration in
+    /// force there, so that a node installing or restarting from the snapshot knows who
+    /// votes. `None` if `index` is not in the log (compacted, or beyond its end).
+    pub fn snapshot_meta_at(&self, index: LogIndex) -> Option<SnapshotMeta> {
         let term = self.log.term(index)?;
-        Some(Snapshot {
-            meta: SnapshotMeta {
-                last_index: index,
-                last_term: term,
-            },
-            data: membership::seal_snapshot_state(self.configs.at(index), state),
+        Some(SnapshotMeta {
+            last_index: index,
+            last_term: term,
+            membership: Some(self.configs.at(index).clone()),
         })
     }
 
@@ -249,18 +246,28 @@ impl<L: Log> Raft<L> {
         }
     }
 
-    /// Follower: a snapshot up to `meta` was installed; `sealed` is its data. Returns
-    /// the error to log when the data's configuration is unreadable (nothing changed).
+    /// Follower: a snapshot up to `meta` is being installed: the configuration it
+    /// carries is in force at its last index, and the configuration entries after it stay
+    /// if the log kept its suffix (`kept_suffix`). Returns the error to log when the
+    /// configuration is invalid (nothing changed). A snapshot without one (stored before
+    /// configurations were kept with snapshots) keeps the configuration this node had at
+    /// that index.
     pub(super) fn configs_from_snapshot(
         &mut self,
-        meta: SnapshotMeta,
-        sealed: &Bytes,
+        meta: &SnapshotMeta,
         kept_suffix: bool,
     ) -> Result<(), String> {
-        let base = match membership::open_snapshot_state(sealed)? {
-            (Some(m), _) => m,
-            // Written before configurations travelled with snapshots.
-            (None, _) => self.configs.at(meta.last_index).clone(),
+        #[cfg(feature = "fault-injection")]
+        let ignore = self.broken(BrokenVariant::SnapshotWithoutConfig);
+        #[cfg(not(feature = "fault-injection"))]
+        let ignore = false;
+        let base = match &meta.membership {
+            Some(m) if !ignore => {
+                m.validate()
+                    .map_err(|e| format!("its configuration is invalid: {e}"))?;
+                m.clone()
+            }
+            _ => self.configs.at(meta.last_index).clone(),
         };
         self.configs.restart_at(meta.last_index, base, kept_suffix);
         Ok(())

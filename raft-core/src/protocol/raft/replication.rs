@@ -37,7 +37,7 @@ impl<L: Log> Raft<L> {
             } => {
                 self.election_elapsed = 0;
                 self.leader = Some(m.from);
-                self.handle_snapshot_chunk(m.from, meta, offset, &data, done);
+                self.handle_snapshot_chunk(m.from, meta, offset, data, done);
             }
             MessageBody::TimeoutNow => {
                 log::info!(
@@ -208,7 +208,7 @@ impl<L: Log> Raft<L> {
         }
         // Batching: while small appends are unanswered, entries that do not fill an
         // append wait for the answer, and then go together.
-        let fills = entries.len() as u64 <= last - next && next <= last;
+        let fills = next <= last && entries.len() as u64 <= last - next;
         if how.batched()
             && pr.state == ProgressState::Replicate
             && pr.inflight_messages() >= self.config.inflight_small_appends_max as usize
