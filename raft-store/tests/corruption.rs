@@ -517,7 +517,7 @@ fn format_version_1_directory_is_refused_clearly() {
     assert!(
         matches!(err, StorageError::Corrupt { index: 0, .. })
             && text.contains("format version 1")
-            && text.contains("reads only 2"),
+            && text.contains("reads only 3 and 2"),
         "{text}"
     );
     assert!(
