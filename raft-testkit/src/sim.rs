@@ -79,6 +79,10 @@ pub enum Broken {
     /// metadata (see `BrokenVariant::SnapshotWithoutConfig`): it keeps counting votes
     /// and commits with the configuration it had.
     SnapshotWithoutConfig,
+    /// Vote requests of a stale term are ignored instead of refused with the current
+    /// term (see `BrokenVariant::IgnoreStaleVotes`): seed 891 of the membership campaign
+    /// then never elects a leader again.
+    IgnoreStaleVotes,
 }
 
 /// A deliberately broken state machine snapshot, to prove that restores are checked.
@@ -1099,6 +1103,7 @@ impl Simulator {
                 Broken::TicksAfterQueue => None, // the driver's bug: see `resume`
                 Broken::InstallPartialSnapshot => Some(BrokenVariant::InstallPartialSnapshot),
                 Broken::SnapshotWithoutConfig => Some(BrokenVariant::SnapshotWithoutConfig),
+                Broken::IgnoreStaleVotes => Some(BrokenVariant::IgnoreStaleVotes),
             });
         }
         let snapshot_index = stored.as_ref().map_or(0, |s| s.meta.last_index);

@@ -120,3 +120,19 @@ fn installing_a_snapshot_without_its_configuration_is_caught() {
     });
     assert!(v.contains("membership"), "seed {seed}: {v}");
 }
+
+/// Figure 2: a vote request of a stale term is refused with the current term. Ignoring
+/// it instead (etcd-io/raft ignores a stale `MsgVote`) lets a candidate campaign below
+/// the term of a voter it needs forever when that voter's term is raised by a node
+/// outside the configuration: seed 891 of the membership campaign loses liveness.
+#[test]
+fn ignoring_stale_vote_requests_is_caught() {
+    let mut cfg = SimConfig::random(891, Some(5));
+    cfg.force_membership();
+    cfg.broken = Some(Broken::IgnoreStaleVotes);
+    let f = Simulator::new(cfg)
+        .run()
+        .failure
+        .expect("seed 891 fails when stale vote requests are ignored");
+    assert!(f.violation.to_string().contains("liveness"), "{f}");
+}

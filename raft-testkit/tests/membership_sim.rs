@@ -24,9 +24,14 @@ fn run_membership_seed(seed: u64) -> raft_testkit::sim::RunReport {
 ///   check-quorum a node silently ignored a stale leader's appends; the leader, whom no
 ///   candidate's configuration listed, never learned the new term and kept a joint
 ///   configuration waiting for that node forever.
+/// - 891 (the campaign re-run after issue 14 step B): without pre-vote, a removed node
+///   with a stale log kept campaigning and raised the term of a lagging voter that the
+///   new (joint) configuration needed; the real candidates, below that term, were
+///   ignored by it and never learned its term: no leader after healing. Vote requests
+///   of a stale term are now refused with the current term (Figure 2).
 #[test]
 fn membership_regression_seeds_pass() {
-    for seed in [6, 33, 59, 93, 228, 305, 380, 2658, 5304] {
+    for seed in [6, 33, 59, 93, 228, 305, 380, 2658, 5304, 891] {
         let report = run_membership_seed(seed);
         if let Some(f) = &report.failure {
             panic!("{f}");

@@ -97,6 +97,9 @@ pub enum BrokenVariant {
     /// Install a snapshot without adopting the configuration its metadata carries: the
     /// node keeps the configuration it had at the snapshot's index.
     SnapshotWithoutConfig,
+    /// Ignore vote requests of a stale term instead of refusing them with the current
+    /// term (the candidate never learns the term it must campaign above).
+    IgnoreStaleVotes,
 }
 
 /// What one ready handed out: its last entry (index, term) and last committed index.
@@ -392,6 +395,14 @@ impl<L: Log> Raft<L> {
     #[cfg(feature = "fault-injection")]
     fn broken(&self, variant: BrokenVariant) -> bool {
         self.broken == Some(variant)
+    }
+
+    /// Broken variant `IgnoreStaleVotes` (never in a real build).
+    fn ignores_stale_votes(&self) -> bool {
+        #[cfg(feature = "fault-injection")]
+        return self.broken(BrokenVariant::IgnoreStaleVotes);
+        #[cfg(not(feature = "fault-injection"))]
+        false
     }
 
     // ----- accessors -------------------------------------------------------------------
@@ -795,6 +806,16 @@ impl<L: Log> Raft<L> {
                 }
                 MessageBody::PreVote { .. } => {
                     self.send(m.from, MessageBody::PreVoteResponse { granted: false });
+                }
+                MessageBody::Vote { .. } if !self.ignores_stale_votes() => {
+                    // Figure 2: a vote request of a stale term is refused with the
+                    // current term, which the candidate adopts. Ignored instead, a
+                    // candidate that only ever asks voters whose terms were raised past
+                    // its own by a node outside its configuration (a removed node with a
+                    // stale log that keeps campaigning, without pre-vote) never learns
+                    // their term and campaigns below it forever: the simulator's seed 891
+                    // (membership campaign) had no leader for good after healing.
+                    self.send(m.from, MessageBody::VoteResponse { granted: false });
                 }
                 _ => {
                     log::trace!(

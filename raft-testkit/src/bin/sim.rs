@@ -49,8 +49,8 @@ struct Args {
     #[arg(long)]
     trace: bool,
     /// Run a deliberately broken variant: vote-without-log-check, commit-older-terms,
-    /// ticks-after-queue, install-partial-snapshot, two-changes-in-flight or
-    /// snapshot-without-config (needs the broken-variants feature).
+    /// ticks-after-queue, install-partial-snapshot, two-changes-in-flight,
+    /// snapshot-without-config or ignore-stale-votes (needs the broken-variants feature).
     #[arg(long)]
     broken: Option<String>,
     /// Stop after this many failures.
@@ -68,6 +68,7 @@ fn main() -> Result<()> {
         Some("two-changes-in-flight") => Some(Broken::TwoChangesInFlight),
         Some("install-partial-snapshot") => Some(Broken::InstallPartialSnapshot),
         Some("snapshot-without-config") => Some(Broken::SnapshotWithoutConfig),
+        Some("ignore-stale-votes") => Some(Broken::IgnoreStaleVotes),
         Some(other) => bail!("unknown broken variant {other:?}"),
     };
     if broken.is_some() && !cfg!(feature = "broken-variants") {
