@@ -83,6 +83,10 @@ pub enum Broken {
     /// term (see `BrokenVariant::IgnoreStaleVotes`): seed 891 of the membership campaign
     /// then never elects a leader again.
     IgnoreStaleVotes,
+    /// Without check-quorum, a vote request of a higher term from a node outside the
+    /// configuration deposes the leader (see `BrokenVariant::DisruptiveOutsiders`): seed
+    /// 2568 then never keeps a leader long enough to catch a node up by snapshot.
+    DisruptiveOutsiders,
 }
 
 /// A deliberately broken state machine snapshot, to prove that restores are checked.
@@ -1104,6 +1108,7 @@ impl Simulator {
                 Broken::InstallPartialSnapshot => Some(BrokenVariant::InstallPartialSnapshot),
                 Broken::SnapshotWithoutConfig => Some(BrokenVariant::SnapshotWithoutConfig),
                 Broken::IgnoreStaleVotes => Some(BrokenVariant::IgnoreStaleVotes),
+                Broken::DisruptiveOutsiders => Some(BrokenVariant::DisruptiveOutsiders),
             });
         }
         let snapshot_index = stored.as_ref().map_or(0, |s| s.meta.last_index);

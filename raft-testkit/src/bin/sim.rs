@@ -50,7 +50,8 @@ struct Args {
     trace: bool,
     /// Run a deliberately broken variant: vote-without-log-check, commit-older-terms,
     /// ticks-after-queue, install-partial-snapshot, two-changes-in-flight,
-    /// snapshot-without-config or ignore-stale-votes (needs the broken-variants feature).
+    /// snapshot-without-config, ignore-stale-votes or disruptive-outsiders (needs the
+    /// broken-variants feature).
     #[arg(long)]
     broken: Option<String>,
     /// Stop after this many failures.
@@ -69,6 +70,7 @@ fn main() -> Result<()> {
         Some("install-partial-snapshot") => Some(Broken::InstallPartialSnapshot),
         Some("snapshot-without-config") => Some(Broken::SnapshotWithoutConfig),
         Some("ignore-stale-votes") => Some(Broken::IgnoreStaleVotes),
+        Some("disruptive-outsiders") => Some(Broken::DisruptiveOutsiders),
         Some(other) => bail!("unknown broken variant {other:?}"),
     };
     if broken.is_some() && !cfg!(feature = "broken-variants") {
