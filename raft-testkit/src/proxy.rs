@@ -594,7 +594,7 @@ mod tests {
         assert_eq!(sender(b""), None);
         d[4] = 99;
         assert_eq!(sender(&d), None);
-        d[4] = 1;
+        d[4] = wire::PROTOCOL_VERSION;
         d[0] = b'X';
         assert_eq!(sender(&d), None);
     }
