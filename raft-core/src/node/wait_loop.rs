@@ -4,6 +4,7 @@
 //! hand committed entries to the apply thread.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,7 +21,7 @@ use super::shared::Shared;
 use super::snapshot::PackedSource;
 use super::state_machine::StateMachine;
 use super::status::{ClusterState, NodeCounters, PeerLag};
-use crate::message::Message;
+use crate::message::{Message, MessageBody};
 use crate::protocol::{ProposeError, Raft, Ready, Role, SoftState};
 use crate::storage::Log;
 use crate::transport::Transport;
@@ -90,6 +91,9 @@ pub(crate) struct WaitLoop<S: StateMachine> {
     pub(crate) received_in_memory: Option<ReceivedResult>,
     /// Follower: the installed snapshot, opened, for the apply thread to restore from.
     pub(crate) restore_from: Option<Arc<dyn crate::SnapshotChunks>>,
+    /// Follower: whether the last `InstallSnapshot` message was deferred because the
+    /// receive buffer was full (to log the start and end of a deferral once each).
+    pub(crate) deferring_chunks: bool,
 }
 
 /// A received snapshot made durable (or not).
@@ -106,10 +110,67 @@ pub(crate) enum Receiving {
 
 /// A piece of a received snapshot on its way to the storer thread.
 pub(crate) enum ReceivedPiece {
-    /// The next bytes.
-    Data(Bytes),
+    /// The next bytes, counted in the receive buffer until dropped.
+    Data(HeldBytes),
     /// That was all: `len_bytes` in total. The storer makes it durable.
     End { len_bytes: u64 },
+}
+
+/// The received snapshot data handed to the storer thread and not yet written (or
+/// dropped), in bytes, shared by the WaitLoop (which adds) and whoever drops the data
+/// (which subtracts, see [`HeldBytes`]).
+///
+/// Invariant: `bytes` is the sum of the lengths of the live [`HeldBytes`] of this buffer;
+/// `high_water_bytes >= bytes` at every moment it is read by the WaitLoop.
+#[derive(Debug, Default)]
+pub(crate) struct ReceiveBuffer {
+    bytes: AtomicU64,
+    high_water_bytes: AtomicU64,
+}
+
+impl ReceiveBuffer {
+    /// Whether a chunk of `len_bytes` may be taken with `limit_bytes` at most waiting:
+    /// when it fits, or when nothing waits (so a chunk larger than the limit passes).
+    fn admits(&self, len_bytes: u64, limit_bytes: u64) -> bool {
+        let held = self.bytes.load(Ordering::Acquire);
+        held == 0 || held.saturating_add(len_bytes) <= limit_bytes
+    }
+
+    /// Counts `data` as waiting until the returned value is dropped.
+    fn hold(self: &Arc<Self>, data: Bytes) -> HeldBytes {
+        let len = data.len() as u64;
+        let now = self.bytes.fetch_add(len, Ordering::AcqRel) + len;
+        self.high_water_bytes.fetch_max(now, Ordering::AcqRel);
+        HeldBytes {
+            data,
+            buffer: Arc::clone(self),
+        }
+    }
+
+    /// Bytes waiting now.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Acquire)
+    }
+
+    /// The most bytes that waited at once.
+    fn high_water_bytes(&self) -> u64 {
+        self.high_water_bytes.load(Ordering::Acquire)
+    }
+}
+
+/// Received snapshot data counted in a [`ReceiveBuffer`] while it lives: written by the
+/// storer thread, or dropped with a transfer that was abandoned, it leaves the count.
+pub(crate) struct HeldBytes {
+    data: Bytes,
+    buffer: Arc<ReceiveBuffer>,
+}
+
+impl Drop for HeldBytes {
+    fn drop(&mut self) {
+        let len = self.data.len() as u64;
+        let before = self.buffer.bytes.fetch_sub(len, Ordering::AcqRel);
+        debug_assert!(before >= len, "receive buffer count went below zero");
+    }
 }
 
 /// A snapshot the storer thread stored (whether it was received from the leader, what it
@@ -156,6 +217,9 @@ pub(crate) struct SnapshotStorer {
     next_receive: Option<Job>,
     /// Whether the log has a snapshot writer (else snapshots are serialized to memory).
     has_writer: bool,
+    /// Received snapshot data on its way to the writer: bounded by
+    /// `NodeConfig::snapshot_receive_buffer_bytes` (see `WaitLoop::defer_chunk`).
+    buffer: Arc<ReceiveBuffer>,
 }
 
 impl SnapshotStorer {
@@ -207,6 +271,7 @@ impl SnapshotStorer {
                 next: None,
                 next_receive: None,
                 has_writer,
+                buffer: Arc::default(),
             }),
             Err(e) => {
                 log::warn!("n{id} cannot start the snapshot storer ({e}); storing snapshots on the WaitLoop");
@@ -294,9 +359,10 @@ fn receive(
         let mut written_bytes = 0u64;
         loop {
             match pieces.recv_timeout(idle_max) {
-                Ok(ReceivedPiece::Data(data)) => {
-                    out.write_all(&data)?;
-                    written_bytes += data.len() as u64;
+                Ok(ReceivedPiece::Data(held)) => {
+                    out.write_all(&held.data)?;
+                    written_bytes += held.data.len() as u64;
+                    // Written: it leaves the receive buffer (`held` drops here).
                 }
                 Ok(ReceivedPiece::End { len_bytes }) if len_bytes == written_bytes => {
                     return Ok(());
@@ -497,6 +563,9 @@ impl<S: StateMachine> WaitLoop<S> {
     }
 
     fn on_message(&mut self, m: Message) {
+        if self.defer_chunk(&m) {
+            return;
+        }
         self.counters.messages_received += 1;
         self.shared.metrics.received(&m);
         if !self.join.found {
@@ -510,6 +579,43 @@ impl<S: StateMachine> WaitLoop<S> {
             m.term
         );
         self.raft.step(m);
+    }
+
+    /// Whether to leave snapshot chunk `m` untaken because the received snapshot data
+    /// waiting for the disk has reached `NodeConfig::snapshot_receive_buffer_bytes`. Never
+    /// blocks: the chunk is dropped before the protocol sees it, unacknowledged, which to
+    /// the protocol is a lost datagram: the leader, seeing no progress at its next
+    /// heartbeat answer, resends from the last offset this node acknowledged. Heartbeats,
+    /// appends and votes are never deferred, so a slow disk slows the transfer, not the
+    /// cluster.
+    fn defer_chunk(&mut self, m: &Message) -> bool {
+        let MessageBody::InstallSnapshot { data, .. } = &m.body else {
+            return false;
+        };
+        let Some(storer) = self.storer.as_ref() else {
+            return false;
+        };
+        let limit = self.config.snapshot_receive_buffer_bytes;
+        let defer = !storer.buffer.admits(data.len() as u64, limit);
+        if defer {
+            self.counters.snapshot_chunks_deferred += 1;
+            if !self.deferring_chunks {
+                log::info!(
+                    "n{} defers snapshot chunks from n{}: {} bytes wait for the disk (limit {limit})",
+                    self.shared.id,
+                    m.from,
+                    storer.buffer.bytes()
+                );
+            }
+        } else if self.deferring_chunks {
+            log::info!(
+                "n{} takes snapshot chunks again ({} bytes wait for the disk)",
+                self.shared.id,
+                storer.buffer.bytes()
+            );
+        }
+        self.deferring_chunks = defer;
+        defer
     }
 
     fn on_request(&mut self, r: Request) {
@@ -916,9 +1022,12 @@ impl<S: StateMachine> WaitLoop<S> {
             let written = match &mut self.receiving {
                 Some((meta, to)) if *meta == chunk.meta => match to {
                     Receiving::InMemory(m) => m.write(chunk).map_err(|e| e.to_string()),
-                    Receiving::Streamed(tx) => tx
-                        .send(ReceivedPiece::Data(chunk.data.clone()))
-                        .map_err(|_| "the storer thread dropped it".to_string()),
+                    Receiving::Streamed(tx) => {
+                        let buffer = self.storer.as_ref().map(|s| Arc::clone(&s.buffer));
+                        let buffer = buffer.unwrap_or_default();
+                        tx.send(ReceivedPiece::Data(buffer.hold(chunk.data.clone())))
+                            .map_err(|_| "the storer thread dropped it".to_string())
+                    }
                 },
                 _ => Err("its start was not written".to_string()),
             };
@@ -1110,6 +1219,14 @@ impl<S: StateMachine> WaitLoop<S> {
             .events
             .dropped
             .load(std::sync::atomic::Ordering::Relaxed);
+        let buffered_bytes = self.storer.as_ref().map_or(0, |s| s.buffer.bytes());
+        counters.snapshot_receive_buffer_high_water_bytes = self
+            .storer
+            .as_ref()
+            .map_or(0, |s| s.buffer.high_water_bytes());
+        self.shared
+            .metrics
+            .snapshot_receive_buffered(buffered_bytes);
         let mut status = self.shared.status.lock();
         status.role = st.soft.role;
         status.term = st.soft.term;
