@@ -1,8 +1,9 @@
 //! Issue 18: a follower receiving a big snapshot onto a slow disk holds a bounded amount
 //! of it in memory. The received chunks wait for the snapshot storer thread in a buffer
-//! of `NodeConfig::snapshot_receive_buffer_bytes`; when it is full the WaitLoop leaves
-//! further chunks untaken (the leader resends them), and never blocks: ticks, heartbeats
-//! and votes go on, no election starts, and the snapshot completes once the disk resumes.
+//! of `NodeConfig::snapshot_receive_buffer_bytes`; when it is full the WaitLoop holds
+//! further chunks back unacknowledged (so the leader stops at its window), and never
+//! blocks: ticks, heartbeats and votes go on, no election starts, and the snapshot
+//! completes once the disk resumes.
 //!
 //! Real threads, the in-process transport, and a log whose snapshot writer stalls in its
 //! writes for as long as the test says.

@@ -46,12 +46,12 @@ pub struct NodeConfig {
     pub snapshot_trailing_entries: u64,
     /// Most bytes of a snapshot being received that may wait in memory for the disk:
     /// chunks handed to the snapshot storer thread and not yet written. While this many
-    /// wait, the WaitLoop does not take further `InstallSnapshot` messages (they count as
-    /// lost: the leader resends from the last acknowledged offset at its next heartbeat),
-    /// so a slow disk slows the transfer down instead of filling memory. Memory held by a
-    /// transfer stays under this plus the protocol's reordering window
-    /// (`protocol.inflight_bytes_max`). A chunk larger than the limit is still taken when
-    /// nothing waits, so the transfer always progresses.
+    /// wait, the WaitLoop holds further `InstallSnapshot` messages back unacknowledged
+    /// (at most `protocol.inflight_bytes_max` of them, more are dropped as lost) and steps
+    /// them as the storer drains, so a slow disk slows the transfer down instead of
+    /// filling memory. A transfer holds at most this plus twice the leader's window
+    /// (`protocol.inflight_bytes_max`: in the buffer, and held back). A chunk larger than
+    /// the limit is still taken when nothing waits, so the transfer always progresses.
     pub snapshot_receive_buffer_bytes: u64,
 }
 

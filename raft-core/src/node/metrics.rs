@@ -146,9 +146,9 @@ pub const SNAPSHOTS_INSTALLED_TOTAL: &str = "raft_snapshots_installed_total";
 /// Counter: bytes of the snapshots installed.
 pub const SNAPSHOT_INSTALLED_BYTES_TOTAL: &str = "raft_snapshot_installed_bytes_total";
 
-/// Counter: `install_snapshot` messages this node left untaken because received snapshot
-/// data waiting for the disk had reached `snapshot_receive_buffer_bytes` (the leader
-/// resends them).
+/// Counter: `install_snapshot` messages this node held back (or, past one window,
+/// dropped for the leader to resend) because received snapshot data waiting for the disk
+/// had reached `snapshot_receive_buffer_bytes`.
 pub const SNAPSHOT_CHUNKS_DEFERRED_TOTAL: &str = "raft_snapshot_chunks_deferred_total";
 /// Gauge: bytes of a snapshot being received that wait in memory for the disk.
 pub const SNAPSHOT_RECEIVE_BUFFER_BYTES: &str = "raft_snapshot_receive_buffer_bytes";

@@ -231,7 +231,8 @@ impl<S: StateMachine> NodeBuilder<S> {
             received: None,
             restore_from: None,
             received_in_memory: None,
-            deferring_chunks: false,
+            held_chunks: std::collections::VecDeque::new(),
+            held_chunk_bytes: 0,
             config: config.clone(),
         };
         if config.protocol.voters.len() == 1 {

@@ -91,9 +91,12 @@ pub(crate) struct WaitLoop<S: StateMachine> {
     pub(crate) received_in_memory: Option<ReceivedResult>,
     /// Follower: the installed snapshot, opened, for the apply thread to restore from.
     pub(crate) restore_from: Option<Arc<dyn crate::SnapshotChunks>>,
-    /// Follower: whether the last `InstallSnapshot` message was deferred because the
-    /// receive buffer was full (to log the start and end of a deferral once each).
-    pub(crate) deferring_chunks: bool,
+    /// Follower: `InstallSnapshot` messages held back, unstepped (so unacknowledged),
+    /// while the receive buffer was full, in arrival order; stepped as it drains (see
+    /// `WaitLoop::defer_chunk`). Invariant: `held_chunk_bytes` is the sum of their data
+    /// lengths and stays at most `protocol.inflight_bytes_max`.
+    pub(crate) held_chunks: std::collections::VecDeque<Message>,
+    pub(crate) held_chunk_bytes: u64,
 }
 
 /// A received snapshot made durable (or not).
@@ -122,17 +125,41 @@ pub(crate) enum ReceivedPiece {
 ///
 /// Invariant: `bytes` is the sum of the lengths of the live [`HeldBytes`] of this buffer;
 /// `high_water_bytes >= bytes` at every moment it is read by the WaitLoop.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct ReceiveBuffer {
     bytes: AtomicU64,
     high_water_bytes: AtomicU64,
+    /// Set by the WaitLoop while it holds chunks back: the next piece written (or
+    /// dropped) wakes it through `drained`.
+    waiting: std::sync::atomic::AtomicBool,
+    drained: Sender<()>,
+    /// The WaitLoop's end of `drained` (capacity 1: one wake-up is enough).
+    pub(crate) drained_rx: Receiver<()>,
+}
+
+impl Default for ReceiveBuffer {
+    fn default() -> Self {
+        let (drained, drained_rx) = crossbeam_channel::bounded(1);
+        Self {
+            bytes: AtomicU64::new(0),
+            high_water_bytes: AtomicU64::new(0),
+            waiting: std::sync::atomic::AtomicBool::new(false),
+            drained,
+            drained_rx,
+        }
+    }
 }
 
 impl ReceiveBuffer {
     /// Whether a chunk of `len_bytes` may be taken with `limit_bytes` at most waiting:
     /// when it fits, or when nothing waits (so a chunk larger than the limit passes).
     fn admits(&self, len_bytes: u64, limit_bytes: u64) -> bool {
-        let held = self.bytes.load(Ordering::Acquire);
+        self.admits_more(0, len_bytes, limit_bytes)
+    }
+
+    /// [`ReceiveBuffer::admits`], counting `pending_bytes` taken but not yet handed over.
+    fn admits_more(&self, pending_bytes: u64, len_bytes: u64, limit_bytes: u64) -> bool {
+        let held = self.bytes.load(Ordering::Acquire) + pending_bytes;
         held == 0 || held.saturating_add(len_bytes) <= limit_bytes
     }
 
@@ -170,6 +197,9 @@ impl Drop for HeldBytes {
         let len = self.data.len() as u64;
         let before = self.buffer.bytes.fetch_sub(len, Ordering::AcqRel);
         debug_assert!(before >= len, "receive buffer count went below zero");
+        if self.buffer.waiting.swap(false, Ordering::AcqRel) {
+            let _ = self.buffer.drained.try_send(());
+        }
     }
 }
 
@@ -436,6 +466,11 @@ impl<S: StateMachine> WaitLoop<S> {
             .storer
             .as_ref()
             .map_or_else(never, |s| s.written.clone());
+        // Wakes the loop when received snapshot data it holds back may now go on.
+        let drained = self
+            .storer
+            .as_ref()
+            .map_or_else(never, |s| s.buffer.drained_rx.clone());
         let held_back = never();
         loop {
             let timeout = self.next_tick.saturating_duration_since(Instant::now());
@@ -477,6 +512,7 @@ impl<S: StateMachine> WaitLoop<S> {
                         Turn::Idle
                     }
                 },
+                recv(drained) -> _ => Turn::Idle,
                 default(timeout) => Turn::Idle,
             };
             if let Err(e) = self.turn(turn) {
@@ -509,6 +545,7 @@ impl<S: StateMachine> WaitLoop<S> {
     /// Returns a storage error, which is fatal.
     fn turn(&mut self, turn: Turn) -> Result<(), crate::StorageError> {
         let mut ticked = self.keep_time()?;
+        self.release_held_chunks();
         match turn {
             Turn::Message(m) => self.on_message(m),
             Turn::Request(r) => self.on_request(r),
@@ -563,9 +600,13 @@ impl<S: StateMachine> WaitLoop<S> {
     }
 
     fn on_message(&mut self, m: Message) {
-        if self.defer_chunk(&m) {
+        let Some(m) = self.defer_chunk(m) else {
             return;
-        }
+        };
+        self.step_message(m);
+    }
+
+    fn step_message(&mut self, m: Message) {
         self.counters.messages_received += 1;
         self.shared.metrics.received(&m);
         if !self.join.found {
@@ -581,41 +622,72 @@ impl<S: StateMachine> WaitLoop<S> {
         self.raft.step(m);
     }
 
-    /// Whether to leave snapshot chunk `m` untaken because the received snapshot data
-    /// waiting for the disk has reached `NodeConfig::snapshot_receive_buffer_bytes`. Never
-    /// blocks: the chunk is dropped before the protocol sees it, unacknowledged, which to
-    /// the protocol is a lost datagram: the leader, seeing no progress at its next
-    /// heartbeat answer, resends from the last offset this node acknowledged. Heartbeats,
-    /// appends and votes are never deferred, so a slow disk slows the transfer, not the
-    /// cluster.
-    fn defer_chunk(&mut self, m: &Message) -> bool {
+    /// Holds snapshot chunk `m` back (returns `None`) while the received snapshot data
+    /// waiting for the disk is at `NodeConfig::snapshot_receive_buffer_bytes`, or while
+    /// earlier chunks are held (they keep their order); returns it to step otherwise.
+    /// Never blocks. A held chunk is not stepped, so not acknowledged: the leader, whose
+    /// chunks in flight are bounded by `inflight_bytes_max`, stops sending, and resumes
+    /// as soon as the chunks are stepped ([`WaitLoop::release_held_chunks`], woken when
+    /// the storer thread has written some). Held chunks are bounded by the same window:
+    /// past it (the leader resending at a heartbeat) they are dropped, which to the
+    /// protocol is loss. Heartbeats, appends and votes are never held, so a slow disk
+    /// slows the transfer, not the cluster.
+    fn defer_chunk(&mut self, m: Message) -> Option<Message> {
         let MessageBody::InstallSnapshot { data, .. } = &m.body else {
-            return false;
+            return Some(m);
         };
         let Some(storer) = self.storer.as_ref() else {
-            return false;
+            return Some(m);
         };
+        let len = data.len() as u64;
         let limit = self.config.snapshot_receive_buffer_bytes;
-        let defer = !storer.buffer.admits(data.len() as u64, limit);
-        if defer {
-            self.counters.snapshot_chunks_deferred += 1;
-            if !self.deferring_chunks {
-                log::info!(
-                    "n{} defers snapshot chunks from n{}: {} bytes wait for the disk (limit {limit})",
-                    self.shared.id,
-                    m.from,
-                    storer.buffer.bytes()
-                );
-            }
-        } else if self.deferring_chunks {
-            log::info!(
-                "n{} takes snapshot chunks again ({} bytes wait for the disk)",
+        if self.held_chunks.is_empty() && storer.buffer.admits(len, limit) {
+            return Some(m);
+        }
+        self.counters.snapshot_chunks_deferred += 1;
+        if self.held_chunks.is_empty() {
+            log::debug!(
+                "n{} holds snapshot chunks from n{}: {} bytes wait for the disk (limit {limit})",
                 self.shared.id,
+                m.from,
                 storer.buffer.bytes()
             );
         }
-        self.deferring_chunks = defer;
-        defer
+        if self.held_chunk_bytes + len <= self.config.protocol.inflight_bytes_max {
+            storer.buffer.waiting.store(true, Ordering::Release);
+            self.held_chunk_bytes += len;
+            self.held_chunks.push_back(m);
+        }
+        // A wake-up may have been missed between the check and `waiting`: look again.
+        self.release_held_chunks();
+        None
+    }
+
+    /// Steps the held snapshot chunks, in order, while the receive buffer admits them
+    /// (counting those stepped here, which reach the buffer with the turn's readies).
+    fn release_held_chunks(&mut self) {
+        let limit = self.config.snapshot_receive_buffer_bytes;
+        let mut stepped_bytes = 0u64;
+        while let Some(m) = self.held_chunks.front() {
+            let len = match &m.body {
+                MessageBody::InstallSnapshot { data, .. } => data.len() as u64,
+                _ => 0,
+            };
+            let Some(buffer) = self.storer.as_ref().map(|s| Arc::clone(&s.buffer)) else {
+                return;
+            };
+            if !buffer.admits_more(stepped_bytes, len, limit) {
+                buffer.waiting.store(true, Ordering::Release);
+                // Drained between the check and `waiting`: no wake-up will come.
+                if !buffer.admits_more(stepped_bytes, len, limit) {
+                    return;
+                }
+            }
+            let m = self.held_chunks.pop_front().expect("front exists");
+            self.held_chunk_bytes -= len;
+            stepped_bytes += len;
+            self.step_message(m);
+        }
     }
 
     fn on_request(&mut self, r: Request) {
