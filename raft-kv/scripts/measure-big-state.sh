@@ -51,6 +51,7 @@ trap stop_all EXIT
 start_node() {
     local id=$1
     "$BIN" node -c "$CFG" --id "$id" --headless --log-level info \
+        --metrics-addr "127.0.0.1:$((BASE_PORT + 200 + id))" \
         --log-file "$DIR/node$id.log" 2>/dev/null &
     PID[$id]=$!
 }
@@ -79,6 +80,13 @@ hwm_kib() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 # Leadership changes seen by node 1 ("follows leader" lines, one per new leader or term).
 leader_changes() { grep -c "follows leader" "$DIR/node1.log" || true; }
+# Mean and count of one node's log syncs (`raft_log_sync_seconds{cause="ready"}`): what a
+# commit waits for on each node.
+sync_stats() {
+    curl -s "http://127.0.0.1:$((BASE_PORT + 200 + $1))/metrics" |
+        awk '/^raft_log_sync_seconds_sum\{.*cause="ready"/ {s=$2} /^raft_log_sync_seconds_count\{.*cause="ready"/ {c=$2}
+             END {if (c > 0) printf "%d syncs, mean %.2f ms", c, s / c * 1000; else print "no syncs"}'
+}
 disk_mib() { if [[ -e "$1" ]]; then du -sm "$1" | cut -f1; else echo 0; fi; }
 # CPU seconds (user + system) a process used so far.
 cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / hz}' "/proc/$1/stat"; }
@@ -119,6 +127,7 @@ for r in $(seq 1 "$ROUNDS"); do
     fi
 done
 log "leader changes over the rounds: $(( $(leader_changes) - changes_start ))"
+for id in 1 2 3; do log "  node$id log syncs: $(sync_stats "$id")"; done
 
 # Let every node store the snapshot that covers the last writes, so the catch-up
 # below is one snapshot plus a short log.
