@@ -78,7 +78,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
 
 pub use channel::{ChannelNetwork, ChannelTransport};
-pub use config::NodeConfig;
+pub use config::{NodeConfig, SNAPSHOT_RECEIVE_BUFFER_BYTES_DEFAULT};
 pub use envelope::ENVELOPE_BYTES;
 pub use error::NodeError;
 pub use events::{Event, EVENTS_QUEUED_MAX};
@@ -231,6 +231,8 @@ impl<S: StateMachine> NodeBuilder<S> {
             received: None,
             restore_from: None,
             received_in_memory: None,
+            held_chunks: std::collections::VecDeque::new(),
+            held_chunk_bytes: 0,
             config: config.clone(),
         };
         if config.protocol.voters.len() == 1 {
