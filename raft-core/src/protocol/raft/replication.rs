@@ -205,7 +205,8 @@ impl<L: Log> Raft<L> {
         }
         // Batching: while small appends are unanswered, entries that do not fill an
         // append wait for the answer, and then go together.
-        let fills = entries.len() as u64 <= last - next && next <= last;
+        // (`next <= last` first: a caught-up follower has `next == last + 1`.)
+        let fills = next <= last && entries.len() as u64 <= last - next;
         if how.batched()
             && pr.state == ProgressState::Replicate
             && pr.inflight_messages() >= self.config.inflight_small_appends_max as usize
