@@ -581,7 +581,7 @@ mod tests {
     fn sender_reads_the_header_and_rejects_garbage() {
         let mut d = Vec::new();
         wire::Header {
-            version: 1,
+            version: wire::PROTOCOL_VERSION,
             flags: wire::FLAG_ENCRYPTED,
             cluster_id: 7,
             sender: 3,
