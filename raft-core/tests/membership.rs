@@ -578,7 +578,12 @@ fn removed_node_that_missed_its_removal_does_not_depose_the_leader() {
     for _ in 0..200 {
         net.tick_all();
         net.deliver_all();
-        assert_eq!(net.leaders(), vec![1], "n1 keeps leading: {}", net.describe());
+        assert_eq!(
+            net.leaders(),
+            vec![1],
+            "n1 keeps leading: {}",
+            net.describe()
+        );
         assert_eq!(net.term(1), term, "n3 raised no term: {}", net.describe());
         assert_eq!(net.term(2), term);
     }

@@ -427,6 +427,15 @@ mod doc_tests {
         assert_eq!(postcard::to_allocvec(&hb).unwrap(), [1, 2, 7, 6, 9, 3]);
     }
 
+    /// The configuration entry's example in docs/protocol.md (version 2): voters {1, 2,
+    /// 3}, no outgoing voters, learner 4.
+    #[test]
+    fn membership_example_of_protocol_md() {
+        let m = raft_core::Membership::new([1, 2, 3], [4]);
+        let data = raft_core::protocol::membership::encode_entry(&m);
+        assert_eq!(&data[..], [3, 1, 2, 3, 0, 1, 4]);
+    }
+
     #[test]
     fn variant_indexes_of_protocol_md() {
         let tag = |body: MessageBody| {

@@ -74,10 +74,7 @@ fn step<L: Log>(log: &mut L, rng: &mut StdRng, report: &mut dyn FnMut(&str)) {
             SnapshotMeta::at(rng.gen_range(hs.commit + 1..=last), term + 1)
         }
         // Ahead of the log (the follower was away).
-        _ => SnapshotMeta::at(
-            last + rng.gen_range(1..=300),
-            term + rng.gen_range(0..=1),
-        ),
+        _ => SnapshotMeta::at(last + rng.gen_range(1..=300), term + rng.gen_range(0..=1)),
     };
     let len = rng.gen_range(0..3_000_000usize);
     let data = payload(meta.last_index, meta.last_term, len);
@@ -91,7 +88,9 @@ fn step<L: Log>(log: &mut L, rng: &mut StdRng, report: &mut dyn FnMut(&str)) {
                 }
                 Ok(())
             };
-            let written = writer.write(meta.clone(), &mut fill).expect("write snapshot");
+            let written = writer
+                .write(meta.clone(), &mut fill)
+                .expect("write snapshot");
             report(PHASES[1]);
             log.adopt_snapshot(&written).expect("adopt snapshot");
         }
