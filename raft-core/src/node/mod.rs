@@ -57,6 +57,7 @@ mod envelope;
 mod error;
 mod events;
 mod kv;
+mod members;
 pub mod metrics;
 mod queue;
 mod reply;
@@ -83,6 +84,7 @@ pub use envelope::ENVELOPE_BYTES;
 pub use error::NodeError;
 pub use events::{Event, EVENTS_QUEUED_MAX};
 pub use kv::{KvCommand, KvResponse, KvStore};
+pub use members::MembershipStatus;
 pub use reply::{Completion, Ticket};
 pub use state_machine::{RestoreError, SnapshotSource, StateMachine};
 pub use status::{ClusterState, NodeCounters, NodeStatus, PeerLag};
@@ -182,6 +184,13 @@ impl<S: StateMachine> NodeBuilder<S> {
         };
         let durable = log.hard_state();
         let raft = Raft::new(config.protocol.clone(), log, seed)?;
+        if members::was_removed(&raft, id) {
+            log::error!(
+                "n{id} refuses to start: it was removed from the cluster (configuration {:?})",
+                raft.membership()
+            );
+            return Err(NodeError::Removed(id));
+        }
         let replay_to = raft.commit_index();
         let applied_from = raft.applied_index();
         debug_assert!(applied_from >= snapshot_index);
@@ -231,6 +240,8 @@ impl<S: StateMachine> NodeBuilder<S> {
             received: None,
             restore_from: None,
             received_in_memory: None,
+            change_waiters: Vec::new(),
+            seen_config: Default::default(),
             config: config.clone(),
         };
         if config.protocol.voters.len() == 1 {
