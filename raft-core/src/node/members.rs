@@ -195,7 +195,10 @@ impl<S: StateMachine> WaitLoop<S> {
     }
 
     /// Leader: how many entries member `id` is behind the leader's last index, from
-    /// the protocol's progress as of now.
+    /// the protocol's progress as of now. A member that has not acknowledged the
+    /// configuration in force yet counts as infinitely behind: on a short log a learner
+    /// that never answered (not started, unreachable) is only a few entries behind, and
+    /// promoting it would add a voter that cannot vote.
     pub(crate) fn lag_of(&self, id: NodeId) -> Result<LogIndex, NodeError> {
         if self.raft.role() != crate::protocol::Role::Leader {
             return Err(NodeError::NotLeader {
@@ -214,6 +217,9 @@ impl<S: StateMachine> WaitLoop<S> {
             .iter()
             .find(|p| p.id == id)
             .ok_or_else(not_a_member)?;
+        if peer.match_index < self.raft.membership_since(status.last_index) {
+            return Ok(LogIndex::MAX);
+        }
         Ok(status.last_index.saturating_sub(peer.match_index))
     }
 
@@ -371,8 +377,9 @@ impl<S: StateMachine> Node<S> {
         self.status().membership
     }
 
-    /// Waits until member `id` has caught up: its match index within `max_lag_entries`
-    /// of the leader's last index. Call it on the leader (only the leader knows).
+    /// Waits until member `id` has caught up: it acknowledged the configuration in force
+    /// (so it runs and is reachable) and its match index is within `max_lag_entries` of
+    /// the leader's last index. Call it on the leader (only the leader knows).
     ///
     /// # Errors
     /// [`NodeError::NotLeader`] (this node is not, or stopped being, the leader),
