@@ -99,12 +99,18 @@ fn add_learner_catch_up_promote_then_the_new_voter_serves() {
         put(leader, &format!("k{i}"), "v");
     }
     let n4 = start(&net, 4, Box::new(MemLog::new())).unwrap();
-    assert!(!n4.status().membership.is_member(4), "n4 starts as a non-member");
+    assert!(
+        !n4.status().membership.is_member(4),
+        "n4 starts as a non-member"
+    );
     let events = leader.events();
     let index = leader.add_learner(4, "10.0.0.4:7004", T).unwrap();
     let m = leader.membership();
     assert_eq!(m.learners, set(&[4]));
-    assert_eq!(m.addresses.get(&4).map(String::as_str), Some("10.0.0.4:7004"));
+    assert_eq!(
+        m.addresses.get(&4).map(String::as_str),
+        Some("10.0.0.4:7004")
+    );
     assert!(m.index >= index);
     leader.promote_caught_up(4, 0, T).unwrap();
     let mut seen = Vec::new();
@@ -116,13 +122,23 @@ fn add_learner_catch_up_promote_then_the_new_voter_serves() {
                 ..
             } = e
             {
-                seen.push((membership.voters.clone(), membership.learners.clone(), committed));
+                seen.push((
+                    membership.voters.clone(),
+                    membership.learners.clone(),
+                    committed,
+                ));
             }
         }
         seen.contains(&(set(&[1, 2, 3, 4]), set(&[]), true))
     });
-    assert!(seen.contains(&(set(&[1, 2, 3]), set(&[4]), false)), "{seen:?}");
-    assert!(seen.contains(&(set(&[1, 2, 3]), set(&[4]), true)), "{seen:?}");
+    assert!(
+        seen.contains(&(set(&[1, 2, 3]), set(&[4]), false)),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains(&(set(&[1, 2, 3]), set(&[4]), true)),
+        "{seen:?}"
+    );
     let everyone: Vec<&Node<Kv>> = nodes.iter().chain([&n4]).collect();
     wait_until("every node has the 4-voter configuration committed", || {
         everyone.iter().all(|n| {
@@ -159,7 +175,10 @@ fn a_follower_refuses_with_the_leaders_id() {
         other => panic!("expected NotLeader, got {other:?}"),
     }
     let e = follower.remove(leader.id(), T).unwrap_err();
-    assert!(e.to_string().contains(&format!("ask n{}", leader.id())), "{e}");
+    assert!(
+        e.to_string().contains(&format!("ask n{}", leader.id())),
+        "{e}"
+    );
     assert!(matches!(
         follower.wait_caught_up(1, 0, T),
         Err(NodeError::NotLeader { .. })
@@ -185,8 +204,14 @@ fn bad_changes_are_refused_with_the_reason() {
         MembershipError::AlreadyMember(2)
     );
     assert_eq!(refused(leader.remove(9, T)), MembershipError::NotAMember(9));
-    assert_eq!(refused(leader.promote(9, T)), MembershipError::NotALearner(9));
-    assert_eq!(refused(leader.promote(2, T)), MembershipError::NotALearner(2));
+    assert_eq!(
+        refused(leader.promote(9, T)),
+        MembershipError::NotALearner(9)
+    );
+    assert_eq!(
+        refused(leader.promote(2, T)),
+        MembershipError::NotALearner(2)
+    );
     assert_eq!(
         refused(leader.change_membership([], [], T)),
         MembershipError::NoVoters
@@ -238,7 +263,11 @@ fn a_second_change_while_one_is_pending_is_refused() {
     // leader's uncommitted change is overwritten, and it falls back to the previous
     // configuration (thesis §4.1).
     net.heal();
-    let rest: Vec<&Node<Kv>> = all.iter().copied().filter(|n| n.id() != leader.id()).collect();
+    let rest: Vec<&Node<Kv>> = all
+        .iter()
+        .copied()
+        .filter(|n| n.id() != leader.id())
+        .collect();
     wait_until("every node is back to the committed configuration", || {
         all.iter().all(|n| {
             let m = n.membership();
@@ -263,7 +292,9 @@ fn removing_the_leader_hands_over_to_the_remaining_voters() {
     let rest: Vec<&Node<Kv>> = all.iter().copied().filter(|n| n.id() != old.id()).collect();
     let new = leader_of(&rest);
     assert_ne!(new.id(), old.id());
-    wait_until("the removed leader steps down", || !old.status().is_leader());
+    wait_until("the removed leader steps down", || {
+        !old.status().is_leader()
+    });
     put(new, "after", "2");
     let voters: BTreeSet<NodeId> = rest.iter().map(|n| n.id()).collect();
     assert_eq!(new.membership().voters, voters);

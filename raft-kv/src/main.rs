@@ -438,7 +438,10 @@ fn status_text(v: &HostView) -> String {
     if !m.outgoing_voters.is_empty() {
         s += &format!("outgoing_voters: {}\n", m.outgoing_voters.join(","));
     }
-    s += &format!("membership_index: {}\nmembership_pending: {}\n", m.index, m.pending);
+    s += &format!(
+        "membership_index: {}\nmembership_pending: {}\n",
+        m.index, m.pending
+    );
     if let Some(e) = &v.last_error {
         s += &format!("last_error: {e}\n");
     }

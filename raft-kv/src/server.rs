@@ -911,7 +911,10 @@ pub fn handle(host: &NodeHost, request: Request) -> Response {
                 host.config().name_of(id)
             );
             let wait = Duration::from_millis(catch_up_timeout_ms);
-            changed(host, node.promote_caught_up(id, max_lag_entries, wait + timeout))
+            changed(
+                host,
+                node.promote_caught_up(id, max_lag_entries, wait + timeout),
+            )
         }
         Request::RemoveNode { id } => {
             let Some(node) = host.node() else {

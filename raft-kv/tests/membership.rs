@@ -61,13 +61,23 @@ fn replace_a_dead_node_with_add_node_and_remove_node() {
         &[("RAFT_KV_PASSWORD", "not the right password")],
     );
     assert_eq!(wrong.status.code(), Some(2), "{}", stderr(&wrong));
-    assert!(stderr(&wrong).contains("password differs"), "{}", stderr(&wrong));
+    assert!(
+        stderr(&wrong).contains("password differs"),
+        "{}",
+        stderr(&wrong)
+    );
     let bad = raft_kv(
-        &["add-node", "--config", &cfg, "--id", "node4", "--addr", "nowhere"],
+        &[
+            "add-node", "--config", &cfg, "--id", "node4", "--addr", "nowhere",
+        ],
         &envs,
     );
     assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
-    assert!(stderr(&bad).contains("--addr \"nowhere\""), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("--addr \"nowhere\""),
+        "{}",
+        stderr(&bad)
+    );
     let learners = c.status_now("node1")["learners"].clone();
     assert_eq!(learners, "", "a refused add-node changed the configuration");
 
@@ -133,7 +143,11 @@ fn replace_a_dead_node_with_add_node_and_remove_node() {
     };
     let out = add.wait_with_output().unwrap();
     assert!(status.success(), "add-node failed: {}", stderr(&out));
-    assert!(stdout(&out).contains("node4 (n4) is a voter"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("node4 (n4) is a voter"),
+        "{}",
+        stdout(&out)
+    );
     let s = c.status_now("node4");
     assert_eq!(s["voters"], "node1,node2,node3,node4");
     c.wait_value("node4", "before", "1");
@@ -166,5 +180,9 @@ fn replace_a_dead_node_with_add_node_and_remove_node() {
     // And cannot be removed twice.
     let again = c.cli(&["remove-node", "--id", "node2"]);
     assert!(!again.status.success());
-    assert!(stderr(&again).contains("already removed"), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("already removed"),
+        "{}",
+        stderr(&again)
+    );
 }

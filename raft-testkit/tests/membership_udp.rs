@@ -25,7 +25,10 @@ const KEYS: u64 = 3;
 fn leader(nodes: &[Node<Kv>]) -> Node<Kv> {
     let deadline = Instant::now() + T;
     loop {
-        if let Some(n) = nodes.iter().find(|n| n.is_running() && n.status().is_leader()) {
+        if let Some(n) = nodes
+            .iter()
+            .find(|n| n.is_running() && n.status().is_leader())
+        {
             return n.clone();
         }
         assert!(Instant::now() < deadline, "no leader after {T:?}");
@@ -66,7 +69,12 @@ fn replace_a_dead_node_while_clients_write() {
     // Slot i holds node i+1's handle; `None` while it is down. The new node takes
     // slot 3 once it joined.
     let slots: Arc<RwLock<Vec<Option<Node<Kv>>>>> = Arc::new(RwLock::new(
-        c.running().into_iter().cloned().map(Some).chain([None]).collect(),
+        c.running()
+            .into_iter()
+            .cloned()
+            .map(Some)
+            .chain([None])
+            .collect(),
     ));
     let rec = Recorder::new(KEYS, Duration::from_millis(2_000));
     let done = Arc::new(AtomicBool::new(false));
@@ -110,8 +118,7 @@ fn replace_a_dead_node_while_clients_write() {
     });
     let nodes: Vec<Node<Kv>> = c.running().into_iter().cloned().collect();
     // Every running node ends with the new configuration, committed.
-    let voters: std::collections::BTreeSet<NodeId> =
-        nodes.iter().map(|n| n.id()).collect();
+    let voters: std::collections::BTreeSet<NodeId> = nodes.iter().map(|n| n.id()).collect();
     assert!(voters.contains(&new_id) && !voters.contains(&dead));
     common::wait_until("every node has the final configuration", T, || {
         nodes.iter().all(|n| {

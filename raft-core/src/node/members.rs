@@ -58,7 +58,9 @@ impl MembershipStatus {
 
     /// Whether `id` is a voter or a learner.
     pub fn is_member(&self, id: NodeId) -> bool {
-        self.voters.contains(&id) || self.outgoing_voters.contains(&id) || self.learners.contains(&id)
+        self.voters.contains(&id)
+            || self.outgoing_voters.contains(&id)
+            || self.learners.contains(&id)
     }
 }
 
@@ -185,7 +187,8 @@ impl<S: StateMachine> WaitLoop<S> {
                     _ => {}
                 }
             }
-            if w.committed && (!w.until_left || (!joint && current_index > w.index && seen.committed))
+            if w.committed
+                && (!w.until_left || (!joint && current_index > w.index && seen.committed))
             {
                 let _ = w.reply.send(Ok(w.index));
                 continue;
@@ -205,9 +208,8 @@ impl<S: StateMachine> WaitLoop<S> {
                 hint: self.raft.leader(),
             });
         }
-        let not_a_member = || {
-            NodeError::Rejected(ProposeError::Membership(MembershipError::NotAMember(id)))
-        };
+        let not_a_member =
+            || NodeError::Rejected(ProposeError::Membership(MembershipError::NotAMember(id)));
         if id == self.shared.id || !self.raft.membership().members().any(|m| m == id) {
             return Err(not_a_member());
         }
@@ -396,7 +398,10 @@ impl<S: StateMachine> Node<S> {
             // Asked of the WaitLoop each time: the published status may be a tick old.
             let (tx, rx) = crossbeam_channel::bounded(1);
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.requests.send_timeout(Request::Lag { id, reply: tx }, left) {
+            match self
+                .requests
+                .send_timeout(Request::Lag { id, reply: tx }, left)
+            {
                 Ok(()) => {}
                 Err(SendTimeoutError::Timeout(_)) => return Err(NodeError::Timeout(timeout)),
                 Err(SendTimeoutError::Disconnected(_)) => return Err(NodeError::Stopped),
