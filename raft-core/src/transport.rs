@@ -64,6 +64,18 @@ pub trait Transport: Send + 'static {
     /// counting twice. Must be cheap. By default nothing.
     fn publish_metrics(&self) {}
 
+    /// The members of the configuration in force and their addresses (`host:port`, as
+    /// given to `Node::add_learner`), this node excluded. The WaitLoop calls it when the
+    /// node starts and whenever a new configuration comes into force, so a member added
+    /// after this node started can be reached. A transport that addresses peers by id
+    /// alone (like [`crate::node::ChannelTransport`]) ignores it, which is the default.
+    /// Must not panic on a bad address: log it and keep the old one. Peers are only
+    /// added or updated, never dropped, so a message to a removed member still goes out
+    /// (and is ignored there) until the transport is restarted.
+    fn update_peers(&mut self, peers: &[(crate::NodeId, String)]) {
+        let _ = peers;
+    }
+
     /// Stops and joins every thread of the transport. Idempotent.
     fn stop(&mut self);
 }

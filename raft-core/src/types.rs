@@ -149,4 +149,9 @@ pub struct Membership {
     /// Non-voting members: they receive the log and snapshots, never vote and never
     /// count toward a quorum or a commit.
     pub learners: std::collections::BTreeSet<NodeId>,
+    /// Where members can be reached (`host:port`), as given when they were added. Opaque
+    /// to the protocol: quorums, votes and changes never look at it. The runtime hands
+    /// it to the transport when the configuration comes into force, so every node can
+    /// reach a member added after it started. Only members have an entry.
+    pub addresses: std::collections::BTreeMap<NodeId, String>,
 }

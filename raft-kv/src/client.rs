@@ -101,6 +101,29 @@ pub enum Request {
         /// The level's name.
         level: String,
     },
+    /// Leader only: add node `id` as a learner reachable at `raft_addr` (UDP
+    /// `host:port`). Already a learner: done, nothing changes.
+    AddLearner {
+        /// The new node's Raft id.
+        id: raft_core::NodeId,
+        /// Its Raft (UDP) address.
+        raft_addr: String,
+    },
+    /// Leader only: wait (up to `catch_up_timeout_ms`) until learner `id` is within
+    /// `max_lag_entries` of the leader's log, then make it a voter.
+    Promote {
+        /// The learner.
+        id: raft_core::NodeId,
+        /// How far behind it may be when promoted.
+        max_lag_entries: u64,
+        /// How long to wait for it to catch up.
+        catch_up_timeout_ms: u64,
+    },
+    /// Leader only: remove voter or learner `id`.
+    RemoveNode {
+        /// The node.
+        id: raft_core::NodeId,
+    },
 }
 
 /// A node's answer.
@@ -117,6 +140,11 @@ pub enum Response {
     Status(Box<HostView>),
     /// Done (stop, start, log level).
     Done,
+    /// A membership change committed: its configuration entry's index.
+    MembershipChanged {
+        /// Index of the configuration entry.
+        index: u64,
+    },
     /// The request failed.
     Error {
         /// What kind of failure, for exit codes and retries.
@@ -143,6 +171,8 @@ pub enum ErrorKind {
     Unauthorized,
     /// Anything else.
     Internal,
+    /// This node is not the leader; ask another (membership changes).
+    NotLeader,
 }
 
 /// Writes one frame.

@@ -64,9 +64,24 @@ impl NodeHost {
     /// cluster password now, so a missing one is reported before anything runs.
     ///
     /// # Errors
-    /// No such node, or the password cannot be read.
+    /// No such node, a node removed from the cluster (`removed` in the config), or the
+    /// password cannot be read.
     pub fn new(config: &ClusterConfig, name_or_id: &str) -> Result<Self> {
         let entry = config.node(name_or_id)?.clone();
+        if entry.removed {
+            log::error!(
+                "{} (n{}) refuses to start: it was removed from the cluster",
+                entry.name,
+                entry.id
+            );
+            anyhow::bail!(
+                "{} (n{}) was removed from cluster {:?} by `raft-kv remove-node`; it cannot \
+                 rejoin under this name and id: add a new node with `raft-kv add-node`",
+                entry.name,
+                entry.id,
+                config.cluster_name
+            );
+        }
         let password = config.password()?;
         Ok(Self {
             config: config.clone(),
@@ -190,6 +205,7 @@ impl NodeHost {
             snapshot_index: 0,
             cluster: "-".to_string(),
             peers: Vec::new(),
+            membership: MembershipView::default(),
             entries: Vec::new(),
             entries_total: 0,
             uptime_ms: 0,
@@ -231,6 +247,16 @@ impl NodeHost {
                 lag: p.lag,
             })
             .collect();
+        let names = |ids: &std::collections::BTreeSet<NodeId>| -> Vec<String> {
+            ids.iter().map(|id| self.config.name_of(*id)).collect()
+        };
+        view.membership = MembershipView {
+            voters: names(&st.membership.voters),
+            learners: names(&st.membership.learners),
+            outgoing_voters: names(&st.membership.outgoing_voters),
+            index: st.membership.index,
+            pending: st.membership.pending,
+        };
         let (entries, total) =
             node.read_stale(|sm| (sm.last_entries(entries_max), sm.entries_total()));
         view.entries = entries;
@@ -298,7 +324,7 @@ impl NodeHost {
             .config
             .nodes
             .iter()
-            .filter(|n| n.id != self.entry.id)
+            .filter(|n| n.id != self.entry.id && !n.removed)
             .map(|n| PeerConfig::new(n.id, n.name.clone(), n.raft_addr.clone()))
             .collect();
         net.password = self.password.clone();
@@ -385,6 +411,8 @@ pub struct HostView {
     pub cluster: String,
     /// On a leader: each follower's progress.
     pub peers: Vec<PeerView>,
+    /// The configuration in force on this node.
+    pub membership: MembershipView,
     /// The latest committed entries, oldest first.
     pub entries: Vec<CommittedEntry>,
     /// Committed commands applied since start.
@@ -442,6 +470,22 @@ impl From<&NetStatsSnapshot> for TransportView {
                 .collect(),
         }
     }
+}
+
+/// The configuration in force on a node, by node name (`n{id}` for a node the config
+/// file does not list).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipView {
+    /// The voters (during a joint change: the incoming ones).
+    pub voters: Vec<String>,
+    /// The learners: they receive the log but do not vote yet.
+    pub learners: Vec<String>,
+    /// During a joint change, the voters being left; empty otherwise.
+    pub outgoing_voters: Vec<String>,
+    /// Index of the configuration's entry in the log.
+    pub index: u64,
+    /// Whether a change is pending (not committed yet, or joint).
+    pub pending: bool,
 }
 
 /// A follower's replication progress, as its leader sees it.

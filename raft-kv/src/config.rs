@@ -389,6 +389,19 @@ pub struct NodeEntry {
     /// `None`: off (`--metrics-addr` overrides it). See [`crate::metrics`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_addr: Option<String>,
+    /// Added to the running cluster by `raft-kv add-node`: not one of the cluster's
+    /// initial voters. Started with `raft-kv node`, it is a non-member that waits for the
+    /// leader to add it (it never campaigns before that).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub added: bool,
+    /// Removed from the cluster by `raft-kv remove-node`: `raft-kv node` refuses to run
+    /// it. Its name and id are never reused.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub removed: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl NodeEntry {
@@ -400,6 +413,8 @@ impl NodeEntry {
             raft_addr: format!("127.0.0.1:{raft_port}"),
             client_addr: format!("127.0.0.1:{client_port}"),
             metrics_addr: None,
+            added: false,
+            removed: false,
         }
     }
 }
@@ -490,6 +505,12 @@ impl ClusterConfig {
         }
         if self.nodes.is_empty() {
             return Err(ConfigError::new("nodes", "list at least one node"));
+        }
+        if self.nodes.iter().all(|n| n.added) {
+            return Err(ConfigError::new(
+                "nodes",
+                "at least one node must be an initial voter (not `added`)",
+            ));
         }
         if self.nodes.len() > NODES_MAX {
             return Err(ConfigError::new(
@@ -604,10 +625,11 @@ impl ClusterConfig {
     }
 
     /// The runtime config for node `id`: voters, ticks and join attempts from `timing`,
-    /// the read mode from `protocol`.
+    /// the read mode from `protocol`. The voters are the cluster's initial ones (nodes
+    /// not `added`); the configuration in the log supersedes them as soon as there is one.
     pub fn node_config(&self, id: NodeId) -> NodeConfig {
         let t = &self.timing;
-        let mut c = NodeConfig::new(id, self.nodes.iter().map(|n| n.id));
+        let mut c = NodeConfig::new(id, self.nodes.iter().filter(|n| !n.added).map(|n| n.id));
         c.tick_interval_ms = t.tick_interval_ms;
         c.protocol.election_timeout_ticks = ticks(t.election_timeout_ms, t.tick_interval_ms);
         c.protocol.heartbeat_interval_ticks = ticks(t.heartbeat_interval_ms, t.tick_interval_ms);

@@ -368,6 +368,8 @@ pub fn plan(args: &InitArgs, ask: &mut dyn Ask) -> Result<Plan> {
             raft_addr: raft_addrs[i].clone(),
             client_addr: client_addrs[i].clone(),
             metrics_addr: None,
+            added: false,
+            removed: false,
         })
         .collect();
 

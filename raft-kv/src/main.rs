@@ -114,6 +114,13 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Add a node to the running cluster: write it into the config file, add it as a
+    /// learner, wait until it caught up (start it meanwhile with `raft-kv node`), then
+    /// make it a voter. Safe to run again if interrupted.
+    AddNode(AddNodeArgs),
+    /// Remove a node from the running cluster (a dead one, or one to retire), and mark
+    /// it removed in the config file: `raft-kv node` then refuses to run it.
+    RemoveNode(RemoveNodeArgs),
     /// Change a node's log level live (error, warn, info, debug, trace).
     LogLevel {
         /// The level.
@@ -167,6 +174,45 @@ struct DemoArgs {
     /// With --script, also print the cluster's log on stderr.
     #[arg(long)]
     verbose: bool,
+}
+
+#[derive(Args, Debug)]
+struct AddNodeArgs {
+    /// The cluster config file: read to find the nodes, then rewritten with the new one.
+    #[arg(long, short, env = "RAFT_KV_CONFIG", default_value = "raft-kv.toml")]
+    config: PathBuf,
+    /// The new node's name (`node4`); it gets the next free Raft id.
+    #[arg(long)]
+    id: String,
+    /// Its Raft (UDP) address, host:port.
+    #[arg(long, value_name = "HOST:PORT")]
+    addr: String,
+    /// Its client (TCP) address (default: the Raft port + 100 on the same host).
+    #[arg(long, value_name = "HOST:PORT")]
+    client_addr: Option<String>,
+    /// How far behind the leader's log (in entries) it may be when it becomes a voter.
+    #[arg(long, default_value_t = 10)]
+    max_lag_entries: u64,
+    /// How long to wait for it to start and catch up, in ms.
+    #[arg(long, default_value_t = 120_000)]
+    catch_up_timeout_ms: u64,
+    /// How long to wait for each change to commit, in ms.
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
+}
+
+#[derive(Args, Debug)]
+struct RemoveNodeArgs {
+    /// The cluster config file: read to find the nodes, then rewritten with the node
+    /// marked `removed`.
+    #[arg(long, short, env = "RAFT_KV_CONFIG", default_value = "raft-kv.toml")]
+    config: PathBuf,
+    /// The node to remove: its name (node2) or id (2).
+    #[arg(long)]
+    id: String,
+    /// How long to wait for the change to commit, in ms.
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
 }
 
 /// Which node a client command talks to.
@@ -313,6 +359,8 @@ fn run(cli: Cli) -> Result<u8> {
                 EXIT_ERROR
             })
         }
+        Command::AddNode(args) => add_node(&args).map(|()| EXIT_OK),
+        Command::RemoveNode(args) => remove_node(&args).map(|()| EXIT_OK),
         Command::LogLevel { level, target } => {
             logger::parse_level(&level).map_err(anyhow::Error::msg)?;
             done(call(&target, &Request::SetLogLevel { level })?)
@@ -387,6 +435,19 @@ fn status_text(v: &HostView) -> String {
     for p in &v.peers {
         s += &format!("peer: {} match {} lag {}\n", p.name, p.match_index, p.lag);
     }
+    let m = &v.membership;
+    s += &format!(
+        "voters: {}\nlearners: {}\n",
+        m.voters.join(","),
+        m.learners.join(",")
+    );
+    if !m.outgoing_voters.is_empty() {
+        s += &format!("outgoing_voters: {}\n", m.outgoing_voters.join(","));
+    }
+    s += &format!(
+        "membership_index: {}\nmembership_pending: {}\n",
+        m.index, m.pending
+    );
     if let Some(e) = &v.last_error {
         s += &format!("last_error: {e}\n");
     }
@@ -456,6 +517,11 @@ fn status_json(v: &HostView, with_entries: bool) -> Result<String> {
         "log_level": v.log_level,
         "last_error": v.last_error,
         "peers": peers,
+        "voters": v.membership.voters,
+        "learners": v.membership.learners,
+        "outgoing_voters": v.membership.outgoing_voters,
+        "membership_index": v.membership.index,
+        "membership_pending": v.membership.pending,
         "client_port": client_port,
         "transport": transport,
     });
@@ -602,6 +668,195 @@ fn bench_target(target: &Target) -> Result<(String, String, Option<ClientKey>)> 
     }
     let (name, addr) = answering.context("no node answered")?;
     Ok((name, addr, key))
+}
+
+/// Sends a membership change to the leader: each live, not removed node in turn, until
+/// the leader answers (followers answer `NotLeader`), retrying while an election is
+/// under way, until `timeout` plus `extra` (a request that waits longer on the node).
+fn admin_call(
+    config: &ClusterConfig,
+    request: &Request,
+    timeout: Duration,
+    extra: Duration,
+) -> Result<Response> {
+    let key = config
+        .client_key_from_source()
+        .context("the cluster is encrypted; the client needs its password")?;
+    let deadline = std::time::Instant::now() + timeout + extra;
+    let mut backoff = Duration::from_millis(20);
+    loop {
+        let mut failures = Vec::new();
+        for node in config.nodes.iter().filter(|n| !n.removed) {
+            let (name, addr) = (&node.name, &node.client_addr);
+            let mut client = match Client::connect(addr, timeout + extra, key.as_ref()) {
+                Ok(c) => c,
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    bail!("{name} at {addr}: {e}")
+                }
+                Err(e) => {
+                    failures.push(format!("{name} at {addr}: {e}"));
+                    continue;
+                }
+            };
+            match client.call(request) {
+                Ok(Response::Error {
+                    kind: ErrorKind::NotLeader | ErrorKind::Stopped | ErrorKind::Unavailable,
+                    message,
+                }) => failures.push(message),
+                Ok(r) => return Ok(r),
+                Err(e) => failures.push(format!("{name} at {addr}: {e}")),
+            }
+        }
+        if std::time::Instant::now() + backoff >= deadline {
+            bail!("no leader answered: {}", failures.join("; "))
+        }
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(Duration::from_millis(500));
+    }
+}
+
+/// Writes `config` to `path` (through a temporary file renamed over it, so a crash
+/// leaves the old file or the new one).
+fn save_config(config: &ClusterConfig, path: &Path) -> Result<()> {
+    let tmp = path.with_extension("toml.tmp");
+    std::fs::write(&tmp, config.to_toml())
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))
+}
+
+fn add_node(args: &AddNodeArgs) -> Result<()> {
+    let mut config = load_config(&args.config)?;
+    let timeout = Duration::from_millis(args.timeout_ms);
+    let addr = args.addr.trim();
+    std::net::ToSocketAddrs::to_socket_addrs(addr)
+        .with_context(|| format!("--addr {addr:?} is not a reachable host:port"))?
+        .next()
+        .with_context(|| format!("--addr {addr:?} resolved to no address"))?;
+    // The file is written once the leader accepted the learner: a refused change (wrong
+    // password, no leader) leaves it as it was.
+    let mut write_file = false;
+    let (id, name) = match config.nodes.iter().find(|n| n.name == args.id) {
+        Some(n) if n.removed => bail!(
+            "{} (n{}) was removed from the cluster; names and ids are not reused: pick a new name",
+            n.name,
+            n.id
+        ),
+        Some(n) if !n.added => bail!("{} is one of the cluster's initial nodes", n.name),
+        Some(n) if n.raft_addr != addr => bail!(
+            "{} is already in {} with address {} (not {addr})",
+            n.name,
+            args.config.display(),
+            n.raft_addr
+        ),
+        Some(n) => (n.id, n.name.clone()),
+        None => {
+            let id = config.nodes.iter().map(|n| n.id).max().unwrap_or(0) + 1;
+            let client_addr = match &args.client_addr {
+                Some(a) => a.clone(),
+                None => {
+                    let (host, port) = addr
+                        .rsplit_once(':')
+                        .with_context(|| format!("--addr {addr:?} is not host:port"))?;
+                    let port: u16 = port
+                        .parse()
+                        .with_context(|| format!("--addr {addr:?}: bad port"))?;
+                    let client = port.checked_add(100).with_context(|| {
+                        format!("--addr port {port} + 100 is past 65535; give --client-addr")
+                    })?;
+                    format!("{host}:{client}")
+                }
+            };
+            let mut entry = raft_kv::config::NodeEntry::local(id, 0, 0);
+            entry.name = args.id.clone();
+            entry.raft_addr = addr.to_string();
+            entry.client_addr = client_addr;
+            entry.added = true;
+            config.nodes.push(entry);
+            config
+                .validate()
+                .with_context(|| format!("cannot add {} to the cluster config", args.id))?;
+            write_file = true;
+            (id, args.id.clone())
+        }
+    };
+    match admin_call(
+        &config,
+        &Request::AddLearner {
+            id,
+            raft_addr: addr.to_string(),
+        },
+        timeout,
+        Duration::ZERO,
+    )? {
+        Response::MembershipChanged { .. } => {}
+        other => {
+            unexpected(other)?;
+        }
+    }
+    if write_file {
+        save_config(&config, &args.config)?;
+        eprintln!(
+            "raft-kv: wrote {name} (n{id}) into {}; copy it to every machine",
+            args.config.display()
+        );
+    }
+    eprintln!(
+        "raft-kv: {name} (n{id}) is a learner; waiting for it to catch up (start it with: raft-kv node --config {} --id {name})",
+        args.config.display()
+    );
+    let catch_up = Duration::from_millis(args.catch_up_timeout_ms);
+    match admin_call(
+        &config,
+        &Request::Promote {
+            id,
+            max_lag_entries: args.max_lag_entries,
+            catch_up_timeout_ms: args.catch_up_timeout_ms,
+        },
+        timeout,
+        catch_up,
+    )? {
+        Response::MembershipChanged { index } => {
+            out(format_args!("{name} (n{id}) is a voter (configuration entry {index})\n"))
+        }
+        Response::Error {
+            kind: ErrorKind::Timeout,
+            message,
+        } => bail!(
+            "{name} is a learner but did not catch up within {catch_up:?} ({message}): is it running? Run this command again to retry"
+        ),
+        other => unexpected(other).map(|_| ()),
+    }
+}
+
+fn remove_node(args: &RemoveNodeArgs) -> Result<()> {
+    let mut config = load_config(&args.config)?;
+    let timeout = Duration::from_millis(args.timeout_ms);
+    let entry = config.node(&args.id)?.clone();
+    if entry.removed {
+        bail!("{} (n{}) is already removed", entry.name, entry.id);
+    }
+    let index = match admin_call(
+        &config,
+        &Request::RemoveNode { id: entry.id },
+        timeout,
+        Duration::ZERO,
+    )? {
+        Response::MembershipChanged { index } => index,
+        other => {
+            unexpected(other)?;
+            return Ok(());
+        }
+    };
+    if let Some(n) = config.nodes.iter_mut().find(|n| n.id == entry.id) {
+        n.removed = true;
+    }
+    save_config(&config, &args.config)?;
+    out(format_args!(
+        "{} (n{}) removed (configuration entry {index}); {} marks it removed: copy it to every machine\n",
+        entry.name,
+        entry.id,
+        args.config.display()
+    ))
 }
 
 fn load_config(path: &Path) -> Result<ClusterConfig> {

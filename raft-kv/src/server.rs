@@ -897,6 +897,32 @@ pub fn handle(host: &NodeHost, request: Request) -> Response {
             }
             Err(e) => error(ErrorKind::BadRequest, &e),
         },
+        Request::AddLearner { id, raft_addr } => add_learner(host, id, &raft_addr, timeout),
+        Request::Promote {
+            id,
+            max_lag_entries,
+            catch_up_timeout_ms,
+        } => {
+            let Some(node) = host.node() else {
+                return stopped(host);
+            };
+            log::info!(
+                "a client asks to promote {} once within {max_lag_entries} entries",
+                host.config().name_of(id)
+            );
+            let wait = Duration::from_millis(catch_up_timeout_ms);
+            changed(
+                host,
+                node.promote_caught_up(id, max_lag_entries, wait + timeout),
+            )
+        }
+        Request::RemoveNode { id } => {
+            let Some(node) = host.node() else {
+                return stopped(host);
+            };
+            log::info!("a client asks to remove {}", host.config().name_of(id));
+            changed(host, node.remove(id, timeout))
+        }
         Request::Put { key, value } => write(host, Command::Put { key, value }, timeout),
         Request::Delete { key } => write(host, Command::Delete { key }, timeout),
         Request::Get { key, stale } => {
@@ -943,6 +969,54 @@ fn write(host: &NodeHost, command: Command, timeout: Duration) -> Response {
         Ok(KvResponse::Swapped { current, .. }) => Response::Written { previous: current },
         Ok(KvResponse::Invalid(e)) => error(ErrorKind::BadRequest, &e),
         Err(e) => node_error(&e),
+    }
+}
+
+/// Adds `id` as a learner at `raft_addr`, after checking the address resolves (a bad
+/// one would leave the new member unreachable). Already a learner: done.
+fn add_learner(host: &NodeHost, id: NodeId, raft_addr: &str, timeout: Duration) -> Response {
+    let Some(node) = host.node() else {
+        return stopped(host);
+    };
+    let name = host.config().name_of(id);
+    if let Err(e) = std::net::ToSocketAddrs::to_socket_addrs(raft_addr)
+        .map_err(|e| e.to_string())
+        .and_then(|mut a| a.next().ok_or_else(|| "no address".to_string()))
+    {
+        log::warn!("refused to add {name}: its address {raft_addr:?} does not resolve ({e})");
+        return error(
+            ErrorKind::BadRequest,
+            &format!("{raft_addr:?} is not a reachable host:port ({e})"),
+        );
+    }
+    log::info!("a client asks to add {name} (n{id}) at {raft_addr} as a learner");
+    let m = node.membership();
+    if node.status().is_leader() && m.learners.contains(&id) {
+        return Response::MembershipChanged { index: m.index };
+    }
+    changed(host, node.add_learner(id, raft_addr, timeout))
+}
+
+/// The answer to a membership change.
+fn changed(host: &NodeHost, result: Result<u64, NodeError>) -> Response {
+    match result {
+        Ok(index) => Response::MembershipChanged { index },
+        Err(NodeError::NotLeader { hint }) => error(
+            ErrorKind::NotLeader,
+            &format!(
+                "{} is not the leader (leader: {})",
+                host.entry().name,
+                hint.map_or_else(|| "none known".to_string(), |l| host.config().name_of(l))
+            ),
+        ),
+        Err(e @ NodeError::Rejected(ProposeError::Membership(_))) => {
+            log::warn!("membership change refused: {e}");
+            error(ErrorKind::BadRequest, &e.to_string())
+        }
+        Err(e) => {
+            log::warn!("membership change failed: {e}");
+            node_error(&e)
+        }
     }
 }
 

@@ -712,6 +712,7 @@ mod tests {
             } else {
                 Vec::new()
             },
+            membership: crate::cluster::MembershipView::default(),
             entries: if role == "stopped" {
                 Vec::new()
             } else {

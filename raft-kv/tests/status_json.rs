@@ -38,6 +38,11 @@ const TOP_FIELDS: &[&str] = &[
     "log_level",
     "last_error",
     "peers",
+    "voters",
+    "learners",
+    "outgoing_voters",
+    "membership_index",
+    "membership_pending",
     "client_port",
     "transport",
 ];

@@ -300,6 +300,41 @@ impl Transport for UdpTransport {
         self.metrics.publish(&self.stats.snapshot());
     }
 
+    /// Adds or updates the members of the configuration in force in the peer
+    /// directory, so a node added after this one started can be reached (and its
+    /// datagrams are accepted). A peer whose address is unchanged is left alone; a new
+    /// one keeps the name it had, or gets `n{id}`. An address that does not resolve is
+    /// logged and skipped: the peer stays unreachable (or at its old address) until a
+    /// configuration gives a good one. Resolution happens on the caller's thread: give
+    /// IP addresses, or host names that resolve fast.
+    fn update_peers(&mut self, peers: &[(NodeId, String)]) {
+        let me = self.node_id;
+        for (id, host_port) in peers {
+            if *id == me {
+                continue;
+            }
+            let addr = match peers::resolve(host_port) {
+                Ok(addr) => addr,
+                Err(e) => {
+                    log::error!(
+                        "n{me}: cannot reach member n{id}: its address {host_port:?} does not resolve ({e}); keeping {:?}",
+                        self.directory.addr(*id)
+                    );
+                    continue;
+                }
+            };
+            if self.directory.addr(*id) == Some(addr) {
+                continue;
+            }
+            let name = self
+                .directory
+                .name_of(*id)
+                .unwrap_or_else(|| format!("n{id}"));
+            log::info!("n{me}: member n{id} ({name}) is at {addr}");
+            self.directory.insert(*id, name, addr);
+        }
+    }
+
     fn stop(&mut self) {
         let State::Running {
             send_queue,

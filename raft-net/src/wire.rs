@@ -427,13 +427,18 @@ mod doc_tests {
         assert_eq!(postcard::to_allocvec(&hb).unwrap(), [1, 2, 7, 6, 9, 3]);
     }
 
-    /// The configuration entry's example in docs/protocol.md (version 2): voters {1, 2,
-    /// 3}, no outgoing voters, learner 4.
+    /// The configuration entry's examples in docs/protocol.md (version 2): voters {1, 2,
+    /// 3}, no outgoing voters, learner 4; then the same with learner 4's address.
     #[test]
     fn membership_example_of_protocol_md() {
-        let m = raft_core::Membership::new([1, 2, 3], [4]);
+        let mut m = raft_core::Membership::new([1, 2, 3], [4]);
         let data = raft_core::protocol::membership::encode_entry(&m);
-        assert_eq!(&data[..], [3, 1, 2, 3, 0, 1, 4]);
+        assert_eq!(&data[..], [3, 1, 2, 3, 0, 1, 4, 0]);
+        m.addresses.insert(4, "10.0.0.4:7000".to_string());
+        let data = raft_core::protocol::membership::encode_entry(&m);
+        let mut expected = vec![3, 1, 2, 3, 0, 1, 4, 1, 4, 13];
+        expected.extend_from_slice(b"10.0.0.4:7000");
+        assert_eq!(&data[..], &expected[..]);
     }
 
     #[test]

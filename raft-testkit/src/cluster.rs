@@ -151,6 +151,28 @@ impl<S: StateMachine> LocalCluster<S> {
         Ok(cluster)
     }
 
+    /// Prepares one more node (id `n + 1`, a free loopback port and a storage
+    /// directory) and starts it as a non-member: it is not in the cluster's
+    /// configuration, so it waits, without campaigning, until a leader adds it
+    /// (`Node::add_learner` with [`LocalCluster::addr`]). Its transport knows every
+    /// other node; they learn its address from the configuration.
+    ///
+    /// # Errors
+    /// With a proxy (not supported for added nodes), or when the node cannot start.
+    pub fn add_node(&mut self) -> anyhow::Result<Node<S>> {
+        anyhow::ensure!(
+            self.proxy.is_none(),
+            "add_node does not support the proxy: its sockets are made at start"
+        );
+        let s = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        self.addrs.push(s.local_addr()?);
+        drop(s);
+        self.dirs.push(tempfile::tempdir()?);
+        self.nodes.push(None);
+        let id = self.nodes.len() as NodeId;
+        self.start_node(id)
+    }
+
     /// Node `id`'s storage directory.
     pub fn dir(&self, id: NodeId) -> &std::path::Path {
         self.dirs[(id - 1) as usize].path()
@@ -194,7 +216,8 @@ impl<S: StateMachine> LocalCluster<S> {
         c
     }
 
-    /// The node config node `id` uses.
+    /// The node config node `id` uses. Its initial voters are the cluster's first
+    /// `options.nodes` nodes; a node added later learns the configuration from the log.
     pub fn node_config(&self, id: NodeId) -> NodeConfig {
         let mut c = NodeConfig::new(id, 1..=self.options.nodes);
         c.join_attempts = self.options.join_attempts;
@@ -289,7 +312,7 @@ impl<S: StateMachine> LocalCluster<S> {
 
     /// Stops every node.
     pub fn stop_all(&mut self) {
-        for id in 1..=self.options.nodes {
+        for id in 1..=self.nodes.len() as NodeId {
             self.stop_node(id);
         }
     }

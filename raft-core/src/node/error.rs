@@ -13,6 +13,17 @@ pub enum NodeError {
     /// No leader is known right now (an election may be under way); retry shortly.
     #[error("no leader is known; retry shortly")]
     NoLeader,
+    /// This node is not the leader, and the request (a membership change) must be made
+    /// on the leader: `hint` is the leader this node knows of. Nothing was changed.
+    #[error("this node is not the leader; ask {}", match .hint { Some(id) => format!("n{id}"), None => "again once a leader is elected".to_string() })]
+    NotLeader {
+        /// The leader this node knows of, if any.
+        hint: Option<NodeId>,
+    },
+    /// This node's id was removed from the cluster's configuration: it may not take part
+    /// again under that id (start a new node with a new id and add it).
+    #[error("n{0} was removed from the cluster; start a new node with a new id and add it")]
+    Removed(NodeId),
     /// The leader refused or lost the proposal, or leadership changed under it; retry.
     #[error("not accepted by the leader: {0}")]
     Rejected(ProposeError),

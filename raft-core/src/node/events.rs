@@ -4,7 +4,7 @@ use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
 
-use crate::types::{LogIndex, NodeId, Term};
+use crate::types::{LogIndex, Membership, NodeId, Term};
 
 /// Something that happened on a node. Subscribe with [`crate::node::Node::events`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,6 +38,19 @@ pub enum Event {
         command: Bytes,
         /// Whether it was applied while replaying storage at start.
         replayed: bool,
+    },
+    /// The configuration in force on this node changed (a configuration entry was
+    /// appended, or one was overwritten by a new leader), or the one in force was
+    /// committed. A configuration is in force from the moment it is appended (thesis
+    /// §4.1), so expect each one twice: `committed: false`, then `committed: true`.
+    MembershipChanged {
+        /// Index of its configuration entry (0, or a snapshot's last index, for the
+        /// configuration the node started with).
+        index: LogIndex,
+        /// The configuration.
+        membership: Membership,
+        /// Whether it is committed.
+        committed: bool,
     },
     /// The node found its cluster: it heard from a leader or a majority.
     ClusterFound,

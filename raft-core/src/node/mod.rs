@@ -57,6 +57,7 @@ mod envelope;
 mod error;
 mod events;
 mod kv;
+mod members;
 pub mod metrics;
 mod queue;
 mod reply;
@@ -84,6 +85,7 @@ pub use envelope::ENVELOPE_BYTES;
 pub use error::NodeError;
 pub use events::{Event, EVENTS_QUEUED_MAX};
 pub use kv::{KvCommand, KvResponse, KvStore};
+pub use members::MembershipStatus;
 pub use reply::{Completion, Ticket};
 pub use snapshot_reader::SnapshotReader;
 pub use state_machine::{RestoreError, SnapshotSource, StateMachine};
@@ -184,6 +186,13 @@ impl<S: StateMachine> NodeBuilder<S> {
         };
         let durable = log.hard_state();
         let raft = Raft::new(config.protocol.clone(), log, seed)?;
+        if members::was_removed(&raft, id) {
+            log::error!(
+                "n{id} refuses to start: it was removed from the cluster (configuration {:?})",
+                raft.membership()
+            );
+            return Err(NodeError::Removed(id));
+        }
         let replay_to = raft.commit_index();
         let applied_from = raft.applied_index();
         debug_assert!(applied_from >= snapshot_index);
@@ -235,6 +244,8 @@ impl<S: StateMachine> NodeBuilder<S> {
             received_in_memory: None,
             held_chunks: std::collections::VecDeque::new(),
             held_chunk_bytes: 0,
+            change_waiters: Vec::new(),
+            seen_config: Default::default(),
             config: config.clone(),
         };
         if config.protocol.voters.len() == 1 {

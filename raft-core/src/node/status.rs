@@ -94,6 +94,8 @@ pub struct NodeStatus {
     pub ticks: u64,
     /// Counters.
     pub counters: NodeCounters,
+    /// The configuration in force on this node: voters, learners, and a pending change.
+    pub membership: super::members::MembershipStatus,
 }
 
 impl NodeStatus {
@@ -113,6 +115,7 @@ impl NodeStatus {
             running: true,
             ticks: 0,
             counters: NodeCounters::default(),
+            membership: super::members::MembershipStatus::default(),
         }
     }
 

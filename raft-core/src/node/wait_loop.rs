@@ -48,6 +48,17 @@ pub(crate) enum Request {
     },
     /// Take a snapshot now.
     Snapshot,
+    /// How far member `id` is behind the leader's last index, in entries (leader only).
+    Lag {
+        id: NodeId,
+        reply: Sender<Result<LogIndex, NodeError>>,
+    },
+    /// Propose a membership change (leader only); answered once it commits.
+    ChangeMembership {
+        change: crate::protocol::membership::MembershipChange,
+        addresses: BTreeMap<NodeId, String>,
+        reply: Sender<Result<LogIndex, NodeError>>,
+    },
 }
 
 pub(crate) struct WaitLoop<S: StateMachine> {
@@ -97,6 +108,10 @@ pub(crate) struct WaitLoop<S: StateMachine> {
     /// lengths and stays at most `protocol.inflight_bytes_max`.
     pub(crate) held_chunks: std::collections::VecDeque<Message>,
     pub(crate) held_chunk_bytes: u64,
+    /// Membership changes proposed here, waiting to commit.
+    pub(crate) change_waiters: Vec<super::members::ChangeWaiter>,
+    /// The configuration last published (events, transport).
+    pub(crate) seen_config: super::members::SeenConfig,
 }
 
 /// A received snapshot made durable (or not).
@@ -473,6 +488,9 @@ impl<S: StateMachine> WaitLoop<S> {
             .as_ref()
             .map_or_else(never, |s| s.buffer.drained_rx.clone());
         let held_back = never();
+        // Members added after this node's transport was configured (found in the stored
+        // log or snapshot) are reachable from the start.
+        self.update_transport_peers();
         loop {
             let timeout = self.next_tick.saturating_duration_since(Instant::now());
             // While the leader's appends are held back (see `Raft::replication_held`),
@@ -575,7 +593,9 @@ impl<S: StateMachine> WaitLoop<S> {
                 }
             }
         }
-        self.handle_readies()
+        self.handle_readies()?;
+        self.check_membership();
+        Ok(())
     }
 
     /// Delivers every tick that came due by now, so the protocol's clock never lags real
@@ -726,6 +746,14 @@ impl<S: StateMachine> WaitLoop<S> {
             Request::Snapshot => {
                 self.apply.send(ApplyTask::TakeSnapshot);
             }
+            Request::Lag { id, reply } => {
+                let _ = reply.send(self.lag_of(id));
+            }
+            Request::ChangeMembership {
+                change,
+                addresses,
+                reply,
+            } => self.on_change_membership(change, addresses, reply),
         }
     }
 
@@ -1278,7 +1306,7 @@ impl<S: StateMachine> WaitLoop<S> {
         self.check_join(Instant::now());
     }
 
-    fn publish_status(&mut self) {
+    pub(crate) fn publish_status(&mut self) {
         let st = self.raft.status();
         let applied = *self.shared.applied.lock();
         let mut counters = self.counters;
@@ -1316,6 +1344,11 @@ impl<S: StateMachine> WaitLoop<S> {
             })
             .collect();
         status.counters = counters;
+        status.membership = super::members::MembershipStatus::new(
+            self.raft.membership(),
+            self.raft.membership_since(st.last_index),
+            st.commit_index,
+        );
         self.shared.metrics.publish(&status);
         drop(status);
         self.transport.publish_metrics();

@@ -80,6 +80,7 @@ impl Membership {
             voters: voters.into_iter().collect(),
             outgoing_voters: BTreeSet::new(),
             learners: learners.into_iter().collect(),
+            addresses: BTreeMap::new(),
         }
     }
 
@@ -231,6 +232,9 @@ impl Membership {
                 next.outgoing_voters.clear();
             }
         }
+        // Addresses are only kept for members (a removed node's address goes with it).
+        let members: BTreeSet<NodeId> = next.members().collect();
+        next.addresses.retain(|id, _| members.contains(id));
         next.validate()?;
         Ok(next)
     }

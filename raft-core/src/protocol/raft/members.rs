@@ -113,6 +113,20 @@ impl<L: Log> Raft<L> {
         &mut self,
         change: MembershipChange,
     ) -> Result<(LogIndex, Term), ProposeError> {
+        self.propose_membership_with_addresses(change, BTreeMap::new())
+    }
+
+    /// [`Raft::propose_membership`], recording `addresses` (`host:port` per node) in
+    /// the new configuration for the runtime's transport. Addresses of nodes that are
+    /// not members of the new configuration are ignored; the protocol never reads them.
+    ///
+    /// # Errors
+    /// As [`Raft::propose_membership`].
+    pub fn propose_membership_with_addresses(
+        &mut self,
+        change: MembershipChange,
+        addresses: BTreeMap<NodeId, String>,
+    ) -> Result<(LogIndex, Term), ProposeError> {
         if self.role != Role::Leader {
             return Err(ProposeError::NotLeader {
                 leader: self.leader,
@@ -137,7 +151,12 @@ impl<L: Log> Raft<L> {
                 index: self.configs.current_index(),
             });
         }
-        let next = self.configs.current().apply(&change)?;
+        let mut next = self.configs.current().apply(&change)?;
+        for (id, addr) in addresses {
+            if next.members().any(|m| m == id) {
+                next.addresses.insert(id, addr);
+            }
+        }
         let placed = self.append_config(next);
         log::info!(
             "n{} proposed {change:?} at {}@{}: now {:?}",
