@@ -910,6 +910,11 @@ pub fn handle(host: &NodeHost, request: Request) -> Response {
                 "a client asks to promote {} once within {max_lag_entries} entries",
                 host.config().name_of(id)
             );
+            let m = node.membership();
+            if node.status().is_leader() && m.voters.contains(&id) && !m.pending {
+                // A retried add-node whose promotion already committed.
+                return Response::MembershipChanged { index: m.index };
+            }
             let wait = Duration::from_millis(catch_up_timeout_ms);
             changed(
                 host,
@@ -973,7 +978,8 @@ fn write(host: &NodeHost, command: Command, timeout: Duration) -> Response {
 }
 
 /// Adds `id` as a learner at `raft_addr`, after checking the address resolves (a bad
-/// one would leave the new member unreachable). Already a learner: done.
+/// one would leave the new member unreachable). Already a learner or a voter at that
+/// address (a retried `add-node`): done.
 fn add_learner(host: &NodeHost, id: NodeId, raft_addr: &str, timeout: Duration) -> Response {
     let Some(node) = host.node() else {
         return stopped(host);
@@ -991,8 +997,19 @@ fn add_learner(host: &NodeHost, id: NodeId, raft_addr: &str, timeout: Duration) 
     }
     log::info!("a client asks to add {name} (n{id}) at {raft_addr} as a learner");
     let m = node.membership();
-    if node.status().is_leader() && m.learners.contains(&id) {
-        return Response::MembershipChanged { index: m.index };
+    if node.status().is_leader() && (m.learners.contains(&id) || m.voters.contains(&id)) {
+        // A retried add-node: already a learner, or already promoted by an earlier run.
+        // Done, unless the earlier run gave another address.
+        return match m.addresses.get(&id) {
+            Some(known) if known != raft_addr => {
+                log::warn!("refused to add {name} at {raft_addr}: it is a member at {known}");
+                error(
+                    ErrorKind::BadRequest,
+                    &format!("{name} is already a member, at {known} (not {raft_addr})"),
+                )
+            }
+            _ => Response::MembershipChanged { index: m.index },
+        };
     }
     changed(host, node.add_learner(id, raft_addr, timeout))
 }

@@ -152,6 +152,25 @@ fn replace_a_dead_node_with_add_node_and_remove_node() {
     assert_eq!(s["voters"], "node1,node2,node3,node4");
     c.wait_value("node4", "before", "1");
 
+    // Running add-node again (an operator retrying after a lost answer) is a no-op that
+    // succeeds; with another address it is refused.
+    let again = c.cli(&[
+        "add-node",
+        "--id",
+        "node4",
+        "--addr",
+        &raft_addr,
+        "--client-addr",
+        &client_addr,
+    ]);
+    assert!(again.status.success(), "add-node again: {}", stderr(&again));
+    assert!(
+        stdout(&again).contains("node4 (n4) is a voter"),
+        "{}",
+        stdout(&again)
+    );
+    assert_eq!(c.status_now("node4")["voters"], "node1,node2,node3,node4");
+
     // remove-node removes the dead node and marks it in the file.
     let out = c.cli(&["remove-node", "--id", "node2"]);
     assert!(out.status.success(), "remove-node failed: {}", stderr(&out));
@@ -175,8 +194,11 @@ fn replace_a_dead_node_with_add_node_and_remove_node() {
     c.start("node2");
     let code = c.proc_mut("node2").wait_exit(WAIT);
     assert_eq!(code, Some(2));
-    let lines = c.lines("node2").all().join("\n");
-    assert!(lines.contains("was removed from cluster"), "{lines}");
+    // The exit can be seen before the output reader has read the last lines: wait for it.
+    let said = c
+        .lines("node2")
+        .wait_for(0, &["was removed from cluster"], WAIT);
+    assert!(said.is_some(), "{}", c.lines("node2").all().join("\n"));
     // And cannot be removed twice.
     let again = c.cli(&["remove-node", "--id", "node2"]);
     assert!(!again.status.success());
