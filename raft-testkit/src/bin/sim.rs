@@ -56,6 +56,9 @@ struct Args {
     /// Stop after this many failures.
     #[arg(long, default_value_t = 10)]
     max_failures: usize,
+    /// Print every seed's trace hash (to show that a refactor left every run unchanged).
+    #[arg(long)]
+    hashes: bool,
 }
 
 fn main() -> Result<()> {
@@ -132,6 +135,11 @@ fn main() -> Result<()> {
     let mut reports = reports.into_inner().expect("not poisoned");
     reports.sort_by_key(|r| r.seed);
     print_summary(&reports, began.elapsed().as_secs_f64());
+    if args.hashes {
+        for r in &reports {
+            println!("seed {} trace hash {:016x} events {}", r.seed, r.trace_hash, r.events);
+        }
+    }
     if reports.iter().any(|r| r.failure.is_some()) {
         std::process::exit(1);
     }
