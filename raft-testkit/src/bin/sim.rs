@@ -137,7 +137,10 @@ fn main() -> Result<()> {
     print_summary(&reports, began.elapsed().as_secs_f64());
     if args.hashes {
         for r in &reports {
-            println!("seed {} trace hash {:016x} events {}", r.seed, r.trace_hash, r.events);
+            println!(
+                "seed {} trace hash {:016x} events {}",
+                r.seed, r.trace_hash, r.events
+            );
         }
     }
     if reports.iter().any(|r| r.failure.is_some()) {

@@ -1,0 +1,270 @@
+//! The checks at the end of a run: the liveness phase, the final state machine and
+//! history checks, and the reference state each committed prefix produces.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use raft_core::{LogIndex, NodeId, Role};
+
+use super::world::*;
+use super::{Simulator, LIN_BUDGET_STEPS, MARKER_OP, UNITS_PER_TICK};
+use crate::checker::Violation;
+use crate::kv::{KvCommand, KvState};
+use crate::linearizability::{check_kv, format_op, LinResult};
+use crate::network::LinkProfile;
+use crate::trace::TraceEvent;
+
+/// and final state machines are compared with.
+#[derive(Default)]
+pub(super) struct Reference {
+    /// The committed entries' data: `entries[i - 1]` is index `i`. Filled as nodes
+    /// apply (the checker has verified that they agree).
+    entries: Vec<Bytes>,
+    /// States already built, by applied index, to build later ones from.
+    states: BTreeMap<LogIndex, KvState>,
+}
+
+impl Reference {
+    pub(super) const STATES_MAX: usize = 64;
+
+    pub(super) fn applied(&mut self, index: LogIndex, data: &Bytes) {
+        if index == self.entries.len() as LogIndex + 1 {
+            self.entries.push(data.clone());
+        }
+    }
+
+    /// The state after applying the committed entries up to `index`, if all are known.
+    pub(super) fn state_at(&mut self, index: LogIndex) -> Option<KvState> {
+        if index > self.entries.len() as LogIndex {
+            return None;
+        }
+        let (from, mut state) = self
+            .states
+            .range(..=index)
+            .next_back()
+            .map_or((0, KvState::default()), |(&i, s)| (i, s.clone()));
+        for i in from + 1..=index {
+            state.apply(i, &self.entries[(i - 1) as usize]);
+        }
+        if self.states.len() >= Self::STATES_MAX {
+            self.states.pop_first();
+        }
+        self.states.insert(index, state.clone());
+        Some(state)
+    }
+
+    /// Checks a state machine against the committed prefix it claims to hold.
+    pub(super) fn check(&mut self, node: NodeId, kv: &KvState) -> Result<(), Violation> {
+        let index = kv.applied_index();
+        let Some(expected) = self.state_at(index) else {
+            return Err(Violation::BadSnapshot {
+                node,
+                index,
+                detail: format!(
+                    "it holds {index} entries, only {} are known committed",
+                    self.entries.len()
+                ),
+            });
+        };
+        if *kv != expected {
+            return Err(Violation::BadSnapshot {
+                node,
+                index,
+                detail: format!(
+                    "its state ({} keys, {} operations) differs from the committed \
+                     prefix's ({} keys, {} operations)",
+                    kv.key_count(),
+                    kv.operation_count(),
+                    expected.key_count(),
+                    expected.operation_count()
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Simulator {
+    // ----- liveness and the end ----------------------------------------------------------
+
+    pub(super) fn start_liveness(&mut self) -> Result<(), Violation> {
+        self.phase = Phase::Liveness;
+        self.liveness_start = self.now;
+        self.record(TraceEvent::Phase {
+            description: "liveness phase: every fault heals",
+        });
+        self.net.heal();
+        self.net.profile = LinkProfile::clean();
+        for i in 0..self.nodes.len() {
+            self.nodes[i].stall_next_sync_ticks = None;
+            if !self.node_is_up(i) {
+                self.start_node(i)?;
+            } else if self.nodes[i].paused.is_some() {
+                self.resume(i)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn check_liveness(&mut self) -> Result<(), Violation> {
+        let elapsed = self.now - self.liveness_start;
+        if elapsed > self.cfg.liveness_bound_ticks * UNITS_PER_TICK {
+            let detail = match (self.marker, self.liveness_ticks) {
+                (None, _) => "no leader accepted a write".to_string(),
+                (Some((i, index, _)), None) => {
+                    format!("the write placed at {index} on n{} did not commit", i + 1)
+                }
+                (Some((_, index, _)), Some(_)) => {
+                    let members: Vec<NodeId> = self
+                        .leader()
+                        .and_then(|l| self.nodes[l].raft.as_ref())
+                        .map(|r| r.membership().members().collect())
+                        .unwrap_or_default();
+                    let behind: Vec<String> = self
+                        .nodes
+                        .iter()
+                        .filter(|n| members.contains(&n.id) && n.kv.applied_index() < index)
+                        .map(|n| format!("n{} at {}", n.id, n.kv.applied_index()))
+                        .collect();
+                    format!("the write at {index} committed but was not applied on {behind:?}")
+                }
+            };
+            return Err(Violation::Liveness {
+                detail: format!(
+                    "within {} ticks of healing: {detail}",
+                    self.cfg.liveness_bound_ticks
+                ),
+            });
+        }
+        match self.marker {
+            None => {
+                let Some(l) = self.leader() else {
+                    return Ok(());
+                };
+                let cmd = KvCommand::Put {
+                    op: MARKER_OP,
+                    key: u64::MAX,
+                    value: 0,
+                }
+                .encode();
+                let raft = self.nodes[l].raft.as_mut().expect("up");
+                if let Ok((index, term)) = raft.propose(cmd) {
+                    self.marker = Some((l, index, term));
+                    self.drive(l)?;
+                    self.after_node_event(l)?;
+                }
+            }
+            Some((l, index, term)) => {
+                let Some(raft) = self.nodes[l].raft.as_ref() else {
+                    self.marker = None;
+                    return Ok(());
+                };
+                // Once compacted, the log no longer says; the committed record does.
+                let ours = match raft.term_at(index) {
+                    Some(t) => t == term,
+                    None => self.checker.committed_term(index) == Some(term),
+                };
+                if !ours {
+                    self.marker = None; // overwritten by a newer leader: propose again
+                    return Ok(());
+                }
+                // A leader that lost its term before the write committed may never
+                // hear of it again (removed from the configuration, nobody sends it
+                // entries to overwrite it): propose again at the current leader.
+                let deposed = raft.role() != Role::Leader || raft.term() != term;
+                if deposed && raft.commit_index() < index {
+                    self.marker = None;
+                    return Ok(());
+                }
+                // Every member of the leader's configuration applies it; a node outside
+                // it (removed, or never added) gets nothing more.
+                let members: Vec<NodeId> = raft.membership().members().collect();
+                if self.liveness_ticks.is_none() && raft.commit_index() >= index {
+                    self.liveness_ticks = Some(elapsed / UNITS_PER_TICK);
+                    self.record(TraceEvent::Phase {
+                        description: "liveness: a new write committed",
+                    });
+                }
+                if self.liveness_ticks.is_some()
+                    && self
+                        .nodes
+                        .iter()
+                        .filter(|n| members.contains(&n.id))
+                        .all(|n| n.kv.applied_index() >= index)
+                {
+                    self.record(TraceEvent::Phase {
+                        description: "liveness: every node applied it",
+                    });
+                    self.phase = Phase::Done;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn final_checks(&mut self) -> Result<(), Violation> {
+        // No acknowledged write lost: it is committed where it was acknowledged, and
+        // every node that applied that far applied it there.
+        for &(op, index) in &self.acked {
+            if self.checker.committed_term(index).is_none() {
+                return Err(Violation::AckedWriteLost {
+                    op,
+                    index,
+                    detail: "the index is not known committed".into(),
+                });
+            }
+            for n in &self.nodes {
+                if n.kv.applied_index() >= index && n.kv.applied_at(op) != Some(index) {
+                    return Err(Violation::AckedWriteLost {
+                        op,
+                        index,
+                        detail: format!(
+                            "n{} applied up to {} and has it at {:?}",
+                            n.id,
+                            n.kv.applied_index(),
+                            n.kv.applied_at(op)
+                        ),
+                    });
+                }
+            }
+        }
+        // Every state machine is the state its applied committed prefix produces.
+        for i in 0..self.nodes.len() {
+            let (id, kv) = (self.nodes[i].id, self.nodes[i].kv.clone());
+            self.reference.check(id, &kv)?;
+        }
+        // The history: open operations never returned.
+        for c in 0..self.clients.len() {
+            if self.clients[c].op.take().is_some() {
+                self.ops.never_returned += 1;
+            }
+        }
+        self.ops.checked = self.history.len() as u64;
+        match check_kv(&self.history, LIN_BUDGET_STEPS) {
+            LinResult::Ok => Ok(()),
+            LinResult::Unknown { .. } => {
+                self.lin_unknown = true;
+                Ok(())
+            }
+            LinResult::Illegal { key, detail } => {
+                if std::env::var("SIM_DUMP_HISTORY").is_ok() {
+                    for o in self.history.iter().filter(|o| o.input.key() == key) {
+                        eprintln!("{}", format_op(o));
+                    }
+                }
+                let ops: Vec<String> = self
+                    .history
+                    .iter()
+                    .filter(|o| o.input.key() == key)
+                    .rev()
+                    .take(12)
+                    .map(format_op)
+                    .collect();
+                Err(Violation::NotLinearizable {
+                    key,
+                    detail: format!("{detail}; last operations on the key (newest first): {ops:?}"),
+                })
+            }
+        }
+    }
+}
