@@ -6,26 +6,33 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use raft_core::{LogIndex, NodeId, Role};
 
+use super::workload::Workload;
 use super::world::*;
 use super::{Simulator, LIN_BUDGET_STEPS, MARKER_OP, UNITS_PER_TICK};
 use crate::checker::Violation;
-use crate::kv::{KvCommand, KvState};
-use crate::linearizability::{check_kv, format_op, LinResult};
+use crate::linearizability::LinResult;
 use crate::network::LinkProfile;
 use crate::trace::TraceEvent;
 
+/// The state each committed prefix produces: the ground truth that restored snapshots
 /// and final state machines are compared with.
-#[derive(Default)]
-pub(super) struct Reference {
+pub(super) struct Reference<M> {
     /// The committed entries' data: `entries[i - 1]` is index `i`. Filled as nodes
     /// apply (the checker has verified that they agree).
     entries: Vec<Bytes>,
     /// States already built, by applied index, to build later ones from.
-    states: BTreeMap<LogIndex, KvState>,
+    states: BTreeMap<LogIndex, M>,
 }
 
-impl Reference {
+impl<M> Reference<M> {
     pub(super) const STATES_MAX: usize = 64;
+
+    pub(super) fn new() -> Self {
+        Reference {
+            entries: Vec::new(),
+            states: BTreeMap::new(),
+        }
+    }
 
     pub(super) fn applied(&mut self, index: LogIndex, data: &Bytes) {
         if index == self.entries.len() as LogIndex + 1 {
@@ -34,7 +41,11 @@ impl Reference {
     }
 
     /// The state after applying the committed entries up to `index`, if all are known.
-    pub(super) fn state_at(&mut self, index: LogIndex) -> Option<KvState> {
+    pub(super) fn state_at<W: Workload<Machine = M>>(
+        &mut self,
+        index: LogIndex,
+        workload: &W,
+    ) -> Option<M> {
         if index > self.entries.len() as LogIndex {
             return None;
         }
@@ -42,21 +53,26 @@ impl Reference {
             .states
             .range(..=index)
             .next_back()
-            .map_or((0, KvState::default()), |(&i, s)| (i, s.clone()));
+            .map_or((0, workload.fresh()), |(&i, s)| (i, workload.duplicate(s)));
         for i in from + 1..=index {
-            state.apply(i, &self.entries[(i - 1) as usize]);
+            workload.apply(&mut state, i, &self.entries[(i - 1) as usize]);
         }
         if self.states.len() >= Self::STATES_MAX {
             self.states.pop_first();
         }
-        self.states.insert(index, state.clone());
+        self.states.insert(index, workload.duplicate(&state));
         Some(state)
     }
 
     /// Checks a state machine against the committed prefix it claims to hold.
-    pub(super) fn check(&mut self, node: NodeId, kv: &KvState) -> Result<(), Violation> {
-        let index = kv.applied_index();
-        let Some(expected) = self.state_at(index) else {
+    pub(super) fn check<W: Workload<Machine = M>>(
+        &mut self,
+        node: NodeId,
+        machine: &M,
+        workload: &W,
+    ) -> Result<(), Violation> {
+        let index = workload.applied_index(machine);
+        let Some(expected) = self.state_at(index, workload) else {
             return Err(Violation::BadSnapshot {
                 node,
                 index,
@@ -66,17 +82,14 @@ impl Reference {
                 ),
             });
         };
-        if *kv != expected {
+        if !workload.same(machine, &expected) {
             return Err(Violation::BadSnapshot {
                 node,
                 index,
                 detail: format!(
-                    "its state ({} keys, {} operations) differs from the committed \
-                     prefix's ({} keys, {} operations)",
-                    kv.key_count(),
-                    kv.operation_count(),
-                    expected.key_count(),
-                    expected.operation_count()
+                    "its state ({}) differs from the committed prefix's ({})",
+                    workload.describe(machine),
+                    workload.describe(&expected)
                 ),
             });
         }
@@ -84,7 +97,7 @@ impl Reference {
     }
 }
 
-impl Simulator {
+impl<W: Workload> Simulator<W> {
     // ----- liveness and the end ----------------------------------------------------------
 
     pub(super) fn start_liveness(&mut self) -> Result<(), Violation> {
@@ -123,8 +136,13 @@ impl Simulator {
                     let behind: Vec<String> = self
                         .nodes
                         .iter()
-                        .filter(|n| members.contains(&n.id) && n.kv.applied_index() < index)
-                        .map(|n| format!("n{} at {}", n.id, n.kv.applied_index()))
+                        .filter(|n| {
+                            members.contains(&n.id)
+                                && self.workload.applied_index(&n.machine) < index
+                        })
+                        .map(|n| {
+                            format!("n{} at {}", n.id, self.workload.applied_index(&n.machine))
+                        })
                         .collect();
                     format!("the write at {index} committed but was not applied on {behind:?}")
                 }
@@ -141,12 +159,7 @@ impl Simulator {
                 let Some(l) = self.leader() else {
                     return Ok(());
                 };
-                let cmd = KvCommand::Put {
-                    op: MARKER_OP,
-                    key: u64::MAX,
-                    value: 0,
-                }
-                .encode();
+                let cmd = self.workload.marker(MARKER_OP);
                 let raft = self.nodes[l].raft.as_mut().expect("up");
                 if let Ok((index, term)) = raft.propose(cmd) {
                     self.marker = Some((l, index, term));
@@ -190,7 +203,7 @@ impl Simulator {
                         .nodes
                         .iter()
                         .filter(|n| members.contains(&n.id))
-                        .all(|n| n.kv.applied_index() >= index)
+                        .all(|n| self.workload.applied_index(&n.machine) >= index)
                 {
                     self.record(TraceEvent::Phase {
                         description: "liveness: every node applied it",
@@ -214,15 +227,15 @@ impl Simulator {
                 });
             }
             for n in &self.nodes {
-                if n.kv.applied_index() >= index && n.kv.applied_at(op) != Some(index) {
+                let applied = self.workload.applied_index(&n.machine);
+                let at = self.workload.applied_at(&n.machine, op);
+                if applied >= index && at != Some(index) {
                     return Err(Violation::AckedWriteLost {
                         op,
                         index,
                         detail: format!(
                             "n{} applied up to {} and has it at {:?}",
-                            n.id,
-                            n.kv.applied_index(),
-                            n.kv.applied_at(op)
+                            n.id, applied, at
                         ),
                     });
                 }
@@ -230,8 +243,9 @@ impl Simulator {
         }
         // Every state machine is the state its applied committed prefix produces.
         for i in 0..self.nodes.len() {
-            let (id, kv) = (self.nodes[i].id, self.nodes[i].kv.clone());
-            self.reference.check(id, &kv)?;
+            let id = self.nodes[i].id;
+            self.reference
+                .check(id, &self.nodes[i].machine, &self.workload)?;
         }
         // The history: open operations never returned.
         for c in 0..self.clients.len() {
@@ -240,26 +254,14 @@ impl Simulator {
             }
         }
         self.ops.checked = self.history.len() as u64;
-        match check_kv(&self.history, LIN_BUDGET_STEPS) {
+        match self.workload.check(&self.history, LIN_BUDGET_STEPS) {
             LinResult::Ok => Ok(()),
             LinResult::Unknown { .. } => {
                 self.lin_unknown = true;
                 Ok(())
             }
             LinResult::Illegal { key, detail } => {
-                if std::env::var("SIM_DUMP_HISTORY").is_ok() {
-                    for o in self.history.iter().filter(|o| o.input.key() == key) {
-                        eprintln!("{}", format_op(o));
-                    }
-                }
-                let ops: Vec<String> = self
-                    .history
-                    .iter()
-                    .filter(|o| o.input.key() == key)
-                    .rev()
-                    .take(12)
-                    .map(format_op)
-                    .collect();
+                let ops = self.workload.explain(&self.history, key);
                 Err(Violation::NotLinearizable {
                     key,
                     detail: format!("{detail}; last operations on the key (newest first): {ops:?}"),

@@ -5,13 +5,13 @@ use raft_core::{LogIndex, NodeId, ProposeError};
 use rand::seq::SliceRandom;
 use rand::Rng;
 
+use super::workload::{Call, Request, Workload};
 use super::world::*;
 use super::{Simulator, UNITS_PER_TICK};
 use crate::checker::Violation;
-use crate::kv::KvCommand;
-use crate::linearizability::{KvInput, Operation};
 use crate::trace::TraceEvent;
 
+/// A client's request in progress at a node.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Waiter {
     pub(super) client: usize,
@@ -20,16 +20,15 @@ pub(super) struct Waiter {
 }
 
 #[derive(Debug)]
-pub(super) enum Reply {
+pub(super) enum Reply<O> {
     /// Done: a read's output, or the index where a write took effect.
-    Ok(Option<Option<u64>>, Option<LogIndex>),
+    Ok(Option<O>, Option<LogIndex>),
     /// Definitely did not take effect (or a read failed): retry, at `hint` if known.
     Retry(Option<NodeId>),
 }
 
 pub(super) struct ClientOp {
     pub(super) id: u64,
-    pub(super) input: KvInput,
     pub(super) attempt: u32,
     pub(super) node: usize,
     pub(super) deadline: u64,
@@ -40,24 +39,17 @@ pub(super) struct Client {
     pub(super) op: Option<ClientOp>,
 }
 
-impl Simulator {
+impl<W: Workload> Simulator<W> {
     // ----- clients -----------------------------------------------------------------------
 
     pub(super) fn client_start(&mut self, c: usize) {
         if self.phase == Phase::Done || self.clients[c].op.is_some() {
             return;
         }
-        let key = self.rng.gen_range(0..self.cfg.keys);
         let id = self.history.len() as u64;
-        let input = if self.rng.gen_bool(0.5) {
-            self.ops.writes += 1;
-            KvInput::Put { key, value: id }
-        } else {
-            self.ops.reads += 1;
-            KvInput::Get { key }
-        };
+        let input = self.workload.draw(&mut self.rng, id, &mut self.ops);
         let call = self.hist_time();
-        self.history.push(Operation {
+        self.history.push(Call {
             client: c as u64,
             input,
             output: None,
@@ -67,7 +59,6 @@ impl Simulator {
         let deadline = self.now + self.cfg.client_op_timeout_ticks * UNITS_PER_TICK;
         self.clients[c].op = Some(ClientOp {
             id,
-            input,
             attempt: 0,
             node: 0,
             deadline,
@@ -88,16 +79,20 @@ impl Simulator {
         };
         cur.attempt += 1;
         cur.node = node;
-        let (attempt, input) = (cur.attempt, cur.input);
+        let attempt = cur.attempt;
         let request = self.next_request;
         self.next_request += 1;
         if attempt == 1 {
             let id = self.nodes[node].id;
+            let input = &self.history[op as usize].input;
+            let words = self.workload.input_words(input);
+            let input = format!("{input:?}");
             self.record(TraceEvent::Invoke {
                 client: c,
                 op,
                 node: id,
                 input,
+                words,
             });
         }
         let d = self.rng.gen_range(10..=UNITS_PER_TICK / 4);
@@ -147,22 +142,21 @@ impl Simulator {
             op,
             attempt,
         };
-        let input = self.history[op as usize].input;
+        let request_kind = self.workload.request(op, &self.history[op as usize].input);
         let node = &mut self.nodes[i];
         let raft = node.raft.as_mut().expect("up");
-        let result = match input {
-            KvInput::Put { key, value } => {
-                let cmd = KvCommand::Put { op, key, value }.encode();
+        let result = match request_kind {
+            Request::Write(cmd) => {
                 let r = raft.propose_or_forward(request, cmd);
                 if r.is_ok() {
                     node.placing.insert(request, w);
                 }
                 r
             }
-            KvInput::Get { key } => {
+            Request::Read => {
                 let r = raft.read_index(request);
                 if r.is_ok() {
-                    node.reading.insert(request, (w, key));
+                    node.reading.insert(request, w);
                 }
                 r
             }
@@ -212,7 +206,7 @@ impl Simulator {
         self.schedule_in(think, Ev::ClientStart { client: c });
     }
 
-    pub(super) fn client_reply(&mut self, w: Waiter, reply: Reply) {
+    pub(super) fn client_reply(&mut self, w: Waiter, reply: Reply<W::Output>) {
         let Some(cur) = self.clients[w.client].op.as_ref() else {
             return;
         };
@@ -222,6 +216,8 @@ impl Simulator {
         match reply {
             Reply::Ok(output, write_index) => {
                 let ret = self.hist_time();
+                let word = self.workload.output_word(output.as_ref());
+                let shown = output.as_ref().map(|o| format!("{o:?}"));
                 let h = &mut self.history[w.op as usize];
                 h.ret = Some(ret);
                 h.output = output;
@@ -233,7 +229,8 @@ impl Simulator {
                 self.record(TraceEvent::Return {
                     client: w.client,
                     op: w.op,
-                    output,
+                    output: shown,
+                    word,
                 });
                 let think = self.rng.gen_range(0..=2 * UNITS_PER_TICK);
                 self.schedule_in(think, Ev::ClientStart { client: w.client });

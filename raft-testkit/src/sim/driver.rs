@@ -12,15 +12,15 @@ use rand::Rng;
 
 use super::clients::*;
 use super::config::*;
+use super::workload::Workload;
 use super::world::*;
 use super::{Simulator, UNITS_PER_TICK};
 use crate::checker::{digest, DiskState, LogView, Violation};
-use crate::kv::KvState;
 use crate::network::Fate;
 use crate::sim_log::SimLog;
 use crate::trace::TraceEvent;
 
-pub(super) struct SimNode {
+pub(super) struct SimNode<M> {
     pub(super) id: NodeId,
     pub(super) raft: Option<Raft<SimLog>>,
     /// The disk while crashed.
@@ -33,15 +33,16 @@ pub(super) struct SimNode {
     pub(super) stall_next_sync_ticks: Option<u64>,
     pub(super) syncing: Option<Ready>,
     pub(super) tick_units: u64,
-    pub(super) kv: KvState,
+    /// The replicated state machine.
+    pub(super) machine: M,
     /// Proposals waiting for the leader's placement, by request id.
     pub(super) placing: BTreeMap<u64, Waiter>,
     /// Placed proposals waiting to be applied: (waiter, index).
     pub(super) applying: Vec<(Waiter, LogIndex)>,
-    /// Reads waiting for a read index, by request id, with their key.
-    pub(super) reading: BTreeMap<u64, (Waiter, u64)>,
-    /// Reads waiting for the state machine to reach their index: (waiter, key, index).
-    pub(super) read_waiting: Vec<(Waiter, u64, LogIndex)>,
+    /// Reads waiting for a read index, by request id.
+    pub(super) reading: BTreeMap<u64, Waiter>,
+    /// Reads waiting for the state machine to reach their index: (waiter, index).
+    pub(super) read_waiting: Vec<(Waiter, LogIndex)>,
     /// Last role and term and commit reported to the trace.
     pub(super) last_role: Option<(Role, Term)>,
     pub(super) last_commit: LogIndex,
@@ -84,7 +85,7 @@ impl LogView for RaftView<'_> {
     }
 }
 
-impl Simulator {
+impl<W: Workload> Simulator<W> {
     // ----- node lifecycle ----------------------------------------------------------------
 
     pub(super) fn start_node(&mut self, i: usize) -> Result<(), Violation> {
@@ -137,16 +138,16 @@ impl Simulator {
             });
         }
         // The state machine starts from the stored snapshot, as `Raft::new` expects.
-        let kv = match &stored {
+        let machine = match &stored {
             Some(snapshot) => self.restore_snapshot(id, snapshot)?,
-            None => KvState::new(),
+            None => self.workload.fresh(),
         };
         if stored.is_some() && self.nodes[i].life > 0 {
             self.count("snapshot_restored_at_restart");
         }
         let node = &mut self.nodes[i];
         node.raft = Some(raft);
-        node.kv = kv;
+        node.machine = machine;
         node.last_role = None;
         node.last_commit = 0;
         node.receiving_snapshot = false;
@@ -593,9 +594,9 @@ impl Simulator {
                     node: id,
                     detail: format!("installed {meta:?} but the log does not store it"),
                 })?;
-            let kv = self.restore_snapshot(id, &stored)?;
+            let machine = self.restore_snapshot(id, &stored)?;
             let node = &mut self.nodes[i];
-            node.kv = kv;
+            node.machine = machine;
             node.receiving_snapshot = false;
             node.snapshots_installed += 1;
             self.count("snapshot_installed");
@@ -612,7 +613,7 @@ impl Simulator {
                 .map(|e| (e.index, e.term, entry_digest(e)))
                 .collect();
             self.checker.observe_applied(id, commit, &applied)?;
-            let kv = &mut self.nodes[i].kv;
+            let machine = &mut self.nodes[i].machine;
             for e in &committed {
                 // Only commands reach the state machine; a configuration entry is the
                 // protocol's (it advances the applied index like a no-op).
@@ -621,18 +622,18 @@ impl Simulator {
                 } else {
                     Bytes::new()
                 };
-                kv.apply(e.index, &data);
+                self.workload.apply(machine, e.index, &data);
                 self.reference.applied(e.index, &data);
             }
         }
         let mut replies = Vec::new();
         let node = &mut self.nodes[i];
         for rs in read_states {
-            let Some((w, key)) = node.reading.remove(&rs.request_id) else {
+            let Some(w) = node.reading.remove(&rs.request_id) else {
                 continue;
             };
             match rs.index {
-                Some(index) => node.read_waiting.push((w, key, index)),
+                Some(index) => node.read_waiting.push((w, index)),
                 None => replies.push((w, Reply::Retry(None))),
             }
         }
@@ -671,25 +672,26 @@ impl Simulator {
         &mut self,
         id: NodeId,
         snapshot: &Snapshot,
-    ) -> Result<KvState, Violation> {
+    ) -> Result<W::Machine, Violation> {
         let index = snapshot.meta.last_index;
         let bad = |detail: String| Violation::BadSnapshot {
             node: id,
             index,
             detail: format!("it does not decode: {detail}"),
         };
-        let kv = KvState::restore(&snapshot.data).map_err(bad)?;
-        if kv.applied_index() != index {
+        let machine = self.workload.restore(&snapshot.data).map_err(bad)?;
+        let applied = self.workload.applied_index(&machine);
+        if applied != index {
             return Err(Violation::BadSnapshot {
                 node: id,
                 index,
-                detail: format!("its state machine is at {}", kv.applied_index()),
+                detail: format!("its state machine is at {applied}"),
             });
         }
         self.checker
             .observe_snapshot_restored(id, snapshot.meta.clone())?;
-        self.reference.check(id, &kv)?;
-        Ok(kv)
+        self.reference.check(id, &machine, &self.workload)?;
+        Ok(machine)
     }
 
     /// Snapshots node `i`'s state machine and compacts its log, if the policy says so.
@@ -708,16 +710,15 @@ impl Simulator {
             node: id,
             detail: e.to_string(),
         };
-        let applied = node.kv.applied_index();
+        let applied = self.workload.applied_index(&node.machine);
         let last = raft.log().snapshot().map_err(storage)?;
         let last = last.map_or(0, |s| s.meta.last_index);
         if applied < last + policy.every_applied_entries {
             return Ok(());
         }
-        let state = match self.cfg.broken_snapshot {
-            Some(BrokenSnapshot::WithoutSessions) => node.kv.snapshot_without_sessions(),
-            None | Some(BrokenSnapshot::CompactBeforeSave) => node.kv.snapshot(),
-        };
+        let state = self
+            .workload
+            .snapshot(&node.machine, self.cfg.broken_snapshot);
         // With the configuration at `applied` in its metadata, as the runtime does.
         let Some(meta) = raft.snapshot_meta_at(applied) else {
             return Ok(()); // compacted already: a newer snapshot was installed
@@ -758,13 +759,19 @@ impl Simulator {
     }
 
     /// Answers the requests whose condition the node's state machine now meets.
-    pub(super) fn serve_waiting(&mut self, i: usize, replies: &mut Vec<(Waiter, Reply)>) {
+    pub(super) fn serve_waiting(
+        &mut self,
+        i: usize,
+        replies: &mut Vec<(Waiter, Reply<W::Output>)>,
+    ) {
+        let (workload, history) = (&self.workload, &self.history);
         let node = &mut self.nodes[i];
-        let applied = node.kv.applied_index();
-        let kv = &node.kv;
+        let machine = &node.machine;
+        let applied = workload.applied_index(machine);
         node.applying.retain(|&(w, index)| {
-            if let Some(at) = kv.applied_at(w.op) {
-                replies.push((w, Reply::Ok(None, Some(at))));
+            if let Some(at) = workload.applied_at(machine, w.op) {
+                let output = workload.write_output(machine, w.op);
+                replies.push((w, Reply::Ok(output, Some(at))));
                 false
             } else if applied >= index {
                 // Something else is at that index: this attempt did not take effect.
@@ -774,9 +781,10 @@ impl Simulator {
                 true
             }
         });
-        node.read_waiting.retain(|&(w, key, index)| {
+        node.read_waiting.retain(|&(w, index)| {
             if applied >= index {
-                replies.push((w, Reply::Ok(Some(kv.get(key)), None)));
+                let output = workload.read(machine, &history[w.op as usize].input);
+                replies.push((w, Reply::Ok(Some(output), None)));
                 false
             } else {
                 true

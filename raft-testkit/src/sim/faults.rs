@@ -7,13 +7,14 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use super::config::*;
+use super::workload::Workload;
 use super::world::*;
 use super::{Simulator, UNITS_PER_TICK};
 use crate::checker::Violation;
 use crate::network::PartitionKind;
 use crate::trace::TraceEvent;
 
-impl Simulator {
+impl<W: Workload> Simulator<W> {
     pub(super) fn on_script(&mut self, k: usize) -> Result<(), Violation> {
         if self.phase != Phase::Safety {
             return Ok(());

@@ -33,10 +33,12 @@ mod config;
 mod driver;
 mod faults;
 mod report;
+mod workload;
 mod world;
 
 pub use config::{Broken, BrokenSnapshot, FaultProfile, Scripted, SimConfig, SnapshotPolicy};
 pub use report::{Failure, OpCounts, RunReport};
+pub use workload::{Call, KvWorkload, Request, Workload};
 
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -46,8 +48,6 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::checker::{SafetyChecker, Violation};
-use crate::kv::KvState;
-use crate::linearizability::Operation;
 use crate::network::Network;
 use crate::sim_log::SimLog;
 use crate::trace::Trace;
@@ -66,16 +66,20 @@ pub const LIN_BUDGET_STEPS: u64 = 2_000_000;
 const MARKER_OP: u64 = u64::MAX;
 
 /// A simulation of one seed. See the module docs.
-pub struct Simulator {
+///
+/// `W` is what the cluster replicates and its clients ask: the built-in key/value
+/// [`KvWorkload`] unless [`Simulator::with_workload`] gives another.
+pub struct Simulator<W: Workload = KvWorkload> {
+    workload: W,
     cfg: SimConfig,
     rng: ChaCha8Rng,
     now: u64,
     seq: u64,
     queue: BTreeMap<(u64, u64), Ev>,
-    nodes: Vec<SimNode>,
+    nodes: Vec<SimNode<W::Machine>>,
     net: Network,
     clients: Vec<Client>,
-    history: Vec<Operation>,
+    history: Vec<Call<W::Input, W::Output>>,
     hist_clock: u64,
     checker: SafetyChecker,
     trace: Trace,
@@ -89,7 +93,7 @@ pub struct Simulator {
     link_delivered: BTreeMap<(NodeId, NodeId), u64>,
     /// Acknowledged writes: (op, index where it took effect).
     acked: Vec<(u64, LogIndex)>,
-    reference: Reference,
+    reference: Reference<W::Machine>,
     liveness_start: u64,
     marker: Option<(usize, LogIndex, Term)>,
     liveness_ticks: Option<u64>,
@@ -99,12 +103,24 @@ pub struct Simulator {
 }
 
 impl Simulator {
-    /// A simulator for `cfg`, nothing run yet.
+    /// A simulator of the key/value workload for `cfg`, nothing run yet.
     ///
     /// # Panics
     /// If `cfg.broken` is set without the `broken-variants` feature, or the protocol
     /// config is invalid.
     pub fn new(cfg: SimConfig) -> Self {
+        let keys = cfg.keys;
+        Self::with_workload(cfg, KvWorkload { keys })
+    }
+}
+
+impl<W: Workload> Simulator<W> {
+    /// A simulator for `cfg` replicating `workload`'s state machine, nothing run yet.
+    ///
+    /// # Panics
+    /// If `cfg.broken` is set without the `broken-variants` feature, or the protocol
+    /// config is invalid.
+    pub fn with_workload(cfg: SimConfig, workload: W) -> Self {
         assert!(
             cfg.broken.is_none() || cfg!(feature = "broken-variants"),
             "broken protocol variants need the broken-variants feature"
@@ -136,7 +152,7 @@ impl Simulator {
                 missed_ticks: 0,
                 syncing: None,
                 tick_units: ((UNITS_PER_TICK as f64) * (1.0 + skew)) as u64,
-                kv: KvState::new(),
+                machine: workload.fresh(),
                 placing: BTreeMap::new(),
                 applying: Vec::new(),
                 reading: BTreeMap::new(),
@@ -158,6 +174,7 @@ impl Simulator {
             })
             .collect();
         let mut sim = Self {
+            workload,
             cfg,
             rng,
             now: 0,
@@ -178,7 +195,7 @@ impl Simulator {
             pause_counter: 0,
             link_delivered: BTreeMap::new(),
             acked: Vec::new(),
-            reference: Reference::default(),
+            reference: Reference::new(),
             liveness_start: 0,
             marker: None,
             liveness_ticks: None,

@@ -4,6 +4,7 @@
 use raft_core::{Message, Role, Term};
 use rand::Rng;
 
+use super::workload::Workload;
 use super::{Simulator, UNITS_PER_TICK};
 use crate::checker::Violation;
 use crate::trace::TraceEvent;
@@ -95,7 +96,7 @@ pub(super) enum Phase {
     Done,
 }
 
-impl Simulator {
+impl<W: Workload> Simulator<W> {
     pub(super) fn run_inner(&mut self) -> Result<(), Violation> {
         while self.phase != Phase::Done {
             let Some(((time, _), ev)) = self.queue.pop_first() else {
