@@ -14,6 +14,15 @@ use crate::linearizability::LinResult;
 use crate::network::LinkProfile;
 use crate::trace::TraceEvent;
 
+/// How the simulator came by a state machine it checks against the [`Reference`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Found {
+    /// Restored from a snapshot.
+    Restored,
+    /// Built by applying the log (the end of a run).
+    Applied,
+}
+
 /// The state each committed prefix produces: the ground truth that restored snapshots
 /// and final state machines are compared with.
 pub(super) struct Reference<M> {
@@ -64,12 +73,14 @@ impl<M> Reference<M> {
         Some(state)
     }
 
-    /// Checks a state machine against the committed prefix it claims to hold.
+    /// Checks a state machine against the committed prefix it claims to hold; `found`
+    /// says how the simulator came by it (restored from a snapshot, or applied).
     pub(super) fn check<W: Workload<Machine = M>>(
         &mut self,
         node: NodeId,
         machine: &M,
         workload: &W,
+        found: Found,
     ) -> Result<(), Violation> {
         let index = workload.applied_index(machine);
         let Some(expected) = self.state_at(index, workload) else {
@@ -83,14 +94,22 @@ impl<M> Reference<M> {
             });
         };
         if !workload.same(machine, &expected) {
-            return Err(Violation::BadSnapshot {
-                node,
-                index,
-                detail: format!(
-                    "its state ({}) differs from the committed prefix's ({})",
-                    workload.describe(machine),
-                    workload.describe(&expected)
-                ),
+            let detail = format!(
+                "its state ({}) differs from the committed prefix's ({})",
+                workload.describe(machine),
+                workload.describe(&expected)
+            );
+            return Err(match found {
+                Found::Restored => Violation::BadSnapshot {
+                    node,
+                    index,
+                    detail,
+                },
+                Found::Applied => Violation::StateDiverged {
+                    node,
+                    index,
+                    detail,
+                },
             });
         }
         Ok(())
@@ -245,7 +264,7 @@ impl<W: Workload> Simulator<W> {
         for i in 0..self.nodes.len() {
             let id = self.nodes[i].id;
             self.reference
-                .check(id, &self.nodes[i].machine, &self.workload)?;
+                .check(id, &self.nodes[i].machine, &self.workload, Found::Applied)?;
         }
         // The history: open operations never returned.
         for c in 0..self.clients.len() {

@@ -10,6 +10,7 @@ use raft_core::{
 };
 use rand::Rng;
 
+use super::checks::Found;
 use super::clients::*;
 use super::config::*;
 use super::workload::Workload;
@@ -690,7 +691,8 @@ impl<W: Workload> Simulator<W> {
         }
         self.checker
             .observe_snapshot_restored(id, snapshot.meta.clone())?;
-        self.reference.check(id, &machine, &self.workload)?;
+        self.reference
+            .check(id, &machine, &self.workload, Found::Restored)?;
         Ok(machine)
     }
 
