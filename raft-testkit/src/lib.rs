@@ -10,7 +10,9 @@
 //! - [`checker`]: the safety checks the simulator runs after every event (election
 //!   safety, log matching, leader completeness, state machine safety, monotonic commit,
 //!   durable term and vote);
-//! - [`linearizability`]: a Wing-Gong-Lowe linearizability checker for key/value histories;
+//! - [`simulation`]: the simulator pointed at your own state machine (the tutorial below);
+//! - [`linearizability`]: a Wing-Gong-Lowe linearizability checker for key/value histories
+//!   (and, through [`Simulation::model`], for your own model);
 //! - [`SimLog`]: an in-memory `Log` with crash semantics;
 //! - [`cluster`]: real clusters of runtime nodes over loopback UDP;
 //! - [`proxy`]: a UDP proxy between real nodes that drops, delays, duplicates or
