@@ -136,7 +136,8 @@ fn any_message_with_a_larger_term_updates_the_term_and_reverts_to_follower() {
 
 /// "If a server receives a request with a stale term number, it rejects the request." The
 /// stale sender is told the newer term so it can update (Figure 2: "currentTerm, for
-/// leader to update itself"). §5.1
+/// leader to update itself", and for the candidate to update itself): appends,
+/// heartbeats and vote requests are each answered at our term. §5.1
 #[test]
 fn requests_with_a_stale_term_are_rejected() {
     for config in [paper_config as fn(&mut Config), |_: &mut Config| {}] {
@@ -167,6 +168,13 @@ fn requests_with_a_stale_term_are_rejected() {
                 node.commit_index(),
                 0,
                 "{kind}: a stale commit was accepted"
+            );
+            // Answered, not ignored: a candidate that is never told keeps campaigning
+            // below our term (the simulator's membership seed 891).
+            assert_eq!(
+                replies.len(),
+                1,
+                "{kind}: the stale sender is told: {replies:?}"
             );
             for r in &replies {
                 assert_eq!(

@@ -17,6 +17,8 @@ pub struct BenchOptions {
     pub clients: usize,
     /// Bytes per value.
     pub value_bytes: usize,
+    /// Keys are `{key_prefix}-{client}-{n}`.
+    pub key_prefix: String,
     /// Per-request timeout.
     pub timeout: Duration,
     /// The key to prove the cluster password with, on an encrypted cluster.
@@ -143,6 +145,7 @@ pub fn run(addr: &str, options: &BenchOptions) -> Result<BenchReport> {
         let handles: Vec<_> = (0..options.clients)
             .map(|c| {
                 let value = value.clone();
+                let prefix = options.key_prefix.as_str();
                 let n = per_client.min(options.requests.saturating_sub(c * per_client));
                 s.spawn(move || -> Result<_> {
                     let mut client = connect_with_retry(addr, options)
@@ -152,7 +155,7 @@ pub fn run(addr: &str, options: &BenchOptions) -> Result<BenchReport> {
                     for i in 0..n {
                         let t = Instant::now();
                         let r = client.call(&Request::Put {
-                            key: format!("bench-{c}-{i}"),
+                            key: format!("{prefix}-{c}-{i}"),
                             value: value.clone(),
                         });
                         match r {

@@ -107,6 +107,10 @@ enum Command {
         /// Bytes per value.
         #[arg(long, default_value_t = 16)]
         value_bytes: usize,
+        /// Keys are PREFIX-<client>-<n>: a new prefix per run grows the state, the same
+        /// one overwrites the previous run's keys.
+        #[arg(long, default_value = "bench", value_name = "PREFIX")]
+        key_prefix: String,
         #[command(flatten)]
         target: Target,
     },
@@ -286,6 +290,7 @@ fn run(cli: Cli) -> Result<u8> {
             requests,
             clients,
             value_bytes,
+            key_prefix,
             target,
         } => {
             let (name, addr, key) = bench_target(&target)?;
@@ -296,6 +301,7 @@ fn run(cli: Cli) -> Result<u8> {
                 requests,
                 clients,
                 value_bytes,
+                key_prefix,
                 timeout: Duration::from_millis(target.timeout_ms),
                 key,
             };

@@ -11,7 +11,9 @@
 
 use std::io::{Read, Write};
 
-use raft_core::node::{KvCommand, KvResponse, KvStore, RestoreError, SnapshotSource, StateMachine};
+use raft_core::node::{
+    KvCommand, KvResponse, KvStore, RestoreError, SnapshotReader, SnapshotSource, StateMachine,
+};
 use raft_core::LogIndex;
 use serde::{Deserialize, Serialize};
 
@@ -189,38 +191,13 @@ impl StateMachine for KvLog {
     }
 
     fn restore_from(&mut self, input: &mut dyn Read) -> Result<(), RestoreError> {
-        let read_err = |e: std::io::Error| RestoreError(format!("raft-kv snapshot: {e}"));
-        let mut format = [0u8; 1];
-        input.read_exact(&mut format).map_err(read_err)?;
-        if format[0] != STREAM_FORMAT {
-            return Err(RestoreError(format!(
-                "raft-kv snapshot: unknown format {} (this build reads {STREAM_FORMAT})",
-                format[0]
-            )));
-        }
-        let mut word = [0u8; 8];
-        input.read_exact(&mut word).map_err(read_err)?;
-        let entries_dropped = u64::from_le_bytes(word);
-        input.read_exact(&mut word).map_err(read_err)?;
-        let list_len = u64::from_le_bytes(word);
-        if list_len > STREAM_ENTRIES_BYTES_MAX {
-            return Err(RestoreError(format!(
-                "raft-kv snapshot: an entry list of {list_len} bytes (at most {STREAM_ENTRIES_BYTES_MAX})"
-            )));
-        }
-        let mut list = Vec::new();
-        input
-            .take(list_len)
-            .read_to_end(&mut list)
-            .map_err(read_err)?;
-        if list.len() as u64 != list_len {
-            return Err(RestoreError(
-                "raft-kv snapshot: cut short in its entry list".into(),
-            ));
-        }
-        let entries: Vec<CommittedEntry> = postcard::from_bytes(&list)
-            .map_err(|e| RestoreError(format!("raft-kv snapshot: bad entry list: {e}")))?;
-        self.kv.restore_from(input)?;
+        let mut r = SnapshotReader::new(input, "raft-kv snapshot");
+        r.expect_format(STREAM_FORMAT)?;
+        let entries_dropped = r.u64()?;
+        let list_len = r.u64()?;
+        let entries: Vec<CommittedEntry> =
+            r.decode(list_len, STREAM_ENTRIES_BYTES_MAX, "the entry list")?;
+        self.kv.restore_from(r.rest())?;
         let keep = entries.len().saturating_sub(ENTRIES_KEPT_MAX);
         self.entries_dropped = entries_dropped + keep as u64;
         self.entries = entries.into_iter().skip(keep).collect();

@@ -8,67 +8,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Instant;
 
 use common::*;
 use raft_kv::config::ClusterConfig;
-
-/// What a bounded run of `raft-kv` left: exit code, stdout, stderr.
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `raft-kv ARGS` (no stdin, no terminal) and waits for it to exit, at most
-/// [`WAIT`]; a run that outlives it is killed and fails the test.
-fn run(args: &[&str], envs: &[(&str, &str)]) -> Run {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .env_remove("RAFT_KV_CONFIG")
-        .env_remove("RAFT_KV_PASSWORD");
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("cannot run the raft-kv binary");
-    let deadline = Instant::now() + WAIT;
-    let code = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status.code();
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("raft-kv {args:?} still runs after {WAIT:?}: bad input must end it");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
-    let mut stdout = String::new();
-    let mut stderr = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    Run {
-        code,
-        stdout,
-        stderr,
-    }
-}
 
 /// Asserts the run failed with exit code 2 and exactly one stderr line, the error, which
 /// contains every one of `parts`; returns that line.
@@ -157,7 +100,7 @@ fn a_missing_config_fails_every_command_with_one_line() {
         vec!["bench", "--config", m],
     ];
     for args in commands {
-        let r = run(&args, &[]);
+        let r = run_bounded(&args, &[]);
         assert_one_error(&r, &["no cluster config at", m, "raft-kv init"]);
     }
     assert!(!missing.exists(), "a failed command created the config");
@@ -173,7 +116,7 @@ fn malformed_toml_names_the_line_and_column() {
         vec!["node", "--config", b, "--id", "node1", "--headless"],
         vec!["get", "k", "--config", b],
     ] {
-        let r = run(&args, &[]);
+        let r = run_bounded(&args, &[]);
         assert_one_error(
             &r,
             &[b, "line 2, column 8 (`[[nodes]`)", "invalid table header"],
@@ -187,7 +130,7 @@ fn a_wrong_field_value_is_named() {
     let text = std::fs::read_to_string(&c.config).unwrap();
     let text = text.replace("read_mode = \"read_index\"", "read_mode = \"fast\"");
     std::fs::write(&c.config, &text).unwrap();
-    let r = run(&node_args(&c, "node1"), &[]);
+    let r = run_bounded(&node_args(&c, "node1"), &[]);
     // The line is quoted, so the message names the key even though TOML's does not.
     assert_one_error(
         &r,
@@ -199,7 +142,7 @@ fn a_wrong_field_value_is_named() {
 fn a_node_id_not_in_the_config_is_refused() {
     let c = cluster(3, &["--ephemeral"]);
     for id in ["node9", "9"] {
-        let r = run(&node_args(&c, id), &[]);
+        let r = run_bounded(&node_args(&c, id), &[]);
         assert_one_error(&r, &[&format!("no node \"{id}\""), "node1, node2, node3"]);
     }
 }
@@ -211,7 +154,7 @@ fn a_raft_port_in_use_fails_before_the_log_is_touched() {
     let entry = &config.nodes[0];
     let data = config.storage_dir(entry);
     let _taken = std::net::UdpSocket::bind(&entry.raft_addr).unwrap();
-    let r = run(&node_args(&c, "node1"), &[]);
+    let r = run_bounded(&node_args(&c, "node1"), &[]);
     assert_one_error(&r, &["Raft (UDP) port", &entry.raft_addr, "in use"]);
     assert!(!data.exists(), "the node created its data dir {data:?}");
 }
@@ -223,7 +166,7 @@ fn a_client_port_in_use_fails_before_the_log_is_touched() {
     let entry = &config.nodes[0];
     let data = config.storage_dir(entry);
     let _taken = std::net::TcpListener::bind(&entry.client_addr).unwrap();
-    let r = run(&node_args(&c, "node1"), &[]);
+    let r = run_bounded(&node_args(&c, "node1"), &[]);
     assert_one_error(&r, &["client (TCP) port", &entry.client_addr, "in use"]);
     assert!(!data.exists(), "the node created its data dir {data:?}");
 }
@@ -235,7 +178,7 @@ fn a_data_dir_that_is_a_file_is_left_alone() {
     let data = config.storage_dir(&config.nodes[0]);
     std::fs::create_dir_all(data.parent().unwrap()).unwrap();
     std::fs::write(&data, b"not a directory").unwrap();
-    let r = run(&node_args(&c, "node1"), &[]);
+    let r = run_bounded(&node_args(&c, "node1"), &[]);
     assert_one_error(&r, &["cannot open node1's persistent log"]);
     assert_eq!(std::fs::read(&data).unwrap(), b"not a directory");
 }
@@ -268,7 +211,7 @@ fn another_clusters_data_dir_is_refused_and_keeps_its_entries() {
         text.replace("My first cluster", "Somebody else's cluster"),
     )
     .unwrap();
-    let r = run(&node_args(&c, "node1"), &[]);
+    let r = run_bounded(&node_args(&c, "node1"), &[]);
     assert_one_error(&r, &["cannot open node1's persistent log"]);
     assert_same_files(&raft_store_files(&data), &before);
     // Under its own config the node starts with everything it had.
@@ -291,7 +234,7 @@ fn a_damaged_data_dir_is_refused_every_time() {
     std::fs::write(&db, &bytes).unwrap();
     let before = raft_store_files(&data);
     for _ in 0..2 {
-        let r = run(&node_args(&c, "node1"), &[]);
+        let r = run_bounded(&node_args(&c, "node1"), &[]);
         assert_one_error(&r, &["cannot open node1's persistent log", "corrupt"]);
         assert_same_files(&raft_store_files(&data), &before);
     }
@@ -318,22 +261,22 @@ fn a_wrong_password_is_refused_and_writes_nothing() {
     c.agreed_leader(&["node1"]);
     let cfg = c.config_str();
     let wrong = [("RAFT_KV_PASSWORD", "not the right password")];
-    let r = run(
+    let r = run_bounded(
         &["put", "k", "v", "--config", cfg, "--node", "node1"],
         &wrong,
     );
     assert_one_error(&r, &["password differs"]);
-    let r = run(&["get", "k", "--config", cfg], &wrong);
+    let r = run_bounded(&["get", "k", "--config", cfg], &wrong);
     assert_one_error(&r, &["password differs"]);
     // No password at all: the client says where it looked.
-    let r = run(&["put", "k", "v", "--config", cfg], &[]);
+    let r = run_bounded(&["put", "k", "v", "--config", cfg], &[]);
     assert_one_error(&r, &["RAFT_KV_PASSWORD", "not set"]);
     // Nothing was written.
-    let r = run(&["get", "k", "--config", cfg], &envs);
+    let r = run_bounded(&["get", "k", "--config", cfg], &envs);
     assert_eq!(r.code, Some(1), "{}", r.stderr);
     // A node started without the password does not start.
     c.kill("node1");
-    let r = run(&node_args(&c, "node1"), &[]);
+    let r = run_bounded(&node_args(&c, "node1"), &[]);
     assert_one_error(&r, &["RAFT_KV_PASSWORD", "not set"]);
 }
 
@@ -352,11 +295,11 @@ fn init_never_overwrites_and_names_what_is_missing() {
         "5",
         "--non-interactive",
     ];
-    let r = run(&args, &[]);
+    let r = run_bounded(&args, &[]);
     assert_one_error(&r, &["already exists", "--force"]);
     assert_eq!(std::fs::read(&c.config).unwrap(), before);
     let fresh = c.dir.path().join("fresh.toml");
-    let r = run(
+    let r = run_bounded(
         &[
             "init",
             "--out",
@@ -369,7 +312,7 @@ fn init_never_overwrites_and_names_what_is_missing() {
     );
     assert_one_error(&r, &["--cluster-name"]);
     assert!(!fresh.exists());
-    let r = run(
+    let r = run_bounded(
         &[
             "init",
             "--out",
@@ -390,7 +333,7 @@ fn a_bad_log_level_is_refused() {
     let c = cluster(1, &["--ephemeral"]);
     let mut args = node_args(&c, "node1");
     args.extend_from_slice(&["--log-level", "loud"]);
-    let r = run(&args, &[]);
+    let r = run_bounded(&args, &[]);
     assert_eq!(r.code, Some(2), "{}", r.stderr);
     assert!(r.stderr.contains("loud"), "{}", r.stderr);
 }

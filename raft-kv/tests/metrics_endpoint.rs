@@ -12,8 +12,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::*;
 
@@ -284,36 +283,8 @@ fn nodes_serve_prometheus_metrics_that_follow_the_cluster() {
 /// Runs `raft-kv ARGS` with no stdin and waits at most [`WAIT`] for it to exit;
 /// returns the exit code and stderr.
 fn run_bounded(args: &[&str]) -> (Option<i32>, String) {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .env_remove("RAFT_KV_CONFIG")
-        .env_remove("RAFT_KV_PASSWORD")
-        .env_remove("RAFT_KV_METRICS_ADDR")
-        .spawn()
-        .expect("cannot run the raft-kv binary");
-    let deadline = Instant::now() + WAIT;
-    let code = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status.code();
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("raft-kv {args:?} still runs after {WAIT:?}: bad input must end it");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    (code, stderr)
+    let run = common::run_bounded(args, &[]);
+    (run.code, run.stderr)
 }
 
 #[test]

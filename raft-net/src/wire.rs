@@ -1,11 +1,11 @@
-//! The datagram header and the size arithmetic of the wire format (version 1).
+//! The datagram header and the size arithmetic of the wire format (version 2).
 //!
 //! docs/protocol.md describes the format byte by byte; this file is its source of truth.
 //!
 //! ```text
 //! offset size field
 //!  0     4    magic "RNET"                 } never change: every version starts so,
-//!  4     1    protocol version (1)         } so a node can name a version it lacks
+//!  4     1    protocol version (2)         } so a node can name a version it lacks
 //!  5     1    flags: bit 0 lz4, bit 1 encrypted, others 0
 //!  6     2    reserved, 0
 //!  8     8    cluster id, u64 little-endian
@@ -30,9 +30,16 @@ use sha2::{Digest, Sha256};
 /// The first four bytes of every datagram.
 pub const MAGIC: [u8; 4] = *b"RNET";
 /// The protocol version this build sends.
-pub const PROTOCOL_VERSION: u8 = 1;
-/// The protocol versions this build accepts.
-pub const SUPPORTED_VERSIONS: &[u8] = &[1];
+///
+/// 2: membership changes (issue 14) added the `Membership` entry kind and the
+/// configuration in `InstallSnapshot`'s `SnapshotMeta`, which version-1 nodes cannot
+/// decode. Mixed with them, a cluster would drop each other's messages as undecodable
+/// (`bad_body`) with no hint why; as distinct versions they refuse each other at the
+/// header, counted as `wrong_version` and logged with both versions.
+pub const PROTOCOL_VERSION: u8 = 2;
+/// The protocol versions this build accepts. Not 1: its `InstallSnapshot` has no
+/// configuration, and its nodes cannot take part in membership changes.
+pub const SUPPORTED_VERSIONS: &[u8] = &[2];
 
 /// The fixed header's length.
 pub const HEADER_BYTES: usize = 40;
@@ -418,6 +425,15 @@ mod doc_tests {
             },
         };
         assert_eq!(postcard::to_allocvec(&hb).unwrap(), [1, 2, 7, 6, 9, 3]);
+    }
+
+    /// The configuration entry's example in docs/protocol.md (version 2): voters {1, 2,
+    /// 3}, no outgoing voters, learner 4.
+    #[test]
+    fn membership_example_of_protocol_md() {
+        let m = raft_core::Membership::new([1, 2, 3], [4]);
+        let data = raft_core::protocol::membership::encode_entry(&m);
+        assert_eq!(&data[..], [3, 1, 2, 3, 0, 1, 4]);
     }
 
     #[test]

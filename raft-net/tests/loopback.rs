@@ -157,7 +157,13 @@ fn a_full_append_fits_one_datagram_and_a_larger_one_goes_in_fragments() {
             assert_eq!(got[0], over, "{datagram_bytes_max} {password:?}");
             let sent = cluster.nodes[0].stats();
             assert_eq!(sent.fragmented_messages_sent, 1, "{sent}");
-            assert_eq!(cluster.nodes[1].stats().messages_reassembled, 1);
+            // The processor counts after it delivers: wait for the counter.
+            assert!(
+                wait_until(DEADLINE, || cluster.nodes[1].stats().messages_reassembled
+                    == 1),
+                "{}",
+                cluster.nodes[1].stats()
+            );
 
             // Past message_bytes_max it is dropped and counted, no panic.
             let huge = full_append(

@@ -84,6 +84,10 @@ pub struct SledLogOptions {
     /// How many of the newest entries stay decoded in memory, so that the leader's
     /// replication of what it just appended does not read sled.
     pub tail_cache_entries_max: usize,
+    /// The most bytes (`Entry::size_bytes`) those cached entries may hold: with large
+    /// entries the count alone let the cache hold hundreds of MB (8192 x 50 KB), which
+    /// broke the memory bound of issue 18. An entry larger than this is not cached.
+    pub tail_cache_bytes_max: u64,
     /// How long `open` waits for the directory's lock. sled releases it only when its
     /// background threads let go of the database, a moment after the previous `SledLog`
     /// on the directory was dropped (a restart inside one process) or its process died.
@@ -103,7 +107,8 @@ pub struct SledLogOptions {
 
 impl SledLogOptions {
     /// Defaults for `cluster_id` and `node_id`: real durability, 64 MiB page cache,
-    /// records up to 64 KiB, the newest 8192 entries cached, 5 s wait for the lock,
+    /// records up to 64 KiB, the newest 8192 entries (at most 16 MiB) cached, 5 s wait
+    /// for the lock,
     /// records over 16 KiB in the value log's 16 MiB segments.
     pub fn new(cluster_id: impl Into<String>, node_id: NodeId) -> Self {
         Self {
@@ -113,6 +118,7 @@ impl SledLogOptions {
             cache_capacity_bytes: 64 << 20,
             record_bytes_max: 64 << 10,
             tail_cache_entries_max: 8192,
+            tail_cache_bytes_max: 16 << 20,
             lock_wait_ms: 5_000,
             value_log_threshold_bytes: 16 << 10,
             value_log_segment_bytes: 16 << 20,
@@ -200,7 +206,10 @@ pub struct SledLog {
     /// new bytes, or `None` for a removal.
     pending: BTreeMap<LogIndex, Option<sled::IVec>>,
     /// The newest entries, decoded: a contiguous run ending at `last_index()`, or empty.
+    /// At most `tail_cache_entries_max` entries and `tail_cache_bytes_max` bytes.
     tail: VecDeque<Entry>,
+    /// `Entry::size_bytes` summed over `tail`.
+    tail_bytes: u64,
     /// How each record of the last sync is stored: first index -> its chunks in sled, or
     /// a reference into the value log. Rewriting or removing a record removes all of it.
     stored: BTreeMap<LogIndex, Stored>,
@@ -350,6 +359,7 @@ impl SledLog {
             records: BTreeMap::new(),
             pending: BTreeMap::new(),
             tail: VecDeque::new(),
+            tail_bytes: 0,
             stored: BTreeMap::new(),
             values: None,
             snapshots: None,
@@ -726,14 +736,43 @@ impl SledLog {
         }
     }
 
+    /// Caches `e`, the new last entry, evicting the oldest cached ones to stay within
+    /// both bounds. One that alone exceeds the byte bound empties the cache (it must stay
+    /// a run ending at the last index).
     fn push_tail(&mut self, e: Entry) {
         if self.options.tail_cache_entries_max == 0 {
             return;
         }
-        if self.tail.len() == self.options.tail_cache_entries_max {
-            self.tail.pop_front();
+        let size = e.size_bytes();
+        if size > self.options.tail_cache_bytes_max {
+            self.clear_tail();
+            return;
         }
+        while self.tail.len() >= self.options.tail_cache_entries_max
+            || self.tail_bytes + size > self.options.tail_cache_bytes_max
+        {
+            self.pop_tail_front();
+        }
+        self.tail_bytes += size;
         self.tail.push_back(e);
+        debug_assert!(self.tail_bytes <= self.options.tail_cache_bytes_max);
+    }
+
+    fn pop_tail_front(&mut self) {
+        if let Some(e) = self.tail.pop_front() {
+            self.tail_bytes -= e.size_bytes();
+        }
+    }
+
+    fn pop_tail_back(&mut self) {
+        if let Some(e) = self.tail.pop_back() {
+            self.tail_bytes -= e.size_bytes();
+        }
+    }
+
+    fn clear_tail(&mut self) {
+        self.tail.clear();
+        self.tail_bytes = 0;
     }
 
     /// The record that starts at `first`, from the pending writes or from sled.
@@ -806,7 +845,7 @@ impl SledLog {
         }
         self.terms.truncate((from - first_index) as usize);
         while self.tail.back().is_some_and(|e| e.index >= from) {
-            self.tail.pop_back();
+            self.pop_tail_back();
         }
         self.state_dirty = true;
         Ok(())
@@ -1158,11 +1197,11 @@ impl Log for SledLog {
                 .front()
                 .is_some_and(|e| e.index <= meta.last_index)
             {
-                self.tail.pop_front();
+                self.pop_tail_front();
             }
         } else {
             self.terms.clear();
-            self.tail.clear();
+            self.clear_tail();
         }
         self.snapshot = meta;
         self.state_dirty = true;
@@ -1434,5 +1473,54 @@ mod format_tests {
             err.to_string().contains("configuration is invalid"),
             "{err}"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft_core::EntryKind;
+
+    fn big(index: LogIndex, len: usize) -> Entry {
+        Entry {
+            term: 1,
+            index,
+            kind: EntryKind::Command,
+            data: bytes::Bytes::from(vec![index as u8; len]),
+        }
+    }
+
+    /// Issue 18: the tail cache was bounded in entries only, so 50 KB entries made it
+    /// hold up to 8192 x 50 KB = 400 MB. It is bounded in bytes too, and reads past the
+    /// cache still come back whole from sled.
+    #[test]
+    fn the_tail_cache_is_bounded_in_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = SledLogOptions::new("c", 1);
+        o.sync_mode = SyncMode::FlushOnly;
+        o.tail_cache_bytes_max = 1 << 20;
+        let mut log = SledLog::open_with(dir.path(), o).unwrap();
+        for i in 1..=100 {
+            log.append(&[big(i, 50_000)]).unwrap();
+            assert!(log.tail_bytes <= 1 << 20, "{} bytes cached", log.tail_bytes);
+        }
+        log.sync().unwrap();
+        assert_eq!(log.tail.len(), 20, "as many 50 KB entries as fit 1 MiB");
+        assert_eq!(log.tail.back().map(|e| e.index), Some(100));
+        let all = log.entries(1, 101, u64::MAX).unwrap();
+        assert_eq!(all.len(), 100);
+        assert!(all
+            .iter()
+            .all(|e| e.data.len() == 50_000 && e.data[0] == e.index as u8));
+        // An entry larger than the bound is not cached, and empties the cache (it must
+        // stay a run ending at the last index).
+        log.append(&[big(101, 2 << 20)]).unwrap();
+        assert!(log.tail.is_empty() && log.tail_bytes == 0);
+        log.append(&[big(102, 10)]).unwrap();
+        assert_eq!(log.tail.len(), 1);
+        assert_eq!(log.entries(101, 103, u64::MAX).unwrap().len(), 2);
+        // Truncation and compaction keep the count exact.
+        log.append(&[big(102, 20)]).unwrap();
+        assert_eq!(log.tail_bytes, big(102, 20).size_bytes());
     }
 }

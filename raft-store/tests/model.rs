@@ -180,14 +180,19 @@ fn options() -> impl Strategy<Value = SledLogOptions> {
     (
         prop_oneof![Just(200usize), Just(1500), Just(256 << 10)],
         prop_oneof![Just(0usize), Just(3), Just(8192)],
+        // Small enough that the byte bound evicts, and that some entries are not cached.
+        prop_oneof![Just(300u64), Just(16 << 20)],
     )
-        .prop_map(|(record_bytes_max, tail_cache_entries_max)| {
-            let mut o = SledLogOptions::new(CLUSTER, NODE);
-            o.record_bytes_max = record_bytes_max;
-            o.tail_cache_entries_max = tail_cache_entries_max;
-            o.sync_mode = SyncMode::FlushOnly;
-            o
-        })
+        .prop_map(
+            |(record_bytes_max, tail_cache_entries_max, tail_cache_bytes_max)| {
+                let mut o = SledLogOptions::new(CLUSTER, NODE);
+                o.record_bytes_max = record_bytes_max;
+                o.tail_cache_entries_max = tail_cache_entries_max;
+                o.tail_cache_bytes_max = tail_cache_bytes_max;
+                o.sync_mode = SyncMode::FlushOnly;
+                o
+            },
+        )
 }
 
 fn cases() -> u32 {

@@ -581,7 +581,7 @@ mod tests {
     fn sender_reads_the_header_and_rejects_garbage() {
         let mut d = Vec::new();
         wire::Header {
-            version: 1,
+            version: wire::PROTOCOL_VERSION,
             flags: wire::FLAG_ENCRYPTED,
             cluster_id: 7,
             sender: 3,
@@ -594,7 +594,7 @@ mod tests {
         assert_eq!(sender(b""), None);
         d[4] = 99;
         assert_eq!(sender(&d), None);
-        d[4] = 1;
+        d[4] = wire::PROTOCOL_VERSION;
         d[0] = b'X';
         assert_eq!(sender(&d), None);
     }

@@ -130,8 +130,20 @@ impl SimLog {
 
     /// The disk after a crash at this instant: the durable state plus a random prefix of
     /// the pending writes, the last kept append possibly cut after some of its entries.
+    ///
+    /// A crash with an unsynced snapshot save among the pending writes is rare and a
+    /// uniform prefix seldom ends right at it, so half of those crashes cut exactly
+    /// before the save (the snapshot is lost) or right after it (kept, without the
+    /// compaction written next).
     pub fn crash(&self, rng: &mut impl Rng) -> (SimLog, CrashOutcome) {
-        let kept = rng.gen_range(0..=self.pending.len());
+        let save = self
+            .pending
+            .iter()
+            .position(|w| matches!(w, Write::SaveSnapshot(_)));
+        let kept = match save {
+            Some(at) if rng.gen_bool(0.5) => at + usize::from(rng.gen_bool(0.5)),
+            _ => rng.gen_range(0..=self.pending.len()),
+        };
         let cut = match kept.checked_sub(1).map(|i| &self.pending[i]) {
             Some(Write::Append(entries)) if entries.len() > 1 && rng.gen_bool(0.5) => {
                 Some(rng.gen_range(1..entries.len()))

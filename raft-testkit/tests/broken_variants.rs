@@ -120,3 +120,34 @@ fn installing_a_snapshot_without_its_configuration_is_caught() {
     });
     assert!(v.contains("membership"), "seed {seed}: {v}");
 }
+
+/// Figure 2: a vote request of a stale term is refused with the current term. Ignoring
+/// it instead (etcd-io/raft ignores a stale `MsgVote`) lets a candidate campaign below
+/// the term of a voter it needs forever when that voter's term is raised by a node
+/// outside the configuration: seed 891 of the membership campaign loses liveness.
+#[test]
+fn ignoring_stale_vote_requests_is_caught() {
+    let mut cfg = SimConfig::random(891, Some(5));
+    cfg.force_membership();
+    cfg.broken = Some(Broken::IgnoreStaleVotes);
+    let f = Simulator::new(cfg)
+        .run()
+        .failure
+        .expect("seed 891 fails when stale vote requests are ignored");
+    assert!(f.violation.to_string().contains("liveness"), "{f}");
+}
+
+/// Thesis §4.2.3: while a leader is heard from, a vote request from a node outside the
+/// configuration is ignored, also without check-quorum. Taken instead, a removed node
+/// that never learned of its removal deposes leader after leader: seed 2568 (plain
+/// campaign, membership drawn) never catches a lagging voter up and loses liveness.
+#[test]
+fn hearing_disruptive_outsiders_is_caught() {
+    let mut cfg = SimConfig::random(2568, Some(5));
+    cfg.broken = Some(Broken::DisruptiveOutsiders);
+    let f = Simulator::new(cfg)
+        .run()
+        .failure
+        .expect("seed 2568 fails when removed nodes may depose the leader");
+    assert!(f.violation.to_string().contains("liveness"), "{f}");
+}

@@ -20,13 +20,29 @@ fn run_membership_seed(seed: u64) -> raft_testkit::sim::RunReport {
 /// - 380: a node outside its configuration restarted its election timer at every
 ///   timeout, so it stayed "within the leader's lease" and ignored the pre-votes of
 ///   the voters of a configuration it had not received yet.
-/// - 2658, 5304 (found by the 10,000-seed campaign): without pre-vote and
+/// - 2658 (found by the 10,000-seed campaign, with 5304): without pre-vote and
 ///   check-quorum a node silently ignored a stale leader's appends; the leader, whom no
 ///   candidate's configuration listed, never learned the new term and kept a joint
-///   configuration waiting for that node forever.
+///   configuration waiting for that node forever. (5304 no longer replays that run:
+///   the merge of main's snapshot work added random draws to the simulator, and the
+///   seed now draws two membership changes, both refused. The case stays covered by
+///   2658 and by `removed_stale_leader_learns_the_new_term` in raft-core's tests.)
+/// - 891 (the campaign re-run after issue 14 step B): without pre-vote, a removed node
+///   with a stale log kept campaigning and raised the term of a lagging voter that the
+///   new (joint) configuration needed; the real candidates, below that term, were
+///   ignored by it and never learned its term: no leader after healing. Vote requests
+///   of a stale term are now refused with the current term (Figure 2).
+/// - 2568 (found with the fix for 891; fails the same way without `--membership`, since
+///   the seed draws membership changes anyway): a voter replaced while it was cut off
+///   never learned of its removal and kept campaigning. Without pre-vote and
+///   check-quorum each of its vote requests deposed the leader, and the refusals of its
+///   stale-term requests (the fix for 891) told it the term to campaign above next; no
+///   leader lasted long enough to bring a lagging voter up to date by snapshot (65-byte
+///   chunks, restarted by every new leader). Vote requests from nodes outside the
+///   configuration are now ignored while a leader is heard from (thesis §4.2.3).
 #[test]
 fn membership_regression_seeds_pass() {
-    for seed in [6, 33, 59, 93, 228, 305, 380, 2658, 5304] {
+    for seed in [6, 33, 59, 93, 228, 305, 380, 891, 2568, 2658] {
         let report = run_membership_seed(seed);
         if let Some(f) = &report.failure {
             panic!("{f}");
@@ -38,6 +54,16 @@ fn membership_regression_seeds_pass() {
             .map(|(_, n)| n)
             .sum();
         assert!(changes > 0, "seed {seed} made no membership change");
+    }
+}
+
+/// Seed 2568 of the plain campaign (membership drawn at random, as `sim --seed 2568
+/// --nodes 5` replays it): the same disruptive removed node as above.
+#[test]
+fn plain_campaign_seed_2568_passes() {
+    let report = Simulator::new(SimConfig::random(2568, Some(5))).run();
+    if let Some(f) = &report.failure {
+        panic!("{f}");
     }
 }
 

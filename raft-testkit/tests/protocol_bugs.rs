@@ -88,8 +88,10 @@ impl Cluster {
         let leader = self.node(1);
         let index = leader.applied_index();
         assert!(index > behind + 1);
+        // As a driver does: the meta carries the configuration in force at `index`, so
+        // the leader sends it as stored.
         let snapshot = Snapshot {
-            meta: raft_core::SnapshotMeta::at(index, leader.term_at(index).unwrap()),
+            meta: leader.snapshot_meta_at(index).unwrap(),
             data: data.into(),
         };
         let meta = leader.compaction_meta(index).unwrap();

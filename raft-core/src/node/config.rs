@@ -7,6 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, ConfigError};
 
+/// Default of [`NodeConfig::snapshot_receive_buffer_bytes`]: 4 MiB, a few hundred
+/// milliseconds of even a slow disk, far below any state worth a snapshot.
+pub const SNAPSHOT_RECEIVE_BUFFER_BYTES_DEFAULT: u64 = 4 * 1024 * 1024;
+
 /// Configuration of a running node.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -40,6 +44,15 @@ pub struct NodeConfig {
     /// Entries kept in the log behind a snapshot, so slightly slow followers catch up
     /// from the log rather than by snapshot.
     pub snapshot_trailing_entries: u64,
+    /// Most bytes of a snapshot being received that may wait in memory for the disk:
+    /// chunks handed to the snapshot storer thread and not yet written. While this many
+    /// wait, the WaitLoop holds further `InstallSnapshot` messages back unacknowledged
+    /// (at most `protocol.inflight_bytes_max` of them, more are dropped as lost) and steps
+    /// them as the storer drains, so a slow disk slows the transfer down instead of
+    /// filling memory. A transfer holds at most this plus twice the leader's window
+    /// (`protocol.inflight_bytes_max`: in the buffer, and held back). A chunk larger than
+    /// the limit is still taken when nothing waits, so the transfer always progresses.
+    pub snapshot_receive_buffer_bytes: u64,
 }
 
 impl Default for NodeConfig {
@@ -60,6 +73,7 @@ impl Default for NodeConfig {
             snapshot_after_entries: 100_000,
             snapshot_after_log_bytes: 64 * 1024 * 1024,
             snapshot_trailing_entries: 10_000,
+            snapshot_receive_buffer_bytes: SNAPSHOT_RECEIVE_BUFFER_BYTES_DEFAULT,
         }
     }
 }
@@ -124,6 +138,12 @@ impl NodeConfig {
         }
         if self.batch_messages_max == 0 {
             return Err(ConfigError::new("batch_messages_max", "must be positive"));
+        }
+        if self.snapshot_receive_buffer_bytes == 0 {
+            return Err(ConfigError::new(
+                "snapshot_receive_buffer_bytes",
+                "must be positive",
+            ));
         }
         if self.proposal_queue_max == 0 {
             return Err(ConfigError::new("proposal_queue_max", "must be positive"));

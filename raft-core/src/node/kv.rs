@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::error::NodeError;
+use super::snapshot_reader::SnapshotReader;
 use super::state_machine::{RestoreError, SnapshotSource, StateMachine};
 use super::Node;
 use crate::types::LogIndex;
@@ -197,50 +198,23 @@ where
 
     /// Reads the stream [`KvStore`]'s snapshot view writes, one record at a time.
     fn restore_from(&mut self, input: &mut dyn Read) -> Result<(), RestoreError> {
-        let read_err = |e: std::io::Error| RestoreError(format!("kv store snapshot: {e}"));
-        let mut format = [0u8; 1];
-        input.read_exact(&mut format).map_err(read_err)?;
-        if format[0] != STREAM_FORMAT {
-            return Err(RestoreError(format!(
-                "kv store snapshot: unknown format {} (this build reads {STREAM_FORMAT})",
-                format[0]
-            )));
-        }
-        let mut word = [0u8; 8];
-        input.read_exact(&mut word).map_err(read_err)?;
-        let last_applied = u64::from_le_bytes(word);
-        input.read_exact(&mut word).map_err(read_err)?;
-        let count = u64::from_le_bytes(word);
+        let mut r = SnapshotReader::new(input, "kv store snapshot");
+        r.expect_format(STREAM_FORMAT)?;
+        let last_applied = r.u64()?;
+        let count = r.u64()?;
         let mut map = imbl::OrdMap::new();
         let mut record = Vec::new();
         for _ in 0..count {
-            let mut len = [0u8; 4];
-            input.read_exact(&mut len).map_err(read_err)?;
-            let len = u32::from_le_bytes(len);
-            if len > STREAM_RECORD_BYTES_MAX {
-                return Err(RestoreError(format!(
-                    "kv store snapshot: a record of {len} bytes (at most {STREAM_RECORD_BYTES_MAX})"
-                )));
-            }
-            record.clear();
-            input
-                .take(u64::from(len))
-                .read_to_end(&mut record)
-                .map_err(read_err)?;
-            if record.len() != len as usize {
-                return Err(RestoreError(
-                    "kv store snapshot: cut short in a record".into(),
-                ));
-            }
-            let (k, v): (K, V) = postcard::from_bytes(&record)
-                .map_err(|e| RestoreError(format!("kv store snapshot: bad record: {e}")))?;
+            let len = r.u32()?;
+            let (k, v): (K, V) = r.decode_with(
+                &mut record,
+                u64::from(len),
+                u64::from(STREAM_RECORD_BYTES_MAX),
+                "a record",
+            )?;
             map.insert(k, v);
         }
-        if input.read(&mut format).map_err(read_err)? != 0 {
-            return Err(RestoreError(
-                "kv store snapshot: bytes after the last record".to_string(),
-            ));
-        }
+        r.finish()?;
         self.map = map;
         self.last_applied = last_applied;
         Ok(())

@@ -146,6 +146,13 @@ pub const SNAPSHOTS_INSTALLED_TOTAL: &str = "raft_snapshots_installed_total";
 /// Counter: bytes of the snapshots installed.
 pub const SNAPSHOT_INSTALLED_BYTES_TOTAL: &str = "raft_snapshot_installed_bytes_total";
 
+/// Counter: `install_snapshot` messages this node held back (or, past one window,
+/// dropped for the leader to resend) because received snapshot data waiting for the disk
+/// had reached `snapshot_receive_buffer_bytes`.
+pub const SNAPSHOT_CHUNKS_DEFERRED_TOTAL: &str = "raft_snapshot_chunks_deferred_total";
+/// Gauge: bytes of a snapshot being received that wait in memory for the disk.
+pub const SNAPSHOT_RECEIVE_BUFFER_BYTES: &str = "raft_snapshot_receive_buffer_bytes";
+
 /// Histogram: seconds one `Log::append` (the entries of one Ready) took, before its sync.
 pub const LOG_APPEND_SECONDS: &str = "raft_log_append_seconds";
 /// Histogram, by [`LABEL_CAUSE`]: seconds one `Log::sync` blocked the WaitLoop.
@@ -259,6 +266,8 @@ pub(crate) struct NodeMetrics {
     snapshot_sent_bytes: Counter,
     snapshots_installed: Counter,
     snapshot_installed_bytes: Counter,
+    snapshot_chunks_deferred: Counter,
+    snapshot_receive_buffer: Gauge,
     log_append: Histogram,
     sync_ready: Histogram,
     sync_snapshot: Histogram,
@@ -305,6 +314,8 @@ impl NodeMetrics {
             snapshot_sent_bytes: counter!(SNAPSHOT_SENT_BYTES_TOTAL, LABEL_NODE => n()),
             snapshots_installed: counter!(SNAPSHOTS_INSTALLED_TOTAL, LABEL_NODE => n()),
             snapshot_installed_bytes: counter!(SNAPSHOT_INSTALLED_BYTES_TOTAL, LABEL_NODE => n()),
+            snapshot_chunks_deferred: counter!(SNAPSHOT_CHUNKS_DEFERRED_TOTAL, LABEL_NODE => n()),
+            snapshot_receive_buffer: gauge!(SNAPSHOT_RECEIVE_BUFFER_BYTES, LABEL_NODE => n()),
             log_append: histogram!(LOG_APPEND_SECONDS, LABEL_NODE => n()),
             sync_ready: histogram!(LOG_SYNC_SECONDS, LABEL_NODE => n(), LABEL_CAUSE => "ready"),
             sync_snapshot: histogram!(LOG_SYNC_SECONDS, LABEL_NODE => n(), LABEL_CAUSE => "snapshot"),
@@ -349,6 +360,8 @@ impl NodeMetrics {
         self.proposals.absolute(c.proposals);
         self.syncs.absolute(c.syncs);
         self.events_dropped.absolute(c.events_dropped);
+        self.snapshot_chunks_deferred
+            .absolute(c.snapshot_chunks_deferred);
         self.transport_sent.absolute(c.transport.sent);
         self.transport_received.absolute(c.transport.received);
         self.transport_dropped.absolute(c.transport.dropped);
@@ -414,6 +427,11 @@ impl NodeMetrics {
     pub(crate) fn snapshot_installed(&self, size_bytes: usize) {
         self.snapshots_installed.increment(1);
         self.snapshot_installed_bytes.increment(size_bytes as u64);
+    }
+
+    /// `bytes` of a snapshot being received wait for the disk.
+    pub(crate) fn snapshot_receive_buffered(&self, bytes: u64) {
+        self.snapshot_receive_buffer.set(bytes as f64);
     }
 
     /// One `Log::append` took `took`.

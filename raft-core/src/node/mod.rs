@@ -62,6 +62,7 @@ mod queue;
 mod reply;
 mod shared;
 mod snapshot;
+mod snapshot_reader;
 mod state_machine;
 mod status;
 mod submitter;
@@ -78,12 +79,13 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
 
 pub use channel::{ChannelNetwork, ChannelTransport};
-pub use config::NodeConfig;
+pub use config::{NodeConfig, SNAPSHOT_RECEIVE_BUFFER_BYTES_DEFAULT};
 pub use envelope::ENVELOPE_BYTES;
 pub use error::NodeError;
 pub use events::{Event, EVENTS_QUEUED_MAX};
 pub use kv::{KvCommand, KvResponse, KvStore};
 pub use reply::{Completion, Ticket};
+pub use snapshot_reader::SnapshotReader;
 pub use state_machine::{RestoreError, SnapshotSource, StateMachine};
 pub use status::{ClusterState, NodeCounters, NodeStatus, PeerLag};
 pub use submitter::{Submitter, SUBMITTER_IN_FLIGHT_MAX_DEFAULT};
@@ -231,6 +233,8 @@ impl<S: StateMachine> NodeBuilder<S> {
             received: None,
             restore_from: None,
             received_in_memory: None,
+            held_chunks: std::collections::VecDeque::new(),
+            held_chunk_bytes: 0,
             config: config.clone(),
         };
         if config.protocol.voters.len() == 1 {

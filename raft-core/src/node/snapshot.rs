@@ -17,6 +17,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::dedup::Dedup;
+use super::snapshot_reader::SnapshotReader;
 use super::state_machine::{RestoreError, SnapshotSource, StateMachine};
 
 /// Format 1: the whole snapshot as one postcard record.
@@ -83,34 +84,19 @@ pub(crate) fn restore_from<S: StateMachine>(
     sm: &mut S,
     input: &mut dyn Read,
 ) -> Result<Dedup, RestoreError> {
-    let read_err = |e: io::Error| RestoreError(format!("cannot read the snapshot: {e}"));
-    let mut version = [0u8; 1];
-    input.read_exact(&mut version).map_err(read_err)?;
-    match version[0] {
+    let mut r = SnapshotReader::new(input, "snapshot envelope");
+    match r.u8()? {
         VERSION_STREAM => {
-            let mut len = [0u8; 8];
-            input.read_exact(&mut len).map_err(read_err)?;
-            let len = u64::from_le_bytes(len);
-            if len > DEDUP_BYTES_MAX {
-                return Err(RestoreError(format!(
-                    "bad snapshot envelope: a dedup table of {len} bytes (at most {DEDUP_BYTES_MAX})"
-                )));
-            }
-            let mut dedup = Vec::new();
-            input.take(len).read_to_end(&mut dedup).map_err(read_err)?;
-            if dedup.len() as u64 != len {
-                return Err(RestoreError(
-                    "bad snapshot envelope: cut short in its dedup table".into(),
-                ));
-            }
-            let dedup: Dedup = postcard::from_bytes(&dedup)
-                .map_err(|e| RestoreError(format!("bad snapshot envelope: {e}")))?;
-            sm.restore_from(input)?;
+            let len = r.u64()?;
+            let dedup: Dedup = r.decode(len, DEDUP_BYTES_MAX, "the dedup table")?;
+            sm.restore_from(r.rest())?;
             Ok(dedup)
         }
         VERSION_RECORD => {
             let mut data = vec![VERSION_RECORD];
-            input.read_to_end(&mut data).map_err(read_err)?;
+            r.rest()
+                .read_to_end(&mut data)
+                .map_err(|e| RestoreError(format!("cannot read the snapshot: {e}")))?;
             let stored: StoredV1 = postcard::from_bytes(&data)
                 .map_err(|e| RestoreError(format!("bad snapshot envelope: {e}")))?;
             debug_assert_eq!(stored.version, VERSION_RECORD);

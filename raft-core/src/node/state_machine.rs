@@ -136,6 +136,10 @@ pub trait StateMachine: Send + 'static {
     /// wrote (on this or another node), read from `input` to its end. The default reads
     /// everything into memory and calls [`StateMachine::restore`].
     ///
+    /// The stream may be damaged or forged: read it through a
+    /// [`SnapshotReader`](super::SnapshotReader), which bounds every length before it
+    /// allocates and turns a short or malformed stream into a [`RestoreError`].
+    ///
     /// # Errors
     /// A stream that is not a valid snapshot, or that fails to read; the node then
     /// refuses to go on rather than run with a state it cannot trust.

@@ -34,6 +34,13 @@ pub struct NodeCounters {
     pub syncs: u64,
     /// Events dropped because a subscriber fell behind.
     pub events_dropped: u64,
+    /// `InstallSnapshot` messages held back (stepped later) or, past one window, dropped
+    /// (resent by the leader) because received snapshot data waiting for the disk had
+    /// reached `NodeConfig::snapshot_receive_buffer_bytes`.
+    pub snapshot_chunks_deferred: u64,
+    /// The most bytes of received snapshot data that waited for the disk at once since
+    /// the node started (a high-water mark, not a total).
+    pub snapshot_receive_buffer_high_water_bytes: u64,
     /// The transport's counters.
     pub transport: TransportCounters,
     /// The protocol's counters.

@@ -4,6 +4,7 @@
 //! hand committed entries to the apply thread.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,7 +21,7 @@ use super::shared::Shared;
 use super::snapshot::PackedSource;
 use super::state_machine::StateMachine;
 use super::status::{ClusterState, NodeCounters, PeerLag};
-use crate::message::Message;
+use crate::message::{Message, MessageBody};
 use crate::protocol::{ProposeError, Raft, Ready, Role, SoftState};
 use crate::storage::Log;
 use crate::transport::Transport;
@@ -90,6 +91,12 @@ pub(crate) struct WaitLoop<S: StateMachine> {
     pub(crate) received_in_memory: Option<ReceivedResult>,
     /// Follower: the installed snapshot, opened, for the apply thread to restore from.
     pub(crate) restore_from: Option<Arc<dyn crate::SnapshotChunks>>,
+    /// Follower: `InstallSnapshot` messages held back, unstepped (so unacknowledged),
+    /// while the receive buffer was full, in arrival order; stepped as it drains (see
+    /// `WaitLoop::defer_chunk`). Invariant: `held_chunk_bytes` is the sum of their data
+    /// lengths and stays at most `protocol.inflight_bytes_max`.
+    pub(crate) held_chunks: std::collections::VecDeque<Message>,
+    pub(crate) held_chunk_bytes: u64,
 }
 
 /// A received snapshot made durable (or not).
@@ -106,10 +113,94 @@ pub(crate) enum Receiving {
 
 /// A piece of a received snapshot on its way to the storer thread.
 pub(crate) enum ReceivedPiece {
-    /// The next bytes.
-    Data(Bytes),
+    /// The next bytes, counted in the receive buffer until dropped.
+    Data(HeldBytes),
     /// That was all: `len_bytes` in total. The storer makes it durable.
     End { len_bytes: u64 },
+}
+
+/// The received snapshot data handed to the storer thread and not yet written (or
+/// dropped), in bytes, shared by the WaitLoop (which adds) and whoever drops the data
+/// (which subtracts, see [`HeldBytes`]).
+///
+/// Invariant: `bytes` is the sum of the lengths of the live [`HeldBytes`] of this buffer;
+/// `high_water_bytes >= bytes` at every moment it is read by the WaitLoop.
+#[derive(Debug)]
+pub(crate) struct ReceiveBuffer {
+    bytes: AtomicU64,
+    high_water_bytes: AtomicU64,
+    /// Set by the WaitLoop while it holds chunks back: the next piece written (or
+    /// dropped) wakes it through `drained`.
+    waiting: std::sync::atomic::AtomicBool,
+    drained: Sender<()>,
+    /// The WaitLoop's end of `drained` (capacity 1: one wake-up is enough).
+    pub(crate) drained_rx: Receiver<()>,
+}
+
+impl Default for ReceiveBuffer {
+    fn default() -> Self {
+        let (drained, drained_rx) = crossbeam_channel::bounded(1);
+        Self {
+            bytes: AtomicU64::new(0),
+            high_water_bytes: AtomicU64::new(0),
+            waiting: std::sync::atomic::AtomicBool::new(false),
+            drained,
+            drained_rx,
+        }
+    }
+}
+
+impl ReceiveBuffer {
+    /// Whether a chunk of `len_bytes` may be taken with `limit_bytes` at most waiting:
+    /// when it fits, or when nothing waits (so a chunk larger than the limit passes).
+    fn admits(&self, len_bytes: u64, limit_bytes: u64) -> bool {
+        self.admits_more(0, len_bytes, limit_bytes)
+    }
+
+    /// [`ReceiveBuffer::admits`], counting `pending_bytes` taken but not yet handed over.
+    fn admits_more(&self, pending_bytes: u64, len_bytes: u64, limit_bytes: u64) -> bool {
+        let held = self.bytes.load(Ordering::Acquire) + pending_bytes;
+        held == 0 || held.saturating_add(len_bytes) <= limit_bytes
+    }
+
+    /// Counts `data` as waiting until the returned value is dropped.
+    fn hold(self: &Arc<Self>, data: Bytes) -> HeldBytes {
+        let len = data.len() as u64;
+        let now = self.bytes.fetch_add(len, Ordering::AcqRel) + len;
+        self.high_water_bytes.fetch_max(now, Ordering::AcqRel);
+        HeldBytes {
+            data,
+            buffer: Arc::clone(self),
+        }
+    }
+
+    /// Bytes waiting now.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Acquire)
+    }
+
+    /// The most bytes that waited at once.
+    fn high_water_bytes(&self) -> u64 {
+        self.high_water_bytes.load(Ordering::Acquire)
+    }
+}
+
+/// Received snapshot data counted in a [`ReceiveBuffer`] while it lives: written by the
+/// storer thread, or dropped with a transfer that was abandoned, it leaves the count.
+pub(crate) struct HeldBytes {
+    data: Bytes,
+    buffer: Arc<ReceiveBuffer>,
+}
+
+impl Drop for HeldBytes {
+    fn drop(&mut self) {
+        let len = self.data.len() as u64;
+        let before = self.buffer.bytes.fetch_sub(len, Ordering::AcqRel);
+        debug_assert!(before >= len, "receive buffer count went below zero");
+        if self.buffer.waiting.swap(false, Ordering::AcqRel) {
+            let _ = self.buffer.drained.try_send(());
+        }
+    }
 }
 
 /// A snapshot the storer thread stored (whether it was received from the leader, what it
@@ -156,6 +247,9 @@ pub(crate) struct SnapshotStorer {
     next_receive: Option<Job>,
     /// Whether the log has a snapshot writer (else snapshots are serialized to memory).
     has_writer: bool,
+    /// Received snapshot data on its way to the writer: bounded by
+    /// `NodeConfig::snapshot_receive_buffer_bytes` (see `WaitLoop::defer_chunk`).
+    buffer: Arc<ReceiveBuffer>,
 }
 
 impl SnapshotStorer {
@@ -208,6 +302,7 @@ impl SnapshotStorer {
                 next: None,
                 next_receive: None,
                 has_writer,
+                buffer: Arc::default(),
             }),
             Err(e) => {
                 log::warn!("n{id} cannot start the snapshot storer ({e}); storing snapshots on the WaitLoop");
@@ -295,9 +390,10 @@ fn receive(
         let mut written_bytes = 0u64;
         loop {
             match pieces.recv_timeout(idle_max) {
-                Ok(ReceivedPiece::Data(data)) => {
-                    out.write_all(&data)?;
-                    written_bytes += data.len() as u64;
+                Ok(ReceivedPiece::Data(held)) => {
+                    out.write_all(&held.data)?;
+                    written_bytes += held.data.len() as u64;
+                    // Written: it leaves the receive buffer (`held` drops here).
                 }
                 Ok(ReceivedPiece::End { len_bytes }) if len_bytes == written_bytes => {
                     return Ok(());
@@ -371,6 +467,11 @@ impl<S: StateMachine> WaitLoop<S> {
             .storer
             .as_ref()
             .map_or_else(never, |s| s.written.clone());
+        // Wakes the loop when received snapshot data it holds back may now go on.
+        let drained = self
+            .storer
+            .as_ref()
+            .map_or_else(never, |s| s.buffer.drained_rx.clone());
         let held_back = never();
         loop {
             let timeout = self.next_tick.saturating_duration_since(Instant::now());
@@ -412,6 +513,7 @@ impl<S: StateMachine> WaitLoop<S> {
                         Turn::Idle
                     }
                 },
+                recv(drained) -> _ => Turn::Idle,
                 default(timeout) => Turn::Idle,
             };
             if let Err(e) = self.turn(turn) {
@@ -444,6 +546,7 @@ impl<S: StateMachine> WaitLoop<S> {
     /// Returns a storage error, which is fatal.
     fn turn(&mut self, turn: Turn) -> Result<(), crate::StorageError> {
         let mut ticked = self.keep_time()?;
+        self.release_held_chunks();
         match turn {
             Turn::Message(m) => self.on_message(m),
             Turn::Request(r) => self.on_request(r),
@@ -498,6 +601,13 @@ impl<S: StateMachine> WaitLoop<S> {
     }
 
     fn on_message(&mut self, m: Message) {
+        let Some(m) = self.defer_chunk(m) else {
+            return;
+        };
+        self.step_message(m);
+    }
+
+    fn step_message(&mut self, m: Message) {
         self.counters.messages_received += 1;
         self.shared.metrics.received(&m);
         if !self.join.found {
@@ -511,6 +621,74 @@ impl<S: StateMachine> WaitLoop<S> {
             m.term
         );
         self.raft.step(m);
+    }
+
+    /// Holds snapshot chunk `m` back (returns `None`) while the received snapshot data
+    /// waiting for the disk is at `NodeConfig::snapshot_receive_buffer_bytes`, or while
+    /// earlier chunks are held (they keep their order); returns it to step otherwise.
+    /// Never blocks. A held chunk is not stepped, so not acknowledged: the leader, whose
+    /// chunks in flight are bounded by `inflight_bytes_max`, stops sending, and resumes
+    /// as soon as the chunks are stepped ([`WaitLoop::release_held_chunks`], woken when
+    /// the storer thread has written some). Held chunks are bounded by the same window:
+    /// past it (the leader resending at a heartbeat) they are dropped, which to the
+    /// protocol is loss. Heartbeats, appends and votes are never held, so a slow disk
+    /// slows the transfer, not the cluster.
+    fn defer_chunk(&mut self, m: Message) -> Option<Message> {
+        let MessageBody::InstallSnapshot { data, .. } = &m.body else {
+            return Some(m);
+        };
+        let Some(storer) = self.storer.as_ref() else {
+            return Some(m);
+        };
+        let len = data.len() as u64;
+        let limit = self.config.snapshot_receive_buffer_bytes;
+        if self.held_chunks.is_empty() && storer.buffer.admits(len, limit) {
+            return Some(m);
+        }
+        self.counters.snapshot_chunks_deferred += 1;
+        if self.held_chunks.is_empty() {
+            log::debug!(
+                "n{} holds snapshot chunks from n{}: {} bytes wait for the disk (limit {limit})",
+                self.shared.id,
+                m.from,
+                storer.buffer.bytes()
+            );
+        }
+        if self.held_chunk_bytes + len <= self.config.protocol.inflight_bytes_max {
+            storer.buffer.waiting.store(true, Ordering::Release);
+            self.held_chunk_bytes += len;
+            self.held_chunks.push_back(m);
+        }
+        // A wake-up may have been missed between the check and `waiting`: look again.
+        self.release_held_chunks();
+        None
+    }
+
+    /// Steps the held snapshot chunks, in order, while the receive buffer admits them
+    /// (counting those stepped here, which reach the buffer with the turn's readies).
+    fn release_held_chunks(&mut self) {
+        let limit = self.config.snapshot_receive_buffer_bytes;
+        let mut stepped_bytes = 0u64;
+        while let Some(m) = self.held_chunks.front() {
+            let len = match &m.body {
+                MessageBody::InstallSnapshot { data, .. } => data.len() as u64,
+                _ => 0,
+            };
+            let Some(buffer) = self.storer.as_ref().map(|s| Arc::clone(&s.buffer)) else {
+                return;
+            };
+            if !buffer.admits_more(stepped_bytes, len, limit) {
+                buffer.waiting.store(true, Ordering::Release);
+                // Drained between the check and `waiting`: no wake-up will come.
+                if !buffer.admits_more(stepped_bytes, len, limit) {
+                    return;
+                }
+            }
+            let m = self.held_chunks.pop_front().expect("front exists");
+            self.held_chunk_bytes -= len;
+            stepped_bytes += len;
+            self.step_message(m);
+        }
     }
 
     fn on_request(&mut self, r: Request) {
@@ -914,9 +1092,12 @@ impl<S: StateMachine> WaitLoop<S> {
             let written = match &mut self.receiving {
                 Some((meta, to)) if *meta == chunk.meta => match to {
                     Receiving::InMemory(m) => m.write(chunk).map_err(|e| e.to_string()),
-                    Receiving::Streamed(tx) => tx
-                        .send(ReceivedPiece::Data(chunk.data.clone()))
-                        .map_err(|_| "the storer thread dropped it".to_string()),
+                    Receiving::Streamed(tx) => {
+                        let buffer = self.storer.as_ref().map(|s| Arc::clone(&s.buffer));
+                        let buffer = buffer.unwrap_or_default();
+                        tx.send(ReceivedPiece::Data(buffer.hold(chunk.data.clone())))
+                            .map_err(|_| "the storer thread dropped it".to_string())
+                    }
                 },
                 _ => Err("its start was not written".to_string()),
             };
@@ -1108,6 +1289,14 @@ impl<S: StateMachine> WaitLoop<S> {
             .events
             .dropped
             .load(std::sync::atomic::Ordering::Relaxed);
+        let buffered_bytes = self.storer.as_ref().map_or(0, |s| s.buffer.bytes());
+        counters.snapshot_receive_buffer_high_water_bytes = self
+            .storer
+            .as_ref()
+            .map_or(0, |s| s.buffer.high_water_bytes());
+        self.shared
+            .metrics
+            .snapshot_receive_buffered(buffered_bytes);
         let mut status = self.shared.status.lock();
         status.role = st.soft.role;
         status.term = st.soft.term;

@@ -97,6 +97,13 @@ pub enum BrokenVariant {
     /// Install a snapshot without adopting the configuration its metadata carries: the
     /// node keeps the configuration it had at the snapshot's index.
     SnapshotWithoutConfig,
+    /// Ignore vote requests of a stale term instead of refusing them with the current
+    /// term (the candidate never learns the term it must campaign above).
+    IgnoreStaleVotes,
+    /// Without check-quorum, take a vote request of a higher term from a node outside
+    /// the configuration while hearing from a leader (thesis §4.2.3 says to ignore it):
+    /// a removed node that keeps campaigning deposes leader after leader.
+    DisruptiveOutsiders,
 }
 
 /// What one ready handed out: its last entry (index, term) and last committed index.
@@ -392,6 +399,22 @@ impl<L: Log> Raft<L> {
     #[cfg(feature = "fault-injection")]
     fn broken(&self, variant: BrokenVariant) -> bool {
         self.broken == Some(variant)
+    }
+
+    /// Broken variant `DisruptiveOutsiders` (never in a real build).
+    fn hears_disruptive_outsiders(&self) -> bool {
+        #[cfg(feature = "fault-injection")]
+        return self.broken(BrokenVariant::DisruptiveOutsiders);
+        #[cfg(not(feature = "fault-injection"))]
+        false
+    }
+
+    /// Broken variant `IgnoreStaleVotes` (never in a real build).
+    fn ignores_stale_votes(&self) -> bool {
+        #[cfg(feature = "fault-injection")]
+        return self.broken(BrokenVariant::IgnoreStaleVotes);
+        #[cfg(not(feature = "fault-injection"))]
+        false
     }
 
     // ----- accessors -------------------------------------------------------------------
@@ -724,6 +747,21 @@ impl<L: Log> Raft<L> {
             let in_lease = self.config.check_quorum
                 && (self.leader.is_some() || just_restarted)
                 && self.election_elapsed < self.config.election_timeout_ticks;
+            // Thesis §4.2.3 (disruptive servers): a node outside our configuration (a
+            // removed server that never learned it, its log stale) times out and
+            // campaigns forever. Without pre-vote and check-quorum, each vote request
+            // at a higher term would depose a working leader; and since a stale-term
+            // request is refused with our term (Figure 2), the removed node always
+            // learns the term to campaign above next: the simulator's seed 2568 never
+            // settled a leader long enough to finish a snapshot transfer. So, whatever
+            // the configuration, while we hear from a leader we neither update our
+            // term nor vote for a node that is not a voter of our configuration.
+            let outsider_in_lease = !self.config.check_quorum
+                && !self.hears_disruptive_outsiders()
+                && !self.membership().is_voter(m.from)
+                && self.leader.is_some()
+                && self.election_elapsed < self.config.election_timeout_ticks;
+            let in_lease = in_lease || outsider_in_lease;
             if is_vote_request && in_lease && !transfer {
                 log::debug!(
                     "n{} ignoring {} from n{} at term {}: heard from leader {:?} {} ticks ago",
@@ -795,6 +833,16 @@ impl<L: Log> Raft<L> {
                 }
                 MessageBody::PreVote { .. } => {
                     self.send(m.from, MessageBody::PreVoteResponse { granted: false });
+                }
+                MessageBody::Vote { .. } if !self.ignores_stale_votes() => {
+                    // Figure 2: a vote request of a stale term is refused with the
+                    // current term, which the candidate adopts. Ignored instead, a
+                    // candidate that only ever asks voters whose terms were raised past
+                    // its own by a node outside its configuration (a removed node with a
+                    // stale log that keeps campaigning, without pre-vote) never learns
+                    // their term and campaigns below it forever: the simulator's seed 891
+                    // (membership campaign) had no leader for good after healing.
+                    self.send(m.from, MessageBody::VoteResponse { granted: false });
                 }
                 _ => {
                     log::trace!(

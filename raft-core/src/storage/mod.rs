@@ -253,7 +253,7 @@ impl SnapshotChunks for InMemoryChunks {
 }
 
 /// Reads a [`SnapshotChunks`] as a stream, a chunk of at most `chunk_bytes_max` at a
-/// time: what a state machine restores from ([`crate::StateMachine::restore_from`]) without
+/// time: what a state machine restores from ([`crate::node::StateMachine::restore_from`]) without
 /// the snapshot being loaded whole.
 pub struct ChunksReader {
     chunks: Arc<dyn SnapshotChunks>,

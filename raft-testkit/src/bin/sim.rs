@@ -49,8 +49,9 @@ struct Args {
     #[arg(long)]
     trace: bool,
     /// Run a deliberately broken variant: vote-without-log-check, commit-older-terms,
-    /// ticks-after-queue, install-partial-snapshot, two-changes-in-flight or
-    /// snapshot-without-config (needs the broken-variants feature).
+    /// ticks-after-queue, install-partial-snapshot, two-changes-in-flight,
+    /// snapshot-without-config, ignore-stale-votes or disruptive-outsiders (needs the
+    /// broken-variants feature).
     #[arg(long)]
     broken: Option<String>,
     /// Stop after this many failures.
@@ -71,6 +72,8 @@ fn main() -> Result<()> {
         Some("two-changes-in-flight") => Some(Broken::TwoChangesInFlight),
         Some("install-partial-snapshot") => Some(Broken::InstallPartialSnapshot),
         Some("snapshot-without-config") => Some(Broken::SnapshotWithoutConfig),
+        Some("ignore-stale-votes") => Some(Broken::IgnoreStaleVotes),
+        Some("disruptive-outsiders") => Some(Broken::DisruptiveOutsiders),
         Some(other) => bail!("unknown broken variant {other:?}"),
     };
     if broken.is_some() && !cfg!(feature = "broken-variants") {

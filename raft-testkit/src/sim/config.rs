@@ -32,6 +32,14 @@ pub enum Broken {
     /// metadata (see `BrokenVariant::SnapshotWithoutConfig`): it keeps counting votes
     /// and commits with the configuration it had.
     SnapshotWithoutConfig,
+    /// Vote requests of a stale term are ignored instead of refused with the current
+    /// term (see `BrokenVariant::IgnoreStaleVotes`): seed 891 of the membership campaign
+    /// then never elects a leader again.
+    IgnoreStaleVotes,
+    /// Without check-quorum, a vote request of a higher term from a node outside the
+    /// configuration deposes the leader (see `BrokenVariant::DisruptiveOutsiders`): seed
+    /// 2568 then never keeps a leader long enough to catch a node up by snapshot.
+    DisruptiveOutsiders,
 }
 
 /// A deliberately broken state machine snapshot, to prove that restores are checked.

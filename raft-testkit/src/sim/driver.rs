@@ -115,6 +115,8 @@ impl<W: Workload> Simulator<W> {
                 Broken::TicksAfterQueue => None, // the driver's bug: see `resume`
                 Broken::InstallPartialSnapshot => Some(BrokenVariant::InstallPartialSnapshot),
                 Broken::SnapshotWithoutConfig => Some(BrokenVariant::SnapshotWithoutConfig),
+                Broken::IgnoreStaleVotes => Some(BrokenVariant::IgnoreStaleVotes),
+                Broken::DisruptiveOutsiders => Some(BrokenVariant::DisruptiveOutsiders),
             });
         }
         let snapshot_index = stored.as_ref().map_or(0, |s| s.meta.last_index);

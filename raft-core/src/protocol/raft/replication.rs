@@ -208,6 +208,7 @@ impl<L: Log> Raft<L> {
         }
         // Batching: while small appends are unanswered, entries that do not fill an
         // append wait for the answer, and then go together.
+        // (`next <= last` first: a caught-up follower has `next == last + 1`.)
         let fills = next <= last && entries.len() as u64 <= last - next;
         if how.batched()
             && pr.state == ProgressState::Replicate
