@@ -107,6 +107,17 @@ pub enum Violation {
         /// What was wrong.
         detail: String,
     },
+    /// A node's state machine is not the state the committed prefix it applied
+    /// produces: replicas diverged (a nondeterministic apply, a lost or doubled
+    /// command).
+    StateDiverged {
+        /// The node.
+        node: NodeId,
+        /// The last index it applied.
+        index: LogIndex,
+        /// What differed.
+        detail: String,
+    },
     /// A node applied out of order or beyond its commit.
     BadApply {
         /// The node.
@@ -280,6 +291,15 @@ impl fmt::Display for Violation {
             } => write!(
                 f,
                 "state machine safety: n{node} restored a bad snapshot at {index}: {detail}"
+            ),
+            Violation::StateDiverged {
+                node,
+                index,
+                detail,
+            } => write!(
+                f,
+                "state machine safety: n{node}'s state machine, applied to {index}, is not \
+                 the state the committed prefix produces: {detail}"
             ),
             Violation::BadApply { node, detail } => write!(f, "apply order: n{node}: {detail}"),
             Violation::CommitWentBack { node, from, to } => {

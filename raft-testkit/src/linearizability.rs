@@ -17,6 +17,7 @@
 //! that never returned whose value no read saw, since it can always go last.
 
 use std::collections::{BTreeMap, HashSet};
+use std::hash::Hash;
 
 /// What an operation asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -163,22 +164,43 @@ fn step(state: Option<u64>, op: &Operation) -> Option<Option<u64>> {
     }
 }
 
-fn check_register(ops: &[Operation], budget_steps: u64) -> RegisterResult {
+/// Where a search ended.
+pub(crate) enum Search {
+    /// Every operation was linearized.
+    Ok,
+    /// No order works: at most `depth` operations could be placed, and the search got
+    /// stuck before operation `stuck` (an index into the operations), if known.
+    Illegal { depth: usize, stuck: Option<usize> },
+    /// The step budget ran out.
+    Unknown,
+}
+
+/// The Wing-Gong-Lowe search over `ops` for any sequential model: `times` gives an
+/// operation's call and return times (`None`: never returned), `step` the model state
+/// after an operation, or `None` if its recorded output is impossible in `state`.
+pub(crate) fn search<T, St: Clone + Eq + Hash>(
+    ops: &[T],
+    times: impl Fn(&T) -> (u64, Option<u64>),
+    init: St,
+    step: impl Fn(&St, &T) -> Option<St>,
+    budget_steps: u64,
+) -> Search {
     if ops.is_empty() {
-        return RegisterResult::Ok;
+        return Search::Ok;
     }
     // Events sorted by time; unreturned operations return at the end of time, after
     // every real event, in operation order.
-    let mut times: Vec<(u64, u64, usize, bool)> = Vec::with_capacity(ops.len() * 2);
+    let mut order: Vec<(u64, u64, usize, bool)> = Vec::with_capacity(ops.len() * 2);
     for (i, op) in ops.iter().enumerate() {
-        times.push((op.call, 0, i, true));
-        match op.ret {
-            Some(t) => times.push((t, 0, i, false)),
-            None => times.push((u64::MAX, i as u64, i, false)),
+        let (call, ret) = times(op);
+        order.push((call, 0, i, true));
+        match ret {
+            Some(t) => order.push((t, 0, i, false)),
+            None => order.push((u64::MAX, i as u64, i, false)),
         }
     }
-    times.sort_unstable();
-    // List index 0 is the head sentinel; event k of `times` is list index k + 1.
+    order.sort_unstable();
+    // List index 0 is the head sentinel; event k of `order` is list index k + 1.
     let mut events = vec![Event {
         op: NIL,
         is_call: false,
@@ -187,7 +209,7 @@ fn check_register(ops: &[Operation], budget_steps: u64) -> RegisterResult {
         next: 1,
     }];
     let mut return_pos = vec![0usize; ops.len()];
-    for (k, &(_, _, op, is_call)) in times.iter().enumerate() {
+    for (k, &(_, _, op, is_call)) in order.iter().enumerate() {
         let idx = k + 1;
         if !is_call {
             return_pos[op] = idx;
@@ -197,7 +219,7 @@ fn check_register(ops: &[Operation], budget_steps: u64) -> RegisterResult {
             is_call,
             matching: NIL,
             prev: k,
-            next: if k + 1 < times.len() { idx + 1 } else { NIL },
+            next: if k + 1 < order.len() { idx + 1 } else { NIL },
         });
     }
     for idx in 1..events.len() {
@@ -208,9 +230,9 @@ fn check_register(ops: &[Operation], budget_steps: u64) -> RegisterResult {
 
     let words = ops.len().div_ceil(64);
     let mut linearized = vec![0u64; words];
-    let mut cache: HashSet<(Vec<u64>, Option<u64>)> = HashSet::new();
-    let mut calls: Vec<(usize, Option<u64>)> = Vec::new();
-    let mut state: Option<u64> = None;
+    let mut cache: HashSet<(Vec<u64>, St)> = HashSet::new();
+    let mut calls: Vec<(usize, St)> = Vec::new();
+    let mut state = init;
     let mut entry = events[0].next;
     let mut steps = 0u64;
     // For the report: the deepest point the search reached.
@@ -219,17 +241,15 @@ fn check_register(ops: &[Operation], budget_steps: u64) -> RegisterResult {
     while events[0].next != NIL {
         steps += 1;
         if steps > budget_steps {
-            return RegisterResult::Unknown;
+            return Search::Unknown;
         }
         let ev = events[entry];
         if ev.is_call {
-            let op = &ops[ev.op];
-            if let Some(new_state) = step(state, op) {
+            if let Some(new_state) = step(&state, &ops[ev.op]) {
                 let mut candidate = linearized.clone();
                 candidate[ev.op / 64] |= 1 << (ev.op % 64);
-                if cache.insert((candidate.clone(), new_state)) {
-                    calls.push((entry, state));
-                    state = new_state;
+                if cache.insert((candidate.clone(), new_state.clone())) {
+                    calls.push((entry, std::mem::replace(&mut state, new_state)));
                     linearized = candidate;
                     lift(&mut events, entry);
                     entry = events[0].next;
@@ -243,7 +263,9 @@ fn check_register(ops: &[Operation], budget_steps: u64) -> RegisterResult {
         } else {
             // A return whose call is not linearized: this branch is dead.
             let Some((call_entry, old_state)) = calls.pop() else {
-                return RegisterResult::Illegal(describe(ops, &events, deepest));
+                let (depth, at) = deepest;
+                let stuck = (at != NIL && events[at].op != NIL).then(|| events[at].op);
+                return Search::Illegal { depth, stuck };
             };
             state = old_state;
             let op = events[call_entry].op;
@@ -252,7 +274,21 @@ fn check_register(ops: &[Operation], budget_steps: u64) -> RegisterResult {
             entry = events[call_entry].next;
         }
     }
-    RegisterResult::Ok
+    Search::Ok
+}
+
+fn check_register(ops: &[Operation], budget_steps: u64) -> RegisterResult {
+    match search(
+        ops,
+        |op| (op.call, op.ret),
+        None,
+        |s, op| step(*s, op),
+        budget_steps,
+    ) {
+        Search::Ok => RegisterResult::Ok,
+        Search::Unknown => RegisterResult::Unknown,
+        Search::Illegal { depth, stuck } => RegisterResult::Illegal(describe(ops, depth, stuck)),
+    }
 }
 
 fn lift(events: &mut [Event], call: usize) {
@@ -283,13 +319,8 @@ fn unlift(events: &mut [Event], call: usize) {
     }
 }
 
-fn describe(ops: &[Operation], events: &[Event], deepest: (usize, usize)) -> String {
-    let (depth, entry) = deepest;
-    let stuck = if entry == NIL || events[entry].op == NIL {
-        "?".to_string()
-    } else {
-        format_op(&ops[events[entry].op])
-    };
+fn describe(ops: &[Operation], depth: usize, stuck: Option<usize>) -> String {
+    let stuck = stuck.map_or_else(|| "?".to_string(), |i| format_op(&ops[i]));
     format!(
         "{} operations on this key; at most {depth} could be linearized; stuck before {stuck}",
         ops.len()

@@ -7,7 +7,6 @@ use std::fmt;
 use raft_core::{LogIndex, NodeId, Role, Term};
 
 use crate::checker::digest;
-use crate::linearizability::KvInput;
 use crate::sim_log::CrashOutcome;
 
 /// How many recent events the ring keeps.
@@ -84,12 +83,18 @@ pub enum TraceEvent {
         client: usize,
         op: u64,
         node: NodeId,
-        input: KvInput,
+        /// What it asks, as the workload shows it.
+        input: String,
+        /// Two words that stand for the input in the hash.
+        words: [u64; 2],
     },
     Return {
         client: usize,
         op: u64,
-        output: Option<Option<u64>>,
+        /// The output as the workload shows it; `None`: returned without one.
+        output: Option<String>,
+        /// A word that stands for the output in the hash.
+        word: u64,
     },
     GiveUp {
         client: usize,
@@ -173,22 +178,12 @@ impl TraceEvent {
                 client,
                 op,
                 node,
-                input,
-            } => {
-                let (k, v) = match input {
-                    KvInput::Put { key, value } => (*key, *value),
-                    KvInput::Get { key } => (*key, u64::MAX),
-                };
-                [13, *client as u64, *op, *node, k, v]
-            }
-            Return { client, op, output } => [
-                14,
-                *client as u64,
-                *op,
-                output.map_or(1, |o| o.map_or(2, |v| v + 3)),
-                0,
-                0,
-            ],
+                words,
+                ..
+            } => [13, *client as u64, *op, *node, words[0], words[1]],
+            Return {
+                client, op, word, ..
+            } => [14, *client as u64, *op, *word, 0, 0],
             GiveUp { client, op } => [15, *client as u64, *op, 0, 0, 0],
             Phase { description } => [16, digest(description.as_bytes()), 0, 0, 0, 0],
             SnapshotTaken {
@@ -319,9 +314,12 @@ impl fmt::Display for TraceEvent {
                 op,
                 node,
                 input,
-            } => write!(f, "c{client} invokes op{op} {input:?} at n{node}"),
-            Return { client, op, output } => match output {
-                Some(v) => write!(f, "c{client} op{op} returns {v:?}"),
+                ..
+            } => write!(f, "c{client} invokes op{op} {input} at n{node}"),
+            Return {
+                client, op, output, ..
+            } => match output {
+                Some(v) => write!(f, "c{client} op{op} returns {v}"),
                 None => write!(f, "c{client} op{op} returns ok"),
             },
             GiveUp { client, op } => write!(f, "c{client} op{op} timed out (never returns)"),

@@ -57,6 +57,9 @@ struct Args {
     /// Stop after this many failures.
     #[arg(long, default_value_t = 10)]
     max_failures: usize,
+    /// Print every seed's trace hash (to show that a refactor left every run unchanged).
+    #[arg(long)]
+    hashes: bool,
 }
 
 fn main() -> Result<()> {
@@ -135,6 +138,14 @@ fn main() -> Result<()> {
     let mut reports = reports.into_inner().expect("not poisoned");
     reports.sort_by_key(|r| r.seed);
     print_summary(&reports, began.elapsed().as_secs_f64());
+    if args.hashes {
+        for r in &reports {
+            println!(
+                "seed {} trace hash {:016x} events {}",
+                r.seed, r.trace_hash, r.events
+            );
+        }
+    }
     if reports.iter().any(|r| r.failure.is_some()) {
         std::process::exit(1);
     }
