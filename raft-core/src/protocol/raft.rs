@@ -79,8 +79,9 @@ pub enum ProposeError {
 }
 
 /// Deliberately broken protocol variants, to prove the simulator's checkers catch them.
-/// Only compiled with the `fault-injection` feature; never in a real build.
-#[cfg(feature = "fault-injection")]
+/// Public only with the `fault-injection` feature; without it no `Raft` can be switched
+/// to one ([`Raft::broken`] is `false`), so a real build never runs one.
+#[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BrokenVariant {
     /// Grant votes without the §5.4.1 up-to-date check.
@@ -396,24 +397,17 @@ impl<L: Log> Raft<L> {
         self.broken = variant;
     }
 
+    /// Whether this node runs broken variant `variant` (simulator tests only).
     #[cfg(feature = "fault-injection")]
     fn broken(&self, variant: BrokenVariant) -> bool {
         self.broken == Some(variant)
     }
 
-    /// Broken variant `DisruptiveOutsiders` (never in a real build).
-    fn hears_disruptive_outsiders(&self) -> bool {
-        #[cfg(feature = "fault-injection")]
-        return self.broken(BrokenVariant::DisruptiveOutsiders);
-        #[cfg(not(feature = "fault-injection"))]
-        false
-    }
-
-    /// Broken variant `IgnoreStaleVotes` (never in a real build).
-    fn ignores_stale_votes(&self) -> bool {
-        #[cfg(feature = "fault-injection")]
-        return self.broken(BrokenVariant::IgnoreStaleVotes);
-        #[cfg(not(feature = "fault-injection"))]
+    /// Whether this node runs broken variant `variant`: never, in a build without the
+    /// `fault-injection` feature (the compiler folds every check away).
+    #[cfg(not(feature = "fault-injection"))]
+    #[inline(always)]
+    fn broken(&self, _variant: BrokenVariant) -> bool {
         false
     }
 
@@ -757,7 +751,7 @@ impl<L: Log> Raft<L> {
             // the configuration, while we hear from a leader we neither update our
             // term nor vote for a node that is not a voter of our configuration.
             let outsider_in_lease = !self.config.check_quorum
-                && !self.hears_disruptive_outsiders()
+                && !self.broken(BrokenVariant::DisruptiveOutsiders)
                 && !self.membership().is_voter(m.from)
                 && self.leader.is_some()
                 && self.election_elapsed < self.config.election_timeout_ticks;
@@ -834,7 +828,7 @@ impl<L: Log> Raft<L> {
                 MessageBody::PreVote { .. } => {
                     self.send(m.from, MessageBody::PreVoteResponse { granted: false });
                 }
-                MessageBody::Vote { .. } if !self.ignores_stale_votes() => {
+                MessageBody::Vote { .. } if !self.broken(BrokenVariant::IgnoreStaleVotes) => {
                     // Figure 2: a vote request of a stale term is refused with the
                     // current term, which the candidate adopts. Ignored instead, a
                     // candidate that only ever asks voters whose terms were raised past

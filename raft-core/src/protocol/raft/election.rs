@@ -160,11 +160,8 @@ impl<L: Log> Raft<L> {
         let can_vote = self.vote == Some(m.from)
             || (self.vote.is_none() && self.leader.is_none())
             || (pre && m.term > self.term);
-        #[cfg(feature = "fault-injection")]
         let up_to_date = self.broken(BrokenVariant::VoteWithoutLogCheck)
             || self.log.is_up_to_date(last_log_index, last_log_term);
-        #[cfg(not(feature = "fault-injection"))]
-        let up_to_date = self.log.is_up_to_date(last_log_index, last_log_term);
         let granted = can_vote && up_to_date;
         log::debug!(
             "n{} {} {} for n{} at term {} (our last {}@{}, theirs {}@{}, vote {:?})",

@@ -140,11 +140,8 @@ impl<L: Log> Raft<L> {
         }
         // One change at a time. Leaving a joint configuration is the second half of its
         // change, allowed once the joint entry committed.
-        #[cfg(feature = "fault-injection")]
         let uncommitted = !self.broken(BrokenVariant::TwoChangesInFlight)
             && self.configs.current_index() > self.log.committed;
-        #[cfg(not(feature = "fault-injection"))]
-        let uncommitted = self.configs.current_index() > self.log.committed;
         let joint = self.configs.current().is_joint() && change != MembershipChange::LeaveJoint;
         if uncommitted || joint {
             return Err(ProposeError::ChangeInFlight {
@@ -276,10 +273,7 @@ impl<L: Log> Raft<L> {
         meta: &SnapshotMeta,
         kept_suffix: bool,
     ) -> Result<(), String> {
-        #[cfg(feature = "fault-injection")]
         let ignore = self.broken(BrokenVariant::SnapshotWithoutConfig);
-        #[cfg(not(feature = "fault-injection"))]
-        let ignore = false;
         let base = match &meta.membership {
             Some(m) if !ignore => {
                 m.validate()

@@ -282,10 +282,7 @@ impl<L: Log> Raft<L> {
         if candidate <= self.log.committed {
             return false;
         }
-        #[cfg(feature = "fault-injection")]
         let any_term = self.broken(BrokenVariant::CommitOlderTerms);
-        #[cfg(not(feature = "fault-injection"))]
-        let any_term = false;
         if !any_term && self.log.term(candidate) != Some(self.term) {
             return false;
         }

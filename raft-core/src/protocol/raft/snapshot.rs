@@ -74,10 +74,7 @@ impl<L: Log> Raft<L> {
         }
         let bytes_max = self.config.snapshot_bytes_max;
         let window = self.config.inflight_bytes_max;
-        #[cfg(feature = "fault-injection")]
         let partial = self.broken(BrokenVariant::InstallPartialSnapshot);
-        #[cfg(not(feature = "fault-injection"))]
-        let partial = false;
         let incoming = self.incoming.as_mut().expect("set above");
         let len = data.len() as u64;
         if offset + len > bytes_max {
