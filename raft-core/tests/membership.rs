@@ -366,6 +366,11 @@ fn configuration_survives_restarts_and_snapshots() {
     net.deliver_all();
     assert!(net.take_snapshot(1, 0));
     assert!(net.node(1).log().snapshot_meta().last_index >= 5);
+    assert_eq!(
+        net.node(1).log().snapshot_meta().membership.as_ref(),
+        Some(&want),
+        "the compaction point names the configuration in force there"
+    );
     net.restart(1, 7);
     assert_eq!(net.node(1).membership(), &want, "from the snapshot");
     run_until(&mut net, 100, |net| !net.leaders().is_empty());

@@ -455,9 +455,13 @@ impl<L: Log> Raft<L> {
     }
     /// The compaction point to pass to [`Log::compact`] to drop entries up to `index`,
     /// clamped to what is applied and persisted; `None` if there is nothing to compact.
-    /// The driver must have stored a snapshot covering it first.
+    /// Like [`Raft::snapshot_meta_at`], it names the configuration in force there, so a
+    /// log's `snapshot_meta()` never lacks one it could have had. The driver must have
+    /// stored a snapshot covering it first.
     pub fn compaction_meta(&self, index: LogIndex) -> Option<SnapshotMeta> {
-        self.log.compaction_meta(index)
+        let mut meta = self.log.compaction_meta(index)?;
+        meta.membership = Some(self.configs.at(meta.last_index).clone());
+        Some(meta)
     }
 
     /// Highest index handed out for applying.
