@@ -20,21 +20,17 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::crash::{self, Child, Synced};
 use common::*;
 use raft_core::{Entry, HardState, Log, Snapshot, SnapshotMeta};
-use raft_store::{MemLog, SledLog};
+use raft_store::SledLog;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 const CHILD_ENV: &str = "RAFT_STORE_CRASH_CHILD";
 const CHILD_SEED_ENV: &str = "RAFT_STORE_CRASH_CHILD_SEED";
-const ROUNDS_ENV: &str = "RAFT_STORE_CRASH_ROUNDS";
-const SEED_ENV: &str = "RAFT_STORE_CRASH_SEED";
 
 /// One step of the workload between two syncs, decided by `rng` and the log's state
 /// alone: mostly appends, sometimes an overwrite of the uncommitted suffix with a new
@@ -124,10 +120,9 @@ fn step<L: Log>(log: &mut L, rng: &mut StdRng) {
 /// The child: runs the workload until killed, printing `synced N` after the N-th sync.
 #[test]
 fn crash_child() {
-    let Ok(dir) = std::env::var(CHILD_ENV) else {
+    let Some((dir, seed)) = crash::child_args(CHILD_ENV, CHILD_SEED_ENV) else {
         return; // Only meaningful when the parent runs us.
     };
-    let seed: u64 = std::env::var(CHILD_SEED_ENV).unwrap().parse().unwrap();
     let mut rng = StdRng::seed_from_u64(seed);
     let mut log = SledLog::open(&dir, CLUSTER, NODE).expect("child opens the log");
     println!("ready");
@@ -138,34 +133,17 @@ fn crash_child() {
     }
 }
 
-/// A MemLog holding exactly what `v` shows, and `snapshot`.
-fn mem_log_from(v: &View, snapshot: &Option<Snapshot>) -> MemLog {
-    let mut log = MemLog::new();
-    if let Some(s) = snapshot {
-        log.save_snapshot(s).unwrap();
-    }
-    if v.snapshot.last_index > 0 {
-        log.compact(v.snapshot.clone()).unwrap();
-    }
-    log.append(&v.entries).unwrap();
-    log.set_hard_state(v.hard_state).unwrap();
-    log
+/// The sync number in a `synced N` line.
+fn synced(line: &str) -> Option<u64> {
+    line.strip_prefix("synced ").map(|n| n.parse().unwrap())
 }
 
 #[test]
 fn synced_entries_survive_sigkill() {
-    let rounds: usize = std::env::var(ROUNDS_ENV)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100);
-    let seed: u64 = std::env::var(SEED_ENV)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| rand::thread_rng().gen());
-    println!("crash test seed {seed} (replay with {SEED_ENV}={seed})");
+    let rounds = crash::rounds(100);
+    let seed = crash::seed("crash test");
     let mut rng = StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
     let stderr_path = dir.path().join("child.stderr");
     let db_dir = dir.path().join("db");
     let mut before = view(&SledLog::open(&db_dir, CLUSTER, NODE).unwrap());
@@ -177,26 +155,13 @@ fn synced_entries_survive_sigkill() {
     for round in 0..rounds {
         let child_seed: u64 = rng.gen();
         let ctx = format!("seed {seed} round {round} child seed {child_seed}");
-        let mut child = Command::new(&exe)
-            .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, &db_dir)
-            .env(CHILD_SEED_ENV, child_seed.to_string())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr_path).unwrap())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel::<Option<u64>>();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if line == "ready" {
-                    let _ = tx.send(None);
-                } else if let Some(n) = line.strip_prefix("synced ") {
-                    let _ = tx.send(Some(n.parse().unwrap()));
-                }
-            }
-        });
+        let mut child = Child::spawn(
+            "crash_child",
+            (CHILD_ENV, &db_dir),
+            (CHILD_SEED_ENV, child_seed),
+            &stderr_path,
+            &ctx,
+        );
 
         // Kill after a random number of reported syncs (sometimes before the child has
         // even opened the log), plus a random delay so the kill lands anywhere in a step.
@@ -209,81 +174,37 @@ fn synced_entries_survive_sigkill() {
         let deadline = Instant::now() + Duration::from_secs(30);
         if wait_ready {
             loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match rx.recv_timeout(left) {
-                    Ok(Some(n)) => reported = n,
-                    Ok(None) => {}
-                    Err(e) => {
-                        let _ = child.kill();
-                        let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-                        panic!("{ctx}: child stopped reporting ({e}); its stderr:\n{stderr}");
-                    }
+                if let Some(n) = synced(&child.next_line(deadline)) {
+                    reported = n;
                 }
                 if reported >= target {
                     break;
                 }
             }
         }
-        std::thread::sleep(Duration::from_micros(rng.gen_range(0..2000)));
-        if let Some(status) = child.try_wait().unwrap() {
-            let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-            panic!("{ctx}: child exited by itself ({status}); its stderr:\n{stderr}");
-        }
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        reader.join().unwrap();
-        while let Ok(msg) = rx.try_recv() {
-            if let Some(n) = msg {
-                reported = n;
-            }
+        let delay = Duration::from_micros(rng.gen_range(0..2000));
+        for line in child.kill_after(delay) {
+            reported = synced(&line).unwrap_or(reported);
         }
         if reported == 0 && !wait_ready {
             kills_before_ready += 1;
         }
 
         // Reopen and check: the state of sync `reported` or `reported + 1`, all intact.
-        let log = SledLog::open(&db_dir, CLUSTER, NODE)
-            .unwrap_or_else(|e| panic!("{ctx}: reopen after SIGKILL failed: {e}"));
-        let after = view(&log);
-        let after_snapshot = log
-            .snapshot()
-            .unwrap_or_else(|e| panic!("{ctx}: reading the snapshot after SIGKILL failed: {e}"));
-        drop(log);
-        if let Some(s) = &after_snapshot {
-            assert_eq!(
-                s.data,
-                payload(s.meta.last_index, s.meta.last_term, s.data.len()),
-                "{ctx}: the snapshot is damaged"
-            );
-        }
+        let (after, after_snapshot) = crash::reopen(&db_dir, &ctx);
         for e in &after.entries {
             assert!(intact(e), "{ctx}: entry {} is damaged: {e:?}", e.index);
         }
-        let mut model = mem_log_from(&before, &before_snapshot);
         let mut replay = StdRng::seed_from_u64(child_seed);
-        for _ in 0..reported {
-            step(&mut model, &mut replay);
-        }
-        if after == view(&model) && after_snapshot == model.snapshot().unwrap() {
-            exact += 1;
-        } else {
-            step(&mut model, &mut replay);
-            if let Some(diff) = difference(&after, &view(&model)) {
-                panic!(
-                    "{ctx}: after SIGKILL the log is neither the state of reported sync \
-                     {reported} nor of the next one: {diff}"
-                );
-            }
-            let expected = model.snapshot().unwrap();
-            assert!(
-                after_snapshot == expected,
-                "{ctx}: after SIGKILL the snapshot is {:?} ({:?} bytes), the state of the \
-                 next sync has {:?}",
-                after_snapshot.as_ref().map(|s| s.meta.clone()),
-                after_snapshot.as_ref().map(|s| s.data.len()),
-                expected.as_ref().map(|s| s.meta.clone()),
-            );
-            one_more += 1;
+        match crash::check_synced(
+            &ctx,
+            (&before, &before_snapshot),
+            (&after, &after_snapshot),
+            reported,
+            |model| step(model, &mut replay),
+        ) {
+            Synced::Reported => exact += 1,
+            Synced::OneMore => one_more += 1,
         }
         if after_snapshot.is_some() && after_snapshot != before_snapshot {
             snapshots_seen += 1;

@@ -20,21 +20,18 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::io::Write;
 use std::time::{Duration, Instant};
 
+use common::crash::{self, Child, Synced};
 use common::*;
 use raft_core::{HardState, Log, Snapshot, SnapshotMeta};
-use raft_store::{MemLog, SledLog};
+use raft_store::SledLog;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 const CHILD_ENV: &str = "RAFT_STORE_RECV_CRASH_CHILD";
 const CHILD_SEED_ENV: &str = "RAFT_STORE_RECV_CRASH_CHILD_SEED";
-const ROUNDS_ENV: &str = "RAFT_STORE_CRASH_ROUNDS";
-const SEED_ENV: &str = "RAFT_STORE_CRASH_SEED";
 /// The runtime's snapshot chunk size: the pieces a received snapshot is written in.
 const PIECE_BYTES: usize = 48 * 1024;
 /// Where the child reports it is, before each phase of a received snapshot.
@@ -124,10 +121,9 @@ fn step<L: Log>(log: &mut L, rng: &mut StdRng, report: &mut dyn FnMut(&str)) {
 /// the N-th sync.
 #[test]
 fn receive_crash_child() {
-    let Ok(dir) = std::env::var(CHILD_ENV) else {
+    let Some((dir, seed)) = crash::child_args(CHILD_ENV, CHILD_SEED_ENV) else {
         return; // Only meaningful when the parent runs us.
     };
-    let seed: u64 = std::env::var(CHILD_SEED_ENV).unwrap().parse().unwrap();
     let mut rng = StdRng::seed_from_u64(seed);
     let mut log = SledLog::open(&dir, CLUSTER, NODE).expect("child opens the log");
     let stdout = std::io::stdout();
@@ -151,24 +147,10 @@ fn receive_crash_child() {
     }
 }
 
-/// A MemLog holding exactly what `v` shows, and `snapshot`.
-fn mem_log_from(v: &View, snapshot: &Option<Snapshot>) -> MemLog {
-    let mut log = MemLog::new();
-    if let Some(s) = snapshot {
-        log.save_snapshot(s).unwrap();
-    }
-    if v.snapshot.last_index > 0 {
-        log.compact(v.snapshot.clone()).unwrap();
-    }
-    log.append(&v.entries).unwrap();
-    log.set_hard_state(v.hard_state).unwrap();
-    log
-}
-
 /// What a reopened log must show on its own, whatever sync it holds: its compaction point
 /// is its stored snapshot's (every compaction here is to a snapshot, in the same sync),
 /// the entries follow it without a gap in terms that do not go back, the commit index
-/// covers the snapshot, and the snapshot's data is whole.
+/// covers the snapshot (`crash::reopen` checked the snapshot's data is whole).
 fn check_consistent(ctx: &str, v: &View, snapshot: &Option<Snapshot>) {
     let meta = snapshot
         .as_ref()
@@ -179,12 +161,6 @@ fn check_consistent(ctx: &str, v: &View, snapshot: &Option<Snapshot>) {
         v.snapshot
     );
     if let Some(s) = snapshot {
-        assert_eq!(
-            s.data,
-            payload(s.meta.last_index, s.meta.last_term, s.data.len()),
-            "{ctx}: the snapshot at {} is damaged (a mix of two?)",
-            s.meta.last_index
-        );
         assert!(
             v.hard_state.commit >= s.meta.last_index,
             "{ctx}: commit {} below the snapshot at {}",
@@ -208,18 +184,10 @@ fn check_consistent(ctx: &str, v: &View, snapshot: &Option<Snapshot>) {
 
 #[test]
 fn a_received_snapshot_survives_sigkill_while_written_renamed_or_adopted() {
-    let rounds: usize = std::env::var(ROUNDS_ENV)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(80);
-    let seed: u64 = std::env::var(SEED_ENV)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| rand::thread_rng().gen());
-    println!("receive crash test seed {seed} (replay with {SEED_ENV}={seed})");
+    let rounds = crash::rounds(80);
+    let seed = crash::seed("receive crash test");
     let mut rng = StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
     let stderr_path = dir.path().join("child.stderr");
     let db_dir = dir.path().join("db");
     let mut before = view(&SledLog::open(&db_dir, CLUSTER, NODE).unwrap());
@@ -232,27 +200,13 @@ fn a_received_snapshot_survives_sigkill_while_written_renamed_or_adopted() {
     for round in 0..rounds {
         let child_seed: u64 = rng.gen();
         let ctx = format!("seed {seed} round {round} child seed {child_seed}");
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "receive_crash_child",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, &db_dir)
-            .env(CHILD_SEED_ENV, child_seed.to_string())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr_path).unwrap())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel::<String>();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
+        let mut child = Child::spawn(
+            "receive_crash_child",
+            (CHILD_ENV, &db_dir),
+            (CHILD_SEED_ENV, child_seed),
+            &stderr_path,
+            &ctx,
+        );
 
         // Kill right after the child reports the chosen phase of its k-th step (or its
         // k-th sync), then a random delay so the kill lands anywhere in that phase.
@@ -264,82 +218,44 @@ fn a_received_snapshot_survives_sigkill_while_written_renamed_or_adopted() {
         };
         let mut reported = 0u64;
         let mut last_phase = PHASES.len();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = match rx.recv_timeout(left) {
-                Ok(line) => line,
-                Err(e) => {
-                    let _ = child.kill();
-                    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-                    panic!("{ctx}: child stopped reporting ({e}); its stderr:\n{stderr}");
-                }
-            };
+        // Follows the child's reports: the last sync, and the phase it is in.
+        let mut follow = |line: &str| {
             if let Some(n) = line.strip_prefix("synced ") {
                 reported = n.parse().unwrap();
                 last_phase = PHASES.len();
             } else if let Some(at) = PHASES.iter().position(|p| line.starts_with(p)) {
                 last_phase = at;
             }
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let line = child.next_line(deadline);
+            follow(&line);
             // A step without a received snapshot reports no phase: its sync will do.
-            let step_passed = reported >= target_step;
-            if line == target || step_passed {
+            if line == target || line == format!("synced {target_step}") {
                 break;
             }
         }
-        std::thread::sleep(Duration::from_micros(rng.gen_range(0..2000)));
-        if let Some(status) = child.try_wait().unwrap() {
-            let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-            panic!("{ctx}: child exited by itself ({status}); its stderr:\n{stderr}");
-        }
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        reader.join().unwrap();
-        for line in rx.try_iter() {
-            if let Some(n) = line.strip_prefix("synced ") {
-                reported = n.parse().unwrap();
-                last_phase = PHASES.len();
-            } else if let Some(at) = PHASES.iter().position(|p| line.starts_with(p)) {
-                last_phase = at;
-            }
+        let delay = Duration::from_micros(rng.gen_range(0..2000));
+        for line in child.kill_after(delay) {
+            follow(&line);
         }
         killed_after[last_phase] += 1;
 
         // Reopen and check: consistent on its own, and the state of sync `reported` or
         // `reported + 1`.
-        let log = SledLog::open(&db_dir, CLUSTER, NODE)
-            .unwrap_or_else(|e| panic!("{ctx}: reopen after SIGKILL failed: {e}"));
-        let after = view(&log);
-        let after_snapshot = log
-            .snapshot()
-            .unwrap_or_else(|e| panic!("{ctx}: reading the snapshot after SIGKILL failed: {e}"));
-        drop(log);
+        let (after, after_snapshot) = crash::reopen(&db_dir, &ctx);
         check_consistent(&ctx, &after, &after_snapshot);
-        let mut model = mem_log_from(&before, &before_snapshot);
         let mut replay = StdRng::seed_from_u64(child_seed);
-        for _ in 0..reported {
-            step(&mut model, &mut replay, &mut |_| {});
-        }
-        if after == view(&model) && after_snapshot == model.snapshot().unwrap() {
-            exact += 1;
-        } else {
-            step(&mut model, &mut replay, &mut |_| {});
-            if let Some(diff) = difference(&after, &view(&model)) {
-                panic!(
-                    "{ctx}: after SIGKILL (last phase {last_phase}) the log is neither the \
-                     state of reported sync {reported} nor of the next one: {diff}"
-                );
-            }
-            let expected = model.snapshot().unwrap();
-            assert!(
-                after_snapshot == expected,
-                "{ctx}: after SIGKILL the snapshot is {:?} ({:?} bytes), the state of the \
-                 next sync has {:?}",
-                after_snapshot.as_ref().map(|s| s.meta.clone()),
-                after_snapshot.as_ref().map(|s| s.data.len()),
-                expected.as_ref().map(|s| s.meta.clone()),
-            );
-            one_more += 1;
+        match crash::check_synced(
+            &format!("{ctx} (last phase {last_phase})"),
+            (&before, &before_snapshot),
+            (&after, &after_snapshot),
+            reported,
+            |model| step(model, &mut replay, &mut |_| {}),
+        ) {
+            Synced::Reported => exact += 1,
+            Synced::OneMore => one_more += 1,
         }
         if after_snapshot.is_some() && after_snapshot != before_snapshot {
             new_snapshots += 1;

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod crash;
+
 use bytes::Bytes;
 use raft_core::{Entry, EntryKind, HardState, Log, LogIndex, SnapshotMeta, StorageError, Term};
 use raft_store::{MemLog, SledLog, SledLogOptions, SyncMode};
