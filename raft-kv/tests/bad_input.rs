@@ -240,23 +240,11 @@ fn a_damaged_data_dir_is_refused_every_time() {
     }
 }
 
-const PASSWORD: &str = "correct horse battery staple";
-
 #[test]
 fn a_wrong_password_is_refused_and_writes_nothing() {
-    let envs = [("RAFT_KV_PASSWORD", PASSWORD)];
-    let (mut c, _) = Cluster::init(
-        1,
-        &[
-            "--encrypt",
-            "--password-env",
-            "RAFT_KV_PASSWORD",
-            "--kdf-iterations",
-            "100000",
-            "--ephemeral",
-        ],
-        &envs,
-    );
+    let mut flags = encrypted_flags();
+    flags.push("--ephemeral");
+    let (mut c, _) = Cluster::init(1, &flags, &PASSWORD_ENV);
     c.start_all();
     c.agreed_leader(&["node1"]);
     let cfg = c.config_str();
@@ -272,7 +260,7 @@ fn a_wrong_password_is_refused_and_writes_nothing() {
     let r = run_bounded(&["put", "k", "v", "--config", cfg], &[]);
     assert_one_error(&r, &["RAFT_KV_PASSWORD", "not set"]);
     // Nothing was written.
-    let r = run_bounded(&["get", "k", "--config", cfg], &envs);
+    let r = run_bounded(&["get", "k", "--config", cfg], &PASSWORD_ENV);
     assert_eq!(r.code, Some(1), "{}", r.stderr);
     // A node started without the password does not start.
     c.kill("node1");

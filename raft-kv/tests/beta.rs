@@ -26,22 +26,6 @@ mod common;
 use common::*;
 use raft_kv::config::ClusterConfig;
 
-const PASSWORD: &str = "correct horse battery staple";
-/// Fewer PBKDF2 iterations than the default keep node starts quick; still above the
-/// transport's warning threshold.
-const KDF: &str = "100000";
-
-/// Flags for the encrypted variants: password from an environment variable.
-fn encrypted_flags() -> Vec<&'static str> {
-    vec![
-        "--encrypt",
-        "--password-env",
-        "RAFT_KV_PASSWORD",
-        "--kdf-iterations",
-        KDF,
-    ]
-}
-
 #[test]
 fn beta_02_to_05_create_config_variants() {
     let pw_env = [("RAFT_KV_PASSWORD", PASSWORD)];

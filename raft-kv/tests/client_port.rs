@@ -14,22 +14,12 @@ use common::*;
 use raft_kv::client::{read_frame, write_frame, Client, ErrorKind, Greeting, Request, Response};
 use raft_kv::config::ClusterConfig;
 
-const PASSWORD: &str = "correct horse battery staple";
-/// Fewer PBKDF2 iterations than the default keep node and client starts quick.
-const KDF: &str = "100000";
-
 /// The tests that open a thousand sockets run one at a time (file descriptors, CPU).
 static HEAVY: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
 
 fn encrypted(extra: &[&'static str]) -> Vec<&'static str> {
-    let mut flags = vec![
-        "--encrypt",
-        "--password-env",
-        "RAFT_KV_PASSWORD",
-        "--kdf-iterations",
-        KDF,
-        "--ephemeral",
-    ];
+    let mut flags = encrypted_flags();
+    flags.push("--ephemeral");
     flags.extend_from_slice(extra);
     flags
 }
@@ -37,7 +27,7 @@ fn encrypted(extra: &[&'static str]) -> Vec<&'static str> {
 /// A one-node cluster from `flags`, started, with its leader elected.
 fn one_node(flags: &[&str]) -> Cluster {
     let envs: &[(&str, &str)] = if flags.contains(&"--encrypt") {
-        &[("RAFT_KV_PASSWORD", PASSWORD)]
+        &PASSWORD_ENV
     } else {
         &[]
     };

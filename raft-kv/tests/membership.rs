@@ -11,8 +11,6 @@ use std::process::{Command, Stdio};
 
 use common::*;
 
-const PASSWORD: &str = "correct horse battery staple";
-
 /// Whether two lists of node names name the same nodes: a node started before node4
 /// was written into the config file shows it as `n4`.
 fn same(shown: &str, expected: &str) -> bool {
@@ -21,19 +19,9 @@ fn same(shown: &str, expected: &str) -> bool {
 
 #[test]
 fn replace_a_dead_node_with_add_node_and_remove_node() {
-    let envs = [("RAFT_KV_PASSWORD", PASSWORD)];
-    let (mut c, _) = Cluster::init(
-        3,
-        &[
-            "--encrypt",
-            "--password-env",
-            "RAFT_KV_PASSWORD",
-            "--kdf-iterations",
-            "100000",
-            "--ephemeral",
-        ],
-        &envs,
-    );
+    let mut flags = encrypted_flags();
+    flags.push("--ephemeral");
+    let (mut c, _) = Cluster::init(3, &flags, &PASSWORD_ENV);
     c.start_all();
     let leader = c.agreed_leader(&["node1", "node2", "node3"]);
     c.put(&leader, "before", "1");
@@ -70,7 +58,7 @@ fn replace_a_dead_node_with_add_node_and_remove_node() {
         &[
             "add-node", "--config", &cfg, "--id", "node4", "--addr", "nowhere",
         ],
-        &envs,
+        &PASSWORD_ENV,
     );
     assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
     assert!(

@@ -40,6 +40,26 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// The password of the encrypted test clusters; nodes and clients read it from
+/// `RAFT_KV_PASSWORD` ([`PASSWORD_ENV`]).
+pub const PASSWORD: &str = "correct horse battery staple";
+/// `RAFT_KV_PASSWORD` set to [`PASSWORD`], for [`Cluster::init`] and [`raft_kv`].
+pub const PASSWORD_ENV: [(&str, &str); 1] = [("RAFT_KV_PASSWORD", PASSWORD)];
+/// Fewer PBKDF2 iterations than the default keep node starts quick; still above the
+/// transport's warning threshold.
+pub const KDF_ITERATIONS: &str = "100000";
+
+/// `init` flags for an encrypted cluster whose password is in `RAFT_KV_PASSWORD`.
+pub fn encrypted_flags() -> Vec<&'static str> {
+    vec![
+        "--encrypt",
+        "--password-env",
+        "RAFT_KV_PASSWORD",
+        "--kdf-iterations",
+        KDF_ITERATIONS,
+    ]
+}
+
 /// Waits until `f` returns `Some`, for at most `timeout`; panics naming `what`.
 pub fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
