@@ -170,7 +170,8 @@ fn hearing_disruptive_outsiders_is_caught() {
 }
 
 /// Shrinking on the key/value campaign: the failing seed of two changes in flight
-/// shrinks to a smaller run that still has membership changes (the bug needs them), and
+/// shrinks to a run with fewer fault kinds that still has membership changes (the bug
+/// needs them), and
 /// replaying the shrunk run, as its report prints it, gives its trace again.
 #[test]
 fn two_changes_in_flight_shrink_to_a_run_with_membership_changes() {
@@ -186,14 +187,16 @@ fn two_changes_in_flight_shrink_to_a_run_with_membership_changes() {
     println!("{failure}");
     let shrunk = failure.shrunk.as_ref().expect("a smaller run fails too");
     let faults = shrunk.run.faults.expect("shrinking sets the faults");
-    assert!(faults.contains(raft_testkit::Fault::Membership), "{failure}");
     assert!(
-        shrunk.ops.writes + shrunk.ops.reads < failure.ops.writes + failure.ops.reads
-            || shrunk.run.safety_ticks < Some(failure.safety_ticks)
-            || faults != raft_testkit::Faults::all(),
+        faults.contains(raft_testkit::Fault::Membership),
         "{failure}"
     );
-    let replay: Replay = failure.replay_env().parse().expect("the printed replay parses");
+    // The other fault kinds are not needed: shrinking dropped some.
+    assert_ne!(faults, raft_testkit::Faults::all(), "{failure}");
+    let replay: Replay = failure
+        .replay_env()
+        .parse()
+        .expect("the printed replay parses");
     let again = sim().replay(&replay);
     assert_eq!(again.trace_hash, shrunk.trace_hash, "{failure}");
     assert!(again.failure.is_some());
