@@ -35,7 +35,8 @@
 //! call), optionally a sequential [`Model`] and an invariant, and the seeds to run.
 //! Each seed is a whole cluster run with faults (loss, duplication, reordering,
 //! partitions, crashes with torn writes, restarts, pauses, clock skew, elections,
-//! membership changes, snapshots) followed by a fault-free liveness phase.
+//! membership changes, snapshots; [`Faults`] picks the kinds) followed by a fault-free
+//! liveness phase.
 //!
 //! ```
 //! use raft_core::node::{RestoreError, StateMachine};
@@ -94,17 +95,64 @@
 //!
 //! [`SimulationReport::assert_ok`] panics with the failing seed, the violation (which
 //! node, at which log index, what differed), the last events of the run (who sent what
-//! to whom, elections, commits, client calls and returns, faults) and the command that
-//! replays it. Before reporting, a failing seed is shrunk: rerun with its safety phase
-//! halved while it still fails, then without faults; the smallest failing run is shown
-//! (a run that fails "without faults" points at the state machine itself).
+//! to whom, elections, commits, client calls and returns, faults), its trace hash and
+//! the environment that replays it. Before reporting, a failing seed is shrunk: its
+//! safety phase is halved while the run still fails; the run is tried without faults,
+//! else without each [`Fault`] kind in turn (a kind stays dropped if the run still
+//! fails); then the client operation budget is halved while it still fails; and again
+//! while a pass finds a smaller run. The smallest failing run is the one shown, with
+//! the run it was shrunk from:
+//!
+//! ```text
+//! seed 0 (3 nodes) failed at tick 23.622 of a 21-tick safety phase, faults elections,
+//!   7 client operations: not linearizable on key 0: 7 commands; at most 6 could be
+//!   linearized; stuck before Call { client: 0, input: [2], output: Some(28), ... }
+//! (shrunk from a 700-tick safety phase with 68 client operations, which failed with: ...)
+//! last events:
+//!   ...
+//! trace hash: 8063984b0bf7fc29
+//! replay with its whole trace: RAFT_SIM_SEED=0 RAFT_SIM_SAFETY_TICKS=21
+//!   RAFT_SIM_FAULTS=elections RAFT_SIM_OPS=25 cargo test <this test> -- --nocapture
+//! ```
+//!
+//! (A state machine that ignores the command after a gap in the log indexes: it takes
+//! new leaders' no-ops, so forced elections, and nothing else, to show.)
+//!
+//! A run that fails "without faults" points at the state machine itself (a
+//! nondeterministic `apply`); one that keeps a few fault kinds says what it takes.
 //!
 //! ## Replaying a seed
 //!
 //! Every random choice comes from the seed, so a seed replays the same run (the
-//! report's trace hashes are equal). Set the environment the report prints, for
-//! example `RAFT_SIM_SEED=17 RAFT_SIM_SAFETY_TICKS=43 cargo test my_test -- --nocapture`:
-//! [`Simulation::run`] then runs only that seed and prints every event.
+//! report's trace hashes are equal). Set the environment the report prints and run the
+//! same test: [`Simulation::run`] then runs only that run, prints every event and its
+//! trace hash. The variables: `RAFT_SIM_SEED` (the seed), `RAFT_SIM_SAFETY_TICKS` (the
+//! safety phase's length), `RAFT_SIM_FAULTS` (`all`, `none`, or fault kinds such as
+//! `crashes,snapshots`) and `RAFT_SIM_OPS` (the client operation budget). In code,
+//! [`Simulation::replay`] runs a [`Replay`] (what the variables describe; it parses
+//! the printed text) and returns its [`RunReport`].
+//!
+//! ## The built-in key/value campaigns
+//!
+//! The crate's own campaigns are the same builder on the built-in key/value store,
+//! [`Simulation::kv`], whose clients also read (through the read index or a lease):
+//!
+//! ```no_run
+//! use raft_testkit::Simulation;
+//!
+//! // sim --seeds 10000 --nodes 5 --membership
+//! Simulation::kv()
+//!     .nodes(5)
+//!     .membership()
+//!     .seeds(0..10_000)
+//!     .jobs(2)
+//!     .run()
+//!     .assert_ok();
+//! ```
+//!
+//! [`Simulation::lease_reads`], [`Simulation::membership`] and
+//! [`Simulation::random_nodes`] are the `sim` binary's `--lease`, `--membership` and
+//! absent `--nodes`; they work on your state machine too.
 //!
 //! See `docs/testing.md` for how to run campaigns and replay a failing seed.
 
@@ -127,4 +175,7 @@ pub mod trace;
 pub use checker::{SafetyChecker, Violation};
 pub use sim::{run_seed, RunReport, SimConfig, Simulator};
 pub use sim_log::SimLog;
-pub use simulation::{Faults, Model, NoModel, SeedFailure, Shrunk, Simulation, SimulationReport};
+pub use simulation::{
+    Fault, Faults, KeyValue, Machine, Model, NoModel, Replay, SeedFailure, Shrunk, Simulation,
+    SimulationReport, Target,
+};

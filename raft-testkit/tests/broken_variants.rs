@@ -6,8 +6,23 @@
 #![cfg(feature = "broken-variants")]
 
 use raft_testkit::sim::{Broken, SimConfig, Simulator};
+use raft_testkit::{KeyValue, Replay, Simulation};
 
-/// Runs seeds from 0 until one fails; returns (seed, violation text).
+/// Runs the campaign `sim` sets up, with `broken`, from seed 0 until a seed fails;
+/// returns (seed, violation text).
+fn first_failing_seed(broken: Broken, seeds_max: u64, sim: Simulation<KeyValue>) -> (u64, String) {
+    let report = sim.broken(broken).seeds(0..seeds_max).shrink(false).run();
+    match report.failure {
+        Some(f) => {
+            println!("{broken:?} caught by seed {}:\n{f}", f.seed);
+            (f.seed, f.failure.violation.to_string())
+        }
+        None => panic!("{broken:?} survived {seeds_max} seeds: the checkers do not bite"),
+    }
+}
+
+/// Runs seeds of a hand-made profile from 0 until one fails; returns (seed, violation
+/// text).
 fn first_failure(
     broken: Broken,
     seeds_max: u64,
@@ -29,9 +44,11 @@ fn first_failure(
 /// committed entry) fires.
 #[test]
 fn voting_without_the_log_check_is_caught() {
-    let (seed, v) = first_failure(Broken::VoteWithoutLogCheck, 50, |s| {
-        SimConfig::random(s, None)
-    });
+    let (seed, v) = first_failing_seed(
+        Broken::VoteWithoutLogCheck,
+        50,
+        Simulation::kv().random_nodes(),
+    );
     assert!(seed < 50, "{v}");
 }
 
@@ -67,29 +84,27 @@ fn figure8_profile(seed: u64) -> SimConfig {
 /// on a lease that ran out meanwhile: the linearizability checker catches the stale read.
 #[test]
 fn handling_the_queue_before_the_missed_ticks_is_caught() {
-    let (seed, v) = first_failure(Broken::TicksAfterQueue, STALL_SEEDS_MAX, stall_profile);
+    // Lease reads with pauses and stalled syncs in every run.
+    let (seed, v) = first_failing_seed(
+        Broken::TicksAfterQueue,
+        STALL_SEEDS_MAX,
+        Simulation::kv().nodes(3).lease_reads(),
+    );
     assert!(v.contains("not linearizable"), "seed {seed}: {v}");
 }
 
 const STALL_SEEDS_MAX: u64 = 1_000;
-
-/// Lease reads with pauses and stalled syncs in every run.
-fn stall_profile(seed: u64) -> SimConfig {
-    let mut c = SimConfig::random(seed, Some(3));
-    c.force_lease_reads();
-    c
-}
 
 /// Thesis §4.1: one membership change at a time. A leader that accepts a change while
 /// the previous one is uncommitted appends a configuration entry the membership
 /// checker refuses.
 #[test]
 fn two_membership_changes_in_flight_are_caught() {
-    let (seed, v) = first_failure(Broken::TwoChangesInFlight, 50, |s| {
-        let mut c = SimConfig::random(s, Some(5));
-        c.force_membership();
-        c
-    });
+    let (seed, v) = first_failing_seed(
+        Broken::TwoChangesInFlight,
+        50,
+        Simulation::kv().nodes(5).membership(),
+    );
     assert!(v.contains("two changes in flight"), "seed {seed}: {v}");
 }
 
@@ -100,9 +115,11 @@ fn two_membership_changes_in_flight_are_caught() {
 /// the stored snapshot: the restore check catches it.
 #[test]
 fn installing_a_partial_snapshot_is_caught() {
-    let (seed, v) = first_failure(Broken::InstallPartialSnapshot, 200, |s| {
-        SimConfig::random(s, Some(5))
-    });
+    let (seed, v) = first_failing_seed(
+        Broken::InstallPartialSnapshot,
+        200,
+        Simulation::kv().nodes(5),
+    );
     assert!(v.contains("snapshot"), "seed {seed}: {v}");
 }
 
@@ -113,11 +130,11 @@ fn installing_a_partial_snapshot_is_caught() {
 /// sees two nodes disagree about the configuration at the same committed index.
 #[test]
 fn installing_a_snapshot_without_its_configuration_is_caught() {
-    let (seed, v) = first_failure(Broken::SnapshotWithoutConfig, 300, |s| {
-        let mut c = SimConfig::random(s, Some(5));
-        c.force_membership();
-        c
-    });
+    let (seed, v) = first_failing_seed(
+        Broken::SnapshotWithoutConfig,
+        300,
+        Simulation::kv().nodes(5).membership(),
+    );
     assert!(v.contains("membership"), "seed {seed}: {v}");
 }
 
@@ -127,11 +144,11 @@ fn installing_a_snapshot_without_its_configuration_is_caught() {
 /// outside the configuration: seed 891 of the membership campaign loses liveness.
 #[test]
 fn ignoring_stale_vote_requests_is_caught() {
-    let mut cfg = SimConfig::random(891, Some(5));
-    cfg.force_membership();
-    cfg.broken = Some(Broken::IgnoreStaleVotes);
-    let f = Simulator::new(cfg)
-        .run()
+    let f = Simulation::kv()
+        .nodes(5)
+        .membership()
+        .broken(Broken::IgnoreStaleVotes)
+        .replay(&Replay::seed(891))
         .failure
         .expect("seed 891 fails when stale vote requests are ignored");
     assert!(f.violation.to_string().contains("liveness"), "{f}");
@@ -143,11 +160,44 @@ fn ignoring_stale_vote_requests_is_caught() {
 /// campaign, membership drawn) never catches a lagging voter up and loses liveness.
 #[test]
 fn hearing_disruptive_outsiders_is_caught() {
-    let mut cfg = SimConfig::random(2568, Some(5));
-    cfg.broken = Some(Broken::DisruptiveOutsiders);
-    let f = Simulator::new(cfg)
-        .run()
+    let f = Simulation::kv()
+        .nodes(5)
+        .broken(Broken::DisruptiveOutsiders)
+        .replay(&Replay::seed(2568))
         .failure
         .expect("seed 2568 fails when removed nodes may depose the leader");
     assert!(f.violation.to_string().contains("liveness"), "{f}");
+}
+
+/// Shrinking on the key/value campaign: the failing seed of two changes in flight
+/// shrinks to a run with fewer fault kinds that still has membership changes (the bug
+/// needs them), and
+/// replaying the shrunk run, as its report prints it, gives its trace again.
+#[test]
+fn two_changes_in_flight_shrink_to_a_run_with_membership_changes() {
+    let sim = || {
+        Simulation::kv()
+            .nodes(5)
+            .membership()
+            .broken(Broken::TwoChangesInFlight)
+            .seeds(0..50)
+    };
+    let report = sim().run();
+    let failure = report.failure.expect("two changes in flight are caught");
+    println!("{failure}");
+    let shrunk = failure.shrunk.as_ref().expect("a smaller run fails too");
+    let faults = shrunk.run.faults.expect("shrinking sets the faults");
+    assert!(
+        faults.contains(raft_testkit::Fault::Membership),
+        "{failure}"
+    );
+    // The other fault kinds are not needed: shrinking dropped some.
+    assert_ne!(faults, raft_testkit::Faults::all(), "{failure}");
+    let replay: Replay = failure
+        .replay_env()
+        .parse()
+        .expect("the printed replay parses");
+    let again = sim().replay(&replay);
+    assert_eq!(again.trace_hash, shrunk.trace_hash, "{failure}");
+    assert!(again.failure.is_some());
 }

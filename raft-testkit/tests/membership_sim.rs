@@ -2,11 +2,13 @@
 //! The full campaign is `sim --seeds 10000 --nodes 5 --membership` (docs/testing.md).
 
 use raft_testkit::sim::{SimConfig, Simulator};
+use raft_testkit::{Replay, Simulation};
 
 fn run_membership_seed(seed: u64) -> raft_testkit::sim::RunReport {
-    let mut cfg = SimConfig::random(seed, Some(5));
-    cfg.force_membership();
-    Simulator::new(cfg).run()
+    Simulation::kv()
+        .nodes(5)
+        .membership()
+        .replay(&Replay::seed(seed))
 }
 
 /// Each seed failed once; each is a bug fixed in the protocol:
@@ -72,11 +74,13 @@ fn plain_campaign_seed_2568_passes() {
 #[test]
 fn membership_campaign_passes_and_draws_every_change() {
     let mut seen = std::collections::BTreeMap::new();
-    for seed in 1000..1040 {
-        let report = run_membership_seed(seed);
-        if let Some(f) = &report.failure {
-            panic!("{f}");
-        }
+    let campaign = Simulation::kv()
+        .nodes(5)
+        .membership()
+        .seeds(1000..1040)
+        .run();
+    campaign.assert_ok();
+    for report in campaign.reports {
         for (k, n) in report.faults {
             if k.starts_with("membership_") {
                 *seen.entry(k).or_insert(0) += n;

@@ -1,10 +1,12 @@
 //! The simulator in CI: a bounded campaign of random seeds, determinism, and calm runs.
+//! The campaigns run through the public [`Simulation`] builder, as a user's would.
 //!
 //! `RAFT_SIM_SEEDS=N` changes the number of seeds of `ci_campaign` (for a long campaign
 //! prefer the `sim` binary, which runs seeds on several threads and summarizes).
 
 use raft_testkit::run_seed;
 use raft_testkit::sim::{RunReport, SimConfig, Simulator};
+use raft_testkit::{Replay, Simulation};
 
 fn seeds_from_env(default_release: u64) -> u64 {
     let default = if cfg!(debug_assertions) {
@@ -28,31 +30,76 @@ fn check(report: &RunReport) {
 #[test]
 fn ci_campaign_random_sizes() {
     let seeds = seeds_from_env(1000);
-    let (mut ops, mut faults) = (0, 0);
-    for seed in 0..seeds {
-        let r = run_seed(seed, None);
-        check(&r);
-        ops += r.ops.checked;
-        faults += r.faults.values().sum::<u64>();
-    }
-    println!("{seeds} seeds: {ops} operations checked, {faults} faults injected");
+    let report = Simulation::kv().random_nodes().seeds(0..seeds).run();
+    report.assert_ok();
+    assert_eq!(report.runs, seeds);
+    let faults: u64 = report
+        .reports
+        .iter()
+        .map(|r| r.faults.values().sum::<u64>())
+        .sum();
+    println!(
+        "{seeds} seeds: {} operations checked, {faults} faults injected",
+        report.ops.checked
+    );
 }
 
 /// The reference size, on seeds the other campaign does not use.
 #[test]
 fn ci_campaign_five_nodes() {
     let seeds = seeds_from_env(400);
-    for seed in 1_000_000..1_000_000 + seeds {
-        check(&run_seed(seed, Some(5)));
+    let report = Simulation::kv()
+        .nodes(5)
+        .seeds(1_000_000..1_000_000 + seeds)
+        .run();
+    report.assert_ok();
+    assert_eq!(report.runs, seeds);
+}
+
+/// The builder runs what the campaign configuration draws, mode by mode: the same
+/// trace as the simulator given that configuration directly (so the `sim` campaigns,
+/// which go through the builder, still run the seeds they always ran).
+#[test]
+fn the_builder_runs_the_campaign_configurations() {
+    for seed in [5, 891, 2568] {
+        let direct = |lease: bool, membership: bool, nodes: Option<usize>| {
+            let mut cfg = SimConfig::random(seed, nodes);
+            if lease {
+                cfg.force_lease_reads();
+            }
+            if membership {
+                cfg.force_membership();
+            }
+            Simulator::new(cfg).run().trace_hash
+        };
+        let run = Replay::seed(seed);
+        let five = || Simulation::kv().nodes(5);
+        assert_eq!(
+            five().replay(&run).trace_hash,
+            direct(false, false, Some(5))
+        );
+        assert_eq!(
+            five().lease_reads().replay(&run).trace_hash,
+            direct(true, false, Some(5))
+        );
+        assert_eq!(
+            five().membership().replay(&run).trace_hash,
+            direct(false, true, Some(5))
+        );
+        assert_eq!(
+            Simulation::kv().random_nodes().replay(&run).trace_hash,
+            direct(false, false, None)
+        );
     }
 }
 
 /// The same seed replays the same run: every event, hence the trace hash, is equal.
 #[test]
 fn a_seed_replays_exactly() {
+    let sim = Simulation::kv().random_nodes();
     for seed in [3, 77, 2088] {
-        let a = run_seed(seed, None);
-        let b = run_seed(seed, None);
+        let a = sim.replay(&Replay::seed(seed));
+        let b = sim.replay(&Replay::seed(seed));
         assert_eq!(a.trace_hash, b.trace_hash, "seed {seed} diverged");
         assert_eq!((a.events, a.ops, &a.faults), (b.events, b.ops, &b.faults));
     }
@@ -84,8 +131,10 @@ fn calm_clusters_make_progress() {
 #[test]
 fn the_campaign_injects_every_fault_kind() {
     let mut seen = std::collections::BTreeSet::new();
-    for seed in 0..40 {
-        for (kind, n) in run_seed(seed, Some(5)).faults {
+    let report = Simulation::kv().nodes(5).seeds(0..40).run();
+    report.assert_ok();
+    for r in report.reports {
+        for (kind, n) in r.faults {
             if n > 0 {
                 seen.insert(kind);
             }

@@ -6,17 +6,20 @@
 //! cargo run --release -p raft-testkit --bin sim -- --seeds 10000 --nodes 5 --lease
 //! cargo run --release -p raft-testkit --bin sim -- --seeds 10000 --nodes 5 --membership
 //! ```
+//!
+//! It is a [`Simulation`] of the built-in key/value store (`Simulation::kv()`); a failing
+//! seed is shrunk and reported with the environment that replays its smallest failing
+//! run (`RAFT_SIM_SEED=... cargo run ... --bin sim -- <the same flags>`).
 
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
 use clap::Parser;
-use raft_testkit::sim::{Broken, RunReport, SimConfig, Simulator};
+use raft_testkit::sim::{Broken, RunReport};
+use raft_testkit::Simulation;
 
 /// Run the deterministic Raft simulator over many seeds.
 #[derive(Parser, Debug)]
@@ -83,70 +86,64 @@ fn main() -> Result<()> {
         Some(s) => (s, 1),
         None => (args.start, args.seeds),
     };
-    let make = |seed: u64| {
-        let mut cfg = SimConfig::random(seed, args.nodes);
-        if args.lease {
-            cfg.force_lease_reads();
-        }
-        if args.membership {
-            cfg.force_membership();
-        }
-        cfg.broken = broken;
-        cfg
+    // The campaign is a Simulation of the built-in key/value store, like a user's.
+    let mut sim = Simulation::kv()
+        .seeds(start..start.saturating_add(count))
+        .jobs(args.jobs)
+        .max_failures(args.max_failures)
+        .trace(args.trace)
+        .progress(count > 1);
+    sim = match args.nodes {
+        Some(n) => sim.nodes(n),
+        None => sim.random_nodes(),
     };
-    if count == 1 {
-        let mut sim = Simulator::new(make(start));
-        sim.set_verbose(args.trace);
-        let report = sim.run();
-        print_summary(std::slice::from_ref(&report), 0.0);
-        if let Some(f) = &report.failure {
-            println!("{f}");
-            std::process::exit(1);
-        }
-        return Ok(());
+    if args.lease {
+        sim = sim.lease_reads();
     }
+    if args.membership {
+        sim = sim.membership();
+    }
+    if let Some(b) = broken {
+        sim = sim.broken(b);
+    }
+    let mut command = String::from("cargo run --release -p raft-testkit");
+    if broken.is_some() {
+        command.push_str(" --features broken-variants");
+    }
+    command.push_str(" --bin sim --");
+    if let Some(n) = args.nodes {
+        command.push_str(&format!(" --nodes {n}"));
+    }
+    for (on, flag) in [(args.lease, " --lease"), (args.membership, " --membership")] {
+        if on {
+            command.push_str(flag);
+        }
+    }
+    if let Some(b) = &args.broken {
+        command.push_str(&format!(" --broken {b}"));
+    }
+    sim = sim.replay_command(command);
 
     // Quiet panics: a protocol panic is reported as a failure with its message.
-    std::panic::set_hook(Box::new(|_| {}));
+    if count > 1 {
+        std::panic::set_hook(Box::new(|_| {}));
+    }
     let began = Instant::now();
-    let next = AtomicU64::new(0);
-    let failures = AtomicU64::new(0);
-    let reports = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..args.jobs.max(1) {
-            s.spawn(|| loop {
-                let k = next.fetch_add(1, Ordering::Relaxed);
-                if k >= count || failures.load(Ordering::Relaxed) >= args.max_failures as u64 {
-                    return;
-                }
-                let report = Simulator::new(make(start + k)).run();
-                if let Some(f) = &report.failure {
-                    failures.fetch_add(1, Ordering::Relaxed);
-                    println!("{f}\n");
-                }
-                let done = {
-                    let mut r = reports.lock().expect("not poisoned");
-                    r.push(report);
-                    r.len()
-                };
-                if done % 1000 == 0 {
-                    eprintln!("{done} seeds in {:.0?}", began.elapsed());
-                }
-            });
-        }
-    });
-    let mut reports = reports.into_inner().expect("not poisoned");
-    reports.sort_by_key(|r| r.seed);
-    print_summary(&reports, began.elapsed().as_secs_f64());
+    let report = sim.run();
+    let secs = began.elapsed().as_secs_f64();
+    for f in &report.failures {
+        println!("{f}\n");
+    }
+    print_summary(&report.reports, if count > 1 { secs } else { 0.0 });
     if args.hashes {
-        for r in &reports {
+        for r in &report.reports {
             println!(
                 "seed {} trace hash {:016x} events {}",
                 r.seed, r.trace_hash, r.events
             );
         }
     }
-    if reports.iter().any(|r| r.failure.is_some()) {
+    if !report.failures.is_empty() {
         std::process::exit(1);
     }
     Ok(())

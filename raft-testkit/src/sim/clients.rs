@@ -47,6 +47,9 @@ impl<W: Workload> Simulator<W> {
             return;
         }
         let id = self.history.len() as u64;
+        if self.cfg.ops_max.is_some_and(|max| id >= max) {
+            return; // the run's operation budget is spent
+        }
         let input = self.workload.draw(&mut self.rng, id, &mut self.ops);
         let call = self.hist_time();
         self.history.push(Call {

@@ -237,6 +237,9 @@ pub struct SimConfig {
     pub keys: u64,
     /// Length of the safety phase.
     pub safety_ticks: u64,
+    /// The most client operations a run starts (`None`: as many as the safety phase
+    /// has time for). Shrinking a failing run lowers it.
+    pub ops_max: Option<u64>,
     /// Bound of the liveness phase: after healing, a leader, a new commit and its apply
     /// on every node must all happen within this many ticks.
     pub liveness_bound_ticks: u64,
@@ -278,6 +281,7 @@ impl SimConfig {
             clients: 3,
             keys: 3,
             safety_ticks: 500,
+            ops_max: None,
             liveness_bound_ticks: 400,
             client_attempt_timeout_ticks: 25,
             client_op_timeout_ticks: 80,
