@@ -153,6 +153,19 @@ fn metrics_follow_a_three_node_cluster() {
     }
     // Node 3 joins late: the log behind the snapshots is gone, so it installs one.
     nodes.push(start(&recorder, &net, 3));
+    // Once it has caught up, one more write: a snapshot can cover every entry so far, and
+    // then n3 would have appended none (its append histogram would be empty).
+    let caught_up = nodes[..2]
+        .iter()
+        .map(|n| n.status().applied_index)
+        .max()
+        .unwrap_or(0);
+    eventually(WAIT, "n3 catches up by snapshot", || {
+        nodes[2].status().applied_index >= caught_up
+    });
+    nodes[0]
+        .put_with_retry("after-join".to_string(), WRITES + 1, WAIT)
+        .expect("write after n3 joined");
     // Each write was applied on the node it went through before it returned.
     let last = nodes
         .iter()
