@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use crossbeam_channel::{never, select, Receiver, Sender};
 
-use super::apply::{ApplyTask, TakenSnapshot};
+use super::apply::{ApplyTask, Placement, TakenSnapshot};
 use super::config::NodeConfig;
 use super::envelope;
 use super::error::NodeError;
@@ -1250,18 +1250,24 @@ impl<S: StateMachine> WaitLoop<S> {
                 self.apply.send(ApplyTask::Restore(chunks));
             }
         }
+        // One task for all of this ready's placements (a leader places each of its own
+        // proposals: one per entry), ahead of the entries that may apply them.
+        let mut placements = Vec::new();
         for placed in ready.forwarded.drain(..) {
             // A refusal (the node we forwarded to no longer leads) leaves the proposal
             // unplaced: it is sent again when a leader is known.
             if let Some((index, term)) = placed.placed {
                 if self.unplaced.remove(&placed.request_id).is_some() {
-                    self.apply.send(ApplyTask::Placed {
+                    placements.push(Placement {
                         request_id: placed.request_id,
                         index,
                         term,
                     });
                 }
             }
+        }
+        if !placements.is_empty() {
+            self.apply.send(ApplyTask::Placed(placements));
         }
         if !ready.committed.is_empty() {
             self.apply
