@@ -194,6 +194,93 @@ fn propose_batch_answers_each_proposal() {
     stop(&nodes);
 }
 
+/// Batches of commands of mixed sizes (empty ones too) from two threads at once, on the
+/// leader and on a follower: the runtime envelopes each batch into one shared buffer and
+/// hands the leader's placements to the apply thread a ready at a time; every ticket
+/// still gets its own command back, in submission order per submitter, and every node
+/// applies the same commands.
+#[test]
+fn concurrent_batches_of_mixed_sizes_answer_each_ticket_with_its_own_command() {
+    let net = ChannelNetwork::new();
+    let nodes = cluster(&net, 3);
+    let leader = nodes[0].wait_for_leader(T).unwrap();
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    let writers: Vec<_> = [leader, follower]
+        .into_iter()
+        .map(|id| {
+            let n = node(&nodes, id).clone();
+            std::thread::spawn(move || {
+                let mut s = n.submitter().with_in_flight_max(512);
+                let mut sent: BTreeMap<Ticket, Vec<u8>> = BTreeMap::new();
+                let mut done = Vec::new();
+                for round in 0..40u32 {
+                    let batch: Vec<Vec<u8>> = (0..100u32)
+                        .map(|k| {
+                            let len = ((round * 100 + k) % 7) as usize * 30;
+                            let mut c = vec![id as u8; len];
+                            c.extend_from_slice(&(round * 100 + k).to_le_bytes()[..len.min(4)]);
+                            c
+                        })
+                        .collect();
+                    loop {
+                        match s.submit_batch(batch.clone()) {
+                            Ok(tickets) => {
+                                sent.extend(tickets.into_iter().zip(batch));
+                                break;
+                            }
+                            Err(NodeError::Busy) => {
+                                s.drain_timeout(&mut done, T);
+                            }
+                            Err(e) => panic!("n{id}: submit_batch: {e}"),
+                        }
+                    }
+                    s.try_drain(&mut done);
+                }
+                drain_all(&mut s, &mut done);
+                assert_eq!(done.len(), sent.len(), "n{id}: each ticket answered once");
+                let mut previous = None;
+                for (ticket, result) in &done {
+                    let response = result.as_ref().expect("a stable leader applies all");
+                    assert_eq!(response, &sent[ticket], "n{id}: the ticket's own command");
+                    assert!(previous < Some(*ticket), "n{id}: submission order");
+                    previous = Some(*ticket);
+                }
+                sent.len()
+            })
+        })
+        .collect();
+    let total: usize = writers.into_iter().map(|w| w.join().unwrap()).sum();
+    assert_eq!(total, 2 * 40 * 100);
+    // Every node applies the start write and every command (followers may lag a little).
+    let deadline = Instant::now() + T;
+    let applied: Vec<Vec<Vec<u8>>> = nodes
+        .iter()
+        .map(|n| loop {
+            let applied = n.read_stale(|sm| sm.applied.clone());
+            if applied.len() > total {
+                break applied;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "n{} applied {}",
+                n.id(),
+                applied.len()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        })
+        .collect();
+    assert_eq!(
+        applied[0].len(),
+        1 + total,
+        "the start write and every command"
+    );
+    assert!(
+        applied.iter().all(|a| *a == applied[0]),
+        "same commands everywhere"
+    );
+    stop(&nodes);
+}
+
 /// Submitters on every node keep writing while the leader is stopped: every ticket is
 /// answered exactly once (applied, or an error saying it did not take effect, or
 /// `Stopped` on the stopped node), and nothing waits past the deadline.

@@ -18,18 +18,23 @@ use super::snapshot;
 use super::state_machine::StateMachine;
 use crate::types::{Entry, EntryKind, LogIndex, Term};
 
+/// This node's proposal `request_id`, placed by the leader of `term` at `index`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Placement {
+    pub(crate) request_id: u64,
+    pub(crate) index: LogIndex,
+    pub(crate) term: Term,
+}
+
 /// Work for the apply thread, in log order.
 pub(crate) enum ApplyTask {
     /// Committed entries, in order.
     Entries(Vec<Entry>),
-    /// The leader of `term` placed this node's proposal `request_id` at `index`: if a
-    /// different entry ends up applied there, or an entry of a later term is applied at or
-    /// below `index`, the proposal was dropped.
-    Placed {
-        request_id: u64,
-        index: LogIndex,
-        term: Term,
-    },
+    /// Placements, in the order the protocol reported them (one task per `Ready`, not
+    /// one per proposal): the leader of `term` placed this node's proposal `request_id`
+    /// at `index`. If a different entry ends up applied there, or an entry of a later
+    /// term is applied at or below `index`, the proposal was dropped.
+    Placed(Vec<Placement>),
     /// Replace the state with a snapshot received from the leader, now the log's stored
     /// one, read as a stream from storage (a file for a log that keeps them in files).
     Restore(Arc<dyn crate::SnapshotChunks>),
@@ -163,16 +168,19 @@ impl<S: StateMachine> Applier<S> {
             ApplyTask::Restore(chunks) => self.restore(chunks),
             ApplyTask::TakeSnapshot => self.maybe_snapshot(true),
             ApplyTask::SnapshotStored { size_bytes } => self.stored_snapshot_bytes = size_bytes,
-            ApplyTask::Placed {
-                request_id,
-                index,
-                term,
-            } => {
-                if index <= self.applied || term < self.applied_term {
-                    // Applied there was another entry, or will be (see `placed`).
-                    self.answer(request_id, Err(NodeError::Dropped));
-                } else {
-                    self.placed.insert(index, (request_id, term));
+            ApplyTask::Placed(placements) => {
+                for Placement {
+                    request_id,
+                    index,
+                    term,
+                } in placements
+                {
+                    if index <= self.applied || term < self.applied_term {
+                        // Applied there was another entry, or will be (see `placed`).
+                        self.answer(request_id, Err(NodeError::Dropped));
+                    } else {
+                        self.placed.insert(index, (request_id, term));
+                    }
                 }
             }
         }
@@ -462,11 +470,11 @@ mod tests {
     }
 
     fn placed(request_id: u64, index: LogIndex, term: Term) -> ApplyTask {
-        ApplyTask::Placed {
+        ApplyTask::Placed(vec![Placement {
             request_id,
             index,
             term,
-        }
+        }])
     }
 
     fn answered(rx: &ReplyReceiver<KvResponse<u32>>) -> Option<Result<KvResponse<u32>, NodeError>> {

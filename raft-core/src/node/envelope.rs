@@ -19,6 +19,30 @@ pub(crate) fn wrap(origin: u64, request_id: u64, command: &[u8]) -> Bytes {
     b.freeze()
 }
 
+/// Wraps each of `commands` (request id, command) as [`wrap`] does, all into one buffer
+/// that the results share: one allocation for the batch instead of one (and a second
+/// at the first clone) per command. The buffer lives until the last result is dropped.
+pub(crate) fn wrap_batch(origin: u64, commands: &[(u64, Bytes)]) -> Vec<Bytes> {
+    let total = commands.iter().map(|(_, c)| ENVELOPE_BYTES + c.len()).sum();
+    let mut b = BytesMut::with_capacity(total);
+    for (request_id, command) in commands {
+        b.put_u64_le(origin);
+        b.put_u64_le(*request_id);
+        b.put_slice(command);
+    }
+    let buffer = b.freeze();
+    let mut at = 0;
+    commands
+        .iter()
+        .map(|(_, c)| {
+            let end = at + ENVELOPE_BYTES + c.len();
+            let one = buffer.slice(at..end);
+            at = end;
+            one
+        })
+        .collect()
+}
+
 /// Splits an entry's data into (origin, request id) and the command. `None` for data too
 /// short to hold an envelope (not written by this runtime).
 pub(crate) fn unwrap(data: &[u8]) -> Option<(u64, u64, &[u8])> {
@@ -39,5 +63,20 @@ mod tests {
         let w = wrap(7, 9, b"cmd");
         assert_eq!(unwrap(&w), Some((7, 9, &b"cmd"[..])));
         assert_eq!(unwrap(b"short"), None);
+    }
+
+    #[test]
+    fn a_batch_wraps_each_command_as_wrap_does() {
+        let commands = vec![
+            (3, Bytes::from_static(b"one")),
+            (4, Bytes::new()),
+            (5, Bytes::from(vec![9; 300])),
+        ];
+        let wrapped = wrap_batch(7, &commands);
+        assert_eq!(wrapped.len(), 3);
+        for ((id, c), w) in commands.iter().zip(&wrapped) {
+            assert_eq!(*w, wrap(7, *id, c));
+        }
+        assert!(wrap_batch(7, &[]).is_empty());
     }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use crossbeam_channel::{never, select, Receiver, Sender};
 
-use super::apply::{ApplyTask, TakenSnapshot};
+use super::apply::{ApplyTask, Placement, TakenSnapshot};
 use super::config::NodeConfig;
 use super::envelope;
 use super::error::NodeError;
@@ -719,8 +719,9 @@ impl<S: StateMachine> WaitLoop<S> {
             } => self.on_propose(request_id, &command, Instant::now()),
             Request::ProposeBatch { commands } => {
                 let now = Instant::now();
-                for (request_id, command) in commands {
-                    self.on_propose(request_id, &command, now);
+                let wrapped = envelope::wrap_batch(self.shared.origin, &commands);
+                for ((request_id, _), data) in commands.iter().zip(wrapped) {
+                    self.on_propose_wrapped(*request_id, data, now);
                 }
             }
             Request::Read { reply, deadline } => {
@@ -759,8 +760,13 @@ impl<S: StateMachine> WaitLoop<S> {
 
     /// A new proposal from a handle: queue it as unplaced and send it.
     fn on_propose(&mut self, request_id: u64, command: &[u8], now: Instant) {
-        self.counters.proposals += 1;
         let data = envelope::wrap(self.shared.origin, request_id, command);
+        self.on_propose_wrapped(request_id, data, now);
+    }
+
+    /// [`WaitLoop::on_propose`] of a command already wrapped in its envelope.
+    fn on_propose_wrapped(&mut self, request_id: u64, data: Bytes, now: Instant) {
+        self.counters.proposals += 1;
         self.unplaced.insert(request_id, (data, None));
         self.send_proposal(request_id, now);
     }
@@ -1244,18 +1250,24 @@ impl<S: StateMachine> WaitLoop<S> {
                 self.apply.send(ApplyTask::Restore(chunks));
             }
         }
+        // One task for all of this ready's placements (a leader places each of its own
+        // proposals: one per entry), ahead of the entries that may apply them.
+        let mut placements = Vec::new();
         for placed in ready.forwarded.drain(..) {
             // A refusal (the node we forwarded to no longer leads) leaves the proposal
             // unplaced: it is sent again when a leader is known.
             if let Some((index, term)) = placed.placed {
                 if self.unplaced.remove(&placed.request_id).is_some() {
-                    self.apply.send(ApplyTask::Placed {
+                    placements.push(Placement {
                         request_id: placed.request_id,
                         index,
                         term,
                     });
                 }
             }
+        }
+        if !placements.is_empty() {
+            self.apply.send(ApplyTask::Placed(placements));
         }
         if !ready.committed.is_empty() {
             self.apply
