@@ -64,6 +64,7 @@ mod reply;
 mod shared;
 mod snapshot;
 mod snapshot_reader;
+mod snapshot_store;
 mod state_machine;
 mod status;
 mod submitter;
