@@ -3,8 +3,11 @@
 //! included), joint changes, and every refusal with what it says. Every wait is on a
 //! condition with a deadline: these must pass on a loaded 2-core machine.
 
+mod wait;
+
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use wait::wait_until;
 
 use raft_core::node::{ChannelNetwork, Event, KvStore, Node, NodeConfig, NodeError};
 use raft_core::protocol::membership::MembershipError;
@@ -44,18 +47,10 @@ fn start_cluster(net: &ChannelNetwork) -> Vec<Node<Kv>> {
         .collect()
 }
 
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + T;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 /// The leader among `nodes` once exactly one claims it and every one agrees.
 fn leader_of<'a>(nodes: &[&'a Node<Kv>]) -> &'a Node<Kv> {
     let mut found = None;
-    wait_until("the nodes agree on a leader", || {
+    wait_until(T, "the nodes agree on a leader", || {
         let statuses: Vec<_> = nodes.iter().map(|n| n.status()).collect();
         let leaders: BTreeSet<_> = statuses.iter().map(|s| s.leader).collect();
         let claiming: Vec<_> = statuses.iter().filter(|s| s.role == Role::Leader).collect();
@@ -114,7 +109,7 @@ fn add_learner_catch_up_promote_then_the_new_voter_serves() {
     assert!(m.index >= index);
     leader.promote_caught_up(4, 0, T).unwrap();
     let mut seen = Vec::new();
-    wait_until("the leader reports the promotion committed", || {
+    wait_until(T, "the leader reports the promotion committed", || {
         while let Ok(e) = events.try_recv() {
             if let Event::MembershipChanged {
                 membership,
@@ -140,12 +135,16 @@ fn add_learner_catch_up_promote_then_the_new_voter_serves() {
         "{seen:?}"
     );
     let everyone: Vec<&Node<Kv>> = nodes.iter().chain([&n4]).collect();
-    wait_until("every node has the 4-voter configuration committed", || {
-        everyone.iter().all(|n| {
-            let m = n.membership();
-            m.voters == set(&[1, 2, 3, 4]) && !m.pending
-        })
-    });
+    wait_until(
+        T,
+        "every node has the 4-voter configuration committed",
+        || {
+            everyone.iter().all(|n| {
+                let m = n.membership();
+                m.voters == set(&[1, 2, 3, 4]) && !m.pending
+            })
+        },
+    );
     // n4 counts now: with one original follower down, the leader needs n4's
     // acknowledgement for 3 of 4.
     let follower = nodes.iter().find(|n| n.id() != leader.id()).unwrap();
@@ -167,7 +166,7 @@ fn a_follower_refuses_with_the_leaders_id() {
     let all: Vec<&Node<Kv>> = nodes.iter().collect();
     let leader = leader_of(&all);
     let follower = all.iter().find(|n| n.id() != leader.id()).unwrap();
-    wait_until("the follower knows the leader", || {
+    wait_until(T, "the follower knows the leader", || {
         follower.status().leader == Some(leader.id())
     });
     match follower.add_learner(4, "127.0.0.1:1", T) {
@@ -268,12 +267,16 @@ fn a_second_change_while_one_is_pending_is_refused() {
         .copied()
         .filter(|n| n.id() != leader.id())
         .collect();
-    wait_until("every node is back to the committed configuration", || {
-        all.iter().all(|n| {
-            let m = n.membership();
-            !m.pending && m.learners.is_empty()
-        })
-    });
+    wait_until(
+        T,
+        "every node is back to the committed configuration",
+        || {
+            all.iter().all(|n| {
+                let m = n.membership();
+                !m.pending && m.learners.is_empty()
+            })
+        },
+    );
     leader_of(&rest);
     stop_all(&all);
 }
@@ -292,7 +295,7 @@ fn removing_the_leader_hands_over_to_the_remaining_voters() {
     let rest: Vec<&Node<Kv>> = all.iter().copied().filter(|n| n.id() != old.id()).collect();
     let new = leader_of(&rest);
     assert_ne!(new.id(), old.id());
-    wait_until("the removed leader steps down", || {
+    wait_until(T, "the removed leader steps down", || {
         !old.status().is_leader()
     });
     put(new, "after", "2");

@@ -1,8 +1,11 @@
 //! Runtime tests with real threads over the in-process channel transport. Every wait is
 //! on a condition with a deadline: these must pass on a loaded 2-core machine.
 
+mod wait;
+
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
+use wait::wait_until;
 
 use raft_core::node::{
     ChannelNetwork, ClusterState, Event, KvCommand, KvResponse, KvStore, Node, NodeConfig,
@@ -36,18 +39,10 @@ fn start_cluster(net: &ChannelNetwork, n: u64) -> Vec<Node<Kv>> {
         .collect()
 }
 
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + T;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 /// The single leader all running nodes agree on.
 fn agreed_leader(nodes: &[&Node<Kv>]) -> NodeId {
     let mut leader = 0;
-    wait_until("all nodes agree on one leader", || {
+    wait_until(T, "all nodes agree on one leader", || {
         let statuses: Vec<_> = nodes.iter().map(|n| n.status()).collect();
         let leaders: BTreeSet<_> = statuses.iter().map(|s| s.leader).collect();
         let n_leaders = statuses.iter().filter(|s| s.role == Role::Leader).count();
@@ -125,7 +120,7 @@ fn writes_through_any_node_apply_everywhere_in_the_same_order() {
             .unwrap();
     }
     // Every node applies the same sequence: compare the applied logs via events-free state.
-    wait_until("all nodes applied every write", || {
+    wait_until(T, "all nodes applied every write", || {
         nodes.iter().all(|n| n.read_stale(|kv| kv.len()) == 30)
     });
     let first = contents(&nodes[0]);
@@ -193,7 +188,7 @@ fn a_restarted_node_resumes_from_its_log_and_replays_committed_entries() {
             .put_with_retry(format!("k{i}"), "v".into(), T)
             .unwrap();
     }
-    wait_until("node 3 applied all", || {
+    wait_until(T, "node 3 applied all", || {
         nodes[2].read_stale(|kv| kv.len()) == 5
     });
     nodes[2].stop();
@@ -210,7 +205,7 @@ fn a_restarted_node_resumes_from_its_log_and_replays_committed_entries() {
     let restarted = start(&net, 3, 3, log);
     let events = restarted.events();
     nodes[2] = restarted;
-    wait_until("the restarted node caught up", || {
+    wait_until(T, "the restarted node caught up", || {
         nodes[2].read_stale(|kv| kv.len()) == 50
     });
     assert_eq!(contents(&nodes[2]), contents(&nodes[0]));
@@ -236,7 +231,7 @@ fn a_node_kept_down_rebuilds_its_log_from_nothing() {
     }
     // It comes back with an empty log (the original's ephemeral storage).
     nodes[1] = start(&net, 2, 3, Box::new(MemLog::new()));
-    wait_until("the empty node rebuilt its log", || {
+    wait_until(T, "the empty node rebuilt its log", || {
         nodes[1].read_stale(|kv| kv.len()) == 200
     });
     assert_eq!(contents(&nodes[1]), contents(&nodes[0]));
@@ -312,7 +307,7 @@ fn a_node_that_cannot_find_its_cluster_reports_cluster_not_found() {
     let others: Vec<Node<Kv>> = (2..=3)
         .map(|id| start(&net, id, 3, Box::new(MemLog::new())))
         .collect();
-    wait_until("found the cluster late", || {
+    wait_until(T, "found the cluster late", || {
         node.status().cluster == ClusterState::Found
     });
     assert!(events

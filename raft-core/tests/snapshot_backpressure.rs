@@ -8,9 +8,12 @@
 //! Real threads, the in-process transport, and a log whose snapshot writer stalls in its
 //! writes for as long as the test says.
 
+mod wait;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use wait::wait_until;
 
 use raft_core::node::{ChannelNetwork, KvStore, Node, NodeConfig};
 use raft_core::{
@@ -198,14 +201,6 @@ fn start(net: &ChannelNetwork, id: NodeId, log: Box<dyn Log>) -> Node<Kv> {
         .unwrap()
 }
 
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + T;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 fn contents(node: &Node<Kv>) -> Vec<(String, String)> {
     node.read_stale(|kv| kv.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
 }
@@ -224,7 +219,7 @@ fn a_stalled_snapshot_writer_bounds_the_received_data_in_memory_and_the_cluster_
     }
     let leader = nodes[0].wait_for_leader(T).unwrap();
     let l = &nodes[(leader - 1) as usize];
-    wait_until("the leader's log is compacted", || {
+    wait_until(T, "the leader's log is compacted", || {
         let s = l.status();
         s.first_index > 10 && s.snapshot_index > 0
     });
@@ -246,6 +241,7 @@ fn a_stalled_snapshot_writer_bounds_the_received_data_in_memory_and_the_cluster_
     let n3 = &nodes[2];
     // Without the bound the whole snapshot would pile up in memory instead.
     wait_until(
+        T,
         "n3 defers snapshot chunks (or holds more than the bound)",
         || {
             let c = n3.status().counters;
@@ -269,7 +265,7 @@ fn a_stalled_snapshot_writer_bounds_the_received_data_in_memory_and_the_cluster_
     // and so do the leader's heartbeats (n3 keeps taking messages).
     let stalled_at = n3.status();
     let election_ticks = u64::from(config(3).protocol.election_timeout_ticks);
-    wait_until("five election timeouts pass on n3", || {
+    wait_until(T, "five election timeouts pass on n3", || {
         n3.status().ticks >= stalled_at.ticks + 5 * election_ticks
     });
     let during = n3.status();
@@ -291,13 +287,13 @@ fn a_stalled_snapshot_writer_bounds_the_received_data_in_memory_and_the_cluster_
     );
 
     disk.set_paused(false);
-    wait_until("n3 restored the snapshot and caught up", || {
+    wait_until(T, "n3 restored the snapshot and caught up", || {
         n3.read_stale(|kv| kv.len()) == VALUES
     });
     nodes[0]
         .put_with_retry("after".into(), "the stall".into(), T)
         .unwrap();
-    wait_until("every node applied the last write", || {
+    wait_until(T, "every node applied the last write", || {
         nodes
             .iter()
             .all(|n| n.read_stale(|kv| kv.len()) == VALUES + 1)

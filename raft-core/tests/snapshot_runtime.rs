@@ -1,6 +1,9 @@
 //! Snapshots and log compaction in the runtime (in-process transport, real threads).
 
-use std::time::{Duration, Instant};
+mod wait;
+
+use std::time::Duration;
+use wait::wait_until;
 
 use raft_core::node::{ChannelNetwork, KvStore, Node, NodeConfig};
 use raft_core::{Log, MemLog, NodeId};
@@ -25,14 +28,6 @@ fn start(net: &ChannelNetwork, id: NodeId, log: Box<dyn Log>) -> Node<Kv> {
         .unwrap()
 }
 
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + T;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 fn contents(node: &Node<Kv>) -> Vec<(String, String)> {
     node.read_stale(|kv| kv.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
 }
@@ -46,7 +41,7 @@ fn a_follower_behind_the_compacted_log_catches_up_by_snapshot_and_the_log_stays_
     nodes[0]
         .put_with_retry("first".into(), "1".into(), T)
         .unwrap();
-    wait_until("n3 has the first write", || {
+    wait_until(T, "n3 has the first write", || {
         nodes[2].read_stale(|kv| kv.len()) == 1
     });
     // n3 goes away with its log; the cluster writes far past the compaction point.
@@ -63,13 +58,13 @@ fn a_follower_behind_the_compacted_log_catches_up_by_snapshot_and_the_log_stays_
     // Compaction keeps the log bounded: at most snapshot_after_entries (stretched by up
     // to SNAPSHOT_STRETCH_PERCENT_MAX) + trailing
     // entries (+ what arrived since the last snapshot).
-    wait_until("the leader's log is compacted", || {
+    wait_until(T, "the leader's log is compacted", || {
         let s = l.status();
         s.last_index > 1000 && s.last_index + 1 - s.first_index <= 150 + 20 + 1
     });
     // n3 comes back with its old log: its next entry was compacted away.
     nodes[2] = start(&net, 3, n3_log);
-    wait_until("n3 caught up by snapshot", || {
+    wait_until(T, "n3 caught up by snapshot", || {
         nodes[2].read_stale(|kv| kv.len()) == 1001
     });
     assert_eq!(contents(&nodes[2]), contents(&nodes[0]));
@@ -85,13 +80,13 @@ fn a_follower_behind_the_compacted_log_catches_up_by_snapshot_and_the_log_stays_
         n3_first > n3_last + 1,
         "n3's log was compacted by the snapshot ({n3_first})"
     );
-    wait_until("n3 restored from its snapshot", || {
+    wait_until(T, "n3 restored from its snapshot", || {
         nodes[2].read_stale(|kv| kv.len()) == 1001
     });
     nodes[2]
         .put_with_retry("after".into(), "restart".into(), T)
         .unwrap();
-    wait_until("all applied the last write", || {
+    wait_until(T, "all applied the last write", || {
         nodes.iter().all(|n| n.read_stale(|kv| kv.len()) == 1002)
     });
     for n in &nodes {
@@ -116,7 +111,7 @@ fn manual_snapshot_compacts_and_a_restart_resumes_from_it() {
         node.put_with_retry(format!("k{i}"), "v".into(), T).unwrap();
     }
     node.snapshot_now().unwrap();
-    wait_until("the snapshot is stored", || {
+    wait_until(T, "the snapshot is stored", || {
         node.status().snapshot_index >= 51
     });
     node.stop();
