@@ -3,18 +3,16 @@
 //! included), joint changes, and every refusal with what it says. Every wait is on a
 //! condition with a deadline: these must pass on a loaded 2-core machine.
 
-mod wait;
+mod support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
-use wait::wait_until;
+use support::{start_kv, wait_until, Kv};
 
-use raft_core::node::{ChannelNetwork, Event, KvStore, Node, NodeConfig, NodeError};
+use raft_core::node::{ChannelNetwork, Event, Node, NodeConfig, NodeError};
 use raft_core::protocol::membership::MembershipError;
 use raft_core::protocol::ProposeError;
 use raft_core::{Log, MemLog, NodeId, Role};
-
-type Kv = KvStore<String, String>;
 
 const T: Duration = Duration::from_secs(20);
 
@@ -30,15 +28,10 @@ fn start_tuned(
     log: Box<dyn Log>,
     tune: impl Fn(&mut NodeConfig),
 ) -> Result<Node<Kv>, NodeError> {
-    let _ = env_logger::builder().is_test(true).try_init();
     let mut c = NodeConfig::new(id, 1..=3);
     c.join_attempt_interval_ms = 2_000;
     tune(&mut c);
-    Node::builder(c)
-        .boxed_log(log)
-        .transport(net.transport(id))
-        .state_machine(Kv::new())
-        .start()
+    start_kv(net, c, log)
 }
 
 fn start_cluster(net: &ChannelNetwork) -> Vec<Node<Kv>> {

@@ -1,19 +1,17 @@
 //! Runtime tests with real threads over the in-process channel transport. Every wait is
 //! on a condition with a deadline: these must pass on a loaded 2-core machine.
 
-mod wait;
+mod support;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
-use wait::wait_until;
+use support::{contents, start_kv, wait_until, Kv};
 
 use raft_core::node::{
     ChannelNetwork, ClusterState, Event, KvCommand, KvResponse, KvStore, Node, NodeConfig,
     NodeError, StateMachine,
 };
 use raft_core::{Log, MemLog, NodeId, Role};
-
-type Kv = KvStore<String, String>;
 
 const T: Duration = Duration::from_secs(20);
 
@@ -24,16 +22,10 @@ fn config(id: NodeId, n: u64) -> NodeConfig {
 }
 
 fn start(net: &ChannelNetwork, id: NodeId, n: u64, log: Box<dyn Log>) -> Node<Kv> {
-    Node::builder(config(id, n))
-        .boxed_log(log)
-        .transport(net.transport(id))
-        .state_machine(Kv::new())
-        .start()
-        .unwrap()
+    start_kv(net, config(id, n), log).unwrap()
 }
 
 fn start_cluster(net: &ChannelNetwork, n: u64) -> Vec<Node<Kv>> {
-    let _ = env_logger::builder().is_test(true).try_init();
     (1..=n)
         .map(|id| start(net, id, n, Box::new(MemLog::new())))
         .collect()
@@ -61,10 +53,6 @@ fn stop_all(nodes: &[Node<Kv>]) {
     for n in nodes {
         n.stop();
     }
-}
-
-fn contents(node: &Node<Kv>) -> Vec<(String, String)> {
-    node.read_stale(|kv| kv.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
 }
 
 #[test]

@@ -8,20 +8,19 @@
 //! Real threads, the in-process transport, and a log whose snapshot writer stalls in its
 //! writes for as long as the test says.
 
-mod wait;
+mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
-use wait::wait_until;
+use support::{contents, start_kv, wait_until, Kv};
 
-use raft_core::node::{ChannelNetwork, KvStore, Node, NodeConfig};
+use raft_core::node::{ChannelNetwork, Node, NodeConfig};
 use raft_core::{
     Entry, HardState, Log, LogIndex, MemLog, NodeId, Role, Snapshot, SnapshotMeta, SnapshotWriter,
     StorageError, Term, WrittenSnapshot,
 };
 
-type Kv = KvStore<String, String>;
 const T: Duration = Duration::from_secs(60);
 /// The receive buffer's limit in this test.
 const BUFFER_BYTES: u64 = 256 * 1024;
@@ -192,17 +191,7 @@ fn config(id: NodeId) -> NodeConfig {
 }
 
 fn start(net: &ChannelNetwork, id: NodeId, log: Box<dyn Log>) -> Node<Kv> {
-    let _ = env_logger::builder().is_test(true).try_init();
-    Node::builder(config(id))
-        .boxed_log(log)
-        .transport(net.transport(id))
-        .state_machine(Kv::new())
-        .start()
-        .unwrap()
-}
-
-fn contents(node: &Node<Kv>) -> Vec<(String, String)> {
-    node.read_stale(|kv| kv.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+    start_kv(net, config(id), log).unwrap()
 }
 
 #[test]

@@ -1,14 +1,13 @@
 //! Snapshots and log compaction in the runtime (in-process transport, real threads).
 
-mod wait;
+mod support;
 
 use std::time::Duration;
-use wait::wait_until;
+use support::{contents, start_kv, wait_until, Kv};
 
-use raft_core::node::{ChannelNetwork, KvStore, Node, NodeConfig};
+use raft_core::node::{ChannelNetwork, Node, NodeConfig};
 use raft_core::{Log, MemLog, NodeId};
 
-type Kv = KvStore<String, String>;
 const T: Duration = Duration::from_secs(30);
 
 fn config(id: NodeId) -> NodeConfig {
@@ -19,17 +18,7 @@ fn config(id: NodeId) -> NodeConfig {
 }
 
 fn start(net: &ChannelNetwork, id: NodeId, log: Box<dyn Log>) -> Node<Kv> {
-    let _ = env_logger::builder().is_test(true).try_init();
-    Node::builder(config(id))
-        .boxed_log(log)
-        .transport(net.transport(id))
-        .state_machine(Kv::new())
-        .start()
-        .unwrap()
-}
-
-fn contents(node: &Node<Kv>) -> Vec<(String, String)> {
-    node.read_stale(|kv| kv.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+    start_kv(net, config(id), log).unwrap()
 }
 
 #[test]
