@@ -17,7 +17,8 @@
 # Environment: ROUNDS (default 4), REQUESTS (2000), VALUE_BYTES (50000), CLIENTS (8),
 #              BASE_PORT (17301), RAFT_KV (target/release/raft-kv), KEEP=1 keeps WORKDIR,
 #              PERSISTENT=0 runs the same on in-memory logs (the A/B control: what the
-#              disk costs), ENCRYPT=0 without encryption.
+#              disk costs), ENCRYPT=0 without encryption, SNAPSHOT_AFTER=N sets the
+#              config's snapshot_after_entries (default: what `raft-kv init` writes).
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-4}
@@ -98,6 +99,9 @@ if [[ "$PERSISTENT" == 1 ]]; then flags+=(--persistent); else flags+=(--ephemera
 if [[ "$ENCRYPT" == 1 ]]; then flags+=(--encrypt); else flags+=(--no-encrypt); fi
 "$BIN" init --non-interactive --cluster-name measure --nodes 3 "${flags[@]}" \
     --base-port "$BASE_PORT" --out "$CFG" >/dev/null
+if [[ -n "${SNAPSHOT_AFTER:-}" ]]; then
+    sed -i "s/^snapshot_after_entries = .*/snapshot_after_entries = $SNAPSHOT_AFTER/" "$CFG"
+fi
 for id in 1 2 3; do start_node "$id"; done
 leader=$(wait_leader)
 log "cluster up in $DIR, leader node$leader; $(uptime)"

@@ -46,6 +46,7 @@
 
 mod durable;
 mod marker;
+mod reaper;
 mod record;
 mod sled_log;
 mod snapfile;

@@ -12,6 +12,7 @@ use raft_core::{Entry, HardState, Log, LogIndex, NodeId, SnapshotMeta, StorageEr
 
 use crate::durable::SledFiles;
 use crate::marker::{Mark, SyncMarker};
+use crate::reaper::Reaper;
 use crate::record::{
     chunk_count, decode_meta, encode_meta, encode_record, parse_record_key, record_bytes,
     record_key, ByteBudget, Owner, Record, State, StateV2, CHUNK_BYTES_MAX, FORMAT_VERSION,
@@ -225,6 +226,9 @@ pub struct SledLog {
     /// current anyway (a failed `fdatasync` says nothing about what reached the disk), so
     /// their files stay until a sync completes. Empty but after storage failures.
     uncertain_snapshots: Vec<SnapshotRef>,
+    /// Deletes dropped snapshot files and value log segments off the syncing thread
+    /// (after the open, whose clean-up runs in place).
+    reaper: Reaper,
 }
 
 impl fmt::Debug for SledLog {
@@ -343,6 +347,7 @@ impl SledLog {
         let files = SledFiles::open(&dir).map_err(|e| io_err("cannot sync", &dir, e))?;
         let (marker, mark_on_open) = SyncMarker::open(&dir)
             .map_err(|e| io_err("cannot open the sync marker in", &dir, e))?;
+        let reaper = Reaper::start(options.node_id);
         let mut log = Self {
             dir,
             db,
@@ -366,6 +371,7 @@ impl SledLog {
             snapshot_file: None,
             pending_snapshot: None,
             uncertain_snapshots: Vec::new(),
+            reaper,
         };
         let format_version = log.check_owner()?;
         log.restore(format_version)?;
@@ -417,6 +423,14 @@ impl SledLog {
     /// Storage failure.
     pub fn size_on_disk_bytes(&self) -> Result<u64, StorageError> {
         self.db.size_on_disk().map_err(sled_err)
+    }
+
+    /// Waits until every file this log dropped so far (snapshot files it replaced,
+    /// value log segments compaction emptied) is deleted. They are deleted on a thread of
+    /// the log's own, `raft-reaper-n<id>`, so that unlinking hundreds of MB never holds
+    /// up a sync; call this before measuring the disk.
+    pub fn wait_removals(&self) {
+        self.reaper.remover().flush();
     }
 
     /// Bytes of the snapshot files on disk (the current one, the one before it, and a
@@ -567,12 +581,14 @@ impl SledLog {
                 ),
             ));
         }
-        self.snapshots = Some(SnapshotDir::open(
+        let mut snapshots = SnapshotDir::open(
             &self.dir,
             self.options.node_id,
             self.options.sync_mode == SyncMode::Fdatasync,
             state.snapshot_file.as_ref(),
-        )?);
+        )?;
+        snapshots.set_remover(self.reaper.remover());
+        self.snapshots = Some(snapshots);
         self.snapshot_file = state.snapshot_file;
         self.seq = state.seq;
         self.hard_state = state.hard_state;
@@ -688,6 +704,7 @@ impl SledLog {
         }
         // Only now that no stored record names them may unreferenced segments go.
         values.remove_unreferenced();
+        values.set_remover(self.reaper.remover());
         self.values = Some(values);
         Ok(())
     }
@@ -1480,6 +1497,71 @@ mod format_tests {
 mod tests {
     use super::*;
     use raft_core::EntryKind;
+
+    impl SledLog {
+        /// Deletes dropped files through `reaper` from now on.
+        fn use_reaper(&mut self, reaper: Reaper) {
+            if let Some(values) = self.values.as_mut() {
+                values.set_remover(reaper.remover());
+            }
+            if let Some(snapshots) = self.snapshots.as_mut() {
+                snapshots.set_remover(reaper.remover());
+            }
+            self.reaper = reaper;
+        }
+    }
+
+    /// Issue 18: a sync unlinked the files it dropped itself, on the node's WaitLoop:
+    /// with 1 GB of state, value log segments that compaction emptied and the snapshot
+    /// file an adoption replaced took ~180 ms to unlink, and writes stalled up to 328 ms
+    /// (past raft-kv's election timeout). With the reaper thread held, the syncs return
+    /// and every dropped file is still there; released, they go.
+    #[test]
+    fn dropped_files_are_deleted_off_the_syncing_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = SledLogOptions::new("c", 1);
+        o.sync_mode = SyncMode::FlushOnly;
+        o.value_log_segment_bytes = 1 << 20;
+        let mut log = SledLog::open_with(dir.path(), o).unwrap();
+        let (reaper, gate) = Reaper::start_gated(1);
+        log.use_reaper(reaper);
+        let count = |sub: &str| std::fs::read_dir(dir.path().join(sub)).unwrap().count();
+        for i in 1..=20 {
+            log.append(&[big(i, 300_000)]).unwrap();
+            log.sync().unwrap();
+        }
+        let segments = count(crate::vlog::VALUE_DIR);
+        assert!(segments >= 5, "{segments} segments of 1 MiB for 6 MB");
+        let snap = |index: LogIndex| raft_core::Snapshot {
+            meta: SnapshotMeta::at(index, 1),
+            data: bytes::Bytes::from(vec![index as u8; 100_000]),
+        };
+        for index in [5, 10, 18] {
+            log.save_snapshot(&snap(index)).unwrap();
+            log.sync().unwrap();
+        }
+        log.compact(SnapshotMeta::at(18, 1)).unwrap();
+        log.sync().unwrap();
+        assert_eq!(
+            count(crate::vlog::VALUE_DIR),
+            segments,
+            "a sync deleted a segment"
+        );
+        assert_eq!(count("snapshots"), 3, "a sync deleted a snapshot file");
+        gate.send(()).unwrap();
+        log.wait_removals();
+        assert!(
+            count(crate::vlog::VALUE_DIR) < segments,
+            "no segment was dropped"
+        );
+        assert_eq!(
+            count("snapshots"),
+            2,
+            "the current snapshot and the one before"
+        );
+        assert_eq!(log.snapshot().unwrap(), Some(snap(18)));
+        assert_eq!(log.entries(19, 21, u64::MAX).unwrap().len(), 2);
+    }
 
     fn big(index: LogIndex, len: usize) -> Entry {
         Entry {

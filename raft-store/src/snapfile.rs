@@ -38,6 +38,8 @@ use bytes::Bytes;
 use raft_core::{NodeId, Snapshot, SnapshotMeta, StorageError};
 use serde::{Deserialize, Serialize};
 
+use crate::reaper::Remover;
+
 /// The directory, under the log's, that holds the snapshot files.
 pub(crate) const SNAPSHOT_DIR: &str = "snapshots";
 const MAGIC: &[u8; 4] = b"RSNP";
@@ -114,6 +116,9 @@ pub(crate) struct SnapshotDir {
     next_id: Arc<AtomicU64>,
     /// Files a [`FileWriter`] wrote that the log has not adopted yet, by id.
     written: Arc<Mutex<BTreeMap<u64, SnapshotRef>>>,
+    /// Deletes dropped files: in place until the log hands over its reaper's
+    /// ([`SnapshotDir::set_remover`]), then on the reaper's thread.
+    remover: Remover,
 }
 
 /// Writes new snapshot files into a [`SnapshotDir`] from another thread (the runtime's
@@ -329,7 +334,7 @@ impl SnapshotDir {
     /// # Errors
     /// [`StorageError::Corrupt`] when the current snapshot is missing, damaged or not
     /// the one the state record names; [`StorageError::Io`] when the directory cannot
-    /// be read or cleaned.
+    /// be read. A file that cannot be removed is logged and left (it is not current).
     pub(crate) fn open(
         log_dir: &Path,
         node_id: NodeId,
@@ -358,6 +363,7 @@ impl SnapshotDir {
             durable,
             next_id: Arc::new(AtomicU64::new(max_id + 1)),
             written: Arc::default(),
+            remover: Remover::inline(node_id),
         };
         if let Some(current) = current {
             snapshots.verify(current)?;
@@ -385,7 +391,7 @@ impl SnapshotDir {
                     "n{node_id} removing {} (not the current snapshot or the one before it)",
                     snapshots.dir.join(&doomed).display()
                 );
-                snapshots.remove(&doomed)?;
+                snapshots.remove(&doomed);
                 removed = true;
             }
         }
@@ -415,13 +421,16 @@ impl SnapshotDir {
         self.dir.join(name)
     }
 
-    fn remove(&self, name: &str) -> Result<(), StorageError> {
-        let path = self.path(name);
-        match fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_err("cannot remove", &path, e)),
-        }
+    /// Deletes file `name` through the remover (see [`SnapshotDir::set_remover`]); a
+    /// failure is logged, and the file is removed by the next open.
+    fn remove(&self, name: &str) {
+        self.remover.remove(self.path(name));
+    }
+
+    /// Deletes dropped files through `remover` from now on: off the syncing thread, since
+    /// unlinking a snapshot of hundreds of MB takes tens of ms (see `reaper.rs`).
+    pub(crate) fn set_remover(&mut self, remover: Remover) {
+        self.remover = remover;
     }
 
     fn sync_dir(&self) -> Result<(), StorageError> {
@@ -578,23 +587,24 @@ impl SnapshotDir {
         )
     }
 
-    /// Removes every file (temporaries included) but those in `keep`.
+    /// Removes every file (temporaries included) but those in `keep`. A removed file
+    /// that a [`FileWriter`] wrote is no longer adoptable ([`SnapshotDir::take_written`])
+    /// from this moment, even while its deletion is still queued. The removals are not
+    /// synced: a file a crash brings back is not current, and the next open removes it.
     ///
     /// # Errors
-    /// [`StorageError::Io`] when the directory cannot be listed or a file removed.
+    /// [`StorageError::Io`] when the directory cannot be listed.
     pub(crate) fn remove_all_but(&mut self, keep: &[SnapshotRef]) -> Result<(), StorageError> {
-        let mut removed = false;
         for name in Self::list(&self.dir)? {
             let doomed = match name {
                 Name::Temp(id) => temp_name(id),
                 Name::Final(id) if keep.iter().any(|k| k.id == id) => continue,
-                Name::Final(id) => final_name(id),
+                Name::Final(id) => {
+                    self.written.lock().remove(&id);
+                    final_name(id)
+                }
             };
-            self.remove(&doomed)?;
-            removed = true;
-        }
-        if removed {
-            self.sync_dir()?;
+            self.remove(&doomed);
         }
         Ok(())
     }

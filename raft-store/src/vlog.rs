@@ -29,6 +29,8 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use raft_core::{LogIndex, NodeId, StorageError};
 
+use crate::reaper::Remover;
+
 /// The directory, under the log's, that holds the value log's segments.
 pub(crate) const VALUE_DIR: &str = "values";
 /// The first byte of a stored reference (a batch record starts with `RECORD_MAGIC`).
@@ -122,6 +124,9 @@ pub(crate) struct ValueLog {
     dir_dirty: bool,
     /// Stored references per segment.
     live: BTreeMap<u64, u64>,
+    /// Deletes dead segments: in place until the log hands over its reaper's
+    /// ([`ValueLog::set_remover`]), then on the reaper's thread.
+    remover: Remover,
 }
 
 fn io_err(what: &str, path: &Path, e: io::Error) -> StorageError {
@@ -181,7 +186,13 @@ impl ValueLog {
             next_seq,
             dir_dirty: false,
             live: BTreeMap::new(),
+            remover: Remover::inline(node_id),
         })
+    }
+
+    /// Deletes dead segments through `remover` from now on (off the syncing thread).
+    pub(crate) fn set_remover(&mut self, remover: Remover) {
+        self.remover = remover;
     }
 
     /// Counts a stored reference into segment `seq`.
@@ -190,8 +201,8 @@ impl ValueLog {
     }
 
     /// Uncounts a stored reference (the sled batch removing it is durable); deletes the
-    /// segment when it was the last one and the segment is not being written. A failed
-    /// deletion is logged and retried by the next [`ValueLog::remove_unreferenced`].
+    /// segment when it was the last one and the segment is not being written (see
+    /// [`ValueLog::delete`]).
     pub(crate) fn drop_ref(&mut self, seq: u64) {
         let left = match self.live.get_mut(&seq) {
             Some(n) => {
@@ -229,25 +240,13 @@ impl ValueLog {
         }
     }
 
-    /// Deletes segment `seq`, which no stored record names. A failure only costs disk
-    /// until a later attempt: it is logged, and the segment stays listed so that
-    /// [`ValueLog::remove_unreferenced`] tries again.
+    /// Deletes segment `seq`, which no stored record names, through the remover: off
+    /// this thread once the log handed over its reaper. Nothing is synced for it: an
+    /// unreferenced segment that a crash brings back (or that could not be deleted) is
+    /// removed by the next open's [`ValueLog::remove_unreferenced`].
     fn delete(&mut self, seq: u64) {
-        let path = self.dir.join(name(seq));
-        match fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => {
-                log::warn!(
-                    "n{} cannot remove value log segment {}: {e}",
-                    self.node_id,
-                    path.display()
-                );
-                return;
-            }
-        }
         self.files.remove(&seq);
-        self.dir_dirty = true;
+        self.remover.remove(self.dir.join(name(seq)));
     }
 
     /// Appends `bytes` (one record) to the active segment, starting a new one when it is

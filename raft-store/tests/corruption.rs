@@ -458,6 +458,8 @@ fn value_log_records_survive_and_damage_is_refused() {
         );
         log.compact(raft_core::SnapshotMeta::at(38, 1)).unwrap();
         log.sync().unwrap();
+        // Deleted on the log's reaper thread, off the sync.
+        log.wait_removals();
         assert_eq!(
             segments(),
             1,
@@ -555,6 +557,7 @@ fn snapshot_files_reopen_and_damage_is_refused() {
         log.sync().unwrap();
         log.save_snapshot(&snap(30, 300_000)).unwrap(); // never synced
         assert_eq!(log.snapshot().unwrap(), Some(snap(30, 300_000)));
+        log.wait_removals();
         assert_eq!(files().len(), 2, "the current one and the new one");
     }
     let log = SledLog::open(dir.path(), CLUSTER, NODE).unwrap();

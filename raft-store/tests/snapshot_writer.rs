@@ -20,7 +20,11 @@ fn snapshot(index: u64, term: u64, len: usize) -> Snapshot {
     }
 }
 
+/// The files in the snapshot directory, once the log's reaper deleted what it dropped.
 fn snapshot_files(f: &SledFixture) -> usize {
+    if let Some(log) = &f.log {
+        log.wait_removals();
+    }
     std::fs::read_dir(f.dir.path().join("snapshots"))
         .map(|d| d.count())
         .unwrap_or(0)
