@@ -69,7 +69,9 @@ pub trait Transport: Send + 'static {
     /// node starts and whenever a new configuration comes into force, so a member added
     /// after this node started can be reached. A transport that addresses peers by id
     /// alone (like [`crate::node::ChannelTransport`]) ignores it, which is the default.
-    /// Must not panic on a bad address: log it and keep the old one. Peers are only
+    /// Must not panic on a bad address: log it and keep the old one; must not block for
+    /// long (the WaitLoop waits for it): resolve host names elsewhere, as raft-net's
+    /// `UdpTransport` does on a thread of its own. Peers are only
     /// added or updated, never dropped, so a message to a removed member still goes out
     /// (and is ignored there) until the transport is restarted.
     fn update_peers(&mut self, peers: &[(crate::NodeId, String)]) {

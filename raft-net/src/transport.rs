@@ -25,7 +25,7 @@ use crate::codec::{Codec, Sealer};
 use crate::config::NetConfig;
 use crate::fragment::{ReassemblyLimits, ResendCache};
 use crate::metrics::NetMetrics;
-use crate::peers::{self, PeerDirectory};
+use crate::peers::{self, PeerDirectory, PeerUpdater};
 use crate::processor::{Control, Processor, LOG_INTERVAL};
 use crate::stats::{DropKind, NetStats, NetStatsSnapshot};
 use crate::wire;
@@ -75,6 +75,8 @@ pub struct UdpTransport {
     local_addr: SocketAddr,
     codec: Codec,
     directory: PeerDirectory,
+    /// Applies new configurations' addresses to `directory` (host names off the caller).
+    updater: PeerUpdater,
     stats: Arc<NetStats>,
     /// `stats`, published through the `metrics` facade at each status publication.
     metrics: NetMetrics,
@@ -151,6 +153,7 @@ impl UdpTransport {
             socket,
             local_addr,
             codec,
+            updater: PeerUpdater::new(me, directory.clone(), Arc::new(peers::resolve)),
             directory,
             stats: NetStats::new_shared(),
             metrics: NetMetrics::new(me),
@@ -303,36 +306,14 @@ impl Transport for UdpTransport {
     /// Adds or updates the members of the configuration in force in the peer
     /// directory, so a node added after this one started can be reached (and its
     /// datagrams are accepted). A peer whose address is unchanged is left alone; a new
-    /// one keeps the name it had, or gets `n{id}`. An address that does not resolve is
-    /// logged and skipped: the peer stays unreachable (or at its old address) until a
-    /// configuration gives a good one. Resolution happens on the caller's thread: give
-    /// IP addresses, or host names that resolve fast.
+    /// one keeps the name it had, or gets `n{id}`. Never waits for DNS (the WaitLoop
+    /// calls this): an IP address applies at once, a host name is resolved on a thread
+    /// of its own and applied when it resolves, unless a later configuration gave that
+    /// peer another address meanwhile. An address that does not resolve is logged and
+    /// skipped: the peer stays unreachable (or at its old address) until a
+    /// configuration gives a good one.
     fn update_peers(&mut self, peers: &[(NodeId, String)]) {
-        let me = self.node_id;
-        for (id, host_port) in peers {
-            if *id == me {
-                continue;
-            }
-            let addr = match peers::resolve(host_port) {
-                Ok(addr) => addr,
-                Err(e) => {
-                    log::error!(
-                        "n{me}: cannot reach member n{id}: its address {host_port:?} does not resolve ({e}); keeping {:?}",
-                        self.directory.addr(*id)
-                    );
-                    continue;
-                }
-            };
-            if self.directory.addr(*id) == Some(addr) {
-                continue;
-            }
-            let name = self
-                .directory
-                .name_of(*id)
-                .unwrap_or_else(|| format!("n{id}"));
-            log::info!("n{me}: member n{id} ({name}) is at {addr}");
-            self.directory.insert(*id, name, addr);
-        }
+        self.updater.update(peers);
     }
 
     fn stop(&mut self) {
