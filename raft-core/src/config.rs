@@ -76,11 +76,12 @@ pub struct Config {
     pub inflight_messages_max: u32,
     /// Most entry bytes in flight to one follower; keep well under the receiver's socket buffer.
     pub inflight_bytes_max: u64,
-    /// Most appends in flight to one follower that are not full (`append_bytes_max`):
-    /// beyond it, new entries wait for an answer and then go in one append (batching,
-    /// like Nagle's algorithm). 1 batches the most; `inflight_messages_max` turns
-    /// batching off. A follower that is catching up gets full appends, which are not
-    /// held back.
+    /// Most appends in flight to one follower that are small (under
+    /// [`Config::big_append_bytes_min`], half of `append_bytes_max`): beyond it, new
+    /// entries that do not fill an append wait for an answer and then go in one append
+    /// (batching, like Nagle's algorithm). 1 batches the most; `inflight_messages_max`
+    /// turns batching off. Full and big appends (a follower catching up, large entries)
+    /// are never held back and do not count.
     pub inflight_small_appends_max: u32,
     /// Most uncommitted entries the leader holds before it refuses new proposals with
     /// `Busy` (bounds memory when followers cannot keep up).
@@ -122,6 +123,19 @@ impl Config {
 
     /// The default [`Config::entry_bytes_max`]: 1 MiB.
     pub const ENTRY_BYTES_MAX_DEFAULT: u64 = 1024 * 1024;
+
+    /// Entry bytes from which an append is big: half of `append_bytes_max`. A big append
+    /// goes out at once, even while small ones are unanswered
+    /// (`inflight_small_appends_max`), since waiting would let it carry at most as much
+    /// again.
+    ///
+    /// ```
+    /// let c = raft_core::Config::default();
+    /// assert_eq!(c.big_append_bytes_min(), c.append_bytes_max / 2);
+    /// ```
+    pub fn big_append_bytes_min(&self) -> u64 {
+        self.append_bytes_max / 2
+    }
 
     /// A default config for node `id` in a cluster of `voters`.
     ///

@@ -139,6 +139,47 @@ fn full_appends_are_not_held_back() {
     assert_eq!(to_n2, vec![3, 3, 3], "streamed in full appends");
 }
 
+/// Issue 18: an append of at least half `append_bytes_max` is big. Waiting for an answer
+/// would let it carry at most as much again, so it goes at once and does not count as a
+/// small append in flight. Before, each 50 KB entry of raft-kv's bench (60 KiB appends)
+/// waited for the follower's answer to the one before it (its round trip and its disk
+/// sync), and the runtime left proposals queued meanwhile (`replication_held`).
+#[test]
+fn big_appends_go_at_once_and_do_not_hold_small_ones() {
+    let mut config = Config::new(1, [1, 2, 3]);
+    config.append_bytes_max = 1024;
+    config.snapshot_chunk_bytes = 1024;
+    config.inflight_bytes_max = 64 * 1024;
+    assert_eq!(config.big_append_bytes_min(), 512);
+    let mut raft = leader(config);
+    let big = Bytes::from(vec![7u8; 600]);
+    for n in 0..3 {
+        raft.propose(big.clone()).unwrap();
+        assert_eq!(
+            drain(&mut raft),
+            vec![(2, 1), (3, 1)],
+            "big entry {n} waited for an answer"
+        );
+        assert!(!raft.replication_held(), "big appends count as small");
+    }
+    // Small entries still batch: the first goes (no small append is unanswered), the
+    // next ones wait for its answer and go together.
+    raft.propose(Bytes::from_static(b"s")).unwrap();
+    assert_eq!(drain(&mut raft), vec![(2, 1), (3, 1)]);
+    assert!(raft.replication_held());
+    for _ in 0..3 {
+        raft.propose(Bytes::from_static(b"t")).unwrap();
+        assert_eq!(drain(&mut raft), vec![], "held behind the small append");
+    }
+    // A big entry behind them takes the held ones along, up to the byte limit.
+    raft.propose(big).unwrap();
+    let sent = drain(&mut raft);
+    assert!(
+        sent.contains(&(2, 4)) && sent.contains(&(3, 4)),
+        "three small and one big: {sent:?}"
+    );
+}
+
 /// Regression: when the first answer commits an entry, the commit index for the other
 /// follower is held back (its append is unanswered). Its own answer must then release
 /// the commit index even though no entries are left to send, or it learns the commit

@@ -210,4 +210,14 @@ impl Progress {
     pub(crate) fn inflight_messages(&self) -> usize {
         self.inflight.len()
     }
+
+    /// Number of appends in flight that carry fewer than `big_bytes_min` entry bytes:
+    /// the small ones that `inflight_small_appends_max` bounds (at most
+    /// `inflight_messages_max` to count).
+    pub(crate) fn inflight_small_messages(&self, big_bytes_min: u64) -> usize {
+        self.inflight
+            .iter()
+            .filter(|&&(_, bytes)| bytes < big_bytes_min)
+            .count()
+    }
 }

@@ -491,8 +491,8 @@ impl<L: Log> Raft<L> {
     }
 
     /// Whether new entries would wait anyway: this node leads, and every follower's
-    /// appends are held back (`inflight_small_appends_max` small appends unanswered) or
-    /// paused. A driver may then leave proposals queued until an answer arrives and
+    /// appends are held back (`inflight_small_appends_max` small appends unanswered: big
+    /// ones, see [`Config::big_append_bytes_min`], do not count) or paused. A driver may then leave proposals queued until an answer arrives and
     /// propose them together: one write and one append for the lot.
     pub fn replication_held(&self) -> bool {
         let (messages_max, bytes_max) = (
@@ -500,11 +500,13 @@ impl<L: Log> Raft<L> {
             self.config.inflight_bytes_max,
         );
         let small_max = self.config.inflight_small_appends_max as usize;
+        let big_bytes_min = self.config.big_append_bytes_min();
         self.role == Role::Leader
             && !self.progress.is_empty()
             && self.progress.values().all(|pr| {
                 pr.is_paused(messages_max, bytes_max)
-                    || (pr.state == ProgressState::Replicate && pr.inflight_messages() >= small_max)
+                    || (pr.state == ProgressState::Replicate
+                        && pr.inflight_small_messages(big_bytes_min) >= small_max)
             })
     }
 

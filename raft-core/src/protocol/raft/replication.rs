@@ -207,17 +207,22 @@ impl<L: Log> Raft<L> {
             return;
         }
         // Batching: while small appends are unanswered, entries that do not fill an
-        // append wait for the answer, and then go together.
+        // append wait for the answer, and then go together. An append of at least half
+        // `append_bytes_max` is big: waiting would not let it carry much more, so it
+        // goes at once and does not count as small (issue 18: 50 KB entries waited a
+        // follower's round trip and sync each, one behind the other).
         // (`next <= last` first: a caught-up follower has `next == last + 1`.)
-        let fills = next <= last && entries.len() as u64 <= last - next;
+        let bytes: u64 = entries.iter().map(Entry::size_bytes).sum();
+        let big_bytes_min = self.config.big_append_bytes_min();
+        let fills = (next <= last && entries.len() as u64 <= last - next) || bytes >= big_bytes_min;
         if how.batched()
             && pr.state == ProgressState::Replicate
-            && pr.inflight_messages() >= self.config.inflight_small_appends_max as usize
+            && pr.inflight_small_messages(big_bytes_min)
+                >= self.config.inflight_small_appends_max as usize
             && !fills
         {
             return;
         }
-        let bytes: u64 = entries.iter().map(Entry::size_bytes).sum();
         if bytes > budget && window_in_use {
             return; // the next entry does not fit the window: wait for acknowledgements
         }
