@@ -77,7 +77,7 @@ pub struct Config {
     /// Most entry bytes in flight to one follower; keep well under the receiver's socket buffer.
     pub inflight_bytes_max: u64,
     /// Most appends in flight to one follower that are small (under
-    /// [`Config::big_append_bytes_min`], half of `append_bytes_max`): beyond it, new
+    /// [`Config::big_append_bytes_min`], half of `append_bytes_max` or 4 KiB): beyond it, new
     /// entries that do not fill an append wait for an answer and then go in one append
     /// (batching, like Nagle's algorithm). 1 batches the most; `inflight_messages_max`
     /// turns batching off. Full and big appends (a follower catching up, large entries)
@@ -124,17 +124,23 @@ impl Config {
     /// The default [`Config::entry_bytes_max`]: 1 MiB.
     pub const ENTRY_BYTES_MAX_DEFAULT: u64 = 1024 * 1024;
 
-    /// Entry bytes from which an append is big: half of `append_bytes_max`. A big append
-    /// goes out at once, even while small ones are unanswered
-    /// (`inflight_small_appends_max`), since waiting would let it carry at most as much
-    /// again.
+    /// The smallest append that counts as big, whatever `append_bytes_max`: below it
+    /// batching still saves a datagram and a sync per entry, which is what it is for.
+    pub const BIG_APPEND_BYTES_FLOOR: u64 = 4096;
+
+    /// Entry bytes from which an append is big: half of `append_bytes_max`, and at least
+    /// [`Config::BIG_APPEND_BYTES_FLOOR`]. A big append goes out at once, even while
+    /// small ones are unanswered (`inflight_small_appends_max`), since waiting would let
+    /// it carry at most as much again.
     ///
     /// ```
-    /// let c = raft_core::Config::default();
+    /// let mut c = raft_core::Config::default();
     /// assert_eq!(c.big_append_bytes_min(), c.append_bytes_max / 2);
+    /// c.append_bytes_max = 1400;
+    /// assert_eq!(c.big_append_bytes_min(), raft_core::Config::BIG_APPEND_BYTES_FLOOR);
     /// ```
     pub fn big_append_bytes_min(&self) -> u64 {
-        self.append_bytes_max / 2
+        (self.append_bytes_max / 2).max(Self::BIG_APPEND_BYTES_FLOOR)
     }
 
     /// A default config for node `id` in a cluster of `voters`.
