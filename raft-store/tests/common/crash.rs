@@ -154,6 +154,20 @@ pub fn reopen(db_dir: &Path, ctx: &str) -> (View, Option<Snapshot>) {
     let log = SledLog::open(db_dir, CLUSTER, NODE)
         .unwrap_or_else(|e| panic!("{ctx}: reopen after SIGKILL failed: {e}"));
     let after = view(&log);
+    // Dropped files are deleted on the log's reaper thread, so a kill can leave some
+    // behind (and a temporary being written); the reopen must have removed them, or
+    // the disk budget would leak a file per crash.
+    let files: Vec<String> = match std::fs::read_dir(db_dir.join("snapshots")) {
+        Ok(dir) => dir
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    assert!(
+        files.len() <= 2 && !files.iter().any(|f| f.ends_with(".tmp")),
+        "{ctx}: after the reopen the snapshot directory holds more than the current \
+         snapshot and the one before it: {files:?}"
+    );
     let snapshot = log
         .snapshot()
         .unwrap_or_else(|e| panic!("{ctx}: reading the snapshot after SIGKILL failed: {e}"));
