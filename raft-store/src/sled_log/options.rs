@@ -4,6 +4,11 @@ use std::time::Duration;
 
 use raft_core::{NodeId, StorageError};
 
+#[cfg(doc)]
+use super::SledLog;
+#[cfg(doc)]
+use raft_core::Log;
+
 /// What [`Log::sync`] of a [`SledLog`] guarantees.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
