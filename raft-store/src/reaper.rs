@@ -50,16 +50,6 @@ pub(crate) struct Remover {
     tx: Option<Sender<Job>>,
 }
 
-impl std::fmt::Debug for Job {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Job::Remove(p) => write!(f, "Remove({})", p.display()),
-            Job::Flush(_) => f.write_str("Flush"),
-            Job::Stop => f.write_str("Stop"),
-        }
-    }
-}
-
 impl Reaper {
     /// Starts the thread `raft-reaper-n<node_id>`.
     pub(crate) fn start(node_id: NodeId) -> Self {
@@ -106,6 +96,11 @@ impl Reaper {
             thread: Some(thread),
         };
         (reaper, gate_tx)
+    }
+
+    /// Waits until every deletion queued so far is done.
+    pub(crate) fn flush(&self) {
+        self.remover.flush();
     }
 
     /// A handle for the parts of the log that drop files.

@@ -492,8 +492,9 @@ impl<L: Log> Raft<L> {
 
     /// Whether new entries would wait anyway: this node leads, and every follower's
     /// appends are held back (`inflight_small_appends_max` small appends unanswered: big
-    /// ones, see [`Config::big_append_bytes_min`], do not count) or paused. A driver may then leave proposals queued until an answer arrives and
-    /// propose them together: one write and one append for the lot.
+    /// ones, see [`Config::big_append_bytes_min`], do not count) or paused. A driver may
+    /// then leave proposals queued until an answer arrives and propose them together: one
+    /// write and one append for the lot.
     pub fn replication_held(&self) -> bool {
         let (messages_max, bytes_max) = (
             self.config.inflight_messages_max,

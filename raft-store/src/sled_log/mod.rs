@@ -200,7 +200,7 @@ impl SledLog {
     /// the log's own, `raft-reaper-n<id>`, so that unlinking hundreds of MB never holds
     /// up a sync; call this before measuring the disk.
     pub fn wait_removals(&self) {
-        self.reaper.remover().flush();
+        self.reaper.flush();
     }
 
     /// Bytes of the snapshot files on disk (the current one, the one before it, and a

@@ -207,10 +207,11 @@ impl<L: Log> Raft<L> {
             return;
         }
         // Batching: while small appends are unanswered, entries that do not fill an
-        // append wait for the answer, and then go together. An append of at least half
-        // `append_bytes_max` is big: waiting would not let it carry much more, so it
-        // goes at once and does not count as small (issue 18: 50 KB entries waited a
-        // follower's round trip and sync each, one behind the other).
+        // append wait for the answer, and then go together. An append of at least
+        // `Config::big_append_bytes_min` (half `append_bytes_max`, 4 KiB at least) is
+        // big: waiting would not let it carry much more, so it goes at once and does not
+        // count as small (issue 18: 50 KB entries waited a follower's round trip and
+        // sync each, one behind the other).
         // (`next <= last` first: a caught-up follower has `next == last + 1`.)
         let bytes: u64 = entries.iter().map(Entry::size_bytes).sum();
         let big_bytes_min = self.config.big_append_bytes_min();
